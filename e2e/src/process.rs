@@ -1,0 +1,133 @@
+//! Child processes that cannot outlive their test.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
+
+/// How many trailing log lines a dropped child prints.
+const LOG_TAIL_LINES: usize = 400;
+
+/// A child in its own process group, with stdout and stderr in one log file.
+///
+/// Dropping it kills the whole group (SIGKILL), reaps the child and prints the
+/// tail of its log to stderr, which the test runner shows for failing tests.
+#[derive(Debug)]
+pub struct ChildProcess {
+    name: String,
+    child: std::process::Child,
+    log_path: PathBuf,
+}
+
+impl ChildProcess {
+    /// Starts `command` as `name`, logging to `log_path`.
+    pub fn spawn(name: &str, command: &mut Command, log_path: &Path) -> Result<Self> {
+        let log = File::create(log_path)
+            .with_context(|| format!("creating log file {}", log_path.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log_path: log_path.to_path_buf(),
+        })
+    }
+
+    /// The child's pid, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once the child has exited.
+    pub fn exit_status(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Path of the log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Kills the process group and reaps the child. Idempotent.
+    pub fn kill(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // ESRCH (already gone) is fine: the group is what we wanted dead.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+        eprintln!(
+            "----- {} (pid {}) log, last {LOG_TAIL_LINES} lines: {} -----\n{}\n----- end of {} log -----",
+            self.name,
+            self.child.id(),
+            self.log_path.display(),
+            self.log_tail(LOG_TAIL_LINES),
+            self.name
+        );
+    }
+}
+
+/// Pids of the live processes in process group `pgid`, read from `/proc`.
+/// Zombies count as gone: they run nothing and hold no port.
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // Fields after the parenthesised command: state ppid pgrp ...
+            let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+                return false;
+            };
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+        })
+        .collect()
+}
+
+/// Runs a command to completion with a deadline, returning its combined output.
+pub async fn run_to_completion(
+    command: &mut tokio::process::Command,
+    deadline: std::time::Duration,
+) -> Result<(ExitStatus, String)> {
+    command.kill_on_drop(true).stdin(Stdio::null());
+    let output = tokio::time::timeout(deadline, command.output())
+        .await
+        .with_context(|| format!("{command:?} did not finish within {deadline:?}"))?
+        .with_context(|| format!("running {command:?}"))?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok((output.status, text))
+}

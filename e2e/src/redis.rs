@@ -1,0 +1,120 @@
+//! A private `redis-server` per test, on a free loopback port.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::paths;
+use crate::poll;
+use crate::process::ChildProcess;
+
+/// How many fresh ports to try when another process takes ours first.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A running `redis-server` that keeps nothing on disk. Killed when dropped.
+#[derive(Debug)]
+pub struct Redis {
+    process: ChildProcess,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    /// Starts `redis-server` and waits until it answers `PING`.
+    pub async fn start() -> Result<Self> {
+        let bin = paths::tool("redis-server", "installs the Debian package redis-server")?;
+        let mut last_log = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("gatehouse-redis-")
+                .tempdir()?;
+            // Redis must be told a port. Between picking a free one and Redis
+            // binding it another process may take it: then Redis exits with
+            // "Address already in use" and we pick again.
+            let port = free_port()?;
+            let mut command = Command::new(&bin);
+            command
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path());
+            let mut process =
+                ChildProcess::spawn("redis-server", &mut command, &dir.path().join("redis.log"))?;
+            let pid = process.pid();
+            let ready = poll::until("redis-server", poll::READY_DEADLINE, || {
+                let exited = process.exit_status();
+                async move {
+                    if exited?.is_some() {
+                        return Ok(Some(false));
+                    }
+                    // Ready when *our* server answers: a server that someone
+                    // else started on this port would report another pid.
+                    Ok((server_pid(port).await == Some(pid)).then_some(true))
+                }
+            })
+            .await?;
+            if ready {
+                return Ok(Self {
+                    process,
+                    port,
+                    _dir: dir,
+                });
+            }
+            last_log = process.log_tail(20);
+            if !last_log.contains("Address already in use") {
+                break;
+            }
+        }
+        bail!("redis-server did not start; its log:\n{last_log}")
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The pid (and process group id) of the server.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The `process_id` a Redis server on `port` reports in `INFO server`, if one answers.
+pub async fn server_pid(port: u16) -> Option<u32> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream.write_all(b"INFO server\r\n").await.ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // A bulk string `$<len>\r\n<text>\r\n`; read until the pid line is in.
+    while reply.len() < 64 * 1024 {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(start) = text.find("process_id:") {
+            let rest = &text[start + "process_id:".len()..];
+            if let Some(end) = rest.find('\r') {
+                return rest[..end].trim().parse().ok();
+            }
+        }
+    }
+    None
+}

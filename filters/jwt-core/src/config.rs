@@ -1,0 +1,191 @@
+//! The filter's configuration: the JSON in Envoy's `configuration` field.
+
+use serde::Deserialize;
+
+/// Header prefix the stack's invented headers use unless renamed.
+pub const DEFAULT_HEADER_PREFIX: &str = "x-gatehouse-";
+
+/// A validated filter configuration. Build it with [`FilterConfig::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterConfig {
+    header_prefix: String,
+}
+
+/// Why a filter configuration was refused. `Display` names the field path.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The bytes are not JSON of the expected shape (unknown field, wrong type).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// Field path where parsing stopped, `.` for the document itself.
+        path: String,
+        /// What serde found wrong there.
+        message: String,
+    },
+    /// The JSON has the right shape but a value is not allowed.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// Field path of the offending value.
+        path: &'static str,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilterConfig {
+    #[serde(default)]
+    header_prefix: Option<String>,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        Self {
+            header_prefix: DEFAULT_HEADER_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl FilterConfig {
+    /// Parses the plugin configuration.
+    ///
+    /// Empty input (Envoy passes none when `configuration` is unset) gives the
+    /// defaults. Fields:
+    /// - `header_prefix` (string, default `"x-gatehouse-"`): request headers
+    ///   starting with it are reserved for the stack and removed from client
+    ///   requests. Lowercase header-name characters only, at least 3 of them.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field path when the JSON is malformed, has an
+    /// unknown field or an invalid value.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawFilterConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Syntax {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        Self::try_from(raw)
+    }
+
+    /// The reserved header prefix, lowercase.
+    #[must_use]
+    pub fn header_prefix(&self) -> &str {
+        &self.header_prefix
+    }
+
+    /// Whether a client-sent request header must be removed before the request
+    /// goes on. `name` is compared case-insensitively, as HTTP header names are.
+    #[must_use]
+    pub fn is_reserved_header(&self, name: &str) -> bool {
+        name.len() >= self.header_prefix.len()
+            && name.as_bytes()[..self.header_prefix.len()]
+                .eq_ignore_ascii_case(self.header_prefix.as_bytes())
+    }
+}
+
+impl TryFrom<RawFilterConfig> for FilterConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawFilterConfig) -> Result<Self, Self::Error> {
+        let Some(prefix) = raw.header_prefix else {
+            return Ok(Self::default());
+        };
+        // A prefix of one or two characters ("x-") would strip headers the
+        // stack does not own; a prefix with upper case or separators could
+        // never match what Envoy hands over (HTTP/2 and Envoy lowercase names).
+        let valid_chars = prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if prefix.len() < 3 || !valid_chars {
+            return Err(ConfigError::Invalid {
+                path: "header_prefix",
+                message: format!(
+                    "{prefix:?} is not a header-name prefix: use at least 3 characters of a-z, 0-9, '-' or '_', e.g. \"{DEFAULT_HEADER_PREFIX}\""
+                ),
+            });
+        }
+        Ok(Self {
+            header_prefix: prefix,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn empty_configuration_gives_defaults() {
+        assert_eq!(FilterConfig::parse(b"").unwrap(), FilterConfig::default());
+        assert_eq!(
+            FilterConfig::parse(b"  \n").unwrap().header_prefix(),
+            "x-gatehouse-"
+        );
+        assert_eq!(FilterConfig::parse(b"{}").unwrap(), FilterConfig::default());
+    }
+
+    #[test]
+    fn custom_prefix_is_kept() {
+        let config = FilterConfig::parse(br#"{"header_prefix": "x-edge-"}"#).unwrap();
+        assert_eq!(config.header_prefix(), "x-edge-");
+        assert!(config.is_reserved_header("X-Edge-User"));
+        assert!(!config.is_reserved_header("x-gatehouse-user"));
+    }
+
+    #[test]
+    fn unknown_field_names_the_field() {
+        let err = FilterConfig::parse(br#"{"header_prefx": "x-a-"}"#).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("header_prefx"), "{text}");
+        assert!(text.contains("unknown field"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = FilterConfig::parse(br#"{"header_prefix": 7}"#).unwrap_err();
+        assert!(err.to_string().starts_with("header_prefix: "), "{err}");
+    }
+
+    #[test]
+    fn short_or_uppercase_prefix_is_refused() {
+        for bad in ["x-", "X-Gatehouse-", "x gatehouse", ""] {
+            let json = format!(r#"{{"header_prefix": {bad:?}}}"#);
+            let err = FilterConfig::parse(json.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().starts_with("header_prefix: "),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn reserved_headers_match_case_insensitively() {
+        let config = FilterConfig::default();
+        assert!(config.is_reserved_header("x-gatehouse-user"));
+        assert!(config.is_reserved_header("X-GATEHOUSE-USER"));
+        assert!(!config.is_reserved_header("x-gatehous"));
+        assert!(!config.is_reserved_header("authorization"));
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = FilterConfig::parse(&input);
+        }
+
+        #[test]
+        fn accepted_prefix_always_reserves_itself(prefix in "[a-z0-9_-]{3,20}") {
+            let json = serde_json::json!({ "header_prefix": prefix }).to_string();
+            let config = FilterConfig::parse(json.as_bytes()).unwrap();
+            let header = format!("{prefix}anything");
+            prop_assert!(config.is_reserved_header(&header));
+            prop_assert!(config.is_reserved_header(&prefix.to_uppercase()));
+        }
+    }
+}
