@@ -197,7 +197,8 @@ pub async fn run(
             .iter()
             .fold(builder, |b, (k, v)| b.var(k, v))
             .upstream(&echo)
-            .concurrency(1);
+            .concurrency(1)
+            .log_on_drop(false);
         if let Some(p) = pinning {
             builder = builder.cpus(&p.envoy);
         }

@@ -25,6 +25,7 @@ pub struct EnvoyBuilder {
     concurrency: u32,
     cpus: Option<String>,
     log_level: String,
+    log_on_drop: bool,
 }
 
 /// A running, ready Envoy. Killed (with its process group) when dropped.
@@ -103,6 +104,11 @@ impl Envoy {
         self.process.log()
     }
 
+    /// Where Envoy's log is written (removed when the Envoy drops).
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
     /// The rendered bootstrap Envoy runs.
     pub fn config_path(&self) -> &Path {
         &self.config_path
@@ -123,6 +129,7 @@ impl EnvoyBuilder {
             concurrency: 1,
             cpus: None,
             log_level: std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
+            log_on_drop: true,
         }
     }
 
@@ -150,6 +157,13 @@ impl EnvoyBuilder {
     #[must_use]
     pub fn cpus(mut self, list: &str) -> Self {
         self.cpus = Some(list.to_owned());
+        self
+    }
+
+    /// Whether dropping the Envoy prints its log tail (default on, for tests).
+    #[must_use]
+    pub fn log_on_drop(mut self, on: bool) -> Self {
+        self.log_on_drop = on;
         self
     }
 
@@ -202,6 +216,7 @@ impl EnvoyBuilder {
             .arg(&self.log_level);
         let mut process =
             ChildProcess::spawn("envoy", &mut command, &dir.path().join("envoy.log"))?;
+        process.set_log_on_drop(self.log_on_drop);
 
         let client = reqwest::Client::builder()
             .no_proxy()

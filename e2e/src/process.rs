@@ -21,6 +21,7 @@ pub struct ChildProcess {
     name: String,
     child: std::process::Child,
     log_path: PathBuf,
+    log_on_drop: bool,
 }
 
 impl ChildProcess {
@@ -39,6 +40,7 @@ impl ChildProcess {
             name: name.to_owned(),
             child,
             log_path: log_path.to_path_buf(),
+            log_on_drop: true,
         })
     }
 
@@ -71,6 +73,12 @@ impl ChildProcess {
         &self.log_path
     }
 
+    /// Whether dropping prints the log tail (on by default; tests want it, a
+    /// benchmark or the quickstart that ends normally does not).
+    pub fn set_log_on_drop(&mut self, on: bool) {
+        self.log_on_drop = on;
+    }
+
     /// Kills the process group and reaps the child. Idempotent.
     pub fn kill(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
@@ -84,6 +92,9 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill();
+        if !self.log_on_drop {
+            return;
+        }
         eprintln!(
             "----- {} (pid {}) log, last {LOG_TAIL_LINES} lines: {} -----\n{}\n----- end of {} log -----",
             self.name,

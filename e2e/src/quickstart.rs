@@ -22,8 +22,22 @@ pub struct Quickstart {
 
 /// Starts the stack; port 0 picks free ports.
 pub async fn start(listen_port: u16, admin_port: u16) -> Result<Quickstart> {
+    start_with(
+        EnvoyBuilder::from_text(TEMPLATE, "embedded quickstart template"),
+        listen_port,
+        admin_port,
+    )
+    .await
+}
+
+/// Starts the stack from a prepared builder (the binary turns the log dump off).
+pub async fn start_with(
+    builder: EnvoyBuilder,
+    listen_port: u16,
+    admin_port: u16,
+) -> Result<Quickstart> {
     let echo = Echo::start_named("quickstart").await?;
-    let envoy = EnvoyBuilder::from_text(TEMPLATE, "embedded quickstart template")
+    let envoy = builder
         .upstream(&echo)
         .var("LISTEN_PORT", listen_port)
         .var("ADMIN_PORT", admin_port)

@@ -53,7 +53,13 @@ async fn main() -> Result<()> {
     let envoy_version = std::process::Command::new(e2e::paths::envoy_bin()?)
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.split_once("version: ")
+                .map_or(text.clone(), |(_, v)| v.to_owned())
+                .trim()
+                .to_owned()
+        })
         .unwrap_or_default();
     let pin_note = match &pinning {
         Some(p) => format!(

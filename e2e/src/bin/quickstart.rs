@@ -18,10 +18,14 @@ fn port(name: &str, default: u16) -> Result<u16> {
 async fn main() -> Result<()> {
     let listen = port("GATEHOUSE_LISTEN_PORT", 8080)?;
     let admin = port("GATEHOUSE_ADMIN_PORT", 9901)?;
-    let stack = e2e::quickstart::start(listen, admin).await?;
+    let builder =
+        e2e::EnvoyBuilder::from_text(e2e::quickstart::TEMPLATE, "embedded quickstart template")
+            .log_on_drop(false);
+    let stack = e2e::quickstart::start_with(builder, listen, admin).await?;
     println!("Gatehouse quickstart is up:");
     println!("  edge:         {}", stack.url("/"));
     println!("  envoy admin:  {}", stack.envoy.admin_url("/"));
+    println!("  envoy log:    {}", stack.envoy.log_path().display());
     println!(
         "  try:          curl -s -H 'x-gatehouse-user: mallory' {}",
         stack.url("/hello")
