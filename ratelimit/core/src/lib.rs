@@ -1,0 +1,25 @@
+//! Pure rate-limit logic of `gatehouse-ratelimit`, compatible with
+//! envoyproxy/ratelimit: its YAML configuration, descriptor matching,
+//! fixed-window counting (plus an opt-in sliding window), shadow, quota and
+//! `replaces` semantics, and the store abstraction with an in-memory store.
+//!
+//! No tokio, tonic, axum or I/O here: time comes in as a parameter, counters
+//! through the [`Store`] trait, and wire types stop at the service crate.
+
+mod config;
+mod glob;
+mod limiter;
+mod request;
+mod store;
+mod unit;
+
+pub use config::{Algorithm, ConfigError, Matched, RateLimitConfig, Rule};
+pub use glob::matches as wildcard_matches;
+pub use limiter::{
+    Code, CurrentLimit, Decision, HeaderNames, Limiter, LimiterSettings, Outcome, Status,
+};
+pub use request::{
+    Descriptor, LimitOverride, MAX_DESCRIPTORS, MAX_ENTRIES, MAX_FIELD_BYTES, Request, RequestError,
+};
+pub use store::{MemoryStore, Op, Store, StoreError};
+pub use unit::Unit;
