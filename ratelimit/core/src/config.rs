@@ -307,8 +307,7 @@ impl RateLimitConfig {
             }
             let mut level = config.domains.remove(&raw.domain).unwrap_or_default();
             config.build_level(
-                file,
-                &raw.domain,
+                (file, &raw.domain),
                 "descriptors",
                 &raw.domain,
                 false,
