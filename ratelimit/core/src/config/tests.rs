@@ -303,7 +303,8 @@ mod props {
 
         #[test]
         fn a_loaded_exact_rule_always_matches_its_own_descriptor(key in "[a-z]{1,8}", value in "[a-z0-9]{1,8}", n in 0u32..1000) {
-            let text = format!("domain: d\ndescriptors:\n  - key: {key}\n    value: {value}\n    rate_limit: {{ unit: minute, requests_per_unit: {n} }}\n");
+            // Quoted: unquoted YAML such as 0e0 is a number, read as its value ("0").
+            let text = format!("domain: d\ndescriptors:\n  - key: {key}\n    value: {value:?}\n    rate_limit: {{ unit: minute, requests_per_unit: {n} }}\n");
             let config = RateLimitConfig::load([("p.yaml", text.as_str())]).unwrap();
             let m = config.find("d", &d(&[(&key, &value)])).unwrap();
             prop_assert_eq!(m.rule.requests_per_unit(), n);
