@@ -109,6 +109,7 @@ pub enum Algorithm {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     id: usize,
+    full_key: String,
     stat_key: String,
     requests_per_unit: u32,
     unit: Unit,
@@ -128,10 +129,16 @@ impl Rule {
     pub fn id(&self) -> usize {
         self.id
     }
-    /// The stats key, `domain.key_value.key`, as the reference builds it.
+    /// The stats key, `domain.key_value.key`, sanitized as the reference's
+    /// stats manager does it (see [`sanitize_stat_key`]).
     #[must_use]
     pub fn stat_key(&self) -> &str {
         &self.stat_key
+    }
+    /// The configuration path, `domain.key_value.key`, as written.
+    #[must_use]
+    pub fn full_key(&self) -> &str {
+        &self.full_key
     }
     /// Requests allowed per unit.
     #[must_use]
@@ -478,7 +485,8 @@ impl RateLimitConfig {
         };
         Ok(Rule {
             id: self.rules.len(),
-            stat_key: stat_key.to_owned(),
+            full_key: stat_key.to_owned(),
+            stat_key: sanitize_stat_key(stat_key),
             // As in the reference, a missing requests_per_unit is 0: block all.
             requests_per_unit: raw.requests_per_unit.unwrap_or(0),
             unit: unit.unwrap_or(Unit::Second),
@@ -526,9 +534,11 @@ impl RateLimitConfig {
         }) = descriptor.limit()
         {
             let key = plain_key(domain, entries);
-            let stat_key = stat_of(domain, entries);
+            let full_key = stat_of(domain, entries);
+            let stat_key = sanitize_stat_key(&full_key);
             let rule = Rule {
                 id: usize::MAX,
+                full_key,
                 stat_key: stat_key.clone(),
                 requests_per_unit,
                 unit,
@@ -569,7 +579,7 @@ impl RateLimitConfig {
         }
         let rule = leaf?.rule.clone()?;
         let stat_key = if rule.detailed_metric || rule.path_value_to_metric {
-            self.request_stat_key(domain, entries, rule.detailed_metric)
+            sanitize_stat_key(&self.request_stat_key(domain, entries, rule.detailed_metric))
         } else {
             rule.stat_key.clone()
         };
@@ -666,16 +676,68 @@ fn stat_of(domain: &str, entries: &[(String, String)]) -> String {
     key
 }
 
+/// What the reference's stats manager does to a key before using it as a
+/// stat name: `:` and `|` become `_`, and so do the dots inside anything that
+/// looks like an IPv4 address (`remote_address_10.0.0.1` →
+/// `remote_address_10_0_0_1`), so statsd does not split on them.
+#[must_use]
+pub fn sanitize_stat_key(key: &str) -> String {
+    let mut out: Vec<u8> = key
+        .bytes()
+        .map(|b| if b == b':' || b == b'|' { b'_' } else { b })
+        .collect();
+    let bytes = key.as_bytes();
+    let digits_at = |i: usize| {
+        bytes[i..]
+            .iter()
+            .take(3)
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        // Try to read \d{1,3}(\.\d{1,3}){3} starting at i.
+        let mut pos = i;
+        let mut dots = Vec::with_capacity(3);
+        let mut ok = true;
+        for part in 0..4 {
+            let n = digits_at(pos);
+            if n == 0 {
+                ok = false;
+                break;
+            }
+            pos += n;
+            if part < 3 {
+                if bytes.get(pos) != Some(&b'.') {
+                    ok = false;
+                    break;
+                }
+                dots.push(pos);
+                pos += 1;
+            }
+        }
+        if ok {
+            for d in dots {
+                out[d] = b'_';
+            }
+            i = pos;
+        } else {
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| key.to_owned())
+}
+
 fn describe(rule: &Rule) -> String {
     if rule.unlimited {
         return format!(
             "{}: unit=UNKNOWN requests_per_unit={}, shadow_mode: {}, quota_mode: {}",
-            rule.stat_key, rule.requests_per_unit, rule.shadow_mode, rule.quota_mode
+            rule.full_key, rule.requests_per_unit, rule.shadow_mode, rule.quota_mode
         );
     }
     format!(
         "{}: unit={} requests_per_unit={}, shadow_mode: {}, quota_mode: {}",
-        rule.stat_key, rule.unit, rule.requests_per_unit, rule.shadow_mode, rule.quota_mode
+        rule.full_key, rule.unit, rule.requests_per_unit, rule.shadow_mode, rule.quota_mode
     )
 }
 

@@ -13,7 +13,7 @@ mod request;
 mod store;
 mod unit;
 
-pub use config::{Algorithm, ConfigError, Matched, RateLimitConfig, Rule};
+pub use config::{Algorithm, ConfigError, Matched, RateLimitConfig, Rule, sanitize_stat_key};
 pub use glob::matches as wildcard_matches;
 pub use limiter::{
     Code, CurrentLimit, Decision, HeaderNames, Limiter, LimiterSettings, Outcome, Status,

@@ -311,3 +311,14 @@ mod props {
         }
     }
 }
+
+#[test]
+fn stat_keys_are_sanitized_like_the_reference() {
+    assert_eq!(
+        sanitize_stat_key("d.remote_address_10.0.0.1"),
+        "d.remote_address_10_0_0_1"
+    );
+    assert_eq!(sanitize_stat_key("d.k_a:b|c"), "d.k_a_b_c");
+    assert_eq!(sanitize_stat_key("d.version_1.2.3"), "d.version_1.2.3");
+    assert_eq!(sanitize_stat_key("d.ip_1234.1.1.1"), "d.ip_1234_1_1_1");
+}

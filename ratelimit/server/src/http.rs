@@ -1,0 +1,270 @@
+//! HTTP side ports: the reference's `/json` and `/healthcheck`, our
+//! `/healthz`, `/readyz` and `/metrics`; on the debug port, `/rlconfig`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use gatehouse_ratelimit_core::{Code, Decision, Descriptor, LimitOverride, Request, Unit};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::service::{CheckError, RlsHandler};
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The decision handler.
+    pub handler: Arc<RlsHandler>,
+    /// Metrics registry.
+    pub registry: Arc<Registry>,
+    /// Set on SIGTERM: health turns to not ready.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// The main HTTP port (`PORT`).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/json", any(json_check))
+        .route("/healthcheck", get(healthcheck))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The debug port (`DEBUG_PORT`).
+pub fn debug_router(state: AppState) -> Router {
+    Router::new()
+        .route("/rlconfig", get(rlconfig))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            "/metrics: print out metrics\n/rlconfig: print out the currently loaded configuration for debugging\n"
+        })
+        .with_state(state)
+}
+
+async fn is_ready(state: &AppState) -> Result<(), &'static str> {
+    if state.draining.load(Ordering::Relaxed) {
+        return Err("draining");
+    }
+    if !state.handler.store.is_ready().await {
+        return Err("counter store unreachable");
+    }
+    Ok(())
+}
+
+async fn healthcheck(State(state): State<AppState>) -> Response {
+    match is_ready(&state).await {
+        Ok(()) => (StatusCode::OK, "OK").into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match is_ready(&state).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn rlconfig(State(state): State<AppState>) -> String {
+    state.handler.live.current().dump().to_owned()
+}
+
+// === /json: the reference's JSON form of ShouldRateLimit ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    descriptors: Vec<JsonDescriptor>,
+    #[serde(default, alias = "hitsAddend")]
+    hits_addend: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonDescriptor {
+    #[serde(default)]
+    entries: Vec<JsonEntry>,
+    #[serde(default)]
+    limit: Option<JsonLimit>,
+    #[serde(default, alias = "hitsAddend")]
+    hits_addend: Option<JsonU64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEntry {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLimit {
+    #[serde(alias = "requestsPerUnit")]
+    requests_per_unit: u32,
+    unit: JsonUnit,
+}
+
+/// protojson writes 64-bit integers as strings; accept both.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonU64 {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonUnit {
+    Number(i32),
+    Name(String),
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "code": "invalid_request", "message": message })),
+    )
+        .into_response()
+}
+
+async fn json_check(State(state): State<AppState>, body: Bytes) -> Response {
+    let raw: JsonRequest = match serde_json::from_slice(&body) {
+        Ok(raw) => raw,
+        Err(e) => return bad_request(format!("request body: {e}")),
+    };
+    let mut descriptors = Vec::with_capacity(raw.descriptors.len());
+    for (index, d) in raw.descriptors.into_iter().enumerate() {
+        let mut descriptor =
+            Descriptor::new(d.entries.into_iter().map(|e| (e.key, e.value)).collect());
+        if let Some(limit) = d.limit {
+            let unit = match &limit.unit {
+                JsonUnit::Number(n) => Unit::from_proto_number(*n),
+                JsonUnit::Name(name) => Unit::parse(name),
+            };
+            let Some(unit) = unit else {
+                return bad_request(format!("descriptors[{index}].limit.unit: unknown unit"));
+            };
+            descriptor = descriptor.with_limit(LimitOverride {
+                requests_per_unit: limit.requests_per_unit,
+                unit,
+            });
+        }
+        if let Some(hits) = d.hits_addend {
+            let hits = match hits {
+                JsonU64::Number(n) => n,
+                JsonU64::Text(t) => match t.parse() {
+                    Ok(n) => n,
+                    Err(_) => {
+                        return bad_request(format!(
+                            "descriptors[{index}].hits_addend: not a number"
+                        ));
+                    }
+                },
+            };
+            descriptor = descriptor.with_hits_addend(hits);
+        }
+        descriptors.push(descriptor);
+    }
+    let request = match Request::try_new(raw.domain, descriptors, u64::from(raw.hits_addend)) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    match state.handler.decide(&request).await {
+        Ok(decision) => {
+            let status = if decision.overall == Code::OverLimit {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(decision_json(&decision))).into_response()
+        }
+        Err(CheckError::Invalid(e)) => bad_request(e.to_string()),
+        Err(CheckError::Store(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({ "code": "store_unavailable", "message": "rate limit store unavailable" }),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// protojson of a `RateLimitResponse`: camelCase, enums by name, defaults omitted.
+fn decision_json(decision: &Decision) -> Value {
+    let code = |c: Code| match c {
+        Code::Ok => "OK",
+        Code::OverLimit => "OVER_LIMIT",
+    };
+    let statuses: Vec<Value> = decision
+        .statuses
+        .iter()
+        .map(|s| {
+            let mut o = Map::new();
+            o.insert("code".into(), code(s.code).into());
+            if let Some(l) = &s.current_limit {
+                let mut limit = Map::new();
+                if !l.name.is_empty() {
+                    limit.insert("name".into(), l.name.clone().into());
+                }
+                limit.insert("requestsPerUnit".into(), l.requests_per_unit.into());
+                limit.insert("unit".into(), l.unit.to_string().into());
+                o.insert("currentLimit".into(), limit.into());
+            }
+            if s.limit_remaining > 0 {
+                o.insert("limitRemaining".into(), s.limit_remaining.into());
+            }
+            if s.duration_until_reset > 0 {
+                o.insert(
+                    "durationUntilReset".into(),
+                    format!("{}s", s.duration_until_reset).into(),
+                );
+            }
+            o.into()
+        })
+        .collect();
+    let mut out = Map::new();
+    out.insert("overallCode".into(), code(decision.overall).into());
+    out.insert("statuses".into(), statuses.into());
+    if !decision.response_headers.is_empty() {
+        let headers: Vec<Value> = decision
+            .response_headers
+            .iter()
+            .map(|(k, v)| json!({ "key": k, "value": v }))
+            .collect();
+        out.insert("responseHeadersToAdd".into(), headers.into());
+    }
+    out.into()
+}

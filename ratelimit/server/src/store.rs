@@ -1,0 +1,269 @@
+//! The service's counter stores: memory (from the core) and Redis.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use gatehouse_ratelimit_core::{MemoryStore, Op, Store, StoreError};
+use redis::IntoConnectionInfo;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::settings::{RedisSettings, RedisType};
+
+/// The configured store.
+pub enum Backend {
+    /// In-process counters.
+    Memory(MemoryStore),
+    /// Redis (single, sentinel-resolved or cluster).
+    Redis(RedisStore),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Memory(_) => "Backend::Memory",
+            Self::Redis(_) => "Backend::Redis",
+        })
+    }
+}
+
+impl Store for Backend {
+    fn execute(
+        &self,
+        ops: &[Op],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send {
+        let memory = match self {
+            Self::Memory(m) => Some(m.apply(ops, now_ms)),
+            Self::Redis(_) => None,
+        };
+        let redis = match self {
+            Self::Redis(r) => Some(r.run(ops)),
+            Self::Memory(_) => None,
+        };
+        async move {
+            match (memory, redis) {
+                (Some(values), _) => Ok(values),
+                (None, Some(run)) => run.await,
+                (None, None) => Err(StoreError::Backend("no store".into())),
+            }
+        }
+    }
+}
+
+impl Backend {
+    /// Whether the store can serve now (Redis answers `PING`).
+    pub async fn is_ready(&self) -> bool {
+        match self {
+            Self::Memory(_) => true,
+            Self::Redis(r) => r.ping().await,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// Redis counters: `INCRBY` + `EXPIRE` (and `GET` for sliding windows) for
+/// every counter of a request, pipelined in one round trip on multiplexed
+/// connections, so concurrent requests share the wire. `INCRBY` is atomic in
+/// Redis, which keeps counts exact across any number of service replicas.
+pub struct RedisStore {
+    conns: Vec<Conn>,
+    next: AtomicUsize,
+    op_timeout: Duration,
+    jitter_max: u64,
+}
+
+impl RedisStore {
+    /// Connects (lazily reconnecting later) as the settings say.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self> {
+        if settings.tls {
+            // One process-wide crypto provider for rustls; a second install is a no-op error.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let conns = match settings.kind {
+            RedisType::Single | RedisType::Sentinel => {
+                let client = if settings.kind == RedisType::Single {
+                    redis::Client::open(connection_info(settings, &settings.url)?)
+                        .context("REDIS_URL: invalid address")?
+                } else {
+                    sentinel_master(settings).await?
+                };
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(settings.op_timeout))
+                    // Fail fast while Redis is down: the failure policy answers,
+                    // and the manager keeps reconnecting in the background.
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                let mut conns = Vec::with_capacity(settings.pool_size);
+                for _ in 0..settings.pool_size {
+                    let manager =
+                        ConnectionManager::new_with_config(client.clone(), config.clone())
+                            .await
+                            .context("connecting to Redis")?;
+                    conns.push(Conn::Single(manager));
+                }
+                conns
+            }
+            RedisType::Cluster => {
+                let nodes = settings
+                    .url
+                    .split(',')
+                    .map(|node| connection_info(settings, node.trim()))
+                    .collect::<Result<Vec<_>>>()?;
+                let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(settings.connect_timeout)
+                    .response_timeout(settings.op_timeout)
+                    .build()
+                    .context("REDIS_URL: invalid cluster nodes")?;
+                let conn = client
+                    .get_async_connection()
+                    .await
+                    .context("connecting to Redis Cluster")?;
+                vec![Conn::Cluster(conn)]
+            }
+        };
+        Ok(Self {
+            conns,
+            next: AtomicUsize::new(0),
+            op_timeout: settings.op_timeout,
+            jitter_max: settings.expiration_jitter_max_seconds,
+        })
+    }
+
+    fn conn(&self) -> Conn {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
+    }
+
+    fn run(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send + use<> {
+        let mut pipe = redis::pipe();
+        for op in ops {
+            match op {
+                Op::IncrBy {
+                    key,
+                    hits,
+                    ttl_secs,
+                } => {
+                    // As the reference: spread expiries so window ends do not
+                    // make every key expire in the same second.
+                    let jitter = if self.jitter_max > 0 {
+                        fastrand::u64(0..self.jitter_max)
+                    } else {
+                        0
+                    };
+                    pipe.cmd("INCRBY").arg(key).arg(*hits);
+                    pipe.cmd("EXPIRE").arg(key).arg(ttl_secs + jitter).ignore();
+                }
+                Op::Get { key } => {
+                    pipe.cmd("GET").arg(key);
+                }
+            }
+        }
+        let conn = self.conn();
+        let timeout = self.op_timeout;
+        async move {
+            let query = async {
+                match conn {
+                    Conn::Single(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
+                    Conn::Cluster(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
+                }
+            };
+            match tokio::time::timeout(timeout, query).await {
+                Err(_) => Err(StoreError::Timeout),
+                Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
+                Ok(Ok(values)) => Ok(values.into_iter().map(Option::unwrap_or_default).collect()),
+            }
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        let query = async {
+            match self.conn() {
+                Conn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+                Conn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+            }
+        };
+        matches!(
+            tokio::time::timeout(self.op_timeout, query).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// A reference-format address (`host:port`, or a socket path with
+/// `REDIS_SOCKET_TYPE=unix`) as a redis-rs connection.
+fn connection_info(settings: &RedisSettings, address: &str) -> Result<redis::ConnectionInfo> {
+    let addr = if settings.socket_type == "unix" {
+        redis::ConnectionAddr::Unix(address.into())
+    } else {
+        let (host, port) = address
+            .rsplit_once(':')
+            .with_context(|| format!("REDIS_URL={address:?}: expected host:port"))?;
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("REDIS_URL={address:?}: bad port"))?;
+        let host = host.trim_matches(['[', ']']).to_owned();
+        if settings.tls {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        }
+    };
+    Ok(addr
+        .into_connection_info()?
+        .set_redis_settings(credentials(settings)))
+}
+
+/// `REDIS_AUTH`: `password`, or `user:password` split at the first `:`.
+fn credentials(settings: &RedisSettings) -> redis::RedisConnectionInfo {
+    let info = redis::RedisConnectionInfo::default();
+    match settings.auth.split_once(':') {
+        _ if settings.auth.is_empty() => info,
+        Some((user, pass)) => info.set_username(user).set_password(pass),
+        None => info.set_password(settings.auth.clone()),
+    }
+}
+
+/// Asks the sentinels for the master's address (`REDIS_URL` =
+/// `master-name,host:port,...`).
+async fn sentinel_master(settings: &RedisSettings) -> Result<redis::Client> {
+    let mut parts = settings.url.split(',');
+    let Some(master) = parts.next().filter(|m| !m.is_empty()) else {
+        bail!("REDIS_URL: sentinel wants master-name,host:port[,host:port...]");
+    };
+    let sentinels = parts
+        .map(|node| {
+            connection_info(
+                &RedisSettings {
+                    auth: String::new(),
+                    ..settings.clone()
+                },
+                node.trim(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut sentinel =
+        redis::sentinel::Sentinel::build(sentinels).context("REDIS_URL: invalid sentinel nodes")?;
+    let node_info = redis::sentinel::SentinelNodeConnectionInfo::default();
+    let master_client = sentinel
+        .async_master_for(master, Some(&node_info))
+        .await
+        .with_context(|| format!("asking the sentinels for master {master}"))?;
+    let info = master_client
+        .get_connection_info()
+        .clone()
+        .set_redis_settings(credentials(settings));
+    redis::Client::open(info).context("opening the sentinel-resolved master")
+}
