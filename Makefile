@@ -22,6 +22,7 @@ build: wasm ## build everything: filters and release binaries
 	@$(CARGO) build --locked --quiet --release --workspace
 
 test: wasm ## run every test: unit, property and end-to-end against real Envoy
+	@$(CARGO) build --locked --quiet --workspace --bins
 	@scripts/test.sh
 
 lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors

@@ -146,6 +146,12 @@ impl EnvoyBuilder {
         self.var("UPSTREAM_PORT", echo.port())
     }
 
+    /// Points `{{RLS_PORT}}` at a rate-limit service.
+    #[must_use]
+    pub fn ratelimit(self, rls: &crate::ratelimit::RateLimitService) -> Self {
+        self.var("RLS_PORT", rls.grpc_port())
+    }
+
     /// Envoy worker threads (`--concurrency`), 1 by default.
     #[must_use]
     pub fn concurrency(mut self, workers: u32) -> Self {

@@ -21,9 +21,11 @@ pub mod paths;
 pub mod poll;
 pub mod process;
 pub mod quickstart;
+pub mod ratelimit;
 pub mod redis;
 pub mod template;
 
 pub use echo::{Echo, Echoed};
 pub use envoy::{Envoy, EnvoyBuilder};
+pub use ratelimit::RateLimitService;
 pub use redis::Redis;

@@ -50,6 +50,27 @@ pub fn wasm_filter(crate_name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A service binary of this workspace, built by `make test` / `make build`:
+/// `$GATEHOUSE_BIN_DIR/<name>` if set, else `target/debug/<name>`.
+pub fn service_bin(name: &str) -> Result<PathBuf> {
+    let dir = std::env::var_os("GATEHOUSE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"))
+                .join("debug")
+        });
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{name} not built: {} is missing: run `make test` (or `cargo build --workspace --bins`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// A program on `PATH`, or an error naming the `make setup` step that installs it.
 pub fn tool(name: &str, installed_by: &str) -> Result<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {

@@ -22,8 +22,17 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Starts `redis-server` and waits until it answers `PING`.
+    /// Starts `redis-server` on a free port and waits until it answers.
     pub async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts `redis-server` on `port` (a restart after a kill, in fault tests).
+    pub async fn start_on(port: u16) -> Result<Self> {
+        Self::start_with(Some(port)).await
+    }
+
+    async fn start_with(fixed_port: Option<u16>) -> Result<Self> {
         let bin = paths::tool("redis-server", "installs the Debian package redis-server")?;
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
@@ -33,7 +42,10 @@ impl Redis {
             // Redis must be told a port. Between picking a free one and Redis
             // binding it another process may take it: then Redis exits with
             // "Address already in use" and we pick again.
-            let port = free_port()?;
+            let port = match fixed_port {
+                Some(p) => p,
+                None => free_port()?,
+            };
             let mut command = Command::new(&bin);
             command
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -63,7 +75,7 @@ impl Redis {
                 });
             }
             last_log = process.log_tail(20);
-            if !last_log.contains("Address already in use") {
+            if fixed_port.is_some() || !last_log.contains("Address already in use") {
                 break;
             }
         }
@@ -78,6 +90,11 @@ impl Redis {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        self.process.kill();
     }
 
     /// The pid (and process group id) of the server.

@@ -1,0 +1,261 @@
+//! `gatehouse-ratelimit` as a child process, laid out as the reference is
+//! deployed: `RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config/*.yaml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::paths;
+use crate::poll;
+use crate::process::ChildProcess;
+use crate::redis::Redis;
+
+/// A gRPC client of the rate-limit service.
+pub type Client = RateLimitServiceClient<tonic::transport::Channel>;
+
+/// How to start one service. Create with [`RateLimitService::builder`].
+#[derive(Debug, Default)]
+pub struct RateLimitBuilder {
+    files: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+}
+
+/// A running, ready `gatehouse-ratelimit`. Killed when dropped.
+#[derive(Debug)]
+pub struct RateLimitService {
+    process: ChildProcess,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    debug: SocketAddr,
+    config_dir: PathBuf,
+    client: reqwest::Client,
+    _dir: TempDir,
+}
+
+#[derive(Deserialize)]
+struct ReadyFile {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    debug: SocketAddr,
+}
+
+impl RateLimitService {
+    /// A builder with no config files and the memory store.
+    pub fn builder() -> RateLimitBuilder {
+        RateLimitBuilder::default()
+    }
+
+    /// The gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    /// The gRPC port (Envoy templates use `{{RLS_PORT}}`).
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc.port()
+    }
+
+    /// URL on the HTTP port (`/json`, `/healthcheck`, `/metrics`, ...).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// URL on the debug port (`/rlconfig`).
+    pub fn debug_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.debug)
+    }
+
+    /// An HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// A new gRPC client.
+    pub async fn grpc_client(&self) -> Result<RateLimitServiceClient<tonic::transport::Channel>> {
+        Ok(RateLimitServiceClient::connect(format!("http://{}", self.grpc)).await?)
+    }
+
+    /// Replaces (or adds) a config file atomically, as a deploy would.
+    pub fn write_config(&self, name: &str, text: &str) -> Result<()> {
+        write_atomically(&self.config_dir.join(name), text)
+    }
+
+    /// The directory the service reads.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// The pid (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let process = &mut self.process;
+        poll::until(
+            "gatehouse-ratelimit exit after SIGTERM",
+            poll::READY_DEADLINE,
+            || {
+                let status = process.exit_status();
+                async move { status }
+            },
+        )
+        .await
+    }
+
+    /// The service's log so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// The counter a metric line reports, 0 when absent.
+    pub async fn metric(&self, line_prefix: &str) -> Result<f64> {
+        let text = self
+            .client
+            .get(self.http_url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0))
+    }
+}
+
+impl RateLimitBuilder {
+    /// Adds a config file (`config/<name>`).
+    #[must_use]
+    pub fn file(mut self, name: &str, text: &str) -> Self {
+        self.files.push((name.to_owned(), text.to_owned()));
+        self
+    }
+
+    /// Sets an environment variable of the service.
+    #[must_use]
+    pub fn env(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.push((name.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Counts in this Redis (`BACKEND_TYPE=redis`, TCP).
+    #[must_use]
+    pub fn redis(self, redis: &Redis) -> Self {
+        self.env("BACKEND_TYPE", "redis")
+            .env("REDIS_SOCKET_TYPE", "tcp")
+            .env("REDIS_URL", format!("127.0.0.1:{}", redis.port()))
+    }
+
+    /// Starts the service and waits until `/readyz` answers 200.
+    pub async fn start(self) -> Result<RateLimitService> {
+        let bin = paths::service_bin("gatehouse-ratelimit")?;
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-rls-")
+            .tempdir()?;
+        let root = dir.path().join("current");
+        let config_dir = root.join("ratelimit/config");
+        std::fs::create_dir_all(&config_dir)?;
+        for (name, text) in &self.files {
+            std::fs::write(config_dir.join(name), text)?;
+        }
+        let ready_file = dir.path().join("ready.json");
+        let mut command = Command::new(bin);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUNTIME_ROOT", &root)
+            .env("RUNTIME_SUBDIRECTORY", "ratelimit")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("GRPC_HOST", "127.0.0.1")
+            .env("GRPC_PORT", "0")
+            .env("DEBUG_HOST", "127.0.0.1")
+            .env("DEBUG_PORT", "0")
+            .env("USE_STATSD", "false")
+            .env("LOG_LEVEL", "info")
+            .env("GATEHOUSE_READY_FILE", &ready_file);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut process = ChildProcess::spawn(
+            "gatehouse-ratelimit",
+            &mut command,
+            &dir.path().join("rls.log"),
+        )?;
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let ready: ReadyFile = poll::until("gatehouse-ratelimit /readyz", poll::READY_DEADLINE, || {
+            let exited = process.exit_status();
+            let log = process.log_tail(40);
+            let file = std::fs::read_to_string(&ready_file).ok();
+            let client = client.clone();
+            async move {
+                if let Some(status) = exited? {
+                    bail!("gatehouse-ratelimit exited ({status}) before it was ready; its log:\n{log}");
+                }
+                let Some(ready) = file.and_then(|f| serde_json::from_str::<ReadyFile>(&f).ok()) else {
+                    return Ok(None);
+                };
+                let ok = client
+                    .get(format!("http://{}/readyz", ready.http))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                Ok(ok.then_some(ready))
+            }
+        })
+        .await?;
+        Ok(RateLimitService {
+            process,
+            grpc: ready.grpc,
+            http: ready.http,
+            debug: ready.debug,
+            config_dir,
+            client,
+            _dir: dir,
+        })
+    }
+}
+
+/// Writes a file through a temporary name and a rename, so a watcher never
+/// reads it half written.
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// A `ShouldRateLimit` request with one descriptor per entry list.
+pub fn request(domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.to_owned(),
+        descriptors: descriptors
+            .iter()
+            .map(|entries| RateLimitDescriptor {
+                entries: entries
+                    .iter()
+                    .map(|(k, v)| Entry {
+                        key: (*k).to_owned(),
+                        value: (*v).to_owned(),
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        hits_addend: 0,
+    }
+}

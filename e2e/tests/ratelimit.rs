@@ -1,0 +1,551 @@
+//! gatehouse-ratelimit end to end: real Envoy's rate-limit filter, the service
+//! as a child process, and its own Redis where a test asks for one.
+
+use std::time::Duration;
+
+use e2e::ratelimit::request;
+use e2e::{Echo, Envoy, RateLimitService, Redis};
+use tonic::Code;
+
+const EDGE: &str = "
+domain: edge
+descriptors:
+  - key: generic_key
+    value: generic
+    rate_limit: { unit: hour, requests_per_unit: 3 }
+  - key: user
+    rate_limit: { unit: hour, requests_per_unit: 3 }
+  - key: remote_address
+    rate_limit: { unit: hour, requests_per_unit: 3 }
+";
+
+/// Waits, if needed, until the window of `entries` has at least a minute left,
+/// so counting to a limit never straddles a window boundary by luck.
+async fn fresh_window(
+    rls: &RateLimitService,
+    domain: &str,
+    entries: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let peek = serde_json::json!({
+        "domain": domain,
+        "descriptors": [{
+            "entries": entries.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+            "hits_addend": 0
+        }]
+    });
+    let answer: serde_json::Value = rls
+        .http()
+        .post(rls.http_url("/json"))
+        .json(&peek)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let left = answer["statuses"][0]["durationUntilReset"]
+        .as_str()
+        .and_then(|d| d.trim_end_matches('s').parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    if left < 60 {
+        // Deliberately waits out the clock (not a readiness wait): at most a minute.
+        tokio::time::sleep(Duration::from_secs(left + 1)).await;
+    }
+    Ok(())
+}
+
+async fn limits_through_envoy(redis: Option<&Redis>) -> anyhow::Result<()> {
+    let echo = Echo::start().await?;
+    let mut builder = RateLimitService::builder().file("edge.yaml", EDGE);
+    if let Some(redis) = redis {
+        builder = builder.redis(redis);
+    }
+    let rls = builder.start().await?;
+    let envoy = Envoy::from_template("ratelimit.yaml")?
+        .upstream(&echo)
+        .ratelimit(&rls)
+        .start()
+        .await?;
+
+    for (path, entries) in [
+        ("/generic", [("generic_key", "generic")]),
+        ("/user", [("user", "ursula")]),
+        ("/ip", [("remote_address", "127.0.0.1")]),
+    ] {
+        fresh_window(&rls, "edge", &entries).await?;
+        let send = || envoy.get(path).header("x-user", "ursula").send();
+        for n in 1..=3 {
+            let response = send().await?;
+            assert_eq!(response.status(), 200, "{path} request {n}");
+            assert_eq!(
+                response.headers()["x-ratelimit-limit"]
+                    .to_str()?
+                    .split(',')
+                    .next(),
+                Some("3")
+            );
+            assert_eq!(
+                response.headers()["x-ratelimit-remaining"],
+                (3 - n).to_string().as_str()
+            );
+        }
+        let denied = send().await?;
+        assert_eq!(
+            denied.status(),
+            429,
+            "{path}: the 4th request in the window"
+        );
+        let headers = denied.headers();
+        assert_eq!(headers["x-ratelimit-remaining"], "0");
+        assert!(headers.contains_key("x-ratelimit-reset"), "{headers:?}");
+        assert_eq!(headers["x-envoy-ratelimited"], "true");
+        let retry_after: u64 = headers["retry-after"].to_str()?.parse()?;
+        assert!(
+            (1..=3600).contains(&retry_after),
+            "retry-after {retry_after}"
+        );
+    }
+    // Another user has a counter of its own.
+    assert_eq!(
+        envoy
+            .get("/user")
+            .header("x-user", "victor")
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn nth_plus_one_request_gets_429_with_memory_store() -> anyhow::Result<()> {
+    limits_through_envoy(None).await
+}
+
+#[tokio::test]
+async fn nth_plus_one_request_gets_429_with_redis_store() -> anyhow::Result<()> {
+    let redis = Redis::start().await?;
+    limits_through_envoy(Some(&redis)).await
+}
+
+#[tokio::test]
+async fn shadow_mode_lets_requests_through() -> anyhow::Result<()> {
+    let echo = Echo::start().await?;
+    let shadow = EDGE.replace("  - key: user\n", "  - key: user\n    shadow_mode: true\n");
+    let rls = RateLimitService::builder()
+        .file("edge.yaml", &shadow)
+        .start()
+        .await?;
+    let envoy = Envoy::from_template("ratelimit.yaml")?
+        .upstream(&echo)
+        .ratelimit(&rls)
+        .start()
+        .await?;
+    for _ in 0..6 {
+        assert_eq!(
+            envoy
+                .get("/user")
+                .header("x-user", "sam")
+                .send()
+                .await?
+                .status(),
+            200
+        );
+    }
+    // It counted: the shadow counter saw the three hits over the limit.
+    let shadowed = rls
+        .metric("gatehouse_ratelimit_shadow_mode_total{domain=\"edge\",descriptor=\"edge.user\"}")
+        .await?;
+    assert_eq!(shadowed, 3.0);
+    // Global shadow mode, as the reference's SHADOW_MODE.
+    let rls = RateLimitService::builder()
+        .file("edge.yaml", EDGE)
+        .env("SHADOW_MODE", "true")
+        .start()
+        .await?;
+    let envoy = Envoy::from_template("ratelimit.yaml")?
+        .upstream(&echo)
+        .ratelimit(&rls)
+        .start()
+        .await?;
+    for _ in 0..6 {
+        assert_eq!(envoy.get("/generic").send().await?.status(), 200);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn hot_reload_applies_and_a_bad_reload_keeps_the_old_limits() -> anyhow::Result<()> {
+    let echo = Echo::start().await?;
+    let rls = RateLimitService::builder()
+        .file("edge.yaml", EDGE)
+        .start()
+        .await?;
+    let envoy = Envoy::from_template("ratelimit.yaml")?
+        .upstream(&echo)
+        .ratelimit(&rls)
+        .start()
+        .await?;
+    fresh_window(&rls, "edge", &[("user", "rita")]).await?;
+    let send = |user: &'static str| envoy.get("/user").header("x-user", user).send();
+    assert_eq!(send("rita").await?.status(), 200);
+
+    // Lower the user limit to 1: the next request of rita is over.
+    rls.write_config(
+        "edge.yaml",
+        &EDGE.replace(
+            "rate_limit: { unit: hour, requests_per_unit: 3 }\n  - key: remote_address",
+            "rate_limit: { unit: hour, requests_per_unit: 1 }\n  - key: remote_address",
+        ),
+    )?;
+    e2e::poll::until("reload applied", e2e::poll::READY_DEADLINE, || {
+        let url = rls.debug_url("/rlconfig");
+        let client = rls.http().clone();
+        async move {
+            let dump = client.get(url).send().await?.text().await?;
+            Ok(dump
+                .contains("edge.user: unit=HOUR requests_per_unit=1,")
+                .then_some(()))
+        }
+    })
+    .await?;
+    assert_eq!(send("rita").await?.status(), 429);
+    assert_eq!(send("rosa").await?.status(), 200);
+
+    // A broken file is refused and the limit of 1 stays.
+    let errors_before = rls
+        .metric("gatehouse_ratelimit_config_load_error_total")
+        .await?;
+    rls.write_config("edge.yaml", "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: { unit: fortnight, requests_per_unit: 100 }\n")?;
+    e2e::poll::until("reload refused", e2e::poll::READY_DEADLINE, || {
+        let rls = &rls;
+        async move {
+            Ok((rls
+                .metric("gatehouse_ratelimit_config_load_error_total")
+                .await?
+                > errors_before)
+                .then_some(()))
+        }
+    })
+    .await?;
+    assert!(
+        rls.log().contains("invalid rate limit unit 'fortnight'"),
+        "the log names the problem"
+    );
+    assert_eq!(
+        send("rosa").await?.status(),
+        429,
+        "still the old limit of 1"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_redis_allow_exactly_the_limit() -> anyhow::Result<()> {
+    const LIMIT: usize = 500;
+    let config = format!(
+        "domain: exact\ndescriptors:\n  - key: tenant\n    rate_limit: {{ unit: hour, requests_per_unit: {LIMIT} }}\n"
+    );
+    let redis = Redis::start().await?;
+    let a = RateLimitService::builder()
+        .file("exact.yaml", &config)
+        .redis(&redis)
+        .start()
+        .await?;
+    let b = RateLimitService::builder()
+        .file("exact.yaml", &config)
+        .redis(&redis)
+        .start()
+        .await?;
+    fresh_window(&a, "exact", &[("tenant", "t1")]).await?;
+
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let mut client = if i % 2 == 0 {
+            a.grpc_client().await?
+        } else {
+            b.grpc_client().await?
+        };
+        clients.spawn(async move {
+            let mut allowed = 0usize;
+            for _ in 0..(3 * LIMIT / 32 + 1) {
+                let answer = client
+                    .should_rate_limit(request("exact", &[&[("tenant", "t1")]]))
+                    .await?;
+                if answer.into_inner().overall_code == 1 {
+                    allowed += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>(allowed)
+        });
+    }
+    let mut allowed = 0;
+    while let Some(result) = clients.join_next().await {
+        allowed += result??;
+    }
+    assert_eq!(
+        allowed, LIMIT,
+        "exactly the limit, across replicas and clients"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn killed_redis_gets_the_failure_policy_and_counting_resumes() -> anyhow::Result<()> {
+    let config = "domain: faults\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 1000 }\n";
+    let redis = Redis::start().await?;
+    let port = redis.port();
+    let strict = RateLimitService::builder()
+        .file("f.yaml", config)
+        .redis(&redis)
+        .start()
+        .await?;
+    let lenient = RateLimitService::builder()
+        .file("f.yaml", config)
+        .redis(&redis)
+        .env("GATEHOUSE_STORE_FAILURE", "allow")
+        .start()
+        .await?;
+    let mut strict_client = strict.grpc_client().await?;
+    let mut lenient_client = lenient.grpc_client().await?;
+    let call = |client: &mut e2e::ratelimit::Client| {
+        let mut client = client.clone();
+        async move {
+            let mut req = tonic::Request::new(request("faults", &[&[("k", "v")]]));
+            // Far beyond the store timeout: a hang would show as DEADLINE_EXCEEDED.
+            req.set_timeout(Duration::from_secs(20));
+            client.should_rate_limit(req).await
+        }
+    };
+    assert_eq!(call(&mut strict_client).await?.into_inner().overall_code, 1);
+
+    redis.kill();
+    for _ in 0..5 {
+        let err = call(&mut strict_client).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        let allowed = call(&mut lenient_client).await?.into_inner();
+        assert_eq!(allowed.overall_code, 1, "allow policy answers OK");
+    }
+    assert!(
+        strict
+            .metric("gatehouse_ratelimit_store_errors_total")
+            .await?
+            >= 5.0
+    );
+
+    // Redis comes back (empty): counting resumes without a restart.
+    let _redis = Redis::start_on(port).await?;
+    let resumed = e2e::poll::until("counting resumes", e2e::poll::READY_DEADLINE, || {
+        let answer = call(&mut strict_client);
+        async move { Ok(answer.await.ok()) }
+    })
+    .await?
+    .into_inner();
+    assert_eq!(resumed.overall_code, 1);
+    let second = call(&mut strict_client).await?.into_inner();
+    assert_eq!(
+        second.statuses[0].limit_remaining,
+        1000 - 2,
+        "the new Redis counts from zero"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_requests_get_invalid_argument() -> anyhow::Result<()> {
+    let rls = RateLimitService::builder()
+        .file("edge.yaml", EDGE)
+        .start()
+        .await?;
+    let mut client = rls.grpc_client().await?;
+    let long = "v".repeat(5000);
+    let cases = [
+        (request("", &[&[("k", "v")]]), "domain must not be empty"),
+        (request("edge", &[]), "descriptor list must not be empty"),
+        (request("edge", &[&[]]), "descriptors[0] has no entries"),
+        (request("edge", &[&[("", "v")]]), "empty key"),
+        (request("edge", &[&[("k", long.as_str())]]), "bytes long"),
+        (
+            request("edge", &vec![&[("k", "v")][..]; 65]),
+            "65 descriptors",
+        ),
+    ];
+    for (req, message) in cases {
+        let err = client.should_rate_limit(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(message), "{err:?}");
+    }
+    // Still serving.
+    assert_eq!(
+        client
+            .should_rate_limit(request("edge", &[&[("user", "u")]]))
+            .await?
+            .into_inner()
+            .overall_code,
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn side_ports_answer_like_the_reference() -> anyhow::Result<()> {
+    let rls = RateLimitService::builder()
+        .file("edge.yaml", EDGE)
+        .env("LIMIT_RESPONSE_HEADERS_ENABLED", "true")
+        .start()
+        .await?;
+    let http = rls.http();
+    let health = http.get(rls.http_url("/healthcheck")).send().await?;
+    assert_eq!(
+        (health.status().as_u16(), health.text().await?),
+        (200, "OK".to_owned())
+    );
+    assert_eq!(
+        http.get(rls.http_url("/healthz")).send().await?.status(),
+        200
+    );
+
+    let body = serde_json::json!({"domain": "edge", "descriptors": [{"entries": [{"key": "user", "value": "jo"}]}]});
+    let answer: serde_json::Value = http
+        .post(rls.http_url("/json"))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["overallCode"], "OK");
+    assert_eq!(answer["statuses"][0]["currentLimit"]["requestsPerUnit"], 3);
+    assert_eq!(answer["statuses"][0]["currentLimit"]["unit"], "HOUR");
+    assert_eq!(answer["statuses"][0]["limitRemaining"], 2);
+    assert_eq!(answer["responseHeadersToAdd"][0]["key"], "RateLimit-Limit");
+    let bad = http
+        .post(rls.http_url("/json"))
+        .body("{\"domian\": \"x\"}")
+        .send()
+        .await?;
+    assert_eq!(bad.status(), 400);
+
+    let dump = http
+        .get(rls.debug_url("/rlconfig"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        dump.contains("edge.generic_key_generic: unit=HOUR requests_per_unit=3"),
+        "{dump}"
+    );
+    let metrics = http
+        .get(rls.http_url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(
+            "gatehouse_ratelimit_total_hits_total{domain=\"edge\",descriptor=\"edge.user\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_ratelimit_decision_duration_seconds"),
+        "{metrics}"
+    );
+
+    // gRPC health, as Envoy's health checker would ask.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", rls.grpc_addr()))?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in [
+        "",
+        "ratelimit",
+        "envoy.service.ratelimit.v3.RateLimitService",
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() -> anyhow::Result<()> {
+    let mut rls = RateLimitService::builder()
+        .file("edge.yaml", EDGE)
+        .start()
+        .await?;
+    let mut client = rls.grpc_client().await?;
+    assert_eq!(
+        client
+            .should_rate_limit(request("edge", &[&[("user", "u")]]))
+            .await?
+            .into_inner()
+            .overall_code,
+        1
+    );
+    let status = rls.terminate().await?;
+    assert!(status.success(), "exit status {status}");
+    assert!(rls.log().contains("stopped cleanly"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn reference_examples_serve_together_and_check_config_reports_errors() -> anyhow::Result<()> {
+    let dir = e2e::paths::workspace_root().join("ratelimit/testdata/reference-examples");
+    let mut builder = RateLimitService::builder();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        builder = builder.file(
+            &path.file_name().unwrap_or_default().to_string_lossy(),
+            &std::fs::read_to_string(&path)?,
+        );
+        files += 1;
+    }
+    assert!(files >= 11);
+    let rls = builder.start().await?;
+    let dump = rls
+        .http()
+        .get(rls.debug_url("/rlconfig"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(dump.lines().count() >= 11, "{dump}");
+
+    let bin = e2e::paths::service_bin("gatehouse-ratelimit")?;
+    let ok = std::process::Command::new(&bin)
+        .arg("--check-config")
+        .arg(&dir)
+        .output()?;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let broken = tempfile::tempdir()?;
+    std::fs::write(
+        broken.path().join("api.yaml"),
+        "domain: api\ndescriptors:\n  - key: k\n    rate_limit: { unit: minute }\n  - key: k\n",
+    )?;
+    let bad = std::process::Command::new(&bin)
+        .arg("--check-config")
+        .arg(broken.path())
+        .output()?;
+    assert!(!bad.status.success());
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        message.contains("api.yaml: descriptors[1]: duplicate descriptor composite key 'api.k'"),
+        "{message}"
+    );
+    Ok(())
+}
