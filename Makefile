@@ -31,8 +31,8 @@ lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors
 	@$(CARGO) clippy --locked --target $(WASM_TARGET) $(WASM_CRATES) -p gatehouse-jwt-core -- -D warnings
 
 bench: wasm ## benchmark scenarios; ratio table printed and written to bench/results/
-	@$(CARGO) build --locked --quiet --release -p e2e --bin bench
-	@$(CARGO) run --locked --quiet --release -p e2e --bin bench
+	@$(CARGO) build --locked --quiet --release -p e2e -p gatehouse-ratelimit --bins
+	@$(CARGO) run --locked --quiet --release -p e2e --bin bench -- $(SETS)
 
 run: wasm ## start the quickstart stack on http://127.0.0.1:8080 (Ctrl-C stops it)
 	@$(CARGO) run --locked --quiet --release -p e2e --bin quickstart

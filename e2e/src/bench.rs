@@ -12,10 +12,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
 use crate::echo::Echo;
 use crate::envoy::{Envoy, EnvoyBuilder};
 use crate::paths;
-use crate::process::run_to_completion;
+use crate::poll;
+use crate::process::{ChildProcess, run_to_completion};
+use crate::ratelimit::RateLimitService;
+use crate::redis::Redis;
 
 /// A `wrk` Lua script that prints the figures we need on one parseable line.
 const WRK_REPORT: &str = r#"
@@ -51,6 +59,23 @@ pub struct Scenario {
     pub template: String,
     /// Extra template variables.
     pub vars: Vec<(String, String)>,
+    /// Path the load generator requests.
+    pub path: String,
+    /// Rate-limit service the scenario's Envoy calls, if any.
+    pub sidecar: Sidecar,
+}
+
+/// A rate-limit service beside Envoy (or alone, for raw gRPC load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sidecar {
+    /// None.
+    None,
+    /// The null RLS: answers OK at once; the cost floor of the side call.
+    Null,
+    /// gatehouse-ratelimit on the memory store.
+    Memory,
+    /// gatehouse-ratelimit on its own Redis.
+    Redis,
 }
 
 /// One measured run.
@@ -62,6 +87,8 @@ pub struct Sample {
     pub p50_us: f64,
     /// 99th percentile latency, microseconds.
     pub p99_us: f64,
+    /// CPU the rate-limit service spent per request, microseconds.
+    pub cpu_us: Option<f64>,
 }
 
 /// Parses the line `WRK_REPORT` prints. Runs with socket errors or error
@@ -89,6 +116,7 @@ pub fn parse_wrk_report(output: &str) -> Result<Sample> {
         rps: requests / (duration_us / 1e6),
         p50_us: field("p50_us")?,
         p99_us: field("p99_us")?,
+        cpu_us: None,
     })
 }
 
@@ -124,26 +152,44 @@ impl Summary {
                 rps: pick(|s| s.rps),
                 p50_us: pick(|s| s.p50_us),
                 p99_us: pick(|s| s.p99_us),
+                cpu_us: samples
+                    .iter()
+                    .map(|s| s.cpu_us)
+                    .collect::<Option<Vec<f64>>>()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| median(&v)),
             },
             runs_rps: samples.iter().map(|s| s.rps).collect(),
         }
     }
 }
 
-/// A markdown table: one row per scenario, ratios against the first row.
-pub fn table(summaries: &[Summary]) -> String {
+/// A markdown table: one row per scenario, ratios against the first row. The
+/// CPU column is the rate-limit service's CPU per request, and its difference
+/// from the null RLS row (named `null_row`) where there is one.
+pub fn table(summaries: &[Summary], null_row: Option<usize>) -> String {
     let mut out = String::from(
-        "| scenario | requests/s | ×baseline | p50 µs | ×baseline | p99 µs | ×baseline | runs (requests/s) |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+        "| scenario | requests/s | ×baseline | p50 µs | ×baseline | p99 µs | ×baseline | service CPU µs/decision | runs (requests/s) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     let Some(base) = summaries.first() else {
         return out;
     };
+    let null_cpu = null_row
+        .and_then(|i| summaries.get(i))
+        .and_then(|s| s.median.cpu_us);
     for s in summaries {
         let runs: Vec<String> = s.runs_rps.iter().map(|r| format!("{r:.0}")).collect();
+        let cpu = match (s.median.cpu_us, null_cpu) {
+            (Some(c), Some(n)) if s.median.cpu_us != null_cpu => {
+                format!("{c:.1} (null {:+.1})", c - n)
+            }
+            (Some(c), _) => format!("{c:.1}"),
+            (None, _) => "–".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {} |",
+            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {} |",
             s.name,
             s.median.rps,
             s.median.rps / base.median.rps,
@@ -151,6 +197,7 @@ pub fn table(summaries: &[Summary]) -> String {
             s.median.p50_us / base.median.p50_us,
             s.median.p99_us,
             s.median.p99_us / base.median.p99_us,
+            cpu,
             runs.join(", ")
         );
     }
@@ -178,7 +225,188 @@ impl Pinning {
     }
 }
 
-/// Runs every scenario of a set and returns their summaries, baseline first.
+/// The rate-limit configuration every bench scenario uses: one rule so high
+/// that it is never hit, so every decision is counted and allowed.
+pub const BENCH_RLS_CONFIG: &str = "domain: edge\ndescriptors:\n  - key: generic_key\n    value: generic\n    rate_limit: { unit: second, requests_per_unit: 1000000000 }\n";
+
+/// Where the benchmark finds release binaries.
+fn release_bin(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::workspace_root().join("target"))
+        .join("release")
+        .join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `make bench`, which builds it",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running rate-limit service of a scenario.
+#[derive(Debug)]
+enum RunningSidecar {
+    Null {
+        process: ChildProcess,
+        addr: SocketAddr,
+        _dir: TempDir,
+    },
+    Gatehouse {
+        service: Box<RateLimitService>,
+        _redis: Option<Redis>,
+    },
+}
+
+impl RunningSidecar {
+    async fn start(kind: Sidecar, cpus: Option<&str>) -> Result<Option<Self>> {
+        match kind {
+            Sidecar::None => Ok(None),
+            Sidecar::Null => {
+                let dir = tempfile::tempdir()?;
+                let log = dir.path().join("null-rls.log");
+                let mut command = pinned(cpus, &release_bin("null-rls")?);
+                command.env("NULL_RLS_ADDR", "127.0.0.1:0");
+                let mut process = ChildProcess::spawn("null-rls", &mut command, &log)?;
+                process.set_log_on_drop(false);
+                let addr = poll::until("null-rls address", poll::READY_DEADLINE, || {
+                    let exited = process.exit_status();
+                    let first = process
+                        .log()
+                        .lines()
+                        .next()
+                        .and_then(|l| l.parse::<SocketAddr>().ok());
+                    async move {
+                        if exited?.is_some() {
+                            bail!("null-rls exited");
+                        }
+                        Ok(first)
+                    }
+                })
+                .await?;
+                Ok(Some(Self::Null {
+                    process,
+                    addr,
+                    _dir: dir,
+                }))
+            }
+            Sidecar::Memory | Sidecar::Redis => {
+                let redis = if kind == Sidecar::Redis {
+                    let mut redis = Redis::start().await?;
+                    redis.set_log_on_drop(false);
+                    Some(redis)
+                } else {
+                    None
+                };
+                let mut builder = RateLimitService::builder()
+                    .binary(release_bin("gatehouse-ratelimit")?)
+                    .file("edge.yaml", BENCH_RLS_CONFIG)
+                    .env("LOG_LEVEL", "warn")
+                    .log_on_drop(false);
+                if let Some(list) = cpus {
+                    builder = builder.cpus(list);
+                }
+                if let Some(redis) = &redis {
+                    builder = builder.redis(redis);
+                }
+                // BENCH_RLS_<NAME>=value sets <NAME> for the service, to compare settings.
+                for (name, value) in std::env::vars() {
+                    if let Some(name) = name.strip_prefix("BENCH_RLS_") {
+                        builder = builder.env(name, value);
+                    }
+                }
+                Ok(Some(Self::Gatehouse {
+                    service: Box::new(builder.start().await?),
+                    _redis: redis,
+                }))
+            }
+        }
+    }
+
+    fn grpc_addr(&self) -> SocketAddr {
+        match self {
+            Self::Null { addr, .. } => *addr,
+            Self::Gatehouse { service, .. } => service.grpc_addr(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Null { process, .. } => process.pid(),
+            Self::Gatehouse { service, .. } => service.pid(),
+        }
+    }
+}
+
+fn pinned(cpus: Option<&str>, program: &std::path::Path) -> std::process::Command {
+    match cpus {
+        Some(list) => {
+            let mut c = std::process::Command::new("taskset");
+            c.arg("-c").arg(list).arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the command: state(0) ppid(1) ... utime(11) stime(12), in clock ticks.
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+        + fields.get(12).context("no stime")?.parse::<u64>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .unwrap_or(100)
+        .max(1);
+    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// Runs `measure(i, duration)` for every scenario: a warm-up each, then
+/// `repeats` rounds, interleaved. Returns the samples per scenario.
+async fn interleave<F, Fut>(
+    names: &[String],
+    settings: &Settings,
+    mut measure: F,
+) -> Result<Vec<Vec<Sample>>>
+where
+    F: FnMut(usize, Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<Sample>>,
+{
+    for i in 0..names.len() {
+        measure(i, settings.warmup).await?;
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); names.len()];
+    for round in 0..settings.repeats {
+        for (i, name) in names.iter().enumerate() {
+            let sample = measure(i, settings.duration)
+                .await
+                .with_context(|| format!("scenario {name}"))?;
+            eprintln!(
+                "round {}/{} {:<44} {:>9.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs{}",
+                round + 1,
+                settings.repeats,
+                name,
+                sample.rps,
+                sample.p50_us,
+                sample.p99_us,
+                sample
+                    .cpu_us
+                    .map(|c| format!("  service {c:.1} µs/decision"))
+                    .unwrap_or_default()
+            );
+            samples[i].push(sample);
+        }
+    }
+    Ok(samples)
+}
+
+/// Runs Envoy scenarios under `wrk` and returns their summaries, baseline first.
 pub async fn run(
     scenarios: &[Scenario],
     settings: &Settings,
@@ -189,8 +417,11 @@ pub async fn run(
     std::fs::write(script.path(), WRK_REPORT)?;
 
     let echo = Echo::start_named("bench").await?;
-    let mut envoys = Vec::new();
+    let mut stacks = Vec::new();
     for scenario in scenarios {
+        // The rate-limit service shares Envoy's core: its cost shows in Envoy's rate.
+        let sidecar =
+            RunningSidecar::start(scenario.sidecar, pinning.map(|p| p.envoy.as_str())).await?;
         let builder = Envoy::from_template(&scenario.template)?;
         let mut builder: EnvoyBuilder = scenario
             .vars
@@ -199,18 +430,22 @@ pub async fn run(
             .upstream(&echo)
             .concurrency(1)
             .log_on_drop(false);
+        if let Some(sidecar) = &sidecar {
+            builder = builder.var("RLS_PORT", sidecar.grpc_addr().port());
+        }
         if let Some(p) = pinning {
             builder = builder.cpus(&p.envoy);
         }
-        envoys.push(
-            builder
-                .start()
-                .await
-                .with_context(|| format!("starting scenario {}", scenario.name))?,
-        );
+        let envoy = builder
+            .start()
+            .await
+            .with_context(|| format!("starting scenario {}", scenario.name))?;
+        stacks.push((envoy, sidecar));
     }
 
-    let load = |envoy: &Envoy, duration: Duration| {
+    let names: Vec<String> = scenarios.iter().map(|s| s.name.clone()).collect();
+    let samples = interleave(&names, settings, |i, duration| {
+        let (envoy, sidecar) = &stacks[i];
         let mut command = match pinning {
             Some(p) => {
                 let mut c = tokio::process::Command::new("taskset");
@@ -225,41 +460,157 @@ pub async fn run(
             .arg(format!("-d{}s", duration.as_secs().max(1)))
             .arg("-s")
             .arg(script.path())
-            .arg(envoy.url("/bench"));
+            .arg(envoy.url(&scenarios[i].path));
+        let pid = sidecar.as_ref().map(RunningSidecar::pid);
         async move {
+            let cpu_before = pid.map(cpu_time).transpose()?;
             let (status, output) =
                 run_to_completion(&mut command, duration + Duration::from_secs(30)).await?;
             if !status.success() {
                 bail!("wrk failed ({status}): {output}");
             }
-            parse_wrk_report(&output)
+            let mut sample = parse_wrk_report(&output)?;
+            if let (Some(pid), Some(before)) = (pid, cpu_before) {
+                let requests = sample.rps * duration.as_secs_f64();
+                sample.cpu_us = Some((cpu_time(pid)? - before).as_secs_f64() * 1e6 / requests);
+            }
+            Ok(sample)
         }
-    };
-
-    for envoy in &envoys {
-        load(envoy, settings.warmup).await?;
-    }
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); scenarios.len()];
-    for round in 0..settings.repeats {
-        for (i, envoy) in envoys.iter().enumerate() {
-            let sample = load(envoy, settings.duration).await?;
-            eprintln!(
-                "round {}/{} {:<28} {:>9.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
-                round + 1,
-                settings.repeats,
-                scenarios[i].name,
-                sample.rps,
-                sample.p50_us,
-                sample.p99_us
-            );
-            samples[i].push(sample);
-        }
+    })
+    .await?;
+    for ((_, sidecar), scenario) in stacks.iter().zip(scenarios) {
+        report_batches(&scenario.name, sidecar.as_ref()).await;
     }
     Ok(scenarios
         .iter()
         .zip(&samples)
         .map(|(s, runs)| Summary::of(&s.name, runs))
         .collect())
+}
+
+/// Prints how many decisions the service sent to Redis per pipeline.
+async fn report_batches(name: &str, sidecar: Option<&RunningSidecar>) {
+    if let Some(RunningSidecar::Gatehouse {
+        service,
+        _redis: Some(_),
+    }) = sidecar
+    {
+        let sum = service
+            .metric("gatehouse_ratelimit_redis_batch_size_sum")
+            .await
+            .unwrap_or(0.0);
+        let count = service
+            .metric("gatehouse_ratelimit_redis_batch_size_count")
+            .await
+            .unwrap_or(0.0);
+        if count > 0.0 {
+            eprintln!(
+                "{name}: {:.1} decisions per Redis pipeline on average",
+                sum / count
+            );
+        }
+    }
+}
+
+/// A raw-gRPC scenario: a rate-limit service alone, loaded by concurrent
+/// `ShouldRateLimit` calls from this process.
+#[derive(Debug, Clone)]
+pub struct RawScenario {
+    /// Short name for the table.
+    pub name: String,
+    /// Which service.
+    pub sidecar: Sidecar,
+}
+
+/// Drives each service with `settings.connections` concurrent callers over
+/// four HTTP/2 connections and returns summaries, first row first.
+pub async fn run_raw(
+    scenarios: &[RawScenario],
+    settings: &Settings,
+    pinning: Option<&Pinning>,
+) -> Result<Vec<Summary>> {
+    let mut services = Vec::new();
+    for scenario in scenarios {
+        let sidecar = RunningSidecar::start(scenario.sidecar, pinning.map(|p| p.envoy.as_str()))
+            .await?
+            .context("a raw scenario needs a service")?;
+        services.push(sidecar);
+    }
+    let names: Vec<String> = scenarios.iter().map(|s| s.name.clone()).collect();
+    let samples = interleave(&names, settings, |i, duration| {
+        let addr = services[i].grpc_addr();
+        let pid = services[i].pid();
+        let callers = settings.connections;
+        async move {
+            let cpu_before = cpu_time(pid)?;
+            let (calls, latencies) = grpc_load(addr, duration, callers).await?;
+            let cpu = cpu_time(pid)? - cpu_before;
+            let mut latencies = latencies;
+            latencies.sort_unstable();
+            let pick = |q: f64| {
+                latencies
+                    .get(((latencies.len() as f64 - 1.0) * q) as usize)
+                    .copied()
+                    .unwrap_or(0) as f64
+            };
+            Ok(Sample {
+                rps: calls as f64 / duration.as_secs_f64(),
+                p50_us: pick(0.5),
+                p99_us: pick(0.99),
+                cpu_us: Some(cpu.as_secs_f64() * 1e6 / calls.max(1) as f64),
+            })
+        }
+    })
+    .await?;
+    for (service, scenario) in services.iter().zip(scenarios) {
+        report_batches(&scenario.name, Some(service)).await;
+    }
+    Ok(scenarios
+        .iter()
+        .zip(&samples)
+        .map(|(s, runs)| Summary::of(&s.name, runs))
+        .collect())
+}
+
+/// Calls `ShouldRateLimit` from `callers` tasks until `duration` passes.
+/// Returns the number of calls and each call's latency in microseconds.
+async fn grpc_load(addr: SocketAddr, duration: Duration, callers: u32) -> Result<(u64, Vec<u32>)> {
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    let deadline = std::time::Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..callers {
+        let mut client =
+            crate::ratelimit::Client::new(channels[i as usize % channels.len()].clone());
+        tasks.spawn(async move {
+            let request = crate::ratelimit::request("edge", &[&[("generic_key", "generic")]]);
+            let mut latencies = Vec::new();
+            while std::time::Instant::now() < deadline {
+                let started = std::time::Instant::now();
+                let answer = client
+                    .should_rate_limit(request.clone())
+                    .await?
+                    .into_inner();
+                if answer.overall_code != 1 {
+                    bail!("bench call was not allowed: {answer:?}");
+                }
+                latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    Ok((all.len() as u64, all))
 }
 
 #[cfg(test)]
@@ -277,7 +628,8 @@ mod tests {
             Sample {
                 rps: 10_000.0,
                 p50_us: 600.0,
-                p99_us: 1500.0
+                p99_us: 1500.0,
+                cpu_us: None,
             }
         );
     }
@@ -313,6 +665,7 @@ mod tests {
             rps,
             p50_us: p50,
             p99_us: p99,
+            cpu_us: None,
         };
         let base = Summary::of(
             "direct",
@@ -323,14 +676,34 @@ mod tests {
             ],
         );
         let wasm = Summary::of("wasm", &[s(550.0, 150.0, 500.0)]);
-        let table = table(&[base, wasm]);
+        let table = table(&[base, wasm], None);
         assert!(
-            table.contains("| direct | 1100 | 1.00 | 100 | 1.00 | 200 | 1.00 | 1000, 1200, 1100 |"),
+            table.contains(
+                "| direct | 1100 | 1.00 | 100 | 1.00 | 200 | 1.00 | – | 1000, 1200, 1100 |"
+            ),
             "{table}"
         );
         assert!(
-            table.contains("| wasm | 550 | 0.50 | 150 | 1.50 | 500 | 2.50 | 550 |"),
+            table.contains("| wasm | 550 | 0.50 | 150 | 1.50 | 500 | 2.50 | – | 550 |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn cpu_column_shows_the_difference_from_the_null_service() {
+        let s = |cpu| Sample {
+            rps: 1.0,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            cpu_us: Some(cpu),
+        };
+        let null = Summary::of("null", &[s(20.0)]);
+        let memory = Summary::of("mem", &[s(23.5), s(24.5), s(25.0)]);
+        let table = table(&[null, memory], Some(0));
+        assert!(
+            table.contains("| null | 1 | 1.00 | 1 | 1.00 | 1 | 1.00 | 20.0 | 1 |"),
+            "{table}"
+        );
+        assert!(table.contains("| 24.5 (null +4.5) |"), "{table}");
     }
 }

@@ -26,6 +26,9 @@ pub type Client = RateLimitServiceClient<tonic::transport::Channel>;
 pub struct RateLimitBuilder {
     files: Vec<(String, String)>,
     env: Vec<(String, String)>,
+    binary: Option<PathBuf>,
+    cpus: Option<String>,
+    quiet: bool,
 }
 
 /// A running, ready `gatehouse-ratelimit`. Killed when dropped.
@@ -152,6 +155,27 @@ impl RateLimitBuilder {
         self
     }
 
+    /// Runs this binary instead of `target/debug/gatehouse-ratelimit`.
+    #[must_use]
+    pub fn binary(mut self, path: PathBuf) -> Self {
+        self.binary = Some(path);
+        self
+    }
+
+    /// Pins the service to a CPU list (`taskset -c`).
+    #[must_use]
+    pub fn cpus(mut self, list: &str) -> Self {
+        self.cpus = Some(list.to_owned());
+        self
+    }
+
+    /// Whether dropping the service prints its log (default on, for tests).
+    #[must_use]
+    pub fn log_on_drop(mut self, on: bool) -> Self {
+        self.quiet = !on;
+        self
+    }
+
     /// Counts in this Redis (`BACKEND_TYPE=redis`, TCP).
     #[must_use]
     pub fn redis(self, redis: &Redis) -> Self {
@@ -162,7 +186,10 @@ impl RateLimitBuilder {
 
     /// Starts the service and waits until `/readyz` answers 200.
     pub async fn start(self) -> Result<RateLimitService> {
-        let bin = paths::service_bin("gatehouse-ratelimit")?;
+        let bin = match &self.binary {
+            Some(path) => path.clone(),
+            None => paths::service_bin("gatehouse-ratelimit")?,
+        };
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-rls-")
             .tempdir()?;
@@ -173,7 +200,14 @@ impl RateLimitBuilder {
             std::fs::write(config_dir.join(name), text)?;
         }
         let ready_file = dir.path().join("ready.json");
-        let mut command = Command::new(bin);
+        let mut command = match &self.cpus {
+            Some(list) => {
+                let mut c = Command::new(paths::tool("taskset", "util-linux")?);
+                c.arg("-c").arg(list).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -196,6 +230,7 @@ impl RateLimitBuilder {
             &mut command,
             &dir.path().join("rls.log"),
         )?;
+        process.set_log_on_drop(!self.quiet);
         let client = reqwest::Client::builder().no_proxy().build()?;
         let ready: ReadyFile = poll::until("gatehouse-ratelimit /readyz", poll::READY_DEADLINE, || {
             let exited = process.exit_status();

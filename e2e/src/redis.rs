@@ -92,6 +92,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Whether dropping the server prints its log (default on, for tests).
+    pub fn set_log_on_drop(&mut self, on: bool) {
+        self.process.set_log_on_drop(on);
+    }
+
     /// Kills the server at once (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         self.process.kill();

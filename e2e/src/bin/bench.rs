@@ -1,13 +1,17 @@
-//! `make bench`: runs the benchmark scenarios and prints/writes the ratio table.
+//! `make bench`: runs the benchmark sets and prints/writes their ratio tables.
 //!
+//! `bench [SET...]` runs the named sets (default: all): `proxy` (Envoy direct
+//! vs the wasm filter), `ratelimit` (Envoy + rate-limit services under wrk)
+//! and `ratelimit-raw` (the services alone under concurrent gRPC calls).
 //! Settings come from the environment: `BENCH_SECONDS` (per measured run,
 //! default 5), `BENCH_REPEATS` (default 3), `BENCH_CONNECTIONS` (default 32),
 //! `BENCH_WARMUP_SECONDS` (default 2). Results land in `bench/results/<set>.md`.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use e2e::bench::{self, Pinning, Scenario, Settings};
+use anyhow::{Context, Result, bail};
+use e2e::bench::{self, Pinning, RawScenario, Scenario, Settings, Sidecar, Summary};
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name) {
@@ -18,12 +22,26 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     }
 }
 
-fn scenario(name: &str, template: &str) -> Scenario {
+fn scenario(name: &str, template: &str, path: &str, sidecar: Sidecar) -> Scenario {
     Scenario {
         name: name.to_owned(),
         template: template.to_owned(),
         vars: Vec::new(),
+        path: path.to_owned(),
+        sidecar,
     }
+}
+
+fn ratio(summaries: &[Summary], of: usize, to: usize) -> f64 {
+    summaries[of].median.rps / summaries[to].median.rps
+}
+
+fn cpu(summaries: &[Summary], i: usize) -> f64 {
+    summaries[i].median.cpu_us.unwrap_or(f64::NAN)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -36,19 +54,18 @@ async fn main() -> Result<()> {
     };
     let pinning = Pinning::detect();
     if let Some(p) = &pinning {
-        // The runner hosts the echo upstream: keep it off Envoy's core.
+        // The runner hosts the echo upstream and the gRPC load: keep it off Envoy's core.
         let mut set = nix::sched::CpuSet::new();
         set.set(p.load.parse()?)?;
         nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
     }
-
-    let set = "proxy";
-    let scenarios = [
-        scenario("envoy → upstream (baseline)", "proxy.yaml"),
-        scenario("envoy + gatehouse-jwt wasm → upstream", "jwt-wasm.yaml"),
-    ];
-    let summaries = bench::run(&scenarios, &settings, pinning.as_ref()).await?;
-    let table = bench::table(&summaries);
+    let all = ["proxy", "ratelimit", "ratelimit-raw"];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sets: Vec<&str> = if args.is_empty() {
+        all.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
 
     let envoy_version = std::process::Command::new(e2e::paths::envoy_bin()?)
         .arg("--version")
@@ -63,26 +80,147 @@ async fn main() -> Result<()> {
         .unwrap_or_default();
     let pin_note = match &pinning {
         Some(p) => format!(
-            "Envoy pinned to CPU {}, wrk and upstream to CPU {}",
+            "Envoy and the rate-limit service pinned to CPU {}; wrk, the gRPC load, the upstream and Redis on CPU {}",
             p.envoy, p.load
         ),
         None => "one CPU: nothing pinned".to_owned(),
     };
-    let report = format!(
-        "# Benchmark: {set}\n\n\
-         Envoy with 1 worker; load from wrk, 1 thread, {} connections, {} s per run after a {} s warm-up, \
-         {} runs per scenario, interleaved; medians shown. {pin_note}. \
-         Ratios are against the first row, measured in the same run.\n\n{table}\n\
-         Envoy: `{envoy_version}`\n",
-        settings.connections,
-        settings.duration.as_secs(),
-        settings.warmup.as_secs(),
-        settings.repeats,
-    );
-    println!("\n{report}");
-    let out = e2e::paths::workspace_root().join(format!("bench/results/{set}.md"));
-    std::fs::create_dir_all(out.parent().context("results path has a parent")?)?;
-    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-    println!("written to {}", out.display());
+
+    for set in sets {
+        let (description, table, targets) = match set {
+            "proxy" => {
+                let scenarios = [
+                    scenario(
+                        "envoy → upstream (baseline)",
+                        "proxy.yaml",
+                        "/bench",
+                        Sidecar::None,
+                    ),
+                    scenario(
+                        "envoy + gatehouse-jwt wasm → upstream",
+                        "jwt-wasm.yaml",
+                        "/bench",
+                        Sidecar::None,
+                    ),
+                ];
+                let s = bench::run(&scenarios, &settings, pinning.as_ref()).await?;
+                (
+                    format!(
+                        "Envoy with 1 worker under wrk (1 thread, {} connections).",
+                        settings.connections
+                    ),
+                    bench::table(&s, None),
+                    String::new(),
+                )
+            }
+            "ratelimit" => {
+                let scenarios = [
+                    scenario(
+                        "envoy, no rate limit (baseline)",
+                        "proxy.yaml",
+                        "/generic",
+                        Sidecar::None,
+                    ),
+                    scenario(
+                        "envoy + null RLS",
+                        "ratelimit.yaml",
+                        "/generic",
+                        Sidecar::Null,
+                    ),
+                    scenario(
+                        "envoy + gatehouse-ratelimit (memory)",
+                        "ratelimit.yaml",
+                        "/generic",
+                        Sidecar::Memory,
+                    ),
+                    scenario(
+                        "envoy + gatehouse-ratelimit (redis)",
+                        "ratelimit.yaml",
+                        "/generic",
+                        Sidecar::Redis,
+                    ),
+                ];
+                let s = bench::run(&scenarios, &settings, pinning.as_ref()).await?;
+                let mut targets = String::from("Targets:\n");
+                let r = ratio(&s, 3, 1);
+                let _ = writeln!(
+                    targets,
+                    "- through Envoy, Redis store at least 0.9 of the null RLS: {r:.2}, {}",
+                    verdict(r >= 0.9)
+                );
+                let r = ratio(&s, 1, 0);
+                let _ = writeln!(
+                    targets,
+                    "- (for scale) null RLS against no rate limit: {r:.2}"
+                );
+                (
+                    format!(
+                        "Envoy with 1 worker under wrk (1 thread, {} connections), every request one ShouldRateLimit call; limits never hit. Service CPU from /proc, per request.",
+                        settings.connections
+                    ),
+                    bench::table(&s, Some(1)),
+                    targets,
+                )
+            }
+            "ratelimit-raw" => {
+                let scenarios = [
+                    RawScenario {
+                        name: "null RLS (baseline)".into(),
+                        sidecar: Sidecar::Null,
+                    },
+                    RawScenario {
+                        name: "gatehouse-ratelimit (memory)".into(),
+                        sidecar: Sidecar::Memory,
+                    },
+                    RawScenario {
+                        name: "gatehouse-ratelimit (redis)".into(),
+                        sidecar: Sidecar::Redis,
+                    },
+                ];
+                let s = bench::run_raw(&scenarios, &settings, pinning.as_ref()).await?;
+                let mut targets = String::from("Targets:\n");
+                let (null, mem, redis) = (cpu(&s, 0), cpu(&s, 1), cpu(&s, 2));
+                let _ = writeln!(
+                    targets,
+                    "- CPU per decision, memory, at most null + 5 µs: {:+.1} µs, {}",
+                    mem - null,
+                    verdict(mem - null <= 5.0)
+                );
+                let _ = writeln!(
+                    targets,
+                    "- CPU per decision, Redis, at most null + 20 µs: {:+.1} µs, {}",
+                    redis - null,
+                    verdict(redis - null <= 20.0)
+                );
+                let r = ratio(&s, 2, 0);
+                let _ = writeln!(
+                    targets,
+                    "- raw rate with Redis at least 0.6 of the null RLS: {r:.2}, {}",
+                    verdict(r >= 0.6)
+                );
+                (
+                    format!(
+                        "ShouldRateLimit from {} concurrent callers over 4 HTTP/2 connections in one process (tonic), one descriptor per call; limits never hit. Service CPU from /proc, per decision (Redis's own CPU not included).",
+                        settings.connections
+                    ),
+                    bench::table(&s, Some(0)),
+                    targets,
+                )
+            }
+            other => bail!("unknown benchmark set {other:?}: use {}", all.join(", ")),
+        };
+        let report = format!(
+            "# Benchmark: {set}\n\n{description} {} s per run after a {} s warm-up, {} runs per scenario, interleaved; medians shown. \
+             {pin_note}. Ratios are against the first row, measured in the same run.\n\n{table}\n{targets}\nEnvoy: `{envoy_version}`\n",
+            settings.duration.as_secs(),
+            settings.warmup.as_secs(),
+            settings.repeats,
+        );
+        println!("\n{report}");
+        let out = e2e::paths::workspace_root().join(format!("bench/results/{set}.md"));
+        std::fs::create_dir_all(out.parent().context("results path has a parent")?)?;
+        std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+        println!("written to {}", out.display());
+    }
     Ok(())
 }

@@ -38,6 +38,8 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     /// Seconds per `ShouldRateLimit`, store round trip included.
     pub decision_seconds: Histogram,
+    /// Decisions per Redis pipeline.
+    pub redis_batch_size: Histogram,
     /// Store calls that failed or timed out.
     pub store_errors: Counter,
     /// Requests refused as malformed.
@@ -63,6 +65,7 @@ impl Metrics {
             decision_seconds: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5,
             ]),
+            redis_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
             store_errors: Counter::default(),
             invalid_requests: Counter::default(),
             config_load_success: Counter::default(),
@@ -107,6 +110,11 @@ impl Metrics {
             "decision_duration_seconds",
             "Time to decide one request",
             m.decision_seconds.clone(),
+        );
+        reg.register(
+            "redis_batch_size",
+            "Decisions sent to Redis in one pipeline",
+            m.redis_batch_size.clone(),
         );
         reg.register(
             "store_errors",

@@ -1,11 +1,11 @@
 //! The service's counter stores: memory (from the core) and Redis.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use gatehouse_ratelimit_core::{MemoryStore, Op, Store, StoreError};
+use prometheus_client::metrics::histogram::Histogram;
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -69,19 +69,31 @@ enum Conn {
 }
 
 /// Redis counters: `INCRBY` + `EXPIRE` (and `GET` for sliding windows) for
-/// every counter of a request, pipelined in one round trip on multiplexed
-/// connections, so concurrent requests share the wire. `INCRBY` is atomic in
-/// Redis, which keeps counts exact across any number of service replicas.
+/// every counter of a request. `INCRBY` is atomic in Redis, which keeps counts
+/// exact across any number of service replicas.
+///
+/// Requests in flight at the same moment are batched: one task gathers every
+/// decision waiting for Redis into one pipeline, so a burst of N concurrent
+/// decisions costs one write, one read and one reply parse instead of N.
+/// Batches go out over multiplexed connections without waiting for each other.
 pub struct RedisStore {
-    conns: Vec<Conn>,
-    next: AtomicUsize,
+    batches: tokio::sync::mpsc::UnboundedSender<Pending>,
+    ping_conn: Conn,
     op_timeout: Duration,
-    jitter_max: u64,
 }
 
+/// One decision waiting for Redis.
+struct Pending {
+    ops: Vec<Op>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<u64>, StoreError>>,
+}
+
+/// Most decisions one batch carries.
+const MAX_BATCH: usize = 256;
+
 impl RedisStore {
-    /// Connects (lazily reconnecting later) as the settings say.
-    pub async fn connect(settings: &RedisSettings) -> Result<Self> {
+    /// Connects (reconnecting by itself later) as the settings say.
+    pub async fn connect(settings: &RedisSettings, batch_sizes: Histogram) -> Result<Self> {
         if settings.tls {
             // One process-wide crypto provider for rustls; a second install is a no-op error.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -101,8 +113,12 @@ impl RedisStore {
                     // and the manager keeps reconnecting in the background.
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(1));
-                let mut conns = Vec::with_capacity(settings.pool_size);
-                for _ in 0..settings.pool_size {
+                // Multiplexed connections carry any number of requests at once,
+                // so more than one per worker thread only splits batches.
+                let workers = std::thread::available_parallelism().map_or(1, usize::from);
+                let count = settings.pool_size.min(workers).max(1);
+                let mut conns = Vec::with_capacity(count);
+                for _ in 0..count {
                     let manager =
                         ConnectionManager::new_with_config(client.clone(), config.clone())
                             .await
@@ -129,22 +145,84 @@ impl RedisStore {
                 vec![Conn::Cluster(conn)]
             }
         };
-        Ok(Self {
+        let ping_conn = conns[0].clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batcher(
+            rx,
             conns,
-            next: AtomicUsize::new(0),
+            settings.expiration_jitter_max_seconds,
+            batch_sizes,
+        ));
+        Ok(Self {
+            batches: tx,
+            ping_conn,
             op_timeout: settings.op_timeout,
-            jitter_max: settings.expiration_jitter_max_seconds,
         })
     }
 
-    fn conn(&self) -> Conn {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns[i].clone()
+    fn run(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send + use<> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.batches.send(Pending {
+            ops: ops.to_vec(),
+            reply,
+        });
+        let timeout = self.op_timeout;
+        async move {
+            if sent.is_err() {
+                return Err(StoreError::Backend("redis batcher stopped".into()));
+            }
+            match tokio::time::timeout(timeout, answer).await {
+                Err(_) => Err(StoreError::Timeout),
+                Ok(Err(_)) => Err(StoreError::Backend("redis batch dropped".into())),
+                Ok(Ok(result)) => result,
+            }
+        }
     }
 
-    fn run(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send + use<> {
-        let mut pipe = redis::pipe();
-        for op in ops {
+    async fn ping(&self) -> bool {
+        let query = async {
+            match self.ping_conn.clone() {
+                Conn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+                Conn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+            }
+        };
+        matches!(
+            tokio::time::timeout(self.op_timeout, query).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Gathers waiting decisions into pipelines until the store is dropped.
+async fn batcher(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+    conns: Vec<Conn>,
+    jitter_max: u64,
+    batch_sizes: Histogram,
+) {
+    let mut next = 0usize;
+    while let Some(first) = rx.recv().await {
+        // Let the other request tasks that are ready run first, so that
+        // everything arriving in this instant joins the batch.
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        batch_sizes.observe(batch.len() as f64);
+        let conn = conns[next % conns.len()].clone();
+        next = next.wrapping_add(1);
+        tokio::spawn(send_batch(conn, batch, jitter_max));
+    }
+}
+
+async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64) {
+    let mut pipe = redis::pipe();
+    for pending in &batch {
+        for op in &pending.ops {
             match op {
                 Op::IncrBy {
                     key,
@@ -153,8 +231,8 @@ impl RedisStore {
                 } => {
                     // As the reference: spread expiries so window ends do not
                     // make every key expire in the same second.
-                    let jitter = if self.jitter_max > 0 {
-                        fastrand::u64(0..self.jitter_max)
+                    let jitter = if jitter_max > 0 {
+                        fastrand::u64(0..jitter_max)
                     } else {
                         0
                     };
@@ -166,34 +244,35 @@ impl RedisStore {
                 }
             }
         }
-        let conn = self.conn();
-        let timeout = self.op_timeout;
-        async move {
-            let query = async {
-                match conn {
-                    Conn::Single(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
-                    Conn::Cluster(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
-                }
-            };
-            match tokio::time::timeout(timeout, query).await {
-                Err(_) => Err(StoreError::Timeout),
-                Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
-                Ok(Ok(values)) => Ok(values.into_iter().map(Option::unwrap_or_default).collect()),
+    }
+    let result = match conn {
+        Conn::Single(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
+        Conn::Cluster(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
+    };
+    match result {
+        Ok(values) => {
+            let mut values = values.into_iter().map(Option::unwrap_or_default);
+            for pending in batch {
+                let mine: Vec<u64> = values.by_ref().take(pending.ops.len()).collect();
+                let answer = if mine.len() == pending.ops.len() {
+                    Ok(mine)
+                } else {
+                    Err(StoreError::Backend(
+                        "redis answered fewer values than asked".into(),
+                    ))
+                };
+                // The caller may have timed out and gone: nothing to do then.
+                let _ = pending.reply.send(answer);
             }
         }
-    }
-
-    async fn ping(&self) -> bool {
-        let query = async {
-            match self.conn() {
-                Conn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
-                Conn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+        Err(e) => {
+            let message = e.to_string();
+            for pending in batch {
+                let _ = pending
+                    .reply
+                    .send(Err(StoreError::Backend(message.clone())));
             }
-        };
-        matches!(
-            tokio::time::timeout(self.op_timeout, query).await,
-            Ok(Ok(_))
-        )
+        }
     }
 }
 
