@@ -25,10 +25,15 @@ test: wasm ## run every test: unit, property and end-to-end against real Envoy
 	@$(CARGO) build --locked --quiet --workspace --bins
 	@scripts/test.sh
 
-lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors
+lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors, shipped configs checked
 	@$(CARGO) fmt --all --check
 	@$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	@$(CARGO) clippy --locked --target $(WASM_TARGET) $(WASM_CRATES) -p gatehouse-jwt-core -- -D warnings
+	@$(CARGO) build --locked --quiet -p gatehouse-ratelimit
+	@for dir in ratelimit/examples/config ratelimit/testdata/reference-examples; do \
+	  target/debug/gatehouse-ratelimit --check-config $$dir | tail -n 1 || exit 1; done
+	@.venv/bin/envoy --mode validate -c envoy-config/bootstrap/ratelimit.yaml --log-level warn --disable-hot-restart >/dev/null \
+	  && echo "ok: envoy-config/bootstrap/ratelimit.yaml"
 
 bench: wasm ## benchmark scenarios; ratio table printed and written to bench/results/
 	@$(CARGO) build --locked --quiet --release -p e2e -p gatehouse-ratelimit --bins

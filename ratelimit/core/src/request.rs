@@ -49,12 +49,6 @@ pub enum RequestError {
         /// How many were sent.
         count: usize,
     },
-    /// A descriptor has no entries.
-    #[error("descriptors[{index}] has no entries")]
-    EmptyDescriptor {
-        /// Position of the descriptor.
-        index: usize,
-    },
     /// More entries than [`MAX_ENTRIES`].
     #[error("descriptors[{index}] has {count} entries, at most {MAX_ENTRIES} are accepted")]
     TooManyEntries {
@@ -159,9 +153,6 @@ impl Request {
             });
         }
         for (index, d) in descriptors.iter().enumerate() {
-            if d.entries.is_empty() {
-                return Err(RequestError::EmptyDescriptor { index });
-            }
             if d.entries.len() > MAX_ENTRIES {
                 return Err(RequestError::TooManyEntries {
                     index,
@@ -254,10 +245,9 @@ mod tests {
                 .starts_with("descriptors[0].entries[0].value is 4097 bytes"),
             "{err}"
         );
-        assert_eq!(
-            Request::try_new("x".into(), vec![d(&[("a", "b")]), d(&[])], 1),
-            Err(RequestError::EmptyDescriptor { index: 1 })
-        );
+        // Envoy sends a descriptor without entries when `skip_if_absent`
+        // skipped all its actions: accepted, it matches nothing.
+        assert!(Request::try_new("x".into(), vec![d(&[("a", "b")]), d(&[])], 1).is_ok());
         assert_eq!(
             Request::try_new("x".into(), vec![d(&[("", "b")])], 1),
             Err(RequestError::EmptyKey { index: 0, entry: 0 })

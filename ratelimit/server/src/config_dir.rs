@@ -174,11 +174,11 @@ pub fn spawn_watcher(
 ) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| is_change(&e)) {
             let _ = tx.send(());
         }
     })?;
-    watch_all(&mut watcher, &live);
+    let mut watched = watch_all(&mut watcher, &live, None);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Coalesce the burst: wait until events stop for a moment.
@@ -190,13 +190,30 @@ pub fn spawn_watcher(
             if let Ok(result) = tokio::task::spawn_blocking(move || reloading.reload()).await {
                 on_result(result);
             }
-            watch_all(&mut watcher, &live);
+            watched = watch_all(&mut watcher, &live, watched);
         }
     });
     Ok(())
 }
 
-fn watch_all(watcher: &mut notify::RecommendedWatcher, live: &LiveConfig) {
+/// Whether a file event may change the configuration. Reading the files
+/// during a reload opens them: were those access events counted, every reload
+/// would trigger the next one, forever.
+fn is_change(event: &notify::Event) -> bool {
+    !matches!(event.kind, notify::EventKind::Access(_))
+}
+
+/// (Re)watches the paths when the directory they resolve to changed (a
+/// swapped `RUNTIME_ROOT` symlink), and returns what they resolve to now.
+fn watch_all(
+    watcher: &mut notify::RecommendedWatcher,
+    live: &LiveConfig,
+    watched: Option<PathBuf>,
+) -> Option<PathBuf> {
+    let target = std::fs::canonicalize(live.runtime.config_dir()).ok();
+    if watched.is_some() && watched == target {
+        return watched;
+    }
     for (path, mode) in live.watch_paths() {
         let _ = watcher.unwatch(&path);
         // A missing directory is not fatal: the other watch still works, and
@@ -205,6 +222,7 @@ fn watch_all(watcher: &mut notify::RecommendedWatcher, live: &LiveConfig) {
             tracing::warn!(path = %path.display(), error = %e, "cannot watch configuration path");
         }
     }
+    target
 }
 
 #[cfg(test)]
@@ -269,6 +287,24 @@ mod tests {
         std::fs::rename(config.join("..data_tmp"), config.join("..data")).unwrap();
         assert!(matches!(live.reload().unwrap(), Reloaded::Applied { .. }));
         assert_eq!(live.current().rules()[0].requests_per_unit(), 2);
+    }
+
+    #[test]
+    fn reading_the_files_is_not_a_change() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        let event = |kind| notify::Event::new(kind);
+        assert!(!is_change(&event(notify::EventKind::Access(
+            AccessKind::Open(AccessMode::Read)
+        ))));
+        assert!(!is_change(&event(notify::EventKind::Access(
+            AccessKind::Close(AccessMode::Read)
+        ))));
+        assert!(is_change(&event(notify::EventKind::Modify(
+            ModifyKind::Any
+        ))));
+        assert!(is_change(&event(notify::EventKind::Create(
+            CreateKind::File
+        ))));
     }
 
     #[test]

@@ -387,3 +387,19 @@ fn near_limit_and_within_stats_follow_the_reference() {
         (9, 8, 1, 0)
     );
 }
+
+#[test]
+fn a_descriptor_without_entries_matches_nothing() {
+    let f = Fixture::new(LIMITS);
+    let decision = f.check(&req("api", vec![d(&[]), d(&[("blocked", "x")])]));
+    assert_eq!(
+        decision.statuses[0],
+        Status {
+            code: Code::Ok,
+            current_limit: None,
+            limit_remaining: 0,
+            duration_until_reset: 0
+        }
+    );
+    assert_eq!(decision.overall, Code::OverLimit);
+}
