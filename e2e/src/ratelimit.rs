@@ -29,6 +29,7 @@ pub struct RateLimitBuilder {
     binary: Option<PathBuf>,
     cpus: Option<String>,
     quiet: bool,
+    root_symlink: bool,
 }
 
 /// A running, ready `gatehouse-ratelimit`. Killed when dropped.
@@ -40,7 +41,7 @@ pub struct RateLimitService {
     debug: SocketAddr,
     config_dir: PathBuf,
     client: reqwest::Client,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +90,11 @@ impl RateLimitService {
     /// Replaces (or adds) a config file atomically, as a deploy would.
     pub fn write_config(&self, name: &str, text: &str) -> Result<()> {
         write_atomically(&self.config_dir.join(name), text)
+    }
+
+    /// The directory holding `RUNTIME_ROOT` (`<this>/current`).
+    pub fn runtime_parent(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The directory the service reads.
@@ -155,6 +161,14 @@ impl RateLimitBuilder {
         self
     }
 
+    /// Makes `RUNTIME_ROOT` (`current`) a symlink to `v1/`, as the
+    /// reference's deployments swap it.
+    #[must_use]
+    pub fn root_as_symlink(mut self) -> Self {
+        self.root_symlink = true;
+        self
+    }
+
     /// Runs this binary instead of `target/debug/gatehouse-ratelimit`.
     #[must_use]
     pub fn binary(mut self, path: PathBuf) -> Self {
@@ -195,6 +209,10 @@ impl RateLimitBuilder {
             .tempdir()?;
         let root = dir.path().join("current");
         let config_dir = root.join("ratelimit/config");
+        if self.root_symlink {
+            std::fs::create_dir_all(dir.path().join("v1/ratelimit/config"))?;
+            std::os::unix::fs::symlink("v1", &root)?;
+        }
         std::fs::create_dir_all(&config_dir)?;
         for (name, text) in &self.files {
             std::fs::write(config_dir.join(name), text)?;
@@ -260,7 +278,7 @@ impl RateLimitBuilder {
             debug: ready.debug,
             config_dir,
             client,
-            _dir: dir,
+            dir,
         })
     }
 }

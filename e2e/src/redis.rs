@@ -24,15 +24,20 @@ pub struct Redis {
 impl Redis {
     /// Starts `redis-server` on a free port and waits until it answers.
     pub async fn start() -> Result<Self> {
-        Self::start_with(None).await
+        Self::start_with(None, &[]).await
+    }
+
+    /// Starts with extra `redis-server` arguments, e.g. `["--requirepass", "pw"]`.
+    pub async fn start_with_args(args: &[&str]) -> Result<Self> {
+        Self::start_with(None, args).await
     }
 
     /// Starts `redis-server` on `port` (a restart after a kill, in fault tests).
     pub async fn start_on(port: u16) -> Result<Self> {
-        Self::start_with(Some(port)).await
+        Self::start_with(Some(port), &[]).await
     }
 
-    async fn start_with(fixed_port: Option<u16>) -> Result<Self> {
+    async fn start_with(fixed_port: Option<u16>, extra: &[&str]) -> Result<Self> {
         let bin = paths::tool("redis-server", "installs the Debian package redis-server")?;
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
@@ -51,19 +56,26 @@ impl Redis {
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
-                .arg(dir.path());
+                .arg(dir.path())
+                .args(extra);
             let mut process =
                 ChildProcess::spawn("redis-server", &mut command, &dir.path().join("redis.log"))?;
             let pid = process.pid();
+            let password = extra
+                .iter()
+                .position(|a| *a == "--requirepass")
+                .and_then(|i| extra.get(i + 1))
+                .map(|p| (*p).to_owned());
             let ready = poll::until("redis-server", poll::READY_DEADLINE, || {
                 let exited = process.exit_status();
+                let password = password.clone();
                 async move {
                     if exited?.is_some() {
                         return Ok(Some(false));
                     }
                     // Ready when *our* server answers: a server that someone
                     // else started on this port would report another pid.
-                    Ok((server_pid(port).await == Some(pid)).then_some(true))
+                    Ok((server_pid(port, &password).await == Some(pid)).then_some(true))
                 }
             })
             .await?;
@@ -116,10 +128,17 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// The `process_id` a Redis server on `port` reports in `INFO server`, if one answers.
-pub async fn server_pid(port: u16) -> Option<u32> {
+pub async fn server_pid(port: u16, password: &Option<String>) -> Option<u32> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
+    if let Some(password) = password {
+        // Inline AUTH; its +OK precedes the INFO reply, which is searched below.
+        stream
+            .write_all(format!("AUTH {password}\r\n").as_bytes())
+            .await
+            .ok()?;
+    }
     stream.write_all(b"INFO server\r\n").await.ok()?;
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -139,4 +158,73 @@ pub async fn server_pid(port: u16) -> Option<u32> {
         }
     }
     None
+}
+
+/// A Redis Cluster of three masters on free ports, slots spread by `redis-cli
+/// --cluster create`. Killed when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them and waits for
+    /// `cluster_state:ok` on every node.
+    pub async fn start() -> Result<Self> {
+        let cli = paths::tool(
+            "redis-cli",
+            "installs the Debian package redis-server, which brings redis-cli",
+        )?;
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            // The bus port is set explicitly: port + 10000 may be taken or out of range.
+            let bus = free_port()?.to_string();
+            nodes.push(
+                Redis::start_with_args(&["--cluster-enabled", "yes", "--cluster-port", &bus])
+                    .await?,
+            );
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let (status, output) = crate::process::run_to_completion(
+            tokio::process::Command::new(&cli)
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"]),
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+        if !status.success() {
+            bail!("redis-cli --cluster create failed: {output}");
+        }
+        for node in &nodes {
+            let port = node.port().to_string();
+            poll::until("redis cluster_state:ok", poll::READY_DEADLINE, || {
+                let mut command = tokio::process::Command::new(&cli);
+                command.args(["-p", &port, "cluster", "info"]);
+                async move {
+                    let (_, info) = crate::process::run_to_completion(
+                        &mut command,
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await?;
+                    Ok(info.contains("cluster_state:ok").then_some(()))
+                }
+            })
+            .await?;
+        }
+        Ok(Self { nodes })
+    }
+
+    /// `REDIS_URL` for the cluster: `h:p,h:p,h:p`.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }

@@ -90,8 +90,8 @@ async fn redis_answers_on_its_own_port() -> anyhow::Result<()> {
     let (a, b) = (a?, b?);
     assert_ne!(a.port(), b.port());
     assert_ne!(a.port(), 6379, "never the machine's shared Redis");
-    assert_eq!(e2e::redis::server_pid(a.port()).await, Some(a.pid()));
-    assert_eq!(e2e::redis::server_pid(b.port()).await, Some(b.pid()));
+    assert_eq!(e2e::redis::server_pid(a.port(), &None).await, Some(a.pid()));
+    assert_eq!(e2e::redis::server_pid(b.port(), &None).await, Some(b.pid()));
     Ok(())
 }
 

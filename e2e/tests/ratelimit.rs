@@ -627,3 +627,169 @@ async fn shipped_bootstrap_validates_and_limits_with_the_shipped_example() -> an
     );
     Ok(())
 }
+
+/// Counts `limit + 1` calls of one descriptor; returns how many were allowed.
+async fn count_allowed(
+    rls: &RateLimitService,
+    domain: &str,
+    entries: &[(&str, &str)],
+    calls: usize,
+) -> anyhow::Result<usize> {
+    let mut client = rls.grpc_client().await?;
+    let mut allowed = 0;
+    for _ in 0..calls {
+        if client
+            .should_rate_limit(request(domain, &[entries]))
+            .await?
+            .into_inner()
+            .overall_code
+            == 1
+        {
+            allowed += 1;
+        }
+    }
+    Ok(allowed)
+}
+
+const PER_TENANT: &str = "domain: t\ndescriptors:\n  - key: tenant\n    rate_limit: { unit: hour, requests_per_unit: 5 }\n";
+
+#[tokio::test]
+async fn redis_with_a_password_and_redis_cluster_count_the_same() -> anyhow::Result<()> {
+    let guarded = Redis::start_with_args(&["--requirepass", "s3cret-pass"]).await?;
+    let rls = RateLimitService::builder()
+        .file("t.yaml", PER_TENANT)
+        .redis(&guarded)
+        .env("REDIS_AUTH", "s3cret-pass")
+        .start()
+        .await?;
+    fresh_window(&rls, "t", &[("tenant", "a")]).await?;
+    assert_eq!(count_allowed(&rls, "t", &[("tenant", "a")], 7).await?, 5);
+    assert!(
+        !rls.log().contains("s3cret-pass"),
+        "the password is never logged"
+    );
+
+    let cluster = e2e::redis::RedisCluster::start().await?;
+    let rls = RateLimitService::builder()
+        .file("t.yaml", PER_TENANT)
+        .env("BACKEND_TYPE", "redis")
+        .env("REDIS_SOCKET_TYPE", "tcp")
+        .env("REDIS_TYPE", "CLUSTER")
+        .env("REDIS_URL", cluster.url())
+        .start()
+        .await?;
+    fresh_window(&rls, "t", &[("tenant", "a")]).await?;
+    // Many tenants, so the keys spread over every node's slots.
+    for tenant in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(
+            count_allowed(&rls, "t", &[("tenant", tenant)], 7).await?,
+            5,
+            "tenant {tenant}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn configmap_update_reloads_through_the_watcher() -> anyhow::Result<()> {
+    let rls = RateLimitService::builder().start().await?;
+    let dump = || async {
+        Ok::<_, anyhow::Error>(
+            rls.http()
+                .get(rls.debug_url("/rlconfig"))
+                .send()
+                .await?
+                .text()
+                .await?,
+        )
+    };
+    let until_dump_has = |needle: &'static str| {
+        e2e::poll::until(
+            "reload through the watcher",
+            e2e::poll::READY_DEADLINE,
+            move || {
+                let dumped = dump();
+                async move { Ok(dumped.await?.contains(needle).then_some(())) }
+            },
+        )
+    };
+    // A ConfigMap volume as the kubelet writes it: files in a timestamped
+    // directory, `..data` pointing at it, and links to `..data/<file>`.
+    let dir = rls.config_dir();
+    let write_version = |name: &str, limit: u32| -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir.join(name))?;
+        let text = PER_TENANT.replace(
+            "requests_per_unit: 5",
+            &format!("requests_per_unit: {limit}"),
+        );
+        std::fs::write(dir.join(name).join("t.yaml"), text)?;
+        std::os::unix::fs::symlink(name, dir.join("..data_tmp"))?;
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data"))?;
+        Ok(())
+    };
+    write_version("..2026_11_28_01", 5)?;
+    std::os::unix::fs::symlink("..data/t.yaml", dir.join("t.yaml"))?;
+    until_dump_has("t.tenant: unit=HOUR requests_per_unit=5,").await?;
+    write_version("..2026_11_28_02", 9)?;
+    until_dump_has("t.tenant: unit=HOUR requests_per_unit=9,").await?;
+    // Loaded once, not once per copy the volume holds.
+    assert_eq!(dump().await?.lines().count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn swapping_the_runtime_root_symlink_reloads() -> anyhow::Result<()> {
+    let rls = RateLimitService::builder()
+        .root_as_symlink()
+        .file("t.yaml", PER_TENANT)
+        .start()
+        .await?;
+    let base = rls.runtime_parent().to_path_buf();
+    std::fs::create_dir_all(base.join("v2/ratelimit/config"))?;
+    std::fs::write(
+        base.join("v2/ratelimit/config/t.yaml"),
+        PER_TENANT.replace("requests_per_unit: 5", "requests_per_unit: 11"),
+    )?;
+    std::os::unix::fs::symlink("v2", base.join("current.tmp"))?;
+    std::fs::rename(base.join("current.tmp"), base.join("current"))?;
+    e2e::poll::until("root swap reloaded", e2e::poll::READY_DEADLINE, || {
+        let url = rls.debug_url("/rlconfig");
+        let client = rls.http().clone();
+        async move {
+            Ok(client
+                .get(url)
+                .send()
+                .await?
+                .text()
+                .await?
+                .contains("requests_per_unit=11,")
+                .then_some(()))
+        }
+    })
+    .await?;
+    // Edits in the new directory are followed too.
+    std::fs::write(
+        base.join("v2/ratelimit/config/t.yaml"),
+        PER_TENANT.replace("requests_per_unit: 5", "requests_per_unit: 12"),
+    )?;
+    e2e::poll::until(
+        "edit after the swap reloaded",
+        e2e::poll::READY_DEADLINE,
+        || {
+            let url = rls.debug_url("/rlconfig");
+            let client = rls.http().clone();
+            async move {
+                Ok(client
+                    .get(url)
+                    .send()
+                    .await?
+                    .text()
+                    .await?
+                    .contains("requests_per_unit=12,")
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -173,8 +173,9 @@ pub fn spawn_watcher(
     on_result: impl Fn(Result<Reloaded, LoadError>) + Send + 'static,
 ) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let root = live.runtime.root.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| is_change(&e)) {
+        if event.is_ok_and(|e| is_change(&e, &root)) {
             let _ = tx.send(());
         }
     })?;
@@ -196,11 +197,14 @@ pub fn spawn_watcher(
     Ok(())
 }
 
-/// Whether a file event may change the configuration. Reading the files
+/// Whether a file event may change the configuration: it touches
+/// `RUNTIME_ROOT` or something below it (the root's parent is watched too,
+/// and may hold unrelated files), and is not a mere read. Reading the files
 /// during a reload opens them: were those access events counted, every reload
 /// would trigger the next one, forever.
-fn is_change(event: &notify::Event) -> bool {
+fn is_change(event: &notify::Event, root: &Path) -> bool {
     !matches!(event.kind, notify::EventKind::Access(_))
+        && event.paths.iter().any(|p| p.starts_with(root))
 }
 
 /// (Re)watches the paths when the directory they resolve to changed (a
@@ -292,7 +296,9 @@ mod tests {
     #[test]
     fn reading_the_files_is_not_a_change() {
         use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
-        let event = |kind| notify::Event::new(kind);
+        let root = Path::new("/srv/runtime/current");
+        let event = |kind| notify::Event::new(kind).add_path(root.join("config/a.yaml"));
+        let is_change = |e: &notify::Event| is_change(e, root);
         assert!(!is_change(&event(notify::EventKind::Access(
             AccessKind::Open(AccessMode::Read)
         ))));
@@ -305,6 +311,19 @@ mod tests {
         assert!(is_change(&event(notify::EventKind::Create(
             CreateKind::File
         ))));
+    }
+
+    #[test]
+    fn only_paths_under_the_root_count() {
+        let root = Path::new("/srv/runtime/current");
+        let modify = notify::EventKind::Modify(notify::event::ModifyKind::Any);
+        let swap = notify::Event::new(modify).add_path(root.to_path_buf());
+        assert!(
+            is_change(&swap, root),
+            "the root symlink itself was swapped"
+        );
+        let neighbour = notify::Event::new(modify).add_path("/srv/runtime/service.log".into());
+        assert!(!is_change(&neighbour, root));
     }
 
     #[test]
