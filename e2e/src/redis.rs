@@ -228,3 +228,80 @@ impl RedisCluster {
             .join(",")
     }
 }
+
+/// A Redis Sentinel watching one master (`mymaster`). Killed when dropped.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    process: ChildProcess,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl RedisSentinel {
+    /// Starts `redis-server --sentinel` monitoring `master` as `mymaster` and
+    /// waits until it reports the master's address.
+    pub async fn start(master: &Redis) -> Result<Self> {
+        let bin = paths::tool("redis-server", "installs the Debian package redis-server")?;
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-sentinel-")
+            .tempdir()?;
+        let port = free_port()?;
+        let conf = dir.path().join("sentinel.conf");
+        // Sentinel rewrites its configuration file, so it must be its own.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+                dir.path().display(),
+                master.port()
+            ),
+        )?;
+        let mut command = Command::new(&bin);
+        command.arg(&conf).arg("--sentinel");
+        let mut process = ChildProcess::spawn(
+            "redis-sentinel",
+            &mut command,
+            &dir.path().join("sentinel.log"),
+        )?;
+        let expected = master.port().to_string();
+        poll::until("sentinel knows the master", poll::READY_DEADLINE, || {
+            let exited = process.exit_status();
+            let expected = expected.clone();
+            async move {
+                if exited?.is_some() {
+                    bail!("redis sentinel exited");
+                }
+                let reply = async {
+                    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                    stream
+                        .write_all(b"SENTINEL get-master-addr-by-name mymaster\r\n")
+                        .await?;
+                    let mut buf = [0u8; 256];
+                    let n = stream.read(&mut buf).await?;
+                    Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+                };
+                Ok(reply
+                    .await
+                    .ok()
+                    .filter(|r| r.contains(&expected))
+                    .map(|_| ()))
+            }
+        })
+        .await?;
+        Ok(Self {
+            process,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// `REDIS_URL` for the reference's sentinel format: `mymaster,127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mymaster,127.0.0.1:{}", self.port)
+    }
+
+    /// The sentinel's pid.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}

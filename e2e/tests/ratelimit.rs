@@ -691,6 +691,37 @@ async fn redis_with_a_password_and_redis_cluster_count_the_same() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn redis_sentinel_leads_to_the_master() -> anyhow::Result<()> {
+    let master = Redis::start().await?;
+    let sentinel = e2e::redis::RedisSentinel::start(&master).await?;
+    let rls = RateLimitService::builder()
+        .file("t.yaml", PER_TENANT)
+        .env("BACKEND_TYPE", "redis")
+        .env("REDIS_SOCKET_TYPE", "tcp")
+        .env("REDIS_TYPE", "SENTINEL")
+        .env("REDIS_URL", sentinel.url())
+        .start()
+        .await?;
+    fresh_window(&rls, "t", &[("tenant", "s")]).await?;
+    assert_eq!(count_allowed(&rls, "t", &[("tenant", "s")], 7).await?, 5);
+    // The counter lives in the master the sentinel named.
+    let keys = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &master.port().to_string(),
+            "--scan",
+            "--pattern",
+            "t_tenant_s_*",
+        ])
+        .output()?;
+    assert!(
+        String::from_utf8_lossy(&keys.stdout).starts_with("t_tenant_s_"),
+        "{keys:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn configmap_update_reloads_through_the_watcher() -> anyhow::Result<()> {
     let rls = RateLimitService::builder().start().await?;
     let dump = || async {
