@@ -420,8 +420,15 @@ pub async fn run(
     let mut stacks = Vec::new();
     for scenario in scenarios {
         // The rate-limit service shares Envoy's core: its cost shows in Envoy's rate.
-        let sidecar =
-            RunningSidecar::start(scenario.sidecar, pinning.map(|p| p.envoy.as_str())).await?;
+        let sidecar = RunningSidecar::start(
+            scenario.sidecar,
+            if std::env::var_os("BENCH_UNPIN").is_some() {
+                None
+            } else {
+                pinning.map(|p| p.envoy.as_str())
+            },
+        )
+        .await?;
         let builder = Envoy::from_template(&scenario.template)?;
         let mut builder: EnvoyBuilder = scenario
             .vars

@@ -151,6 +151,7 @@ impl RedisStore {
             rx,
             conns,
             settings.expiration_jitter_max_seconds,
+            settings.op_timeout,
             batch_sizes,
         ));
         Ok(Self {
@@ -198,6 +199,7 @@ async fn batcher(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
     conns: Vec<Conn>,
     jitter_max: u64,
+    timeout: Duration,
     batch_sizes: Histogram,
 ) {
     let mut next = 0usize;
@@ -215,11 +217,11 @@ async fn batcher(
         batch_sizes.observe(batch.len() as f64);
         let conn = conns[next % conns.len()].clone();
         next = next.wrapping_add(1);
-        tokio::spawn(send_batch(conn, batch, jitter_max));
+        tokio::spawn(send_batch(conn, batch, jitter_max, timeout));
     }
 }
 
-async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64) {
+async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64, timeout: Duration) {
     let mut pipe = redis::pipe();
     for pending in &batch {
         for op in &pending.ops {
@@ -245,9 +247,15 @@ async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64) {
             }
         }
     }
-    let result = match conn {
-        Conn::Single(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
-        Conn::Cluster(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
+    let query = async {
+        match conn {
+            Conn::Single(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
+            Conn::Cluster(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
+        }
+    };
+    let result = match tokio::time::timeout(timeout, query).await {
+        Ok(result) => result.map_err(|e| StoreError::Backend(e.to_string())),
+        Err(_) => Err(StoreError::Timeout),
     };
     match result {
         Ok(values) => {
