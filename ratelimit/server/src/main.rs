@@ -7,6 +7,7 @@
 mod config_dir;
 mod http;
 mod metrics;
+mod resp;
 mod service;
 mod settings;
 mod store;

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use crate::resp;
 use gatehouse_ratelimit_core::{MemoryStore, Op, Store, StoreError};
 use prometheus_client::metrics::histogram::Histogram;
 use redis::IntoConnectionInfo;
@@ -72,14 +74,28 @@ enum Conn {
 /// every counter of a request. `INCRBY` is atomic in Redis, which keeps counts
 /// exact across any number of service replicas.
 ///
-/// Requests in flight at the same moment are batched: one task gathers every
+/// Requests in flight at the same moment are batched: a task gathers every
 /// decision waiting for Redis into one pipeline, so a burst of N concurrent
 /// decisions costs one write, one read and one reply parse instead of N.
-/// Batches go out over multiplexed connections without waiting for each other.
+///
+/// A single node without TLS (the common deployment) is spoken to over
+/// [`resp`](crate::resp) connections, one per worker thread, each owned by
+/// its batching task: while one batch is out, the next gathers. Cluster,
+/// Sentinel and TLS go through redis-rs.
 pub struct RedisStore {
-    batches: tokio::sync::mpsc::UnboundedSender<Pending>,
-    ping_conn: Conn,
+    lanes: Vec<tokio::sync::mpsc::UnboundedSender<Pending>>,
+    next: std::sync::atomic::AtomicUsize,
+    probe: Probe,
     op_timeout: Duration,
+}
+
+/// How readiness checks reach Redis.
+enum Probe {
+    Lean {
+        address: resp::Address,
+        auth: String,
+    },
+    Client(Conn),
 }
 
 /// One decision waiting for Redis.
@@ -94,6 +110,48 @@ const MAX_BATCH: usize = 256;
 impl RedisStore {
     /// Connects (reconnecting by itself later) as the settings say.
     pub async fn connect(settings: &RedisSettings, batch_sizes: Histogram) -> Result<Self> {
+        // Multiplexed connections carry any number of requests at once, so
+        // more than one per worker thread only splits batches.
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let lanes = settings.pool_size.min(workers).max(1);
+        if settings.kind == RedisType::Single && !settings.tls {
+            let address = if settings.socket_type == "unix" {
+                resp::Address::Unix(settings.url.clone().into())
+            } else {
+                resp::Address::Tcp(settings.url.clone())
+            };
+            // Fail at startup as the reference does when Redis is not there.
+            let probe = Probe::Lean {
+                address: address.clone(),
+                auth: settings.auth.clone(),
+            };
+            if !ping(&probe, settings.connect_timeout).await {
+                bail!("no PONG from Redis at {}", settings.url);
+            }
+            let senders = (0..lanes)
+                .map(|_| {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    tokio::spawn(lean_lane(
+                        rx,
+                        LeanLane {
+                            address: address.clone(),
+                            auth: settings.auth.clone(),
+                            connect_timeout: settings.connect_timeout.min(settings.op_timeout),
+                            op_timeout: settings.op_timeout,
+                            jitter_max: settings.expiration_jitter_max_seconds,
+                            batch_sizes: batch_sizes.clone(),
+                        },
+                    ));
+                    tx
+                })
+                .collect();
+            return Ok(Self {
+                lanes: senders,
+                next: std::sync::atomic::AtomicUsize::new(0),
+                probe,
+                op_timeout: settings.op_timeout,
+            });
+        }
         if settings.tls {
             // One process-wide crypto provider for rustls; a second install is a no-op error.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -113,12 +171,8 @@ impl RedisStore {
                     // and the manager keeps reconnecting in the background.
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(1));
-                // Multiplexed connections carry any number of requests at once,
-                // so more than one per worker thread only splits batches.
-                let workers = std::thread::available_parallelism().map_or(1, usize::from);
-                let count = settings.pool_size.min(workers).max(1);
-                let mut conns = Vec::with_capacity(count);
-                for _ in 0..count {
+                let mut conns = Vec::with_capacity(lanes);
+                for _ in 0..lanes {
                     let manager =
                         ConnectionManager::new_with_config(client.clone(), config.clone())
                             .await
@@ -145,7 +199,7 @@ impl RedisStore {
                 vec![Conn::Cluster(conn)]
             }
         };
-        let ping_conn = conns[0].clone();
+        let probe = Probe::Client(conns[0].clone());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(batcher(
             rx,
@@ -155,42 +209,192 @@ impl RedisStore {
             batch_sizes,
         ));
         Ok(Self {
-            batches: tx,
-            ping_conn,
+            lanes: vec![tx],
+            next: std::sync::atomic::AtomicUsize::new(0),
+            probe,
             op_timeout: settings.op_timeout,
         })
     }
 
     fn run(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send + use<> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let sent = self.batches.send(Pending {
+        let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
+        let sent = self.lanes[lane].send(Pending {
             ops: ops.to_vec(),
             reply,
         });
-        let timeout = self.op_timeout;
         async move {
             if sent.is_err() {
                 return Err(StoreError::Backend("redis batcher stopped".into()));
             }
-            match tokio::time::timeout(timeout, answer).await {
-                Err(_) => Err(StoreError::Timeout),
-                Ok(Err(_)) => Err(StoreError::Backend("redis batch dropped".into())),
-                Ok(Ok(result)) => result,
-            }
+            // The batch enforces the timeout: one timer for all its decisions.
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("redis batch dropped".into())))
         }
     }
 
     async fn ping(&self) -> bool {
-        let query = async {
-            match self.ping_conn.clone() {
-                Conn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
-                Conn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+        ping(&self.probe, self.op_timeout).await
+    }
+}
+
+/// Whether Redis answers `PING` within `timeout`.
+async fn ping(probe: &Probe, timeout: Duration) -> bool {
+    match probe {
+        Probe::Lean { address, auth } => {
+            let check = async {
+                let mut conn = resp::Connection::connect(address, auth, timeout).await?;
+                let mut out = Vec::new();
+                resp::encode(&mut out, &[b"PING"]);
+                conn.round_trip(&out, 1).await
+            };
+            matches!(
+                tokio::time::timeout(timeout, check).await,
+                Ok(Ok(replies)) if replies.first() == Some(&resp::Reply::Simple("PONG".into()))
+            )
+        }
+        Probe::Client(conn) => {
+            let query = async {
+                match conn.clone() {
+                    Conn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+                    Conn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+                }
+            };
+            matches!(tokio::time::timeout(timeout, query).await, Ok(Ok(_)))
+        }
+    }
+}
+
+/// What a lean lane needs.
+struct LeanLane {
+    address: resp::Address,
+    auth: String,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+    jitter_max: u64,
+    batch_sizes: Histogram,
+}
+
+/// Gathers decisions into batches and runs them on its own connection, one
+/// batch at a time: while Redis answers one, the next gathers. A failed or
+/// timed-out batch drops the connection; the next batch reconnects.
+async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: LeanLane) {
+    let mut conn: Option<resp::Connection> = None;
+    let mut out = Vec::with_capacity(16 * 1024);
+    while let Some(first) = rx.recv().await {
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        lane.batch_sizes.observe(batch.len() as f64);
+        out.clear();
+        let mut expected = 0;
+        for pending in &batch {
+            for op in &pending.ops {
+                match op {
+                    Op::IncrBy {
+                        key,
+                        hits,
+                        ttl_secs,
+                    } => {
+                        let jitter = if lane.jitter_max > 0 {
+                            fastrand::u64(0..lane.jitter_max)
+                        } else {
+                            0
+                        };
+                        resp::encode(
+                            &mut out,
+                            &[b"INCRBY", key.as_bytes(), hits.to_string().as_bytes()],
+                        );
+                        resp::encode(
+                            &mut out,
+                            &[
+                                b"EXPIRE",
+                                key.as_bytes(),
+                                (ttl_secs + jitter).to_string().as_bytes(),
+                            ],
+                        );
+                        expected += 2;
+                    }
+                    Op::Get { key } => {
+                        resp::encode(&mut out, &[b"GET", key.as_bytes()]);
+                        expected += 1;
+                    }
+                }
+            }
+        }
+        let exchange = async {
+            if conn.is_none() {
+                conn = Some(
+                    resp::Connection::connect(&lane.address, &lane.auth, lane.connect_timeout)
+                        .await?,
+                );
+            }
+            match conn.as_mut() {
+                Some(c) => c.round_trip(&out, expected).await,
+                None => Err(resp::RespError::Protocol("no connection".into())),
             }
         };
-        matches!(
-            tokio::time::timeout(self.op_timeout, query).await,
-            Ok(Ok(_))
-        )
+        let result = match tokio::time::timeout(lane.op_timeout, exchange).await {
+            Ok(Ok(replies)) => Ok(replies),
+            Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
+            Err(_) => Err(StoreError::Timeout),
+        };
+        match result {
+            Ok(replies) => answer_batch(batch, replies),
+            Err(e) => {
+                // The connection's state is unknown after a failure: start afresh.
+                conn = None;
+                for pending in batch {
+                    let _ = pending.reply.send(Err(match &e {
+                        StoreError::Timeout => StoreError::Timeout,
+                        StoreError::Backend(m) => StoreError::Backend(m.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Hands each decision its values: `INCRBY`'s new count, `GET`'s count (0
+/// when absent); an error reply fails that decision only.
+fn answer_batch(batch: Vec<Pending>, replies: Vec<resp::Reply>) {
+    let mut replies = replies.into_iter();
+    for pending in batch {
+        let mut values = Vec::with_capacity(pending.ops.len());
+        let mut failure = None;
+        for op in &pending.ops {
+            let counted = replies.next();
+            if matches!(op, Op::IncrBy { .. })
+                && let Some(resp::Reply::Error(e)) = replies.next()
+            {
+                failure = Some(e);
+            }
+            match counted {
+                Some(resp::Reply::Integer(n)) => values.push(u64::try_from(n).unwrap_or(0)),
+                Some(resp::Reply::Nil) => values.push(0),
+                Some(resp::Reply::Bulk(b)) => {
+                    values.push(
+                        std::str::from_utf8(&b)
+                            .ok()
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(0),
+                    );
+                }
+                Some(resp::Reply::Error(e)) => failure = Some(e),
+                other => failure = Some(format!("unexpected reply {other:?}")),
+            }
+        }
+        let answer = match failure {
+            None => Ok(values),
+            Some(e) => Err(StoreError::Backend(e)),
+        };
+        let _ = pending.reply.send(answer);
     }
 }
 
