@@ -691,6 +691,26 @@ async fn redis_with_a_password_and_redis_cluster_count_the_same() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn redis_over_a_unix_socket_counts_as_the_reference_default() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("redis.sock");
+    let socket_arg = socket.display().to_string();
+    let redis =
+        Redis::start_with_args(&["--unixsocket", &socket_arg, "--unixsocketperm", "700"]).await?;
+    // REDIS_SOCKET_TYPE defaults to unix, as in the reference: only the path is given.
+    let rls = RateLimitService::builder()
+        .file("t.yaml", PER_TENANT)
+        .env("BACKEND_TYPE", "redis")
+        .env("REDIS_URL", &socket_arg)
+        .start()
+        .await?;
+    fresh_window(&rls, "t", &[("tenant", "u")]).await?;
+    assert_eq!(count_allowed(&rls, "t", &[("tenant", "u")], 7).await?, 5);
+    drop(redis);
+    Ok(())
+}
+
+#[tokio::test]
 async fn redis_sentinel_leads_to_the_master() -> anyhow::Result<()> {
     let master = Redis::start().await?;
     let sentinel = e2e::redis::RedisSentinel::start(&master).await?;
@@ -822,5 +842,24 @@ async fn swapping_the_runtime_root_symlink_reloads() -> anyhow::Result<()> {
         },
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_a_line() -> anyhow::Result<()> {
+    let rls = RateLimitService::builder()
+        .file("t.yaml", PER_TENANT)
+        .env("LOG_FORMAT", "json")
+        .start()
+        .await?;
+    let log = rls.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{e}: {line}"))?;
+        assert!(value.get("level").is_some(), "{line}");
+    }
+    assert!(log.contains("\"message\":\"listening\""), "{log}");
     Ok(())
 }
