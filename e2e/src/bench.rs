@@ -266,7 +266,7 @@ impl RunningSidecar {
             Sidecar::Null => {
                 let dir = tempfile::tempdir()?;
                 let log = dir.path().join("null-rls.log");
-                let mut command = pinned(cpus, &release_bin("null-rls")?);
+                let mut command = crate::process::pinned_command(cpus, &release_bin("null-rls")?)?;
                 command.env("NULL_RLS_ADDR", "127.0.0.1:0");
                 let mut process = ChildProcess::spawn("null-rls", &mut command, &log)?;
                 process.set_log_on_drop(false);
@@ -336,17 +336,6 @@ impl RunningSidecar {
             Self::Null { process, .. } => process.pid(),
             Self::Gatehouse { service, .. } => service.pid(),
         }
-    }
-}
-
-fn pinned(cpus: Option<&str>, program: &std::path::Path) -> std::process::Command {
-    match cpus {
-        Some(list) => {
-            let mut c = std::process::Command::new("taskset");
-            c.arg("-c").arg(list).arg(program);
-            c
-        }
-        None => std::process::Command::new(program),
     }
 }
 
@@ -453,23 +442,19 @@ pub async fn run(
     let names: Vec<String> = scenarios.iter().map(|s| s.name.clone()).collect();
     let samples = interleave(&names, settings, |i, duration| {
         let (envoy, sidecar) = &stacks[i];
-        let mut command = match pinning {
-            Some(p) => {
-                let mut c = tokio::process::Command::new("taskset");
-                c.arg("-c").arg(&p.load).arg(&wrk);
-                c
-            }
-            None => tokio::process::Command::new(&wrk),
-        };
-        command
-            .arg("-t1")
-            .arg(format!("-c{}", settings.connections))
-            .arg(format!("-d{}s", duration.as_secs().max(1)))
-            .arg("-s")
-            .arg(script.path())
-            .arg(envoy.url(&scenarios[i].path));
+        let command =
+            crate::process::pinned_command(pinning.map(|p| p.load.as_str()), &wrk).map(|mut c| {
+                c.arg("-t1")
+                    .arg(format!("-c{}", settings.connections))
+                    .arg(format!("-d{}s", duration.as_secs().max(1)))
+                    .arg("-s")
+                    .arg(script.path())
+                    .arg(envoy.url(&scenarios[i].path));
+                tokio::process::Command::from(c)
+            });
         let pid = sidecar.as_ref().map(RunningSidecar::pid);
         async move {
+            let mut command = command?;
             let cpu_before = pid.map(cpu_time).transpose()?;
             let (status, output) =
                 run_to_completion(&mut command, duration + Duration::from_secs(30)).await?;

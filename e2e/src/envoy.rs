@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -198,14 +197,7 @@ impl EnvoyBuilder {
         let admin_path = dir.path().join("admin-address");
         let base_id_path = dir.path().join("base-id");
 
-        let mut command = match &self.cpus {
-            Some(list) => {
-                let mut c = Command::new(paths::tool("taskset", "util-linux")?);
-                c.arg("-c").arg(list).arg(&envoy);
-                c
-            }
-            None => Command::new(&envoy),
-        };
+        let mut command = crate::process::pinned_command(self.cpus.as_deref(), &envoy)?;
         command
             .arg("-c")
             .arg(&config_path)

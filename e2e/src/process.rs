@@ -106,6 +106,22 @@ impl Drop for ChildProcess {
     }
 }
 
+/// A command for `program`, pinned to the CPU list `cpus` (`taskset -c`)
+/// when given. `taskset` execs the program, so the pid is the program's.
+pub fn pinned_command(cpus: Option<&str>, program: &Path) -> Result<Command> {
+    Ok(match cpus {
+        Some(list) => {
+            let mut command = Command::new(crate::paths::tool(
+                "taskset",
+                "installs the Debian package util-linux",
+            )?);
+            command.arg("-c").arg(list).arg(program);
+            command
+        }
+        None => Command::new(program),
+    })
+}
+
 /// Pids of the live processes in process group `pgid`, read from `/proc`.
 /// Zombies count as gone: they run nothing and hold no port.
 pub fn processes_in_group(pgid: u32) -> Vec<u32> {

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -128,6 +127,27 @@ impl RateLimitService {
         self.process.log()
     }
 
+    /// The loaded rules, as the debug port's `/rlconfig` lists them.
+    pub async fn rlconfig(&self) -> Result<String> {
+        Ok(self
+            .client
+            .get(self.debug_url("/rlconfig"))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// Waits until `/rlconfig` contains `needle`: a reload went through.
+    pub async fn until_rlconfig_contains(&self, needle: &str) -> Result<()> {
+        poll::until(
+            &format!("/rlconfig showing {needle:?}"),
+            poll::READY_DEADLINE,
+            || async { Ok(self.rlconfig().await?.contains(needle).then_some(())) },
+        )
+        .await
+    }
+
     /// The counter a metric line reports, 0 when absent.
     pub async fn metric(&self, line_prefix: &str) -> Result<f64> {
         let text = self
@@ -218,14 +238,7 @@ impl RateLimitBuilder {
             std::fs::write(config_dir.join(name), text)?;
         }
         let ready_file = dir.path().join("ready.json");
-        let mut command = match &self.cpus {
-            Some(list) => {
-                let mut c = Command::new(paths::tool("taskset", "util-linux")?);
-                c.arg("-c").arg(list).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
+        let mut command = crate::process::pinned_command(self.cpus.as_deref(), &bin)?;
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

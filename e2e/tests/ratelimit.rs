@@ -197,17 +197,8 @@ async fn hot_reload_applies_and_a_bad_reload_keeps_the_old_limits() -> anyhow::R
             "rate_limit: { unit: hour, requests_per_unit: 1 }\n  - key: remote_address",
         ),
     )?;
-    e2e::poll::until("reload applied", e2e::poll::READY_DEADLINE, || {
-        let url = rls.debug_url("/rlconfig");
-        let client = rls.http().clone();
-        async move {
-            let dump = client.get(url).send().await?.text().await?;
-            Ok(dump
-                .contains("edge.user: unit=HOUR requests_per_unit=1,")
-                .then_some(()))
-        }
-    })
-    .await?;
+    rls.until_rlconfig_contains("edge.user: unit=HOUR requests_per_unit=1,")
+        .await?;
     assert_eq!(send("rita").await?.status(), 429);
     assert_eq!(send("rosa").await?.status(), 200);
 
@@ -430,12 +421,7 @@ async fn side_ports_answer_like_the_reference() -> anyhow::Result<()> {
         .await?;
     assert_eq!(bad.status(), 400);
 
-    let dump = http
-        .get(rls.debug_url("/rlconfig"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let dump = rls.rlconfig().await?;
     assert!(
         dump.contains("edge.generic_key_generic: unit=HOUR requests_per_unit=3"),
         "{dump}"
@@ -519,13 +505,7 @@ async fn reference_examples_serve_together_and_check_config_reports_errors() -> 
     }
     assert!(files >= 11);
     let rls = builder.start().await?;
-    let dump = rls
-        .http()
-        .get(rls.debug_url("/rlconfig"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let dump = rls.rlconfig().await?;
     assert!(dump.lines().count() >= 11, "{dump}");
 
     let bin = e2e::paths::service_bin("gatehouse-ratelimit")?;
@@ -744,26 +724,6 @@ async fn redis_sentinel_leads_to_the_master() -> anyhow::Result<()> {
 #[tokio::test]
 async fn configmap_update_reloads_through_the_watcher() -> anyhow::Result<()> {
     let rls = RateLimitService::builder().start().await?;
-    let dump = || async {
-        Ok::<_, anyhow::Error>(
-            rls.http()
-                .get(rls.debug_url("/rlconfig"))
-                .send()
-                .await?
-                .text()
-                .await?,
-        )
-    };
-    let until_dump_has = |needle: &'static str| {
-        e2e::poll::until(
-            "reload through the watcher",
-            e2e::poll::READY_DEADLINE,
-            move || {
-                let dumped = dump();
-                async move { Ok(dumped.await?.contains(needle).then_some(())) }
-            },
-        )
-    };
     // A ConfigMap volume as the kubelet writes it: files in a timestamped
     // directory, `..data` pointing at it, and links to `..data/<file>`.
     let dir = rls.config_dir();
@@ -780,11 +740,13 @@ async fn configmap_update_reloads_through_the_watcher() -> anyhow::Result<()> {
     };
     write_version("..2026_11_28_01", 5)?;
     std::os::unix::fs::symlink("..data/t.yaml", dir.join("t.yaml"))?;
-    until_dump_has("t.tenant: unit=HOUR requests_per_unit=5,").await?;
+    rls.until_rlconfig_contains("t.tenant: unit=HOUR requests_per_unit=5,")
+        .await?;
     write_version("..2026_11_28_02", 9)?;
-    until_dump_has("t.tenant: unit=HOUR requests_per_unit=9,").await?;
+    rls.until_rlconfig_contains("t.tenant: unit=HOUR requests_per_unit=9,")
+        .await?;
     // Loaded once, not once per copy the volume holds.
-    assert_eq!(dump().await?.lines().count(), 1);
+    assert_eq!(rls.rlconfig().await?.lines().count(), 1);
     Ok(())
 }
 
@@ -803,45 +765,13 @@ async fn swapping_the_runtime_root_symlink_reloads() -> anyhow::Result<()> {
     )?;
     std::os::unix::fs::symlink("v2", base.join("current.tmp"))?;
     std::fs::rename(base.join("current.tmp"), base.join("current"))?;
-    e2e::poll::until("root swap reloaded", e2e::poll::READY_DEADLINE, || {
-        let url = rls.debug_url("/rlconfig");
-        let client = rls.http().clone();
-        async move {
-            Ok(client
-                .get(url)
-                .send()
-                .await?
-                .text()
-                .await?
-                .contains("requests_per_unit=11,")
-                .then_some(()))
-        }
-    })
-    .await?;
+    rls.until_rlconfig_contains("requests_per_unit=11,").await?;
     // Edits in the new directory are followed too.
     std::fs::write(
         base.join("v2/ratelimit/config/t.yaml"),
         PER_TENANT.replace("requests_per_unit: 5", "requests_per_unit: 12"),
     )?;
-    e2e::poll::until(
-        "edit after the swap reloaded",
-        e2e::poll::READY_DEADLINE,
-        || {
-            let url = rls.debug_url("/rlconfig");
-            let client = rls.http().clone();
-            async move {
-                Ok(client
-                    .get(url)
-                    .send()
-                    .await?
-                    .text()
-                    .await?
-                    .contains("requests_per_unit=12,")
-                    .then_some(()))
-            }
-        },
-    )
-    .await?;
+    rls.until_rlconfig_contains("requests_per_unit=12,").await?;
     Ok(())
 }
 

@@ -356,11 +356,8 @@ impl Limiter {
                         outcome.near_limit = limit - before.max(near_threshold);
                     }
                     if rule.algorithm() == Algorithm::FixedWindow {
-                        let key = match &ops[plan.op.unwrap_or_default()] {
-                            Op::IncrBy { key, .. } | Op::Get { key } => key,
-                        };
                         self.remember_over(
-                            key,
+                            ops[plan.op.unwrap_or_default()].key(),
                             (plan.window_start + unit.seconds()) * 1000,
                             now_ms,
                         );

@@ -92,6 +92,17 @@ impl Descriptor {
         }
     }
 
+    /// A descriptor from `(key, value)` pairs, e.g. `&[("user", "ann")]`.
+    #[must_use]
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
     /// With a limit override from Envoy.
     #[must_use]
     pub fn with_limit(mut self, limit: LimitOverride) -> Self {
@@ -211,12 +222,7 @@ mod tests {
     use super::*;
 
     fn d(pairs: &[(&str, &str)]) -> Descriptor {
-        Descriptor::new(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Descriptor::from_pairs(pairs)
     }
 
     #[test]

@@ -26,8 +26,18 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The counter key the operation touches.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        match self {
+            Self::IncrBy { key, .. } | Self::Get { key } => key,
+        }
+    }
+}
+
 /// A store failed; the configured failure policy decides what happens.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store did not answer in time.
     #[error("counter store timed out")]
@@ -104,9 +114,7 @@ impl MemoryStore {
         let out = ops
             .iter()
             .map(|op| {
-                let key = match op {
-                    Op::IncrBy { key, .. } | Op::Get { key } => key,
-                };
+                let key = op.key();
                 // A poisoned lock only means another thread panicked mid-update
                 // of plain integers: the map is still consistent, keep serving.
                 let mut shard = self

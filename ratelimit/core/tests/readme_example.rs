@@ -27,12 +27,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 fn d(pairs: &[(&str, &str)]) -> Descriptor {
-    Descriptor::new(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    )
+    Descriptor::from_pairs(pairs)
 }
 
 fn check(config: &RateLimitConfig, store: &MemoryStore, descriptors: Vec<Descriptor>) -> Code {

@@ -103,13 +103,7 @@ impl Recording {
         let batches = self.batches.lock().unwrap();
         batches
             .last()
-            .map(|ops| {
-                ops.iter()
-                    .map(|op| match op {
-                        Op::IncrBy { key, .. } | Op::Get { key } => key.clone(),
-                    })
-                    .collect()
-            })
+            .map(|ops| ops.iter().map(|op| op.key().to_owned()).collect())
             .unwrap_or_default()
     }
 
@@ -181,12 +175,7 @@ impl Example {
 }
 
 fn d(pairs: &[(&str, &str)]) -> Descriptor {
-    Descriptor::new(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    )
+    Descriptor::from_pairs(pairs)
 }
 
 fn limit(requests_per_unit: u32, unit: Unit) -> Option<CurrentLimit> {

@@ -266,6 +266,44 @@ async fn ping(probe: &Probe, timeout: Duration) -> bool {
     }
 }
 
+/// The batch that starts with `first`: every decision already waiting, up to
+/// [`MAX_BATCH`]. The other request tasks that are ready run first, so that
+/// everything arriving in this instant joins.
+async fn gather(
+    first: Pending,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) -> Vec<Pending> {
+    tokio::task::yield_now().await;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Answers every decision of a batch with the same failure.
+fn fail_batch(batch: Vec<Pending>, error: &StoreError) {
+    for pending in batch {
+        // The caller may have gone (its request ended): nothing to do then.
+        let _ = pending.reply.send(Err(error.clone()));
+    }
+}
+
+/// A key's expiry: the window's length plus, as in the reference, up to
+/// `jitter_max` random seconds, so keys of one window do not all expire in the
+/// same second.
+fn jittered_ttl(ttl_secs: u64, jitter_max: u64) -> u64 {
+    ttl_secs
+        + if jitter_max > 0 {
+            fastrand::u64(0..jitter_max)
+        } else {
+            0
+        }
+}
+
 /// What a lean lane needs.
 struct LeanLane {
     address: resp::Address,
@@ -283,14 +321,7 @@ async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: 
     let mut conn: Option<resp::Connection> = None;
     let mut out = Vec::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        let batch = gather(first, &mut rx).await;
         lane.batch_sizes.observe(batch.len() as f64);
         out.clear();
         let mut expected = 0;
@@ -302,22 +333,14 @@ async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: 
                         hits,
                         ttl_secs,
                     } => {
-                        let jitter = if lane.jitter_max > 0 {
-                            fastrand::u64(0..lane.jitter_max)
-                        } else {
-                            0
-                        };
+                        let ttl = jittered_ttl(*ttl_secs, lane.jitter_max);
                         resp::encode(
                             &mut out,
                             &[b"INCRBY", key.as_bytes(), hits.to_string().as_bytes()],
                         );
                         resp::encode(
                             &mut out,
-                            &[
-                                b"EXPIRE",
-                                key.as_bytes(),
-                                (ttl_secs + jitter).to_string().as_bytes(),
-                            ],
+                            &[b"EXPIRE", key.as_bytes(), ttl.to_string().as_bytes()],
                         );
                         expected += 2;
                     }
@@ -350,12 +373,7 @@ async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: 
             Err(e) => {
                 // The connection's state is unknown after a failure: start afresh.
                 conn = None;
-                for pending in batch {
-                    let _ = pending.reply.send(Err(match &e {
-                        StoreError::Timeout => StoreError::Timeout,
-                        StoreError::Backend(m) => StoreError::Backend(m.clone()),
-                    }));
-                }
+                fail_batch(batch, &e);
             }
         }
     }
@@ -408,16 +426,7 @@ async fn batcher(
 ) {
     let mut next = 0usize;
     while let Some(first) = rx.recv().await {
-        // Let the other request tasks that are ready run first, so that
-        // everything arriving in this instant joins the batch.
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        let batch = gather(first, &mut rx).await;
         batch_sizes.observe(batch.len() as f64);
         let conn = conns[next % conns.len()].clone();
         next = next.wrapping_add(1);
@@ -435,15 +444,11 @@ async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64, timeout: D
                     hits,
                     ttl_secs,
                 } => {
-                    // As the reference: spread expiries so window ends do not
-                    // make every key expire in the same second.
-                    let jitter = if jitter_max > 0 {
-                        fastrand::u64(0..jitter_max)
-                    } else {
-                        0
-                    };
                     pipe.cmd("INCRBY").arg(key).arg(*hits);
-                    pipe.cmd("EXPIRE").arg(key).arg(ttl_secs + jitter).ignore();
+                    pipe.cmd("EXPIRE")
+                        .arg(key)
+                        .arg(jittered_ttl(*ttl_secs, jitter_max))
+                        .ignore();
                 }
                 Op::Get { key } => {
                     pipe.cmd("GET").arg(key);
@@ -477,14 +482,7 @@ async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64, timeout: D
                 let _ = pending.reply.send(answer);
             }
         }
-        Err(e) => {
-            let message = e.to_string();
-            for pending in batch {
-                let _ = pending
-                    .reply
-                    .send(Err(StoreError::Backend(message.clone())));
-            }
-        }
+        Err(e) => fail_batch(batch, &e),
     }
 }
 

@@ -6,12 +6,7 @@ fn load(text: &str) -> Result<RateLimitConfig, ConfigError> {
 }
 
 fn d(pairs: &[(&str, &str)]) -> Descriptor {
-    Descriptor::new(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    )
+    Descriptor::from_pairs(pairs)
 }
 
 fn err(text: &str) -> String {

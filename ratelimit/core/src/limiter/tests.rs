@@ -34,12 +34,7 @@ impl Store for Counting {
 }
 
 fn d(pairs: &[(&str, &str)]) -> Descriptor {
-    Descriptor::new(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    )
+    Descriptor::from_pairs(pairs)
 }
 
 fn req(domain: &str, descriptors: Vec<Descriptor>) -> Request {
