@@ -3,11 +3,20 @@
 //! This crate builds for `wasm32-wasip1` and for the host. It must not depend on
 //! proxy-wasm, tonic, axum, tokio, threads or the filesystem: adapters gather the
 //! inputs (headers, time, configuration bytes), call in here and apply the outcome.
+//! The crypto backend of `jsonwebtoken` is chosen by each binary, not here.
 //!
-//! Today it holds the filter's configuration and the rule that protects every
-//! header the stack writes from verified data: client-sent copies are removed
-//! before anything else runs (see `../shared/DESIGN.md`, "Contracts").
+//! It holds the filter's configuration, the rule that protects every header the
+//! stack writes from verified data (client-sent copies are removed before
+//! anything else runs, see `../shared/DESIGN.md`, "Contracts"), and token
+//! verification: compact JWS parsing, JWKS keys, signatures and claims.
 
 mod config;
+mod jwks;
+mod token;
+mod verify;
 
 pub use config::{ConfigError, FilterConfig};
+pub use jsonwebtoken::Algorithm;
+pub use jwks::{JwksError, KeyKind, KeySet, VerifyingKey, parse_algorithm};
+pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};
+pub use verify::{Provider, Verified, VerifyError};

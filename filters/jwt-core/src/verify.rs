@@ -1,0 +1,174 @@
+//! Verifying a token against one provider: algorithm allow-list, key,
+//! signature, then the registered claims.
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::jwks::{KeySet, parse_algorithm};
+use crate::token::{CompactJwt, TokenError};
+
+/// Why a token was refused. Messages name the problem, never the token, and
+/// say nothing that helps forge one (no expected signature, no key material).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Malformed token.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The algorithm is not on the provider's allow-list.
+    #[error("algorithm {0} is not allowed")]
+    AlgorithmNotAllowed(String),
+    /// No key has the token's `kid` (or, without a `kid`, fits its algorithm).
+    #[error("no key for kid {0:?}")]
+    UnknownKid(Option<String>),
+    /// A key with the token's `kid` exists but cannot verify its algorithm.
+    #[error("key {0:?} does not fit the token's algorithm")]
+    KeyMismatch(String),
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// `exp` has passed (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is still ahead (beyond the leeway).
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// A time claim is not a number.
+    #[error("claim {0} is not a number")]
+    BadTimeClaim(&'static str),
+    /// `iss` is not the provider's issuer.
+    #[error("issuer does not match")]
+    WrongIssuer,
+    /// No `aud` value is one of the provider's audiences.
+    #[error("audience does not match")]
+    WrongAudience,
+}
+
+/// What a provider checks.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    issuer: Option<String>,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    keys: KeySet,
+    leeway_secs: u64,
+}
+
+/// A verified token's claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// Every claim of the payload.
+    pub claims: Map<String, Value>,
+}
+
+impl Provider {
+    /// A provider. `issuer` `None` accepts any `iss`; empty `audiences`
+    /// accepts any `aud`; `algorithms` is the allow-list (never empty in
+    /// practice: an empty list refuses every token).
+    #[must_use]
+    pub fn new(
+        issuer: Option<String>,
+        audiences: Vec<String>,
+        algorithms: Vec<Algorithm>,
+        keys: KeySet,
+        leeway_secs: u64,
+    ) -> Self {
+        Self {
+            issuer,
+            audiences,
+            algorithms,
+            keys,
+            leeway_secs,
+        }
+    }
+
+    /// Replaces the keys (a JWKS refresh); everything else stays.
+    pub fn set_keys(&mut self, keys: KeySet) {
+        self.keys = keys;
+    }
+
+    /// Verifies `token` at `now` (Unix seconds).
+    ///
+    /// # Errors
+    /// [`VerifyError`]: the first check that fails, in this order: shape,
+    /// allow-list, key, signature, `exp`, `nbf`, `iat`, `iss`, `aud`.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        let jwt = CompactJwt::parse(token)?;
+        let alg = parse_algorithm(jwt.alg())
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or_else(|| VerifyError::AlgorithmNotAllowed(jwt.alg().to_owned()))?;
+        let mut candidates = self.keys.candidates(jwt.kid(), alg).peekable();
+        if candidates.peek().is_none() {
+            return Err(match jwt.kid() {
+                Some(kid) if self.keys.has_kid(kid) => VerifyError::KeyMismatch(kid.to_owned()),
+                kid => VerifyError::UnknownKid(kid.map(str::to_owned)),
+            });
+        }
+        let verified = candidates.any(|key| {
+            jsonwebtoken::crypto::verify(
+                jwt.signature_b64(),
+                jwt.signing_input().as_bytes(),
+                key.decoding_key(),
+                alg,
+            )
+            .unwrap_or(false)
+        });
+        if !verified {
+            return Err(VerifyError::BadSignature);
+        }
+        self.check_claims(jwt.claims(), now)?;
+        Ok(Verified {
+            claims: jwt.claims().clone(),
+        })
+    }
+
+    fn check_claims(&self, claims: &Map<String, Value>, now: u64) -> Result<(), VerifyError> {
+        let time = |name: &'static str| -> Result<Option<u64>, VerifyError> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                    .map(Some)
+                    .ok_or(VerifyError::BadTimeClaim(name)),
+            }
+        };
+        // The IdP's clock and ours can differ by seconds: every time check
+        // gets the leeway, so a token minted "now" never fails `nbf`.
+        let leeway = self.leeway_secs;
+        if time("exp")?.is_some_and(|exp| now >= exp.saturating_add(leeway)) {
+            return Err(VerifyError::Expired);
+        }
+        if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(VerifyError::NotYetValid);
+        }
+        if time("iat")?.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+            return Err(VerifyError::IssuedInFuture);
+        }
+        if let Some(issuer) = &self.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
+            return Err(VerifyError::WrongIssuer);
+        }
+        if !self.audiences.is_empty() {
+            let matches = |v: &Value| {
+                v.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+            };
+            let ok = match claims.get("aud") {
+                Some(Value::Array(list)) => list.iter().any(matches),
+                Some(single) => matches(single),
+                None => false,
+            };
+            if !ok {
+                return Err(VerifyError::WrongAudience);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
