@@ -1,14 +1,19 @@
 //! The filter's configuration: the JSON in Envoy's `configuration` field.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+use crate::policy::{Policy, RawProvider, RawRule};
 
 /// Header prefix the stack's invented headers use unless renamed.
 pub const DEFAULT_HEADER_PREFIX: &str = "x-gatehouse-";
 
 /// A validated filter configuration. Build it with [`FilterConfig::parse`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct FilterConfig {
     header_prefix: String,
+    policy: Policy,
 }
 
 /// Why a filter configuration was refused. `Display` names the field path.
@@ -26,7 +31,7 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Invalid {
         /// Field path of the offending value.
-        path: &'static str,
+        path: String,
         /// What is wrong and what to write instead.
         message: String,
     },
@@ -37,12 +42,19 @@ pub enum ConfigError {
 struct RawFilterConfig {
     #[serde(default)]
     header_prefix: Option<String>,
+    #[serde(default)]
+    realm: Option<String>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
 }
 
 impl Default for FilterConfig {
     fn default() -> Self {
         Self {
             header_prefix: DEFAULT_HEADER_PREFIX.to_owned(),
+            policy: Policy::default(),
         }
     }
 }
@@ -79,12 +91,24 @@ impl FilterConfig {
     }
 
     /// Whether a client-sent request header must be removed before the request
-    /// goes on. `name` is compared case-insensitively, as HTTP header names are.
+    /// goes on: it has the reserved prefix, or the filter writes it from
+    /// verified claims. `name` is compared case-insensitively.
     #[must_use]
     pub fn is_reserved_header(&self, name: &str) -> bool {
-        name.len() >= self.header_prefix.len()
+        (name.len() >= self.header_prefix.len()
             && name.as_bytes()[..self.header_prefix.len()]
-                .eq_ignore_ascii_case(self.header_prefix.as_bytes())
+                .eq_ignore_ascii_case(self.header_prefix.as_bytes()))
+            || self
+                .policy
+                .written_headers()
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// The providers and rules.
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 }
 
@@ -92,25 +116,31 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
     type Error = ConfigError;
 
     fn try_from(raw: RawFilterConfig) -> Result<Self, Self::Error> {
-        let Some(prefix) = raw.header_prefix else {
-            return Ok(Self::default());
+        let header_prefix = match raw.header_prefix {
+            None => DEFAULT_HEADER_PREFIX.to_owned(),
+            Some(prefix) => {
+                // A prefix of one or two characters ("x-") would strip headers the
+                // stack does not own; a prefix with upper case or separators could
+                // never match what Envoy hands over (HTTP/2 and Envoy lowercase names).
+                let valid_chars = prefix.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+                if prefix.len() < 3 || !valid_chars {
+                    return Err(ConfigError::Invalid {
+                        path: "header_prefix".into(),
+                        message: format!(
+                            "{prefix:?} is not a header-name prefix: use at least 3 characters of a-z, 0-9, '-' or '_', e.g. \"{DEFAULT_HEADER_PREFIX}\""
+                        ),
+                    });
+                }
+                prefix
+            }
         };
-        // A prefix of one or two characters ("x-") would strip headers the
-        // stack does not own; a prefix with upper case or separators could
-        // never match what Envoy hands over (HTTP/2 and Envoy lowercase names).
-        let valid_chars = prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if prefix.len() < 3 || !valid_chars {
-            return Err(ConfigError::Invalid {
-                path: "header_prefix",
-                message: format!(
-                    "{prefix:?} is not a header-name prefix: use at least 3 characters of a-z, 0-9, '-' or '_', e.g. \"{DEFAULT_HEADER_PREFIX}\""
-                ),
-            });
-        }
+        let realm = raw.realm.unwrap_or_else(|| "gatehouse".to_owned());
+        let policy = Policy::compile(raw.providers, raw.rules, realm)?;
         Ok(Self {
-            header_prefix: prefix,
+            header_prefix,
+            policy,
         })
     }
 }
@@ -122,12 +152,21 @@ mod tests {
 
     #[test]
     fn empty_configuration_gives_defaults() {
-        assert_eq!(FilterConfig::parse(b"").unwrap(), FilterConfig::default());
+        assert_eq!(
+            FilterConfig::parse(b"").unwrap().header_prefix(),
+            "x-gatehouse-"
+        );
         assert_eq!(
             FilterConfig::parse(b"  \n").unwrap().header_prefix(),
             "x-gatehouse-"
         );
-        assert_eq!(FilterConfig::parse(b"{}").unwrap(), FilterConfig::default());
+        assert!(
+            FilterConfig::parse(b"{}")
+                .unwrap()
+                .policy()
+                .written_headers()
+                .is_empty()
+        );
     }
 
     #[test]

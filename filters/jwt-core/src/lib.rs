@@ -12,11 +12,13 @@
 
 mod config;
 mod jwks;
+mod policy;
 mod token;
 mod verify;
 
 pub use config::{ConfigError, FilterConfig};
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksError, KeyKind, KeySet, VerifyingKey, parse_algorithm};
+pub use policy::{Decision, Location, Needs, Policy, ProviderConfig, RequestView};
 pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};
 pub use verify::{Provider, Verified, VerifyError};

@@ -1,0 +1,629 @@
+//! Providers, token locations, rules and the per-request decision.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::Algorithm;
+use crate::jwks::{KeySet, parse_algorithm};
+use crate::verify::{Provider, VerifyError};
+
+// === raw configuration ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProvider {
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    algorithms: Option<Vec<String>>,
+    jwks: RawJwks,
+    #[serde(default)]
+    clock_skew_seconds: Option<u64>,
+    #[serde(default)]
+    from: Option<Vec<RawLocation>>,
+    #[serde(default)]
+    forward: bool,
+    #[serde(default)]
+    claim_to_headers: Vec<RawClaimHeader>,
+    #[serde(default)]
+    payload_in_header: Option<String>,
+    #[serde(default)]
+    required_claims: Vec<RawRequiredClaim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwks {
+    inline: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    cookie: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimHeader {
+    claim: String,
+    header: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequiredClaim {
+    claim: String,
+    #[serde(default)]
+    equals: Option<Value>,
+    #[serde(default)]
+    one_of: Option<Vec<Value>>,
+    #[serde(default)]
+    contains: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    #[serde(default, rename = "match")]
+    matcher: RawMatch,
+    requires: RawRequirement,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: Vec<RawHeaderMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderMatch {
+    name: String,
+    #[serde(default)]
+    exact: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirement {
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    any: Option<Vec<String>>,
+    #[serde(default)]
+    allow_missing: Option<String>,
+    #[serde(default)]
+    none: Option<serde_json::Map<String, Value>>,
+}
+
+// === domain ===
+
+/// Where a token may be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A header, with a value prefix (e.g. `authorization` / `Bearer `).
+    Header {
+        /// Lowercase header name.
+        name: String,
+        /// Prefix before the token, matched case-insensitively.
+        prefix: String,
+    },
+    /// A cookie.
+    Cookie(String),
+    /// A query parameter.
+    Query(String),
+}
+
+/// A claim that must hold for a request to pass (else 403).
+#[derive(Debug, Clone, PartialEq)]
+enum Requirement {
+    Equals(Value),
+    OneOf(Vec<Value>),
+    Contains(Value),
+}
+
+/// One configured provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    name: String,
+    provider: Provider,
+    locations: Vec<Location>,
+    forward: bool,
+    claim_headers: Vec<(Vec<String>, String)>,
+    payload_header: Option<String>,
+    required: Vec<(Vec<String>, Requirement)>,
+}
+
+/// What a rule asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Needs {
+    /// A valid token of this provider.
+    Provider(usize),
+    /// A valid token of any of these.
+    Any(Vec<usize>),
+    /// A token of this provider is verified when present; none is fine.
+    AllowMissing(usize),
+    /// Nothing.
+    Nothing,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    prefix: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    method: Option<String>,
+    headers: Vec<(String, Option<String>)>,
+    needs: Needs,
+}
+
+/// The request as the filter sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// `:path`, query included.
+    pub path: &'a str,
+    /// `:authority`.
+    pub host: &'a str,
+    /// `:method`.
+    pub method: &'a str,
+    /// Every header, names lowercase.
+    pub headers: &'a [(String, String)],
+}
+
+impl<'a> RequestView<'a> {
+    fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward it, after removing and setting these headers.
+    Continue {
+        /// Headers to remove (the token when not forwarded).
+        remove: Vec<String>,
+        /// Headers to set from verified claims.
+        set: Vec<(String, String)>,
+    },
+    /// Answer it here.
+    Deny {
+        /// 401 for a missing or bad token, 403 for a claim that does not hold.
+        status: u16,
+        /// Response headers (`www-authenticate`, `content-type`).
+        headers: Vec<(String, String)>,
+        /// A small JSON body with a stable `code`.
+        body: String,
+    },
+}
+
+/// Providers and rules, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    providers: Vec<ProviderConfig>,
+    rules: Vec<Rule>,
+    realm: String,
+}
+
+fn invalid(path: String, message: impl Into<String>) -> crate::config::ConfigError {
+    crate::config::ConfigError::Invalid {
+        path,
+        message: message.into(),
+    }
+}
+
+fn claim_path(claim: &str) -> Vec<String> {
+    claim.split('.').map(str::to_owned).collect()
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Policy {
+    pub(crate) fn compile(
+        raw_providers: BTreeMap<String, RawProvider>,
+        raw_rules: Vec<RawRule>,
+        realm: String,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let mut providers = Vec::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for (name, raw) in raw_providers {
+            let at = format!("providers.{name}");
+            let jwks = serde_json::to_vec(&raw.jwks.inline).unwrap_or_default();
+            let keys = KeySet::from_jwks(&jwks)
+                .map_err(|e| invalid(format!("{at}.jwks.inline"), e.to_string()))?;
+            let algorithms = match raw.algorithms {
+                None => vec![Algorithm::RS256, Algorithm::ES256],
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        let alg = parse_algorithm(a).ok_or_else(|| {
+                            invalid(format!("{at}.algorithms[{i}]"), format!("unknown algorithm {a:?}: use RS256, ES256, PS256, EdDSA, ..."))
+                        })?;
+                        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                            return Err(invalid(
+                                format!("{at}.algorithms[{i}]"),
+                                "HMAC algorithms need a configured secret, which this filter does not take yet",
+                            ));
+                        }
+                        Ok(alg)
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let locations = match raw.from {
+                None => vec![Location::Header {
+                    name: "authorization".into(),
+                    prefix: "Bearer ".into(),
+                }],
+                Some(list) => list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| match (l.header, l.cookie, l.query) {
+                        (Some(h), None, None) if is_header_name(&h.to_ascii_lowercase()) => {
+                            Ok(Location::Header {
+                                name: h.to_ascii_lowercase(),
+                                prefix: l.prefix.unwrap_or_default(),
+                            })
+                        }
+                        (None, Some(c), None) if l.prefix.is_none() && !c.is_empty() => {
+                            Ok(Location::Cookie(c))
+                        }
+                        (None, None, Some(q)) if l.prefix.is_none() && !q.is_empty() => {
+                            Ok(Location::Query(q))
+                        }
+                        _ => Err(invalid(
+                            format!("{at}.from[{i}]"),
+                            "name exactly one of header (with an optional prefix), cookie or query",
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let mut claim_headers = Vec::new();
+            for (i, c) in raw.claim_to_headers.into_iter().enumerate() {
+                if !is_header_name(&c.header) || c.claim.is_empty() {
+                    return Err(invalid(
+                        format!("{at}.claim_to_headers[{i}]"),
+                        "claim and a lowercase header name are required",
+                    ));
+                }
+                claim_headers.push((claim_path(&c.claim), c.header));
+            }
+            if let Some(h) = &raw.payload_in_header
+                && !is_header_name(h)
+            {
+                return Err(invalid(
+                    format!("{at}.payload_in_header"),
+                    "a lowercase header name",
+                ));
+            }
+            let mut required = Vec::new();
+            for (i, r) in raw.required_claims.into_iter().enumerate() {
+                let req = match (r.equals, r.one_of, r.contains) {
+                    (Some(v), None, None) => Requirement::Equals(v),
+                    (None, Some(v), None) => Requirement::OneOf(v),
+                    (None, None, Some(v)) => Requirement::Contains(v),
+                    _ => {
+                        return Err(invalid(
+                            format!("{at}.required_claims[{i}]"),
+                            "name exactly one of equals, one_of or contains",
+                        ));
+                    }
+                };
+                required.push((claim_path(&r.claim), req));
+            }
+            let provider = Provider::new(
+                raw.issuer,
+                raw.audiences,
+                algorithms,
+                keys,
+                raw.clock_skew_seconds.unwrap_or(60),
+            );
+            names.insert(name.clone(), providers.len());
+            providers.push(ProviderConfig {
+                name,
+                provider,
+                locations,
+                forward: raw.forward,
+                claim_headers,
+                payload_header: raw.payload_in_header,
+                required,
+            });
+        }
+        let lookup = |name: &str, at: &str| {
+            names
+                .get(name)
+                .copied()
+                .ok_or_else(|| invalid(at.to_owned(), format!("unknown provider {name:?}")))
+        };
+        let mut rules = Vec::new();
+        for (i, r) in raw_rules.into_iter().enumerate() {
+            let at = format!("rules[{i}].requires");
+            let q = r.requires;
+            let needs = match (q.provider, q.any, q.allow_missing, q.none) {
+                (Some(p), None, None, None) => {
+                    Needs::Provider(lookup(&p, &format!("{at}.provider"))?)
+                }
+                (None, Some(list), None, None) if !list.is_empty() => Needs::Any(
+                    list.iter()
+                        .map(|p| lookup(p, &format!("{at}.any")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                (None, None, Some(p), None) => {
+                    Needs::AllowMissing(lookup(&p, &format!("{at}.allow_missing"))?)
+                }
+                (None, None, None, Some(_)) => Needs::Nothing,
+                _ => {
+                    return Err(invalid(
+                        at,
+                        "name exactly one of provider, any (non-empty), allow_missing or none",
+                    ));
+                }
+            };
+            let m = r.matcher;
+            if m.prefix.is_some() && m.path.is_some() {
+                return Err(invalid(
+                    format!("rules[{i}].match"),
+                    "prefix and path exclude each other",
+                ));
+            }
+            rules.push(Rule {
+                prefix: m.prefix,
+                path: m.path,
+                host: m.host.map(|h| h.to_ascii_lowercase()),
+                method: m.method.map(|h| h.to_ascii_uppercase()),
+                headers: m
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), h.exact))
+                    .collect(),
+                needs,
+            });
+        }
+        Ok(Self {
+            providers,
+            rules,
+            realm,
+        })
+    }
+
+    /// Header names the filter may write: removed from every client request.
+    #[must_use]
+    pub fn written_headers(&self) -> Vec<&str> {
+        self.providers
+            .iter()
+            .flat_map(|p| {
+                p.claim_headers
+                    .iter()
+                    .map(|(_, h)| h.as_str())
+                    .chain(p.payload_header.as_deref())
+            })
+            .collect()
+    }
+
+    /// Decides a request at `now` (Unix seconds). The first matching rule
+    /// wins; no rule matching means no requirement.
+    #[must_use]
+    pub fn decide(&self, request: &RequestView<'_>, now: u64) -> Decision {
+        let needs = self
+            .rules
+            .iter()
+            .find(|r| r.matches(request))
+            .map_or(&Needs::Nothing, |r| &r.needs);
+        let (candidates, optional): (Vec<usize>, bool) = match needs {
+            Needs::Nothing => {
+                return Decision::Continue {
+                    remove: Vec::new(),
+                    set: Vec::new(),
+                };
+            }
+            Needs::Provider(p) => (vec![*p], false),
+            Needs::Any(list) => (list.clone(), false),
+            Needs::AllowMissing(p) => (vec![*p], true),
+        };
+        let mut last_error: Option<VerifyError> = None;
+        let mut found_any = false;
+        for index in candidates {
+            let provider = &self.providers[index];
+            let Some((token, location)) = provider.find_token(request) else {
+                continue;
+            };
+            found_any = true;
+            match provider.provider.verify(token, now) {
+                Ok(verified) => return provider.allow(&verified.claims, location, self),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match (found_any, optional, last_error) {
+            (false, true, _) => Decision::Continue {
+                remove: Vec::new(),
+                set: Vec::new(),
+            },
+            (false, false, _) => self.deny(401, "missing_token", None),
+            (true, _, Some(e)) => self.deny(401, "invalid_token", Some(&e)),
+            (true, _, None) => self.deny(401, "invalid_token", None),
+        }
+    }
+
+    fn deny(&self, status: u16, code: &str, error: Option<&VerifyError>) -> Decision {
+        // RFC 6750 §3: a request without credentials gets the challenge
+        // without an error code; a bad token gets invalid_token. The
+        // description is generic on purpose: it must not help forging.
+        let description = match error {
+            _ if status == 403 => "the token lacks a required claim",
+            Some(VerifyError::Expired) => "the token has expired",
+            Some(VerifyError::NotYetValid) => "the token is not valid yet",
+            Some(_) => "the token is not valid",
+            None if code == "missing_token" => "a bearer token is required",
+            None => "the token is not valid",
+        };
+        let challenge = if code == "missing_token" {
+            format!("Bearer realm=\"{}\"", self.realm)
+        } else if status == 403 {
+            format!(
+                "Bearer realm=\"{}\", error=\"insufficient_scope\", error_description=\"{description}\"",
+                self.realm
+            )
+        } else {
+            format!(
+                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{description}\"",
+                self.realm
+            )
+        };
+        Decision::Deny {
+            status,
+            headers: vec![
+                ("www-authenticate".into(), challenge),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: serde_json::json!({ "code": code, "message": description }).to_string(),
+        }
+    }
+}
+
+impl Rule {
+    fn matches(&self, r: &RequestView<'_>) -> bool {
+        let path = r.path.split('?').next().unwrap_or_default();
+        self.prefix
+            .as_ref()
+            .is_none_or(|p| path.starts_with(p.as_str()))
+            && self.path.as_ref().is_none_or(|p| path == p)
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|h| r.host.eq_ignore_ascii_case(h))
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|m| r.method.eq_ignore_ascii_case(m))
+            && self
+                .headers
+                .iter()
+                .all(|(name, exact)| match (r.header(name), exact) {
+                    (Some(v), Some(want)) => v == want,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                })
+    }
+}
+
+fn lookup<'v>(claims: &'v serde_json::Map<String, Value>, path: &[String]) -> Option<&'v Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter().try_fold(claims.get(first)?, |v, k| v.get(k))
+}
+
+fn header_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(header_value).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+impl ProviderConfig {
+    fn find_token<'r>(&self, r: &RequestView<'r>) -> Option<(&'r str, &Location)> {
+        self.locations.iter().find_map(|loc| {
+            let token = match loc {
+                Location::Header { name, prefix } => {
+                    let v = r.header(name)?;
+                    if v.len() >= prefix.len()
+                        && v.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+                    {
+                        Some(v[prefix.len()..].trim())
+                    } else {
+                        None
+                    }
+                }
+                Location::Cookie(cookie) => r.header("cookie").and_then(|c| {
+                    c.split(';').find_map(|kv| {
+                        let (k, v) = kv.trim().split_once('=')?;
+                        (k == cookie).then_some(v)
+                    })
+                }),
+                Location::Query(param) => r.path.split_once('?').and_then(|(_, q)| {
+                    q.split('&').find_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        (k == param).then_some(v)
+                    })
+                }),
+            };
+            token.filter(|t| !t.is_empty()).map(|t| (t, loc))
+        })
+    }
+
+    fn allow(
+        &self,
+        claims: &serde_json::Map<String, Value>,
+        location: &Location,
+        policy: &Policy,
+    ) -> Decision {
+        for (path, req) in &self.required {
+            let value = lookup(claims, path);
+            let holds = match (req, value) {
+                (Requirement::Equals(want), Some(v)) => v == want,
+                (Requirement::OneOf(options), Some(v)) => options.contains(v),
+                (Requirement::Contains(want), Some(Value::Array(items))) => items.contains(want),
+                // Space-separated lists, as OAuth's `scope`.
+                (Requirement::Contains(Value::String(want)), Some(Value::String(s))) => {
+                    s.split(' ').any(|x| x == want)
+                }
+                _ => false,
+            };
+            if !holds {
+                return policy.deny(403, "insufficient_claims", None);
+            }
+        }
+        let mut set: Vec<(String, String)> = self
+            .claim_headers
+            .iter()
+            .filter_map(|(path, header)| {
+                lookup(claims, path).map(|v| (header.clone(), header_value(v)))
+            })
+            .collect();
+        if let Some(header) = &self.payload_header {
+            use base64::Engine as _;
+            let payload = serde_json::to_vec(claims).unwrap_or_default();
+            set.push((
+                header.clone(),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload),
+            ));
+        }
+        let remove = match (self.forward, location) {
+            (false, Location::Header { name, .. }) => vec![name.clone()],
+            _ => Vec::new(),
+        };
+        let _ = &self.name;
+        Decision::Continue { remove, set }
+    }
+}
+
+#[cfg(test)]
+mod tests;

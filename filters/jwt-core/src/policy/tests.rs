@@ -1,0 +1,262 @@
+//! Rules, token locations, claim headers and the 401/403 answers.
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::json;
+
+use super::*;
+use crate::config::FilterConfig;
+
+const JWKS: &str = include_str!("../../testdata/jwks.json");
+const EC256: &[u8] = include_bytes!("../../testdata/keys/ec256.pem");
+const NOW: u64 = 1_800_000_000;
+
+fn config() -> FilterConfig {
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    let text = json!({
+        "realm": "edge",
+        "providers": {
+            "idp": {
+                "issuer": "https://idp.example",
+                "audiences": ["api"],
+                "jwks": { "inline": jwks },
+                "from": [
+                    { "header": "authorization", "prefix": "Bearer " },
+                    { "cookie": "session" },
+                    { "query": "access_token" }
+                ],
+                "claim_to_headers": [
+                    { "claim": "sub", "header": "x-gatehouse-user" },
+                    { "claim": "realm.roles", "header": "x-gatehouse-roles" },
+                    { "claim": "email", "header": "x-user-email" }
+                ],
+                "payload_in_header": "x-gatehouse-jwt-payload",
+                "required_claims": [ { "claim": "scope", "contains": "read" } ]
+            },
+            "partner": {
+                "issuer": "https://partner.example",
+                "jwks": { "inline": jwks },
+                "from": [ { "header": "x-partner-token" } ],
+                "forward": true
+            }
+        },
+        "rules": [
+            { "match": { "prefix": "/health" }, "requires": { "none": {} } },
+            { "match": { "prefix": "/public" }, "requires": { "allow_missing": "idp" } },
+            { "match": { "prefix": "/partner", "method": "POST" }, "requires": { "any": ["partner", "idp"] } },
+            { "match": { "prefix": "/" }, "requires": { "provider": "idp" } }
+        ]
+    });
+    FilterConfig::parse(text.to_string().as_bytes()).unwrap()
+}
+
+fn token(claims: Value) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("ec-256".into());
+    encode(&header, &claims, &EncodingKey::from_ec_pem(EC256).unwrap()).unwrap()
+}
+
+fn good_claims() -> Value {
+    json!({
+        "iss": "https://idp.example", "aud": "api", "sub": "ann", "exp": NOW + 60,
+        "scope": "read write", "realm": { "roles": ["admin", "dev"] }, "email": "ann@example.com"
+    })
+}
+
+fn decide(path: &str, method: &str, headers: &[(&str, &str)]) -> Decision {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    config().policy().decide(
+        &RequestView {
+            path,
+            host: "api.example",
+            method,
+            headers: &headers,
+        },
+        NOW,
+    )
+}
+
+fn status(d: &Decision) -> u16 {
+    match d {
+        Decision::Continue { .. } => 200,
+        Decision::Deny { status, .. } => *status,
+    }
+}
+
+#[test]
+fn a_valid_bearer_token_sets_claim_headers_and_is_not_forwarded() {
+    let bearer = format!("Bearer {}", token(good_claims()));
+    let Decision::Continue { remove, set } = decide("/api", "GET", &[("authorization", &bearer)])
+    else {
+        panic!("allowed expected")
+    };
+    assert_eq!(remove, vec!["authorization".to_owned()]);
+    let get = |h: &str| set.iter().find(|(n, _)| n == h).map(|(_, v)| v.as_str());
+    assert_eq!(get("x-gatehouse-user"), Some("ann"));
+    assert_eq!(get("x-gatehouse-roles"), Some("admin,dev"));
+    assert_eq!(get("x-user-email"), Some("ann@example.com"));
+    assert!(get("x-gatehouse-jwt-payload").is_some());
+}
+
+#[test]
+fn tokens_are_found_in_cookies_and_query_parameters() {
+    let t = token(good_claims());
+    assert_eq!(
+        status(&decide(
+            "/api",
+            "GET",
+            &[("cookie", &format!("a=b; session={t}"))]
+        )),
+        200
+    );
+    assert_eq!(
+        status(&decide(&format!("/api?x=1&access_token={t}"), "GET", &[])),
+        200
+    );
+}
+
+#[test]
+fn missing_and_bad_tokens_get_401_with_an_rfc6750_challenge() {
+    let Decision::Deny {
+        status,
+        headers,
+        body,
+    } = decide("/api", "GET", &[])
+    else {
+        panic!("denied expected")
+    };
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers[0],
+        ("www-authenticate".into(), "Bearer realm=\"edge\"".into())
+    );
+    assert!(body.contains("\"code\":\"missing_token\""), "{body}");
+
+    let expired = format!(
+        "Bearer {}",
+        token(json!({"iss": "https://idp.example", "aud": "api", "exp": NOW - 3600}))
+    );
+    let Decision::Deny {
+        status,
+        headers,
+        body,
+    } = decide("/api", "GET", &[("authorization", &expired)])
+    else {
+        panic!("denied expected")
+    };
+    assert_eq!(status, 401);
+    assert!(
+        headers[0].1.contains("error=\"invalid_token\""),
+        "{headers:?}"
+    );
+    assert!(headers[0].1.contains("expired"), "{headers:?}");
+    assert!(body.contains("\"code\":\"invalid_token\""), "{body}");
+    assert_eq!(status_of("Bearer garbage"), 401);
+}
+
+fn status_of(authorization: &str) -> u16 {
+    status(&decide("/api", "GET", &[("authorization", authorization)]))
+}
+
+#[test]
+fn a_missing_required_claim_gets_403() {
+    let mut claims = good_claims();
+    claims["scope"] = json!("write");
+    let Decision::Deny {
+        status,
+        headers,
+        body,
+    } = decide(
+        "/api",
+        "GET",
+        &[("authorization", &format!("Bearer {}", token(claims)))],
+    )
+    else {
+        panic!("denied expected")
+    };
+    assert_eq!(status, 403);
+    assert!(headers[0].1.contains("insufficient_scope"));
+    assert!(body.contains("insufficient_claims"));
+}
+
+#[test]
+fn rules_apply_in_order_first_match_wins() {
+    assert_eq!(status(&decide("/health", "GET", &[])), 200, "none");
+    assert_eq!(
+        status(&decide("/public/page", "GET", &[])),
+        200,
+        "allow_missing without a token"
+    );
+    assert_eq!(
+        status(&decide(
+            "/public/page",
+            "GET",
+            &[("authorization", "Bearer bad")]
+        )),
+        401,
+        "allow_missing verifies a token that is there"
+    );
+    assert_eq!(
+        status(&decide("/partner/x", "GET", &[])),
+        401,
+        "the POST rule does not match a GET; the catch-all does"
+    );
+    let partner = token(json!({"iss": "https://partner.example", "exp": NOW + 60}));
+    let d = decide("/partner/x", "POST", &[("x-partner-token", &partner)]);
+    assert_eq!(
+        d,
+        Decision::Continue {
+            remove: vec![],
+            set: vec![]
+        },
+        "any: the partner token, forwarded"
+    );
+}
+
+#[test]
+fn written_headers_are_reserved_even_without_the_prefix() {
+    let config = config();
+    assert!(config.is_reserved_header("x-user-email"));
+    assert!(config.is_reserved_header("X-Gatehouse-Anything"));
+    assert!(!config.is_reserved_header("x-request-id"));
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let err = |text: Value| {
+        FilterConfig::parse(text.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    assert!(
+        err(json!({"rules": [{"requires": {"provider": "nope"}}]}))
+            .starts_with("rules[0].requires.provider: unknown provider")
+    );
+    assert!(
+        err(json!({"providers": {"p": {"jwks": {"inline": {"keys": []}}}}}))
+            .starts_with("providers.p.jwks.inline: jwks has no signature key")
+    );
+    assert!(
+        err(json!({"providers": {"p": {"jwks": {"inline": jwks}, "algorithms": ["none"]}}}))
+            .starts_with("providers.p.algorithms[0]: unknown algorithm")
+    );
+    assert!(
+        err(json!({"providers": {"p": {"jwks": {"inline": jwks}, "algorithms": ["HS256"]}}}))
+            .contains("configured secret")
+    );
+    assert!(
+        err(json!({"providers": {"p": {"jwks": {"inline": jwks}, "from": [{"cookie": "a", "query": "b"}]}}}))
+            .starts_with("providers.p.from[0]")
+    );
+    assert!(
+        err(json!({"providers": {"p": {"jwks": {"inline": jwks}, "isuer": "x"}}}))
+            .contains("unknown field `isuer`")
+    );
+    assert!(
+        err(json!({"rules": [{"requires": {}}]}))
+            .starts_with("rules[0].requires: name exactly one of")
+    );
+}
