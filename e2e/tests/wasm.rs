@@ -96,3 +96,132 @@ async fn quickstart_stack_serves_through_the_filter() -> anyhow::Result<()> {
     assert_eq!(seen.header("x-gatehouse-user"), None);
     Ok(())
 }
+
+mod verification {
+    //! gatehouse-jwt verifying tokens inside Envoy, with an inline JWKS.
+
+    use e2e::{Echo, Echoed, Envoy};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn read(name: &str) -> Vec<u8> {
+        std::fs::read(
+            e2e::paths::workspace_root()
+                .join("filters/jwt-core/testdata")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn token(alg: Algorithm, kid: &str, key: &EncodingKey, claims: serde_json::Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        encode(&header, &claims, key).unwrap()
+    }
+
+    fn config() -> String {
+        let jwks: serde_json::Value = serde_json::from_slice(&read("jwks.json")).unwrap();
+        json!({
+            "providers": {
+                "idp": {
+                    "issuer": "https://idp.example",
+                    "audiences": ["api"],
+                    "algorithms": ["RS256", "ES256"],
+                    "jwks": { "inline": jwks },
+                    "claim_to_headers": [
+                        { "claim": "sub", "header": "x-gatehouse-user" },
+                        { "claim": "groups", "header": "x-gatehouse-groups" }
+                    ]
+                }
+            },
+            "rules": [
+                { "match": { "prefix": "/open" }, "requires": { "none": {} } },
+                { "match": { "prefix": "/" }, "requires": { "provider": "idp" } }
+            ]
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn verified_claims_reach_the_upstream_and_bad_tokens_get_401() -> anyhow::Result<()> {
+        let echo = Echo::start().await?;
+        let envoy = Envoy::from_template("jwt-wasm.yaml")?
+            .upstream(&echo)
+            .var("JWT_CONFIG", config())
+            .start()
+            .await?;
+        let claims = json!({"iss": "https://idp.example", "aud": "api", "sub": "ann", "groups": ["dev", "ops"], "exp": now() + 300});
+
+        for (alg, kid, key) in [
+            (
+                Algorithm::RS256,
+                "rsa-1",
+                EncodingKey::from_rsa_pem(&read("keys/rsa.pem"))?,
+            ),
+            (
+                Algorithm::ES256,
+                "ec-256",
+                EncodingKey::from_ec_pem(&read("keys/ec256.pem"))?,
+            ),
+        ] {
+            let bearer = format!("Bearer {}", token(alg, kid, &key, claims.clone()));
+            let response = envoy
+                .get("/api")
+                .header("authorization", &bearer)
+                .header("x-gatehouse-user", "mallory")
+                .send()
+                .await?;
+            assert_eq!(response.status(), 200, "{alg:?}");
+            let seen: Echoed = response.json().await?;
+            assert_eq!(
+                seen.headers["x-gatehouse-user"],
+                vec!["ann".to_owned()],
+                "{alg:?}: the spoofed copy is gone"
+            );
+            assert_eq!(seen.header("x-gatehouse-groups"), Some("dev,ops"));
+            assert_eq!(
+                seen.header("authorization"),
+                None,
+                "the token is not forwarded by default"
+            );
+        }
+
+        let missing = envoy.get("/api").send().await?;
+        assert_eq!(missing.status(), 401);
+        assert_eq!(
+            missing.headers()["www-authenticate"],
+            "Bearer realm=\"gatehouse\""
+        );
+        let body: serde_json::Value = missing.json().await?;
+        assert_eq!(body["code"], "missing_token");
+
+        let rsa = EncodingKey::from_rsa_pem(&read("keys/rsa.pem"))?;
+        let expired = token(
+            Algorithm::RS256,
+            "rsa-1",
+            &rsa,
+            json!({"iss": "https://idp.example", "aud": "api", "exp": now() - 3600}),
+        );
+        let other = EncodingKey::from_rsa_pem(&read("keys/rsa-other.pem"))?;
+        let forged = token(Algorithm::RS256, "rsa-1", &other, claims.clone());
+        for bad in [expired, forged, "not.a.token".to_owned()] {
+            let response = envoy
+                .get("/api")
+                .header("authorization", format!("Bearer {bad}"))
+                .send()
+                .await?;
+            assert_eq!(response.status(), 401);
+            let challenge = response.headers()["www-authenticate"].to_str()?.to_owned();
+            assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        }
+        assert_eq!(envoy.get("/open").send().await?.status(), 200);
+        Ok(())
+    }
+}

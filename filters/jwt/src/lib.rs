@@ -8,8 +8,9 @@
 //! SDK's trait conveniences unwrap inside and would trap on a failed call.
 
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
 
-use gatehouse_jwt_core::FilterConfig;
+use gatehouse_jwt_core::{Decision, FilterConfig, RequestView};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
@@ -76,24 +77,69 @@ impl Context for JwtRequest {}
 
 impl HttpContext for JwtRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.strip_reserved_headers() {
-            Ok(()) => Action::Continue,
+        match self.check() {
+            Ok(action) => action,
             Err(status) => deny_on_host_error(status),
         }
     }
 }
 
 impl JwtRequest {
-    /// Removes every client-sent header the stack reserves for verified data.
-    fn strip_reserved_headers(&self) -> Result<(), Status> {
-        // Names only: values may not be UTF-8 and are not needed here.
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders)?;
-        for (name, _) in headers {
-            if self.config.is_reserved_header(&name) {
-                hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &name, None)?;
+    /// The whole request path: gather, ask the core, apply.
+    fn check(&self) -> Result<Action, Status> {
+        let headers = self.strip_reserved_headers()?;
+        let now = hostcalls::get_current_time()?
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let view = RequestView {
+            path: pseudo(":path"),
+            host: pseudo(":authority"),
+            method: pseudo(":method"),
+            headers: &headers,
+        };
+        match self.config.policy().decide(&view, now) {
+            Decision::Continue { remove, set } => {
+                for name in remove {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, None)?;
+                }
+                for (name, value) in set {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some(&value))?;
+                }
+                Ok(Action::Continue)
+            }
+            Decision::Deny {
+                status,
+                headers,
+                body,
+            } => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()))?;
+                Ok(Action::Pause)
             }
         }
-        Ok(())
+    }
+
+    /// Removes every client-sent header the stack reserves for verified data,
+    /// and returns the others (values lossily decoded: tokens are ASCII).
+    fn strip_reserved_headers(&self) -> Result<Vec<(String, String)>, Status> {
+        let mut kept = Vec::new();
+        for (name, value) in hostcalls::get_map_bytes(MapType::HttpRequestHeaders)? {
+            if self.config.is_reserved_header(&name) {
+                hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &name, None)?;
+            } else {
+                kept.push((name, String::from_utf8_lossy(&value).into_owned()));
+            }
+        }
+        Ok(kept)
     }
 }
 
