@@ -1,5 +1,8 @@
 //! The gatehouse-jwt proxy-wasm filter inside stock Envoy (runtime v8).
 
+// Test helpers outside #[test] functions: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use e2e::{Echo, Echoed, Envoy, quickstart};
 
 async fn send_spoofed(envoy: &Envoy) -> anyhow::Result<Echoed> {
