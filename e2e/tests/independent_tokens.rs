@@ -1,0 +1,72 @@
+//! Tokens minted by PyJWT (an independent implementation, pinned in
+//! `e2e/requirements.txt`) are accepted or refused by gatehouse-jwt-core as
+//! they should be: our verifier is not only consistent with our own signer.
+
+use gatehouse_jwt_core::{Algorithm, KeySet, Provider, VerifyError};
+
+#[test]
+fn tokens_from_pyjwt_are_judged_correctly() -> anyhow::Result<()> {
+    let root = e2e::paths::workspace_root();
+    let python = root.join(".venv/bin/python");
+    anyhow::ensure!(
+        python.is_file(),
+        "{} missing: run `make setup` (installs PyJWT into .venv)",
+        python.display()
+    );
+    let testdata = root.join("filters/jwt-core/testdata");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let output = std::process::Command::new(&python)
+        .arg(root.join("e2e/testdata/mint_tokens.py"))
+        .arg(testdata.join("keys"))
+        .arg(now.to_string())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "PyJWT failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let keys = KeySet::from_jwks(&std::fs::read(testdata.join("jwks.json"))?)?;
+    use Algorithm::*;
+    let algorithms = vec![
+        RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+    ];
+    let provider = Provider::new(
+        Some("https://idp.example".into()),
+        vec!["api".into()],
+        algorithms,
+        keys,
+        30,
+    );
+
+    let mut judged = 0;
+    for line in String::from_utf8(output.stdout)?.lines() {
+        let minted: serde_json::Value = serde_json::from_str(line)?;
+        let (alg, case, token) = (
+            &minted["alg"],
+            minted["case"].as_str().unwrap_or(""),
+            minted["token"].as_str().unwrap_or(""),
+        );
+        let result = provider.verify(token, now);
+        let expected = match case {
+            "valid" => Ok(()),
+            "expired" => Err(VerifyError::Expired),
+            "not_yet_valid" => Err(VerifyError::NotYetValid),
+            "wrong_issuer" => Err(VerifyError::WrongIssuer),
+            "wrong_audience" => Err(VerifyError::WrongAudience),
+            "bad_signature" => Err(VerifyError::BadSignature),
+            other => anyhow::bail!("unknown case {other}"),
+        };
+        match (&result, &expected) {
+            (Ok(v), Ok(())) => assert_eq!(v.claims["sub"], "py", "{alg} {case}"),
+            (Err(got), Err(want)) => assert_eq!(got, want, "{alg} {case}"),
+            _ => panic!("{alg} {case}: expected {expected:?}, got {result:?}"),
+        }
+        judged += 1;
+    }
+    // 9 algorithms × 5 cases, a forged payload each, another RSA key for the 6 RSA ones.
+    assert_eq!(judged, 9 * 6 + 6);
+    Ok(())
+}
