@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod echo;
 pub mod envoy;
+pub mod jwks;
 pub mod paths;
 pub mod poll;
 pub mod process;

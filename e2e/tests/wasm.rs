@@ -228,3 +228,126 @@ mod verification {
         Ok(())
     }
 }
+
+mod remote_jwks {
+    //! Keys fetched from a JWKS URI through an Envoy cluster.
+
+    use e2e::jwks::JwksServer;
+    use e2e::{Echo, Envoy};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn read(name: &str) -> Vec<u8> {
+        std::fs::read(
+            e2e::paths::workspace_root()
+                .join("filters/jwt-core/testdata")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    /// The test JWKS with only the keys named.
+    fn jwks_with(kids: &[&str]) -> String {
+        let all: serde_json::Value = serde_json::from_slice(&read("jwks.json")).unwrap();
+        let keys: Vec<&serde_json::Value> = all["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| kids.contains(&k["kid"].as_str().unwrap_or("")))
+            .collect();
+        json!({ "keys": keys }).to_string()
+    }
+
+    fn token(kid: &str, pem: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let claims = json!({"iss": "https://idp.example", "sub": kid, "exp": now + 600});
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(&read(pem)).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_arrive_late_rotate_and_survive_a_failed_refresh() -> anyhow::Result<()> {
+        let jwks = JwksServer::start_down().await?;
+        let echo = Echo::start().await?;
+        let config = json!({
+            "providers": { "idp": {
+                "issuer": "https://idp.example",
+                "algorithms": ["RS256"],
+                "jwks": { "remote": {
+                    "uri": "http://jwks.test/jwks.json", "cluster": "jwks",
+                    // Long cache: only unknown-kid refetches can bring new keys.
+                    "cache_duration_seconds": 3600, "refetch_interval_seconds": 1, "timeout_ms": 1000
+                } }
+            } },
+            "rules": [ { "requires": { "provider": "idp" } } ]
+        });
+        let envoy = Envoy::from_template("jwt-remote.yaml")?
+            .upstream(&echo)
+            .var("JWKS_PORT", jwks.port())
+            .var("JWT_CONFIG", config)
+            .start()
+            .await?;
+        let first = token("rsa-1", "keys/rsa.pem");
+        let get = |token: String| {
+            envoy
+                .get("/api")
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+        };
+
+        // The JWKS endpoint is down at start: no keys, 401.
+        assert_eq!(get(first.clone()).await?.status(), 401);
+
+        // It comes up: the keys are fetched without a restart.
+        jwks.serve(&jwks_with(&["rsa-1"]));
+        e2e::poll::until(
+            "keys after the JWKS came up",
+            e2e::poll::READY_DEADLINE,
+            || {
+                let response = get(first.clone());
+                async move { Ok((response.await?.status() == 200).then_some(())) }
+            },
+        )
+        .await?;
+
+        // Rotation: a new kid appears at the URI and is picked up by the
+        // unknown-kid refetch (the cache alone would wait an hour).
+        let second = token("rsa-2", "keys/rsa-other.pem");
+        jwks.serve(&jwks_with(&["rsa-1", "rsa-2"]));
+        e2e::poll::until("the rotated key", e2e::poll::READY_DEADLINE, || {
+            let response = get(second.clone());
+            async move { Ok((response.await?.status() == 200).then_some(())) }
+        })
+        .await?;
+
+        // The endpoint goes down; a refetch fails, and the keys stay.
+        jwks.take_down();
+        let before = jwks.fetches();
+        let unknown = token("rsa-3", "keys/rsa.pem");
+        e2e::poll::until("a failed refetch", e2e::poll::READY_DEADLINE, || {
+            let response = get(unknown.clone());
+            let fetched = jwks.fetches() > before;
+            async move {
+                assert_eq!(response.await?.status(), 401);
+                Ok(fetched.then_some(()))
+            }
+        })
+        .await?;
+        assert_eq!(
+            get(first).await?.status(),
+            200,
+            "keys survive a failed refresh"
+        );
+        assert_eq!(get(second).await?.status(), 200);
+        Ok(())
+    }
+}

@@ -110,6 +110,11 @@ impl FilterConfig {
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
+
+    /// Installs freshly fetched keys for provider `index` (a JWKS refresh).
+    pub fn set_keys(&mut self, index: usize, keys: crate::KeySet) {
+        self.policy.set_keys(index, keys);
+    }
 }
 
 impl TryFrom<RawFilterConfig> for FilterConfig {

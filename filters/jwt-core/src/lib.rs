@@ -19,6 +19,6 @@ mod verify;
 pub use config::{ConfigError, FilterConfig};
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksError, KeyKind, KeySet, VerifyingKey, parse_algorithm};
-pub use policy::{Decision, Location, Needs, Policy, ProviderConfig, RequestView};
+pub use policy::{Decision, Location, Needs, Policy, ProviderConfig, RemoteJwks, RequestView};
 pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};
 pub use verify::{Provider, Verified, VerifyError};

@@ -38,7 +38,23 @@ pub(crate) struct RawProvider {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJwks {
-    inline: Value,
+    #[serde(default)]
+    inline: Option<Value>,
+    #[serde(default)]
+    remote: Option<RawRemote>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    uri: String,
+    cluster: String,
+    #[serde(default)]
+    cache_duration_seconds: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    refetch_interval_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,11 +164,69 @@ enum Requirement {
 pub struct ProviderConfig {
     name: String,
     provider: Provider,
+    remote: Option<RemoteJwks>,
     locations: Vec<Location>,
     forward: bool,
     claim_headers: Vec<(Vec<String>, String)>,
     payload_header: Option<String>,
     required: Vec<(Vec<String>, Requirement)>,
+}
+
+/// A JWKS fetched over HTTP through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// The Envoy cluster that reaches the JWKS host.
+    pub cluster: String,
+    /// `:authority` of the request.
+    pub authority: String,
+    /// `:path` of the request.
+    pub path: String,
+    /// `http` or `https` (the cluster does the TLS).
+    pub scheme: String,
+    /// How long fetched keys are used before a refresh, seconds (default 300).
+    pub cache_duration_secs: u64,
+    /// Bound on one fetch, milliseconds (default 2000).
+    pub timeout_ms: u64,
+    /// Least time between two fetches caused by unknown `kid`s or failures,
+    /// seconds (default 10): a flood of forged `kid`s cannot flood the IdP.
+    pub refetch_interval_secs: u64,
+}
+
+impl RemoteJwks {
+    fn try_from_raw(raw: RawRemote, at: &str) -> Result<Self, crate::config::ConfigError> {
+        let (scheme, rest) = raw
+            .uri
+            .split_once("://")
+            .filter(|(s, _)| *s == "http" || *s == "https")
+            .ok_or_else(|| {
+                invalid(
+                    format!("{at}.uri"),
+                    format!("{:?} is not an http(s) URI", raw.uri),
+                )
+            })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            return Err(invalid(format!("{at}.uri"), "the URI has no host"));
+        }
+        if raw.cluster.is_empty() {
+            return Err(invalid(
+                format!("{at}.cluster"),
+                "name the Envoy cluster that reaches the JWKS host",
+            ));
+        }
+        Ok(Self {
+            cluster: raw.cluster,
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+            scheme: scheme.to_owned(),
+            cache_duration_secs: raw.cache_duration_seconds.unwrap_or(300).max(1),
+            timeout_ms: raw.timeout_ms.unwrap_or(2000).max(1),
+            refetch_interval_secs: raw.refetch_interval_seconds.unwrap_or(10),
+        })
+    }
 }
 
 /// What a rule asks for.
@@ -210,6 +284,12 @@ pub enum Decision {
         /// Headers to set from verified claims.
         set: Vec<(String, String)>,
     },
+    /// Fetch this provider's JWKS, then decide again: a token named a `kid`
+    /// the keys do not have (or there are no keys yet), and a refetch is due.
+    FetchKeys {
+        /// Index of the provider (see [`Policy::remote_jwks`]).
+        provider: usize,
+    },
     /// Answer it here.
     Deny {
         /// 401 for a missing or bad token, 403 for a claim that does not hold.
@@ -257,9 +337,24 @@ impl Policy {
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         for (name, raw) in raw_providers {
             let at = format!("providers.{name}");
-            let jwks = serde_json::to_vec(&raw.jwks.inline).unwrap_or_default();
-            let keys = KeySet::from_jwks(&jwks)
-                .map_err(|e| invalid(format!("{at}.jwks.inline"), e.to_string()))?;
+            let (keys, remote) = match (raw.jwks.inline, raw.jwks.remote) {
+                (Some(inline), None) => {
+                    let jwks = serde_json::to_vec(&inline).unwrap_or_default();
+                    let keys = KeySet::from_jwks(&jwks)
+                        .map_err(|e| invalid(format!("{at}.jwks.inline"), e.to_string()))?;
+                    (keys, None)
+                }
+                (None, Some(r)) => (
+                    KeySet::default(),
+                    Some(RemoteJwks::try_from_raw(r, &format!("{at}.jwks.remote"))?),
+                ),
+                _ => {
+                    return Err(invalid(
+                        format!("{at}.jwks"),
+                        "name exactly one of inline or remote",
+                    ));
+                }
+            };
             let algorithms = match raw.algorithms {
                 None => vec![Algorithm::RS256, Algorithm::ES256],
                 Some(list) => list
@@ -351,6 +446,7 @@ impl Policy {
             providers.push(ProviderConfig {
                 name,
                 provider,
+                remote,
                 locations,
                 forward: raw.forward,
                 claim_headers,
@@ -429,10 +525,39 @@ impl Policy {
             .collect()
     }
 
-    /// Decides a request at `now` (Unix seconds). The first matching rule
-    /// wins; no rule matching means no requirement.
+    /// Providers whose keys come from a URI, with their index.
+    pub fn remote_jwks(&self) -> impl Iterator<Item = (usize, &str, &RemoteJwks)> {
+        self.providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.remote.as_ref().map(|r| (i, p.name.as_str(), r)))
+    }
+
+    /// Installs freshly fetched keys for provider `index`.
+    pub fn set_keys(&mut self, index: usize, keys: KeySet) {
+        if let Some(p) = self.providers.get_mut(index) {
+            p.provider.set_keys(keys);
+        }
+    }
+
+    /// Decides a request at `now` (Unix seconds), never asking for a fetch.
     #[must_use]
     pub fn decide(&self, request: &RequestView<'_>, now: u64) -> Decision {
+        self.decide_with(request, now, &|_| false)
+    }
+
+    /// Decides a request at `now` (Unix seconds). The first matching rule
+    /// wins; no rule matching means no requirement. When a token names a
+    /// `kid` a remote provider does not have and `refetch_allowed(provider)`,
+    /// the answer is [`Decision::FetchKeys`]: the request waits for the keys
+    /// instead of failing.
+    #[must_use]
+    pub fn decide_with(
+        &self,
+        request: &RequestView<'_>,
+        now: u64,
+        refetch_allowed: &dyn Fn(usize) -> bool,
+    ) -> Decision {
         let needs = self
             .rules
             .iter()
@@ -459,6 +584,11 @@ impl Policy {
             found_any = true;
             match provider.provider.verify(token, now) {
                 Ok(verified) => return provider.allow(&verified.claims, location, self),
+                Err(VerifyError::UnknownKid(_))
+                    if provider.remote.is_some() && refetch_allowed(index) =>
+                {
+                    return Decision::FetchKeys { provider: index };
+                }
                 Err(e) => last_error = Some(e),
             }
         }

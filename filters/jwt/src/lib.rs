@@ -1,16 +1,19 @@
 //! `gatehouse-jwt`: the proxy-wasm adapter of `gatehouse-jwt-core`.
 //!
 //! It reads the plugin configuration in `on_configure` (refusing the plugin when
-//! it is invalid), and on every request gathers the headers, asks the core what
-//! to do and applies it. No decision lives here that is not a translation.
+//! it is invalid), fetches remote JWKS through Envoy clusters, and on every
+//! request gathers the headers, asks the core what to do and applies it. No
+//! decision lives here that is not a translation.
 //!
 //! Host calls go through `proxy_wasm::hostcalls`, which return `Result`; the
 //! SDK's trait conveniences unwrap inside and would trap on a failed call.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
-use gatehouse_jwt_core::{Decision, FilterConfig, RequestView};
+use gatehouse_jwt_core::{Decision, FilterConfig, KeySet, RemoteJwks, RequestView};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
@@ -21,12 +24,173 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(JwtRoot::default()) });
 }}
 
-#[derive(Debug, Default)]
-struct JwtRoot {
-    config: Rc<FilterConfig>,
+/// How often the root context looks at its remote JWKS.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Fetch bookkeeping of one remote provider (per worker).
+#[derive(Debug, Default, Clone, Copy)]
+struct FetchState {
+    last_success: Option<u64>,
+    last_attempt: Option<u64>,
+    in_flight: bool,
 }
 
-impl Context for JwtRoot {}
+impl FetchState {
+    /// A fetch is out and not overdue. An answer can be lost (the request
+    /// that started it went away), so a fetch older than its timeout no
+    /// longer blocks the next one.
+    fn is_busy(&self, remote: &RemoteJwks, now: u64) -> bool {
+        self.in_flight
+            && self
+                .last_attempt
+                .is_some_and(|t| now.saturating_sub(t) <= remote.timeout_ms / 1000 + 1)
+    }
+
+    /// The last attempt failed and the refetch interval has not passed.
+    fn is_backing_off(&self, remote: &RemoteJwks, now: u64) -> bool {
+        self.last_attempt.is_some_and(|t| {
+            self.last_success.is_none_or(|s| s < t)
+                && now.saturating_sub(t) < remote.refetch_interval_secs
+        })
+    }
+
+    /// The keys are missing or older than the cache duration.
+    fn is_stale(&self, remote: &RemoteJwks, now: u64) -> bool {
+        self.last_success
+            .is_none_or(|t| now.saturating_sub(t) >= remote.cache_duration_secs)
+    }
+}
+
+/// What the root and request contexts of one worker share.
+#[derive(Debug, Default)]
+struct Shared {
+    config: RefCell<FilterConfig>,
+    remotes: RefCell<Vec<(usize, String, RemoteJwks)>>,
+    fetches: RefCell<HashMap<usize, FetchState>>,
+}
+
+impl Shared {
+    /// Whether a fetch for `provider` may start now: none in flight, and the
+    /// last attempt is older than the provider's refetch interval.
+    fn refetch_allowed(&self, provider: usize, now: u64) -> bool {
+        let Some(remote) = self.remote(provider) else {
+            return false;
+        };
+        let state = self.state(provider);
+        !state.is_busy(&remote, now)
+            && state
+                .last_attempt
+                .is_none_or(|t| now.saturating_sub(t) >= remote.refetch_interval_secs)
+    }
+
+    fn state(&self, provider: usize) -> FetchState {
+        self.fetches
+            .borrow()
+            .get(&provider)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn remote(&self, provider: usize) -> Option<RemoteJwks> {
+        self.remotes
+            .borrow()
+            .iter()
+            .find(|(i, _, _)| *i == provider)
+            .map(|(_, _, r)| r.clone())
+    }
+
+    /// Starts a fetch of `provider`'s JWKS from the current context; the
+    /// answer comes to that context's `on_http_call_response`.
+    fn dispatch(&self, provider: usize, now: u64) -> Result<u32, Status> {
+        let remote = self.remote(provider).ok_or(Status::NotFound)?;
+        let headers = vec![
+            (":method", "GET"),
+            (":path", remote.path.as_str()),
+            (":authority", remote.authority.as_str()),
+            (":scheme", remote.scheme.as_str()),
+            ("accept", "application/json"),
+        ];
+        let token = hostcalls::dispatch_http_call(
+            &remote.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(remote.timeout_ms),
+        );
+        let mut fetches = self.fetches.borrow_mut();
+        let state = fetches.entry(provider).or_default();
+        state.last_attempt = Some(now);
+        state.in_flight = token.is_ok();
+        token
+    }
+
+    /// Takes a JWKS answer: new keys on success, the old ones kept otherwise.
+    fn receive(&self, provider: usize, body_size: usize, now: u64) {
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten();
+        let name = self
+            .remotes
+            .borrow()
+            .iter()
+            .find(|(i, _, _)| *i == provider)
+            .map(|(_, n, _)| n.clone())
+            .unwrap_or_default();
+        let keys = match (status.as_deref(), body) {
+            (Some("200"), Some(body)) => KeySet::from_jwks(&body).map_err(|e| e.to_string()),
+            (status, _) => Err(format!("status {}", status.unwrap_or("none"))),
+        };
+        let mut fetches = self.fetches.borrow_mut();
+        let state = fetches.entry(provider).or_default();
+        state.in_flight = false;
+        match keys {
+            Ok(keys) => {
+                log(
+                    LogLevel::Info,
+                    &format!("gatehouse-jwt: jwks of {name} loaded: {} keys", keys.len()),
+                );
+                self.config.borrow_mut().set_keys(provider, keys);
+                state.last_success = Some(now);
+            }
+            // Keys survive a failed refresh.
+            Err(e) => log(
+                LogLevel::Warn,
+                &format!("gatehouse-jwt: jwks of {name} not refreshed, keeping the last keys: {e}"),
+            ),
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, Default)]
+struct JwtRoot {
+    shared: Rc<Shared>,
+    /// Fetches this root context started: call token to provider.
+    calls: HashMap<u32, usize>,
+}
+
+impl Context for JwtRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(provider) = self.calls.remove(&token_id) {
+            self.shared.receive(provider, body_size, now_secs());
+        }
+    }
+}
 
 impl RootContext for JwtRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -42,7 +206,24 @@ impl RootContext for JwtRoot {
         };
         match FilterConfig::parse(&bytes) {
             Ok(config) => {
-                self.config = Rc::new(config);
+                let remotes: Vec<(usize, String, RemoteJwks)> = config
+                    .policy()
+                    .remote_jwks()
+                    .map(|(i, n, r)| (i, n.to_owned(), r.clone()))
+                    .collect();
+                let has_remote = !remotes.is_empty();
+                self.shared = Rc::new(Shared {
+                    config: RefCell::new(config),
+                    remotes: RefCell::new(remotes),
+                    fetches: RefCell::new(HashMap::new()),
+                });
+                if has_remote && let Err(status) = hostcalls::set_tick_period(TICK) {
+                    log(
+                        LogLevel::Critical,
+                        &format!("gatehouse-jwt: cannot schedule jwks refreshes: {status:?}"),
+                    );
+                    return false;
+                }
                 true
             }
             Err(err) => {
@@ -57,27 +238,82 @@ impl RootContext for JwtRoot {
         }
     }
 
+    fn on_tick(&mut self) {
+        let now = now_secs();
+        let due: Vec<usize> = self
+            .shared
+            .remotes
+            .borrow()
+            .iter()
+            .filter(|(i, _, remote)| {
+                let state = self.shared.state(*i);
+                state.is_stale(remote, now)
+                    && !state.is_busy(remote, now)
+                    && !state.is_backing_off(remote, now)
+            })
+            .map(|(i, _, _)| *i)
+            .collect();
+        for provider in due {
+            match self.shared.dispatch(provider, now) {
+                Ok(token) => {
+                    self.calls.insert(token, provider);
+                }
+                Err(status) => log(
+                    LogLevel::Warn,
+                    &format!("gatehouse-jwt: cannot fetch jwks: {status:?}"),
+                ),
+            }
+        }
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(JwtRequest {
-            config: Rc::clone(&self.config),
+            shared: Rc::clone(&self.shared),
+            waiting_for: None,
         }))
     }
 }
 
 #[derive(Debug)]
 struct JwtRequest {
-    config: Rc<FilterConfig>,
+    shared: Rc<Shared>,
+    /// The JWKS fetch this request waits for: (call token, provider).
+    waiting_for: Option<(u32, usize)>,
 }
 
-impl Context for JwtRequest {}
+impl Context for JwtRequest {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some((token, provider)) = self.waiting_for.take() else {
+            return;
+        };
+        if token != token_id {
+            return;
+        }
+        self.shared.receive(provider, body_size, now_secs());
+        // Decide again, never waiting twice.
+        let result = self.check(false).and_then(|action| match action {
+            Action::Continue => hostcalls::resume_http_request(),
+            _ => Ok(()),
+        });
+        if let Err(status) = result {
+            deny_on_host_error(status);
+        }
+    }
+}
 
 impl HttpContext for JwtRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.check() {
+        match self.check(true) {
             Ok(action) => action,
             Err(status) => deny_on_host_error(status),
         }
@@ -86,11 +322,9 @@ impl HttpContext for JwtRequest {
 
 impl JwtRequest {
     /// The whole request path: gather, ask the core, apply.
-    fn check(&self) -> Result<Action, Status> {
+    fn check(&mut self, may_fetch: bool) -> Result<Action, Status> {
         let headers = self.strip_reserved_headers()?;
-        let now = hostcalls::get_current_time()?
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = now_secs();
         let pseudo = |name: &str| {
             headers
                 .iter()
@@ -103,7 +337,19 @@ impl JwtRequest {
             method: pseudo(":method"),
             headers: &headers,
         };
-        match self.config.policy().decide(&view, now) {
+        let shared = Rc::clone(&self.shared);
+        let decision = {
+            let config = shared.config.borrow();
+            config
+                .policy()
+                .decide_with(&view, now, &|p| may_fetch && shared.refetch_allowed(p, now))
+        };
+        match decision {
+            Decision::FetchKeys { provider } => {
+                let token = shared.dispatch(provider, now)?;
+                self.waiting_for = Some((token, provider));
+                Ok(Action::Pause)
+            }
             Decision::Continue { remove, set } => {
                 for name in remove {
                     hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, None)?;
@@ -131,9 +377,10 @@ impl JwtRequest {
     /// Removes every client-sent header the stack reserves for verified data,
     /// and returns the others (values lossily decoded: tokens are ASCII).
     fn strip_reserved_headers(&self) -> Result<Vec<(String, String)>, Status> {
+        let config = self.shared.config.borrow();
         let mut kept = Vec::new();
         for (name, value) in hostcalls::get_map_bytes(MapType::HttpRequestHeaders)? {
-            if self.config.is_reserved_header(&name) {
+            if config.is_reserved_header(&name) {
                 hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &name, None)?;
             } else {
                 kept.push((name, String::from_utf8_lossy(&value).into_owned()));

@@ -81,6 +81,7 @@ fn decide(path: &str, method: &str, headers: &[(&str, &str)]) -> Decision {
 fn status(d: &Decision) -> u16 {
     match d {
         Decision::Continue { .. } => 200,
+        Decision::FetchKeys { .. } => 0,
         Decision::Deny { status, .. } => *status,
     }
 }
@@ -259,4 +260,89 @@ fn config_errors_name_the_field() {
         err(json!({"rules": [{"requires": {}}]}))
             .starts_with("rules[0].requires: name exactly one of")
     );
+}
+
+fn remote_config() -> FilterConfig {
+    let text = json!({
+        "providers": { "idp": {
+            "jwks": { "remote": { "uri": "http://keys.example:8080/jwks.json", "cluster": "idp_jwks", "refetch_interval_seconds": 1 } }
+        } },
+        "rules": [ { "requires": { "provider": "idp" } } ]
+    });
+    FilterConfig::parse(text.to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn a_remote_provider_asks_for_keys_then_verifies_with_them() {
+    let config = remote_config();
+    let (index, name, remote) = config
+        .policy()
+        .remote_jwks()
+        .next()
+        .map(|(i, n, r)| (i, n.to_owned(), r.clone()))
+        .unwrap();
+    assert_eq!(name, "idp");
+    assert_eq!(
+        (
+            remote.cluster.as_str(),
+            remote.authority.as_str(),
+            remote.path.as_str()
+        ),
+        ("idp_jwks", "keys.example:8080", "/jwks.json")
+    );
+    assert_eq!(
+        (
+            remote.cache_duration_secs,
+            remote.timeout_ms,
+            remote.refetch_interval_secs
+        ),
+        (300, 2000, 1)
+    );
+
+    let headers = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", token(json!({"exp": NOW + 60}))),
+    )];
+    let view = RequestView {
+        path: "/",
+        host: "h",
+        method: "GET",
+        headers: &headers,
+    };
+    assert_eq!(
+        config.policy().decide_with(&view, NOW, &|_| true),
+        Decision::FetchKeys { provider: index }
+    );
+    assert_eq!(
+        status(&config.policy().decide_with(&view, NOW, &|_| false)),
+        401,
+        "no refetch allowed: refused"
+    );
+
+    let mut policy = config.policy().clone();
+    policy.set_keys(index, KeySet::from_jwks(JWKS.as_bytes()).unwrap());
+    assert_eq!(status(&policy.decide_with(&view, NOW, &|_| true)), 200);
+}
+
+#[test]
+fn remote_jwks_errors_name_the_field() {
+    let err = |jwks: Value| {
+        let text = json!({"providers": {"p": {"jwks": jwks}}});
+        FilterConfig::parse(text.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err(json!({"remote": {"uri": "ftp://x/keys", "cluster": "c"}}))
+            .starts_with("providers.p.jwks.remote.uri")
+    );
+    assert!(
+        err(json!({"remote": {"uri": "http:///keys", "cluster": "c"}}))
+            .starts_with("providers.p.jwks.remote.uri")
+    );
+    assert!(
+        err(json!({"remote": {"uri": "http://x/keys", "cluster": ""}}))
+            .starts_with("providers.p.jwks.remote.cluster")
+    );
+    assert!(err(json!({})).starts_with("providers.p.jwks: name exactly one of inline or remote"));
 }
