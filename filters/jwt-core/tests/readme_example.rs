@@ -9,6 +9,7 @@ use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
 const EXAMPLE: &str = include_str!("../../jwt/examples/config.json");
+const REMOTE: &str = include_str!("../../jwt/examples/remote.json");
 const README: &str = include_str!("../../jwt/README.md");
 const EC256: &[u8] = include_bytes!("../testdata/keys/ec256.pem");
 const NOW: u64 = 1_800_000_000;
@@ -40,6 +41,36 @@ fn readme_shows_the_example_verbatim() {
     assert!(
         README.contains(EXAMPLE),
         "filters/jwt/README.md must embed examples/config.json as it is"
+    );
+    assert!(
+        README.contains(REMOTE),
+        "filters/jwt/README.md must embed examples/remote.json as it is"
+    );
+}
+
+#[test]
+fn remote_example_loads_and_waits_for_keys() {
+    let config = FilterConfig::parse(REMOTE.as_bytes()).unwrap();
+    let remotes: Vec<_> = config.policy().remote_jwks().collect();
+    assert_eq!(remotes.len(), 1);
+    let (index, name, remote) = remotes[0];
+    assert_eq!(
+        (name, remote.cluster.as_str(), remote.path.as_str()),
+        ("idp", "idp_jwks", "/.well-known/jwks.json")
+    );
+    let headers = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", token(json!({"exp": NOW + 60}))),
+    )];
+    let view = RequestView {
+        path: "/",
+        host: "h",
+        method: "GET",
+        headers: &headers,
+    };
+    assert_eq!(
+        config.policy().decide_with(&view, NOW, &|_| true),
+        Decision::FetchKeys { provider: index }
     );
 }
 
