@@ -225,6 +225,28 @@ mod verification {
             assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
         }
         assert_eq!(envoy.get("/open").send().await?.status(), 200);
+
+        // RS256 and ES256 went through Envoy's native verify_signature, never
+        // the wasm fallback; the counters are exported under wasmcustom.
+        let stats = envoy
+            .client()
+            .get(envoy.admin_url("/stats?filter=gatehouse_jwt"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let stat = |name: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("wasmcustom.gatehouse_jwt.{name}: ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        assert!(stat("signatures.native") >= 4, "{stats}");
+        assert_eq!(stat("signatures.wasm"), 0, "{stats}");
+        assert_eq!(stat("allowed"), 3, "{stats}");
+        assert_eq!(stat("denied.missing_token"), 1, "{stats}");
+        assert_eq!(stat("denied.invalid_token"), 3, "{stats}");
         Ok(())
     }
 }

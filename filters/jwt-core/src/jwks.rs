@@ -44,6 +44,8 @@ pub struct VerifyingKey {
     alg: Option<Algorithm>,
     kind: KeyKind,
     key: DecodingKey,
+    /// SubjectPublicKeyInfo DER, for hosts that verify natively (RSA, EC).
+    spki: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -79,6 +81,12 @@ impl VerifyingKey {
 
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.key
+    }
+
+    /// SubjectPublicKeyInfo DER of an RSA or EC key, built once at load.
+    #[must_use]
+    pub fn spki_der(&self) -> Option<&[u8]> {
+        self.spki.as_deref()
     }
 }
 
@@ -173,32 +181,33 @@ impl KeySet {
                 v.clone()
                     .ok_or_else(|| bad(&format!("{} key without {name}", jwk.kty)))
             };
-            let (kind, key) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+            let raw = |v: &str, what: &str| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(v)
+                    .map_err(|_| bad(&format!("{what} is not base64url")))
+            };
+            let (kind, key, spki) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
                 ("RSA", _) => {
-                    let key = DecodingKey::from_rsa_components(
-                        &field(&jwk.n, "n")?,
-                        &field(&jwk.e, "e")?,
-                    )
-                    .map_err(|_| bad("RSA n or e is not base64url"))?;
-                    (KeyKind::Rsa, key)
+                    let (n, e) = (field(&jwk.n, "n")?, field(&jwk.e, "e")?);
+                    let key = DecodingKey::from_rsa_components(&n, &e)
+                        .map_err(|_| bad("RSA n or e is not base64url"))?;
+                    let spki = crate::native::rsa_spki(&raw(&n, "n")?, &raw(&e, "e")?);
+                    (KeyKind::Rsa, key, Some(spki))
                 }
                 ("EC", Some(crv @ ("P-256" | "P-384"))) => {
-                    let key =
-                        DecodingKey::from_ec_components(&field(&jwk.x, "x")?, &field(&jwk.y, "y")?)
-                            .map_err(|_| bad("EC x or y is not a curve point"))?;
-                    (
-                        if crv == "P-256" {
-                            KeyKind::P256
-                        } else {
-                            KeyKind::P384
-                        },
-                        key,
-                    )
+                    let (x, y) = (field(&jwk.x, "x")?, field(&jwk.y, "y")?);
+                    let key = DecodingKey::from_ec_components(&x, &y)
+                        .map_err(|_| bad("EC x or y is not a curve point"))?;
+                    let p384 = crv == "P-384";
+                    let spki = crate::native::ec_spki(p384, &raw(&x, "x")?, &raw(&y, "y")?);
+                    let kind = if p384 { KeyKind::P384 } else { KeyKind::P256 };
+                    (kind, key, Some(spki))
                 }
                 ("OKP", Some("Ed25519")) => {
                     let key = DecodingKey::from_ed_components(&field(&jwk.x, "x")?)
                         .map_err(|_| bad("Ed25519 x is not base64url"))?;
-                    (KeyKind::Ed25519, key)
+                    (KeyKind::Ed25519, key, None)
                 }
                 _ => continue,
             };
@@ -216,6 +225,7 @@ impl KeySet {
                 alg,
                 kind,
                 key,
+                spki,
             });
         }
         if keys.is_empty() {
@@ -233,6 +243,7 @@ impl KeySet {
                 alg: None,
                 kind: KeyKind::Secret,
                 key: DecodingKey::from_secret(secret),
+                spki: None,
             }],
         }
     }

@@ -12,6 +12,7 @@
 
 mod config;
 mod jwks;
+pub mod native;
 mod policy;
 mod token;
 mod verify;
@@ -21,4 +22,4 @@ pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksError, KeyKind, KeySet, VerifyingKey, parse_algorithm};
 pub use policy::{Decision, Location, Needs, Policy, ProviderConfig, RemoteJwks, RequestView};
 pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};
-pub use verify::{Provider, Verified, VerifyError};
+pub use verify::{Host, NoHost, Provider, Verified, VerifyError};

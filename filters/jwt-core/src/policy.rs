@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::Algorithm;
 use crate::jwks::{KeySet, parse_algorithm};
-use crate::verify::{Provider, VerifyError};
+use crate::verify::{Host, NoHost, Provider, VerifyError};
 
 // === raw configuration ===
 
@@ -543,21 +543,16 @@ impl Policy {
     /// Decides a request at `now` (Unix seconds), never asking for a fetch.
     #[must_use]
     pub fn decide(&self, request: &RequestView<'_>, now: u64) -> Decision {
-        self.decide_with(request, now, &|_| false)
+        self.decide_with(request, now, &NoHost)
     }
 
     /// Decides a request at `now` (Unix seconds). The first matching rule
     /// wins; no rule matching means no requirement. When a token names a
-    /// `kid` a remote provider does not have and `refetch_allowed(provider)`,
+    /// `kid` a remote provider does not have and `host.may_refetch(provider)`,
     /// the answer is [`Decision::FetchKeys`]: the request waits for the keys
-    /// instead of failing.
+    /// instead of failing. Signatures go through `host` where it can.
     #[must_use]
-    pub fn decide_with(
-        &self,
-        request: &RequestView<'_>,
-        now: u64,
-        refetch_allowed: &dyn Fn(usize) -> bool,
-    ) -> Decision {
+    pub fn decide_with(&self, request: &RequestView<'_>, now: u64, host: &dyn Host) -> Decision {
         let needs = self
             .rules
             .iter()
@@ -582,10 +577,10 @@ impl Policy {
                 continue;
             };
             found_any = true;
-            match provider.provider.verify(token, now) {
+            match provider.provider.verify_with(token, now, host) {
                 Ok(verified) => return provider.allow(&verified.claims, location, self),
                 Err(VerifyError::UnknownKid(_))
-                    if provider.remote.is_some() && refetch_allowed(index) =>
+                    if provider.remote.is_some() && host.may_refetch(index) =>
                 {
                     return Decision::FetchKeys { provider: index };
                 }

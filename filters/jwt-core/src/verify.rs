@@ -4,7 +4,8 @@
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use crate::jwks::{KeySet, parse_algorithm};
+use crate::jwks::{KeySet, VerifyingKey, parse_algorithm};
+use crate::native::{NativeCheck, ecdsa_der};
 use crate::token::{CompactJwt, TokenError};
 
 /// Why a token was refused. Messages name the problem, never the token, and
@@ -44,6 +45,73 @@ pub enum VerifyError {
     /// No `aud` value is one of the provider's audiences.
     #[error("audience does not match")]
     WrongAudience,
+}
+
+/// What the adapter's host offers the core. Both have defaults that offer
+/// nothing, so pure callers (tests, services) implement neither.
+pub trait Host {
+    /// Whether a JWKS fetch for provider `index` may start now.
+    fn may_refetch(&self, _index: usize) -> bool {
+        false
+    }
+
+    /// Verifies a signature natively: `Some(valid)`, or `None` when the host
+    /// cannot (then pure Rust verifies).
+    fn verify_natively(&self, _check: &NativeCheck<'_>) -> Option<bool> {
+        None
+    }
+}
+
+/// A host that offers nothing: pure-Rust verification, no fetches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHost;
+
+impl Host for NoHost {}
+
+/// The hash a native verifier needs for `alg`, where natively verifiable:
+/// RSASSA-PKCS1-v1_5 and ECDSA. (PSS, EdDSA and HMAC stay in pure Rust.)
+fn native_hash(alg: Algorithm) -> Option<&'static str> {
+    match alg {
+        Algorithm::RS256 | Algorithm::ES256 => Some("sha256"),
+        Algorithm::RS384 | Algorithm::ES384 => Some("sha384"),
+        Algorithm::RS512 => Some("sha512"),
+        _ => None,
+    }
+}
+
+/// Whether `key` signed `jwt`: natively when the host can, else pure Rust.
+fn signature_holds(
+    jwt: &CompactJwt<'_>,
+    alg: Algorithm,
+    key: &VerifyingKey,
+    host: &dyn Host,
+) -> bool {
+    if let (Some(hash), Some(spki)) = (native_hash(alg), key.spki_der()) {
+        let signature = if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
+            ecdsa_der(jwt.signature())
+        } else {
+            Some(jwt.signature().to_vec())
+        };
+        let Some(signature) = signature else {
+            return false;
+        };
+        let check = NativeCheck {
+            hash,
+            public_key_der: spki,
+            signature,
+            text: jwt.signing_input().as_bytes(),
+        };
+        if let Some(valid) = host.verify_natively(&check) {
+            return valid;
+        }
+    }
+    jsonwebtoken::crypto::verify(
+        jwt.signature_b64(),
+        jwt.signing_input().as_bytes(),
+        key.decoding_key(),
+        alg,
+    )
+    .unwrap_or(false)
 }
 
 /// What a provider checks.
@@ -95,6 +163,20 @@ impl Provider {
     /// [`VerifyError`]: the first check that fails, in this order: shape,
     /// allow-list, key, signature, `exp`, `nbf`, `iat`, `iss`, `aud`.
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        self.verify_with(token, now, &NoHost)
+    }
+
+    /// As [`Provider::verify`], checking RS*/ES* signatures through `host`
+    /// when it can.
+    ///
+    /// # Errors
+    /// As [`Provider::verify`].
+    pub fn verify_with(
+        &self,
+        token: &str,
+        now: u64,
+        host: &dyn Host,
+    ) -> Result<Verified, VerifyError> {
         let jwt = CompactJwt::parse(token)?;
         let alg = parse_algorithm(jwt.alg())
             .filter(|a| self.algorithms.contains(a))
@@ -106,15 +188,7 @@ impl Provider {
                 kid => VerifyError::UnknownKid(kid.map(str::to_owned)),
             });
         }
-        let verified = candidates.any(|key| {
-            jsonwebtoken::crypto::verify(
-                jwt.signature_b64(),
-                jwt.signing_input().as_bytes(),
-                key.decoding_key(),
-                alg,
-            )
-            .unwrap_or(false)
-        });
+        let verified = candidates.any(|key| signature_holds(&jwt, alg, key, host));
         if !verified {
             return Err(VerifyError::BadSignature);
         }

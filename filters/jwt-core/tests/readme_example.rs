@@ -69,7 +69,7 @@ fn remote_example_loads_and_waits_for_keys() {
         headers: &headers,
     };
     assert_eq!(
-        config.policy().decide_with(&view, NOW, &|_| true),
+        config.policy().decide_with(&view, NOW, &Refetch(true)),
         Decision::FetchKeys { provider: index }
     );
 }
@@ -119,4 +119,13 @@ fn example_loads_and_behaves_as_documented() {
         ),
         Decision::Deny { status: 403, .. }
     ));
+}
+
+/// A host that allows (or refuses) every refetch.
+struct Refetch(bool);
+
+impl gatehouse_jwt_core::Host for Refetch {
+    fn may_refetch(&self, _index: usize) -> bool {
+        self.0
+    }
 }

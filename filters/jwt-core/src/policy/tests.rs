@@ -310,18 +310,18 @@ fn a_remote_provider_asks_for_keys_then_verifies_with_them() {
         headers: &headers,
     };
     assert_eq!(
-        config.policy().decide_with(&view, NOW, &|_| true),
+        config.policy().decide_with(&view, NOW, &Refetch(true)),
         Decision::FetchKeys { provider: index }
     );
     assert_eq!(
-        status(&config.policy().decide_with(&view, NOW, &|_| false)),
+        status(&config.policy().decide_with(&view, NOW, &Refetch(false))),
         401,
         "no refetch allowed: refused"
     );
 
     let mut policy = config.policy().clone();
     policy.set_keys(index, KeySet::from_jwks(JWKS.as_bytes()).unwrap());
-    assert_eq!(status(&policy.decide_with(&view, NOW, &|_| true)), 200);
+    assert_eq!(status(&policy.decide_with(&view, NOW, &Refetch(true))), 200);
 }
 
 #[test]
@@ -345,4 +345,13 @@ fn remote_jwks_errors_name_the_field() {
             .starts_with("providers.p.jwks.remote.cluster")
     );
     assert!(err(json!({})).starts_with("providers.p.jwks: name exactly one of inline or remote"));
+}
+
+/// A host that allows (or refuses) every refetch.
+struct Refetch(bool);
+
+impl crate::verify::Host for Refetch {
+    fn may_refetch(&self, _index: usize) -> bool {
+        self.0
+    }
 }

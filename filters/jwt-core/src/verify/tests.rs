@@ -297,3 +297,60 @@ proptest! {
         let _ = provider_for(Algorithm::RS256).verify(&input, NOW);
     }
 }
+
+/// A host that answers every native check with `answer`, and remembers what
+/// it was asked.
+struct Native {
+    answer: Option<bool>,
+    asked: std::cell::RefCell<Vec<(&'static str, usize, u8)>>,
+}
+
+impl Host for Native {
+    fn verify_natively(&self, check: &crate::native::NativeCheck<'_>) -> Option<bool> {
+        self.asked
+            .borrow_mut()
+            .push((check.hash, check.public_key_der.len(), check.signature[0]));
+        self.answer
+    }
+}
+
+#[test]
+fn rs_and_es_signatures_go_to_the_host_and_the_rest_stay_in_rust() {
+    for (alg, key, kid) in signers() {
+        let p = provider_for(alg);
+        let token = sign(alg, &key, kid, &claims());
+        let refusing = Native {
+            answer: Some(false),
+            asked: Default::default(),
+        };
+        let result = p.verify_with(&token, NOW, &refusing);
+        let asked = refusing.asked.borrow().clone();
+        use Algorithm::*;
+        if matches!(alg, RS256 | RS384 | RS512 | ES256 | ES384) {
+            // The host's word is final: a valid token it refuses is refused.
+            assert_eq!(result, Err(VerifyError::BadSignature), "{alg:?}");
+            let (hash, spki_len, first) = asked[0];
+            assert_eq!(
+                hash,
+                match alg {
+                    RS256 | ES256 => "sha256",
+                    RS384 | ES384 => "sha384",
+                    _ => "sha512",
+                }
+            );
+            assert!(spki_len > 60, "{alg:?}: SubjectPublicKeyInfo DER");
+            if matches!(alg, ES256 | ES384) {
+                assert_eq!(first, 0x30, "{alg:?}: ECDSA goes as a DER SEQUENCE");
+            }
+        } else {
+            assert!(asked.is_empty(), "{alg:?} is verified in Rust");
+            assert!(result.is_ok(), "{alg:?}");
+        }
+        // A host that cannot answer falls back to Rust.
+        let absent = Native {
+            answer: None,
+            asked: Default::default(),
+        };
+        assert!(p.verify_with(&token, NOW, &absent).is_ok(), "{alg:?}");
+    }
+}
