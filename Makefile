@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 WASM_PROFILE := wasm-release
-WASM_CRATES := -p gatehouse-jwt
+WASM_CRATES := -p gatehouse-jwt -p gatehouse-noop
 
 .PHONY: help setup wasm build test lint bench run clean
 

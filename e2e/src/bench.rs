@@ -63,6 +63,8 @@ pub struct Scenario {
     pub path: String,
     /// Rate-limit service the scenario's Envoy calls, if any.
     pub sidecar: Sidecar,
+    /// Tokens, one a line, sent in turn as `authorization: Bearer <token>`.
+    pub tokens: Option<PathBuf>,
 }
 
 /// A rate-limit service beside Envoy (or alone, for raw gRPC load).
@@ -89,6 +91,23 @@ pub struct Sample {
     pub p99_us: f64,
     /// CPU the rate-limit service spent per request, microseconds.
     pub cpu_us: Option<f64>,
+}
+
+/// A `wrk` Lua prelude that sends the tokens of `file` in turn, one per
+/// request, as bearer tokens. Every JWT scenario pays the same Lua cost.
+pub fn token_rotation(file: &std::path::Path) -> String {
+    format!(
+        r#"
+local tokens = {{}}
+for line in io.lines("{}") do tokens[#tokens + 1] = "Bearer " .. line end
+local next_token = 0
+request = function()
+  next_token = next_token % #tokens + 1
+  return wrk.format(nil, nil, {{ ["authorization"] = tokens[next_token] }})
+end
+"#,
+        file.display()
+    )
 }
 
 /// Parses the line `WRK_REPORT` prints. Runs with socket errors or error
@@ -402,8 +421,17 @@ pub async fn run(
     pinning: Option<&Pinning>,
 ) -> Result<Vec<Summary>> {
     let wrk = paths::tool("wrk", "installs the Debian package wrk")?;
-    let script = tempfile::Builder::new().suffix(".lua").tempfile()?;
-    std::fs::write(script.path(), WRK_REPORT)?;
+    let mut scripts = Vec::new();
+    for scenario in scenarios {
+        let script = tempfile::Builder::new().suffix(".lua").tempfile()?;
+        let mut text = String::new();
+        if let Some(tokens) = &scenario.tokens {
+            text.push_str(&token_rotation(tokens));
+        }
+        text.push_str(WRK_REPORT);
+        std::fs::write(script.path(), text)?;
+        scripts.push(script);
+    }
 
     let echo = Echo::start_named("bench").await?;
     let mut stacks = Vec::new();
@@ -448,7 +476,7 @@ pub async fn run(
                     .arg(format!("-c{}", settings.connections))
                     .arg(format!("-d{}s", duration.as_secs().max(1)))
                     .arg("-s")
-                    .arg(script.path())
+                    .arg(scripts[i].path())
                     .arg(envoy.url(&scenarios[i].path));
                 tokio::process::Command::from(c)
             });

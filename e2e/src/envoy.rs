@@ -172,12 +172,18 @@ impl EnvoyBuilder {
         self
     }
 
-    /// Renders the template, filling `JWT_WASM` when the template needs it.
+    /// Renders the template, filling the wasm filter paths (`JWT_WASM`,
+    /// `NOOP_WASM`) the template uses.
     pub fn render(&self) -> Result<String> {
         let mut vars = self.vars.clone();
-        if self.template.contains("JWT_WASM") && !vars.contains_key("JWT_WASM") {
-            let wasm = paths::wasm_filter("gatehouse_jwt")?;
-            vars.insert("JWT_WASM".to_owned(), wasm.display().to_string());
+        for (placeholder, crate_name) in [
+            ("JWT_WASM", "gatehouse_jwt"),
+            ("NOOP_WASM", "gatehouse_noop"),
+        ] {
+            if self.template.contains(placeholder) && !vars.contains_key(placeholder) {
+                let wasm = paths::wasm_filter(crate_name)?;
+                vars.insert(placeholder.to_owned(), wasm.display().to_string());
+            }
         }
         template::render(&self.template, &vars)
             .with_context(|| format!("rendering {}", self.origin))

@@ -42,8 +42,28 @@ async fn invalid_bootstrap_is_rejected_with_envoys_own_message() {
 #[tokio::test]
 async fn shipped_templates_pass_envoy_validate() -> anyhow::Result<()> {
     let echo = Echo::start().await?;
-    for template in ["proxy.yaml", "jwt-wasm.yaml"] {
-        let rendered = Envoy::from_template(template)?.upstream(&echo).render()?;
+    let jwks = std::fs::read_to_string(
+        paths::workspace_root().join("filters/jwt-core/testdata/jwks.json"),
+    )?;
+    let jwks = serde_json::from_str::<serde_json::Value>(&jwks)?.to_string();
+    for template in [
+        "proxy.yaml",
+        "jwt-wasm.yaml",
+        "noop-wasm.yaml",
+        "jwt-authn.yaml",
+        "ratelimit.yaml",
+        "jwt-remote.yaml",
+    ] {
+        let rendered = Envoy::from_template(template)?
+            .upstream(&echo)
+            .var("JWKS_JSON", &jwks)
+            .var(
+                "JWT_CACHE_CONFIG",
+                "jwt_cache_config: { jwt_cache_size: 10 }",
+            )
+            .var("RLS_PORT", 1)
+            .var("JWKS_PORT", 2)
+            .render()?;
         let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
         std::fs::write(file.path(), rendered)?;
         envoy::validate(file.path())

@@ -29,6 +29,7 @@ fn scenario(name: &str, template: &str, path: &str, sidecar: Sidecar) -> Scenari
         vars: Vec::new(),
         path: path.to_owned(),
         sidecar,
+        tokens: None,
     }
 }
 
@@ -59,7 +60,7 @@ async fn main() -> Result<()> {
         set.set(p.load.parse()?)?;
         nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
     }
-    let all = ["proxy", "ratelimit", "ratelimit-raw"];
+    let all = ["proxy", "ratelimit", "ratelimit-raw", "jwt"];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sets: Vec<&str> = if args.is_empty() {
         all.to_vec()
@@ -215,6 +216,7 @@ async fn main() -> Result<()> {
                     targets,
                 )
             }
+            "jwt" => jwt_set(&settings, pinning.as_ref()).await?,
             other => bail!("unknown benchmark set {other:?}: use {}", all.join(", ")),
         };
         let report = format!(
@@ -231,4 +233,187 @@ async fn main() -> Result<()> {
         println!("written to {}", out.display());
     }
     Ok(())
+}
+
+/// Writes `count` distinct tokens signed with `alg` by the test key `pem`
+/// (kid `kid`) to a file, one a line.
+fn mint(
+    dir: &std::path::Path,
+    alg: jsonwebtoken::Algorithm,
+    kid: &str,
+    pem: &str,
+    count: usize,
+) -> Result<std::path::PathBuf> {
+    let keys = e2e::paths::workspace_root().join("filters/jwt-core/testdata/keys");
+    let pem = std::fs::read(keys.join(pem))?;
+    let key = match alg {
+        jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem)?,
+        _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem)?,
+    };
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 86_400;
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    let mut lines = String::new();
+    for i in 0..count {
+        let claims = serde_json::json!({ "iss": "https://idp.example", "sub": format!("user-{i}"), "exp": exp });
+        lines.push_str(&jsonwebtoken::encode(&header, &claims, &key)?);
+        lines.push('\n');
+    }
+    let path = dir.join(format!("{kid}-{count}.tokens"));
+    std::fs::write(&path, lines)?;
+    Ok(path)
+}
+
+/// Envoy's native jwt_authn against gatehouse-jwt and the empty wasm filter.
+async fn jwt_set(
+    settings: &Settings,
+    pinning: Option<&Pinning>,
+) -> Result<(String, String, String)> {
+    // More distinct tokens than any cache holds (jwt_authn's is set to 1000).
+    let distinct = env_number("BENCH_JWT_DISTINCT_TOKENS", 4000)?;
+    let dir = tempfile::tempdir()?;
+    eprintln!("minting {distinct} RS256 and {distinct} ES256 tokens...");
+    let rs_one = mint(
+        dir.path(),
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1",
+        "rsa.pem",
+        1,
+    )?;
+    let rs_many = mint(
+        dir.path(),
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1",
+        "rsa.pem",
+        distinct,
+    )?;
+    let es_many = mint(
+        dir.path(),
+        jsonwebtoken::Algorithm::ES256,
+        "ec-256",
+        "ec256.pem",
+        distinct,
+    )?;
+    let jwks: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        e2e::paths::workspace_root().join("filters/jwt-core/testdata/jwks.json"),
+    )?)?;
+    let gatehouse = serde_json::json!({
+        "providers": { "idp": { "issuer": "https://idp.example", "algorithms": ["RS256", "ES256"], "jwks": { "inline": jwks } } },
+        "rules": [ { "requires": { "provider": "idp" } } ]
+    })
+    .to_string();
+    let jwks = jwks.to_string();
+    let make =
+        |name: &str, template: &str, vars: &[(&str, &str)], tokens: &std::path::Path| Scenario {
+            name: name.to_owned(),
+            template: template.to_owned(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            path: "/bench".to_owned(),
+            sidecar: Sidecar::None,
+            tokens: Some(tokens.to_owned()),
+        };
+    let native = [("JWKS_JSON", jwks.as_str()), ("JWT_CACHE_CONFIG", "")];
+    let cached = [
+        ("JWKS_JSON", jwks.as_str()),
+        (
+            "JWT_CACHE_CONFIG",
+            "jwt_cache_config: { jwt_cache_size: 1000 }",
+        ),
+    ];
+    let ours = [("JWT_CONFIG", gatehouse.as_str())];
+    let scenarios = [
+        make("no auth (baseline), one token", "proxy.yaml", &[], &rs_one),
+        make(
+            "empty wasm filter, one token",
+            "noop-wasm.yaml",
+            &[],
+            &rs_one,
+        ),
+        make(
+            "jwt_authn, one RS256 token",
+            "jwt-authn.yaml",
+            &native,
+            &rs_one,
+        ),
+        make(
+            "jwt_authn + cache, one RS256 token",
+            "jwt-authn.yaml",
+            &cached,
+            &rs_one,
+        ),
+        make(
+            "gatehouse-jwt, one RS256 token",
+            "jwt-wasm.yaml",
+            &ours,
+            &rs_one,
+        ),
+        make(
+            "jwt_authn, distinct RS256 tokens",
+            "jwt-authn.yaml",
+            &native,
+            &rs_many,
+        ),
+        make(
+            "jwt_authn + cache, distinct RS256 tokens",
+            "jwt-authn.yaml",
+            &cached,
+            &rs_many,
+        ),
+        make(
+            "gatehouse-jwt, distinct RS256 tokens",
+            "jwt-wasm.yaml",
+            &ours,
+            &rs_many,
+        ),
+        make(
+            "jwt_authn, distinct ES256 tokens",
+            "jwt-authn.yaml",
+            &native,
+            &es_many,
+        ),
+        make(
+            "gatehouse-jwt, distinct ES256 tokens",
+            "jwt-wasm.yaml",
+            &ours,
+            &es_many,
+        ),
+    ];
+    let s = bench::run(&scenarios, settings, pinning).await?;
+    let mut targets = String::from("Targets:\n");
+    let _ = writeln!(
+        targets,
+        "- distinct RS256 tokens, gatehouse-jwt at least 0.9 of jwt_authn: {:.2}, {}",
+        ratio(&s, 7, 5),
+        verdict(ratio(&s, 7, 5) >= 0.9)
+    );
+    let _ = writeln!(
+        targets,
+        "- one repeated token, gatehouse-jwt at least 0.9 of the empty wasm filter: {:.2}, {} (no verified-token cache yet)",
+        ratio(&s, 4, 1),
+        verdict(ratio(&s, 4, 1) >= 0.9)
+    );
+    let _ = writeln!(
+        targets,
+        "- distinct ES256 tokens, gatehouse-jwt against jwt_authn: {:.2}",
+        ratio(&s, 9, 8)
+    );
+    let _ = writeln!(
+        targets,
+        "- (for scale) empty wasm filter against no auth: {:.2}",
+        ratio(&s, 1, 0)
+    );
+    Ok((
+        format!(
+            "Envoy with 1 worker under wrk (1 thread, {} connections), every request with an `authorization: Bearer` token from a file: one token repeated, or {distinct} distinct ones in turn. All the same RSA (and P-256) key.",
+            settings.connections
+        ),
+        bench::table(&s, None),
+        targets,
+    ))
 }
