@@ -247,6 +247,44 @@ mod verification {
         assert_eq!(stat("allowed"), 3, "{stats}");
         assert_eq!(stat("denied.missing_token"), 1, "{stats}");
         assert_eq!(stat("denied.invalid_token"), 3, "{stats}");
+
+        // A token seen again is answered from the worker's cache: no new
+        // signature check.
+        let again = format!(
+            "Bearer {}",
+            token(
+                Algorithm::ES256,
+                "ec-256",
+                &EncodingKey::from_ec_pem(&read("keys/ec256.pem"))?,
+                json!({"iss": "https://idp.example", "aud": "api", "sub": "again", "exp": now() + 300})
+            )
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                envoy
+                    .get("/api")
+                    .header("authorization", &again)
+                    .send()
+                    .await?
+                    .status(),
+                200
+            );
+        }
+        let stats = envoy
+            .client()
+            .get(envoy.admin_url("/stats?filter=gatehouse_jwt"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let stat = |name: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("wasmcustom.gatehouse_jwt.{name}: ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        assert_eq!(stat("cache.hits"), 2, "{stats}");
         Ok(())
     }
 }

@@ -6,6 +6,9 @@ use serde::Deserialize;
 
 use crate::policy::{Policy, RawProvider, RawRule};
 
+/// Verified tokens a worker remembers unless configured otherwise.
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 1000;
+
 /// Header prefix the stack's invented headers use unless renamed.
 pub const DEFAULT_HEADER_PREFIX: &str = "x-gatehouse-";
 
@@ -14,6 +17,7 @@ pub const DEFAULT_HEADER_PREFIX: &str = "x-gatehouse-";
 pub struct FilterConfig {
     header_prefix: String,
     policy: Policy,
+    token_cache_size: usize,
 }
 
 /// Why a filter configuration was refused. `Display` names the field path.
@@ -45,6 +49,8 @@ struct RawFilterConfig {
     #[serde(default)]
     realm: Option<String>,
     #[serde(default)]
+    token_cache_size: Option<usize>,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -55,6 +61,7 @@ impl Default for FilterConfig {
         Self {
             header_prefix: DEFAULT_HEADER_PREFIX.to_owned(),
             policy: Policy::default(),
+            token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
         }
     }
 }
@@ -111,6 +118,12 @@ impl FilterConfig {
         &self.policy
     }
 
+    /// How many verified tokens each worker may remember (0: none).
+    #[must_use]
+    pub fn token_cache_size(&self) -> usize {
+        self.token_cache_size
+    }
+
     /// Installs freshly fetched keys for provider `index` (a JWKS refresh).
     pub fn set_keys(&mut self, index: usize, keys: crate::KeySet) {
         self.policy.set_keys(index, keys);
@@ -143,9 +156,11 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
         };
         let realm = raw.realm.unwrap_or_else(|| "gatehouse".to_owned());
         let policy = Policy::compile(raw.providers, raw.rules, realm)?;
+        let token_cache_size = raw.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
         Ok(Self {
             header_prefix,
             policy,
+            token_cache_size,
         })
     }
 }

@@ -10,6 +10,7 @@
 //! anything else runs, see `../shared/DESIGN.md`, "Contracts"), and token
 //! verification: compact JWS parsing, JWKS keys, signatures and claims.
 
+mod cache;
 mod config;
 mod jwks;
 pub mod native;
@@ -17,6 +18,7 @@ mod policy;
 mod token;
 mod verify;
 
+pub use cache::{MAX_TRUST_SECS, TokenCache};
 pub use config::{ConfigError, FilterConfig};
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksError, KeyKind, KeySet, VerifyingKey, parse_algorithm};

@@ -577,8 +577,16 @@ impl Policy {
                 continue;
             };
             found_any = true;
+            if let Some(claims) = host.cached_claims(index, token, now) {
+                return provider.allow(&claims, location, self);
+            }
             match provider.provider.verify_with(token, now, host) {
-                Ok(verified) => return provider.allow(&verified.claims, location, self),
+                Ok(verified) => {
+                    let until = provider.provider.trusted_until(&verified.claims, now);
+                    let claims = std::rc::Rc::new(verified.claims);
+                    host.remember(index, token, std::rc::Rc::clone(&claims), until);
+                    return provider.allow(&claims, location, self);
+                }
                 Err(VerifyError::UnknownKid(_))
                     if provider.remote.is_some() && host.may_refetch(index) =>
                 {

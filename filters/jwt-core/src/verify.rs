@@ -60,6 +60,28 @@ pub trait Host {
     fn verify_natively(&self, _check: &NativeCheck<'_>) -> Option<bool> {
         None
     }
+
+    /// Claims of a token provider `index` verified before and that is still
+    /// valid at `now`, from the host's cache.
+    fn cached_claims(
+        &self,
+        _index: usize,
+        _token: &str,
+        _now: u64,
+    ) -> Option<std::rc::Rc<Map<String, Value>>> {
+        None
+    }
+
+    /// Offers a freshly verified token to the host's cache, valid until
+    /// `valid_until` (Unix seconds).
+    fn remember(
+        &self,
+        _index: usize,
+        _token: &str,
+        _claims: std::rc::Rc<Map<String, Value>>,
+        _valid_until: u64,
+    ) {
+    }
 }
 
 /// A host that offers nothing: pure-Rust verification, no fetches.
@@ -150,6 +172,18 @@ impl Provider {
             keys,
             leeway_secs,
         }
+    }
+
+    /// Until when a token with these verified claims may be trusted without
+    /// verifying again: its `exp` plus the leeway, or a bounded time without.
+    #[must_use]
+    pub fn trusted_until(&self, claims: &Map<String, Value>, now: u64) -> u64 {
+        claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map_or(now.saturating_add(crate::cache::MAX_TRUST_SECS), |exp| {
+                exp.saturating_add(self.leeway_secs)
+            })
     }
 
     /// Replaces the keys (a JWKS refresh); everything else stays.

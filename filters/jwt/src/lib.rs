@@ -16,7 +16,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use std::cell::Cell;
 
 use gatehouse_jwt_core::native::{NativeCheck, parse_result};
-use gatehouse_jwt_core::{Decision, FilterConfig, Host, KeySet, RemoteJwks, RequestView};
+use gatehouse_jwt_core::{
+    Decision, FilterConfig, Host, KeySet, RemoteJwks, RequestView, TokenCache,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
@@ -73,6 +75,8 @@ struct Shared {
     /// Set once Envoy said it has no `verify_signature` foreign function.
     no_native: Cell<bool>,
     stats: Stats,
+    /// Tokens this worker verified, so a repeated token skips the signature.
+    cache: RefCell<TokenCache>,
 }
 
 /// Envoy stats of the filter, defined once in `on_configure`. Envoy exports
@@ -87,6 +91,7 @@ struct Stats {
     jwks_failures: Option<u32>,
     native_verifications: Option<u32>,
     wasm_verifications: Option<u32>,
+    cache_hits: Option<u32>,
 }
 
 impl Stats {
@@ -103,6 +108,7 @@ impl Stats {
             jwks_failures: counter("gatehouse_jwt.jwks.failures"),
             native_verifications: counter("gatehouse_jwt.signatures.native"),
             wasm_verifications: counter("gatehouse_jwt.signatures.wasm"),
+            cache_hits: counter("gatehouse_jwt.cache.hits"),
         }
     }
 
@@ -122,6 +128,32 @@ struct EnvoyHost<'a> {
 }
 
 impl Host for EnvoyHost<'_> {
+    fn cached_claims(
+        &self,
+        index: usize,
+        token: &str,
+        now: u64,
+    ) -> Option<Rc<serde_json::Map<String, serde_json::Value>>> {
+        let hit = self.shared.cache.borrow().get(index, token, now);
+        if hit.is_some() {
+            Stats::add(self.shared.stats.cache_hits);
+        }
+        hit
+    }
+
+    fn remember(
+        &self,
+        index: usize,
+        token: &str,
+        claims: Rc<serde_json::Map<String, serde_json::Value>>,
+        valid_until: u64,
+    ) {
+        self.shared
+            .cache
+            .borrow_mut()
+            .insert(index, token, claims, valid_until, self.now);
+    }
+
     fn may_refetch(&self, index: usize) -> bool {
         self.may_fetch && self.shared.refetch_allowed(index, self.now)
     }
@@ -244,6 +276,8 @@ impl Shared {
                     &format!("gatehouse-jwt: jwks of {name} loaded: {} keys", keys.len()),
                 );
                 self.config.borrow_mut().set_keys(provider, keys);
+                // A key that left the set must not keep its tokens alive.
+                self.cache.borrow_mut().clear();
                 state.last_success = Some(now);
             }
             // Keys survive a failed refresh.
@@ -308,12 +342,14 @@ impl RootContext for JwtRoot {
                     .map(|(i, n, r)| (i, n.to_owned(), r.clone()))
                     .collect();
                 let has_remote = !remotes.is_empty();
+                let cache_size = config.token_cache_size();
                 self.shared = Rc::new(Shared {
                     config: RefCell::new(config),
                     remotes: RefCell::new(remotes),
                     fetches: RefCell::new(HashMap::new()),
                     no_native: Cell::new(false),
                     stats: Stats::define(),
+                    cache: RefCell::new(TokenCache::new(cache_size)),
                 });
                 if has_remote && let Err(status) = hostcalls::set_tick_period(TICK) {
                     log(

@@ -355,3 +355,92 @@ impl crate::verify::Host for Refetch {
         self.0
     }
 }
+
+/// A host with a token cache that counts signature checks.
+struct Caching {
+    cache: std::cell::RefCell<crate::cache::TokenCache>,
+    checks: std::cell::Cell<usize>,
+}
+
+impl crate::verify::Host for Caching {
+    fn verify_natively(&self, _check: &crate::native::NativeCheck<'_>) -> Option<bool> {
+        self.checks.set(self.checks.get() + 1);
+        None
+    }
+    fn cached_claims(
+        &self,
+        index: usize,
+        token: &str,
+        now: u64,
+    ) -> Option<std::rc::Rc<serde_json::Map<String, Value>>> {
+        self.cache.borrow().get(index, token, now)
+    }
+    fn remember(
+        &self,
+        index: usize,
+        token: &str,
+        claims: std::rc::Rc<serde_json::Map<String, Value>>,
+        until: u64,
+    ) {
+        self.cache
+            .borrow_mut()
+            .insert(index, token, claims, until, NOW);
+    }
+}
+
+#[test]
+fn a_repeated_token_is_verified_once_and_trusted_until_it_expires() {
+    let config = config();
+    let host = Caching {
+        cache: std::cell::RefCell::new(crate::cache::TokenCache::new(16)),
+        checks: std::cell::Cell::new(0),
+    };
+    let mut claims = good_claims();
+    claims["exp"] = json!(NOW + 100);
+    let headers = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", token(claims)),
+    )];
+    let view = RequestView {
+        path: "/api",
+        host: "h",
+        method: "GET",
+        headers: &headers,
+    };
+    for _ in 0..3 {
+        assert!(matches!(
+            config.policy().decide_with(&view, NOW, &host),
+            Decision::Continue { .. }
+        ));
+    }
+    assert_eq!(
+        host.checks.get(),
+        1,
+        "one signature check for three requests"
+    );
+    // Past exp (and the 60 s leeway) the cache no longer vouches; the token is refused.
+    let later = NOW + 100 + 60;
+    assert!(matches!(
+        config.policy().decide_with(&view, later, &host),
+        Decision::Deny { status: 401, .. }
+    ));
+    // Required claims still apply to cached tokens.
+    let mut no_read = good_claims();
+    no_read["scope"] = json!("write");
+    let headers = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", token(no_read)),
+    )];
+    let view = RequestView {
+        path: "/api",
+        host: "h",
+        method: "GET",
+        headers: &headers,
+    };
+    for _ in 0..2 {
+        assert!(matches!(
+            config.policy().decide_with(&view, NOW, &host),
+            Decision::Deny { status: 403, .. }
+        ));
+    }
+}
