@@ -394,7 +394,7 @@ async fn jwt_set(
     );
     let _ = writeln!(
         targets,
-        "- one repeated token, gatehouse-jwt at least 0.9 of the empty wasm filter: {:.2}, {} (no verified-token cache yet)",
+        "- one repeated token, gatehouse-jwt at least 0.9 of the empty wasm filter: {:.2}, {}",
         ratio(&s, 4, 1),
         verdict(ratio(&s, 4, 1) >= 0.9)
     );
