@@ -529,7 +529,10 @@ impl JwtRequest {
             if config.is_reserved_header(&name) {
                 hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &name, None)?;
             } else {
-                kept.push((name, String::from_utf8_lossy(&value).into_owned()));
+                // Valid UTF-8 (every real header) is taken as is, no copy.
+                let value = String::from_utf8(value)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                kept.push((name, value));
             }
         }
         Ok(kept)
