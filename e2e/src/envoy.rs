@@ -78,6 +78,23 @@ impl Envoy {
         format!("http://{}{path}", self.admin)
     }
 
+    /// A counter or gauge from the admin `/stats`, 0 when Envoy has none by
+    /// that name (e.g. `wasmcustom.gatehouse_jwt.allowed`).
+    pub async fn stat(&self, name: &str) -> Result<u64> {
+        let text = self
+            .client
+            .get(self.admin_url(&format!("/stats?filter=^{name}$")))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
     /// A GET through the ingress listener.
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(self.url(path))

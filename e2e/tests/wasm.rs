@@ -100,6 +100,16 @@ async fn quickstart_stack_serves_through_the_filter() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A file of the JWT core's test data (keys, JWKS).
+fn testdata(name: &str) -> Vec<u8> {
+    std::fs::read(
+        e2e::paths::workspace_root()
+            .join("filters/jwt-core/testdata")
+            .join(name),
+    )
+    .unwrap()
+}
+
 mod verification {
     //! gatehouse-jwt verifying tokens inside Envoy, with an inline JWKS.
 
@@ -107,14 +117,7 @@ mod verification {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     use serde_json::json;
 
-    fn read(name: &str) -> Vec<u8> {
-        std::fs::read(
-            e2e::paths::workspace_root()
-                .join("filters/jwt-core/testdata")
-                .join(name),
-        )
-        .unwrap()
-    }
+    use super::testdata as read;
 
     fn now() -> u64 {
         std::time::SystemTime::now()
@@ -228,25 +231,16 @@ mod verification {
 
         // RS256 and ES256 went through Envoy's native verify_signature, never
         // the wasm fallback; the counters are exported under wasmcustom.
-        let stats = envoy
-            .client()
-            .get(envoy.admin_url("/stats?filter=gatehouse_jwt"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let stat = |name: &str| -> u64 {
-            stats
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("wasmcustom.gatehouse_jwt.{name}: ")))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
+        let envoy = &envoy;
+        let stat = |name: &str| {
+            let full = format!("wasmcustom.gatehouse_jwt.{name}");
+            async move { envoy.stat(&full).await }
         };
-        assert!(stat("signatures.native") >= 4, "{stats}");
-        assert_eq!(stat("signatures.wasm"), 0, "{stats}");
-        assert_eq!(stat("allowed"), 3, "{stats}");
-        assert_eq!(stat("denied.missing_token"), 1, "{stats}");
-        assert_eq!(stat("denied.invalid_token"), 3, "{stats}");
+        assert!(stat("signatures.native").await? >= 4);
+        assert_eq!(stat("signatures.wasm").await?, 0);
+        assert_eq!(stat("allowed").await?, 3);
+        assert_eq!(stat("denied.missing_token").await?, 1);
+        assert_eq!(stat("denied.invalid_token").await?, 3);
 
         // A token seen again is answered from the worker's cache: no new
         // signature check.
@@ -270,21 +264,7 @@ mod verification {
                 200
             );
         }
-        let stats = envoy
-            .client()
-            .get(envoy.admin_url("/stats?filter=gatehouse_jwt"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let stat = |name: &str| -> u64 {
-            stats
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("wasmcustom.gatehouse_jwt.{name}: ")))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        assert_eq!(stat("cache.hits"), 2, "{stats}");
+        assert_eq!(stat("cache.hits").await?, 2);
         Ok(())
     }
 }
@@ -297,14 +277,7 @@ mod remote_jwks {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     use serde_json::json;
 
-    fn read(name: &str) -> Vec<u8> {
-        std::fs::read(
-            e2e::paths::workspace_root()
-                .join("filters/jwt-core/testdata")
-                .join(name),
-        )
-        .unwrap()
-    }
+    use super::testdata as read;
 
     /// The test JWKS with only the keys named.
     fn jwks_with(kids: &[&str]) -> String {
