@@ -42,6 +42,8 @@ struct RawJwks {
     inline: Option<Value>,
     #[serde(default)]
     remote: Option<RawRemote>,
+    #[serde(default)]
+    hmac_secret_base64url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,25 +339,49 @@ impl Policy {
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         for (name, raw) in raw_providers {
             let at = format!("providers.{name}");
-            let (keys, remote) = match (raw.jwks.inline, raw.jwks.remote) {
-                (Some(inline), None) => {
+            let hmac = raw.jwks.hmac_secret_base64url.is_some();
+            let (keys, remote) = match (
+                raw.jwks.inline,
+                raw.jwks.remote,
+                raw.jwks.hmac_secret_base64url,
+            ) {
+                (None, None, Some(secret)) => {
+                    use base64::Engine as _;
+                    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(secret.trim_end_matches('='))
+                        .map_err(|_| {
+                            invalid(format!("{at}.jwks.hmac_secret_base64url"), "not base64url")
+                        })?;
+                    // RFC 7518 §3.2: an HMAC key at least as long as the hash.
+                    if bytes.len() < 32 {
+                        return Err(invalid(
+                            format!("{at}.jwks.hmac_secret_base64url"),
+                            format!("{} bytes; an HMAC secret needs at least 32", bytes.len()),
+                        ));
+                    }
+                    (KeySet::from_secret(None, &bytes), None)
+                }
+                (Some(inline), None, None) => {
                     let jwks = serde_json::to_vec(&inline).unwrap_or_default();
                     let keys = KeySet::from_jwks(&jwks)
                         .map_err(|e| invalid(format!("{at}.jwks.inline"), e.to_string()))?;
                     (keys, None)
                 }
-                (None, Some(r)) => (
+                (None, Some(r), None) => (
                     KeySet::default(),
                     Some(RemoteJwks::try_from_raw(r, &format!("{at}.jwks.remote"))?),
                 ),
                 _ => {
                     return Err(invalid(
                         format!("{at}.jwks"),
-                        "name exactly one of inline or remote",
+                        "name exactly one of inline, remote or hmac_secret_base64url",
                     ));
                 }
             };
+            let is_hmac =
+                |a: Algorithm| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
             let algorithms = match raw.algorithms {
+                None if hmac => vec![Algorithm::HS256],
                 None => vec![Algorithm::RS256, Algorithm::ES256],
                 Some(list) => list
                     .iter()
@@ -364,10 +390,16 @@ impl Policy {
                         let alg = parse_algorithm(a).ok_or_else(|| {
                             invalid(format!("{at}.algorithms[{i}]"), format!("unknown algorithm {a:?}: use RS256, ES256, PS256, EdDSA, ..."))
                         })?;
-                        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                        // HMAC only with a configured secret, and a secret only
+                        // for HMAC: the two never mix (algorithm confusion).
+                        if is_hmac(alg) != hmac {
                             return Err(invalid(
                                 format!("{at}.algorithms[{i}]"),
-                                "HMAC algorithms need a configured secret, which this filter does not take yet",
+                                if hmac {
+                                    "a provider with an HMAC secret takes HS256, HS384 or HS512 only"
+                                } else {
+                                    "HMAC algorithms need jwks.hmac_secret_base64url"
+                                },
                             ));
                         }
                         Ok(alg)

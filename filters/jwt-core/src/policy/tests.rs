@@ -246,7 +246,7 @@ fn config_errors_name_the_field() {
     );
     assert!(
         err(json!({"providers": {"p": {"jwks": {"inline": jwks}, "algorithms": ["HS256"]}}}))
-            .contains("configured secret")
+            .contains("hmac_secret_base64url")
     );
     assert!(
         err(json!({"providers": {"p": {"jwks": {"inline": jwks}, "from": [{"cookie": "a", "query": "b"}]}}}))
@@ -344,7 +344,9 @@ fn remote_jwks_errors_name_the_field() {
         err(json!({"remote": {"uri": "http://x/keys", "cluster": ""}}))
             .starts_with("providers.p.jwks.remote.cluster")
     );
-    assert!(err(json!({})).starts_with("providers.p.jwks: name exactly one of inline or remote"));
+    assert!(err(json!({})).starts_with(
+        "providers.p.jwks: name exactly one of inline, remote or hmac_secret_base64url"
+    ));
 }
 
 /// A host that allows (or refuses) every refetch.
@@ -443,4 +445,61 @@ fn a_repeated_token_is_verified_once_and_trusted_until_it_expires() {
             Decision::Deny { status: 403, .. }
         ));
     }
+}
+
+#[test]
+fn an_hmac_provider_takes_hs_tokens_signed_with_its_secret_only() {
+    use base64::Engine as _;
+    let secret = b"0123456789abcdef0123456789abcdef-hmac";
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let text = json!({
+        "providers": { "svc": { "jwks": { "hmac_secret_base64url": b64 } } },
+        "rules": [ { "requires": { "provider": "svc" } } ]
+    });
+    let config = FilterConfig::parse(text.to_string().as_bytes()).unwrap();
+    let sign = |key: &[u8]| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"exp": NOW + 60}),
+            &EncodingKey::from_secret(key),
+        )
+        .unwrap()
+    };
+    let decide = |token: String| {
+        let headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+        status(&config.policy().decide(
+            &RequestView {
+                path: "/",
+                host: "h",
+                method: "GET",
+                headers: &headers,
+            },
+            NOW,
+        ))
+    };
+    assert_eq!(decide(sign(secret)), 200);
+    assert_eq!(decide(sign(b"another-secret-of-enough-length-000000")), 401);
+    assert_eq!(
+        decide(token(json!({"exp": NOW + 60}))),
+        401,
+        "an ES256 token is not for an HMAC provider"
+    );
+
+    let err = |jwks: Value, algs: Value| {
+        let text = json!({"providers": {"p": {"jwks": jwks, "algorithms": algs}}});
+        FilterConfig::parse(text.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err(
+            json!({"hmac_secret_base64url": "c2hvcnQ"}),
+            json!(["HS256"])
+        )
+        .contains("at least 32")
+    );
+    assert!(
+        err(json!({"hmac_secret_base64url": b64}), json!(["RS256"]))
+            .contains("HS256, HS384 or HS512 only")
+    );
 }
