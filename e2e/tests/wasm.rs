@@ -384,3 +384,74 @@ mod remote_jwks {
         Ok(())
     }
 }
+
+mod shared_keys {
+    //! One JWKS fetch serves every Envoy worker.
+
+    use e2e::jwks::JwksServer;
+    use e2e::{Echo, Envoy};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::testdata as read;
+
+    #[tokio::test]
+    async fn workers_share_the_keys_one_of_them_fetched() -> anyhow::Result<()> {
+        let jwks = JwksServer::start_down().await?;
+        jwks.serve(&String::from_utf8(read("jwks.json"))?);
+        let echo = Echo::start().await?;
+        let config = json!({
+            "providers": { "idp": {
+                "algorithms": ["RS256"],
+                "jwks": { "remote": { "uri": "http://jwks.test/jwks.json", "cluster": "jwks", "cache_duration_seconds": 3600 } }
+            } },
+            "rules": [ { "requires": { "provider": "idp" } } ]
+        });
+        let envoy = Envoy::from_template("jwt-remote.yaml")?
+            .upstream(&echo)
+            .var("JWKS_PORT", jwks.port())
+            .var("JWT_CONFIG", config)
+            .concurrency(4)
+            .start()
+            .await?;
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 600;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("rsa-1".into());
+        let token = encode(
+            &header,
+            &json!({"exp": exp}),
+            &EncodingKey::from_rsa_pem(&read("keys/rsa.pem"))?,
+        )?;
+        // A fresh connection per request, so the requests spread over the workers.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let get = || {
+            client
+                .get(envoy.url("/api"))
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+        };
+        e2e::poll::until("keys loaded", e2e::poll::READY_DEADLINE, || {
+            let response = get();
+            async move { Ok((response.await?.status() == 200).then_some(())) }
+        })
+        .await?;
+        for _ in 0..40 {
+            assert_eq!(get().await?.status(), 200);
+        }
+        // Four workers, each ticking: without sharing there would be four
+        // fetches. One claims the fetch; the others take its keys (a rare
+        // start-up race may let a second one fetch too).
+        assert!(
+            jwks.fetches() <= 2,
+            "{} fetches for 4 workers",
+            jwks.fetches()
+        );
+        Ok(())
+    }
+}

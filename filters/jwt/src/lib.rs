@@ -248,6 +248,81 @@ impl Shared {
     }
 
     /// Takes a JWKS answer: new keys on success, the old ones kept otherwise.
+    /// Names of this provider's entries in Envoy's shared data, which every
+    /// worker of the VM sees: the last keys fetched, and who is fetching.
+    fn shared_keys(&self, provider: usize) -> Option<(String, String)> {
+        let remotes = self.remotes.borrow();
+        let (_, name, remote) = remotes.iter().find(|(i, _, _)| *i == provider)?;
+        let base = format!("gatehouse-jwt/{name}/{}{}", remote.authority, remote.path);
+        Some((format!("{base}/keys"), format!("{base}/fetching")))
+    }
+
+    /// Shares a fetched JWKS with the other workers: fetch time, then body.
+    fn publish(&self, provider: usize, now: u64, body: &[u8]) {
+        if let Some((keys, _)) = self.shared_keys(provider) {
+            let mut value = now.to_le_bytes().to_vec();
+            value.extend_from_slice(body);
+            let _ = hostcalls::set_shared_data(&keys, Some(&value), None);
+        }
+    }
+
+    fn release(&self, provider: usize) {
+        if let Some((_, fetching)) = self.shared_keys(provider) {
+            let _ = hostcalls::set_shared_data(&fetching, Some(&[]), None);
+        }
+    }
+
+    /// Takes the keys another worker fetched, when newer than this worker's.
+    fn adopt_shared(&self, provider: usize) -> bool {
+        let Some((keys, _)) = self.shared_keys(provider) else {
+            return false;
+        };
+        let Ok((Some(value), _)) = hostcalls::get_shared_data(&keys) else {
+            return false;
+        };
+        let Some((stamp, body)) = value.split_first_chunk::<8>() else {
+            return false;
+        };
+        let fetched_at = u64::from_le_bytes(*stamp);
+        if self
+            .state(provider)
+            .last_success
+            .is_some_and(|t| t >= fetched_at)
+        {
+            return false;
+        }
+        let Ok(set) = KeySet::from_jwks(body) else {
+            return false;
+        };
+        self.config.borrow_mut().set_keys(provider, set);
+        self.cache.borrow_mut().clear();
+        self.fetches
+            .borrow_mut()
+            .entry(provider)
+            .or_default()
+            .last_success = Some(fetched_at);
+        true
+    }
+
+    /// Claims the next fetch for every worker: false while another worker's
+    /// fetch is out (and not overdue), so one fetch serves them all.
+    fn claim_fetch(&self, provider: usize, now: u64) -> bool {
+        let (Some((_, fetching)), Some(remote)) =
+            (self.shared_keys(provider), self.remote(provider))
+        else {
+            return false;
+        };
+        let Ok((value, cas)) = hostcalls::get_shared_data(&fetching) else {
+            return true;
+        };
+        if let Some(stamp) = value.as_deref().and_then(|v| v.first_chunk::<8>())
+            && now.saturating_sub(u64::from_le_bytes(*stamp)) <= remote.timeout_ms / 1000 + 1
+        {
+            return false;
+        }
+        hostcalls::set_shared_data(&fetching, Some(&now.to_le_bytes()), cas).is_ok()
+    }
+
     fn receive(&self, provider: usize, body_size: usize, now: u64) {
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
@@ -263,9 +338,12 @@ impl Shared {
             .map(|(_, n, _)| n.clone())
             .unwrap_or_default();
         let keys = match (status.as_deref(), body) {
-            (Some("200"), Some(body)) => KeySet::from_jwks(&body).map_err(|e| e.to_string()),
+            (Some("200"), Some(body)) => KeySet::from_jwks(&body)
+                .inspect(|_| self.publish(provider, now, &body))
+                .map_err(|e| e.to_string()),
             (status, _) => Err(format!("status {}", status.unwrap_or("none"))),
         };
+        self.release(provider);
         let mut fetches = self.fetches.borrow_mut();
         let state = fetches.entry(provider).or_default();
         state.in_flight = false;
@@ -351,6 +429,22 @@ impl RootContext for JwtRoot {
                     stats: Stats::define(),
                     cache: RefCell::new(TokenCache::new(cache_size)),
                 });
+                // Give each fetch lock a value, so that claims compare-and-swap
+                // against a real version (a missing entry cannot be CAS-ed).
+                let providers: Vec<usize> = self
+                    .shared
+                    .remotes
+                    .borrow()
+                    .iter()
+                    .map(|(i, _, _)| *i)
+                    .collect();
+                for provider in providers {
+                    if let Some((_, fetching)) = self.shared.shared_keys(provider)
+                        && matches!(hostcalls::get_shared_data(&fetching), Ok((None, _)))
+                    {
+                        let _ = hostcalls::set_shared_data(&fetching, Some(&[]), None);
+                    }
+                }
                 if has_remote && let Err(status) = hostcalls::set_tick_period(TICK) {
                     log(
                         LogLevel::Critical,
@@ -374,7 +468,7 @@ impl RootContext for JwtRoot {
 
     fn on_tick(&mut self) {
         let now = now_secs();
-        let due: Vec<usize> = self
+        let due: Vec<(usize, RemoteJwks)> = self
             .shared
             .remotes
             .borrow()
@@ -385,9 +479,18 @@ impl RootContext for JwtRoot {
                     && !state.is_busy(remote, now)
                     && !state.is_backing_off(remote, now)
             })
-            .map(|(i, _, _)| *i)
+            .map(|(i, _, remote)| (*i, remote.clone()))
             .collect();
-        for provider in due {
+        for (provider, remote) in due {
+            // Keys another worker fetched recently serve this one too.
+            if self.shared.adopt_shared(provider)
+                && !self.shared.state(provider).is_stale(&remote, now)
+            {
+                continue;
+            }
+            if !self.shared.claim_fetch(provider, now) {
+                continue;
+            }
             match self.shared.dispatch(provider, now) {
                 Ok(token) => {
                     self.calls.insert(token, provider);
@@ -483,6 +586,11 @@ impl JwtRequest {
         };
         match decision {
             Decision::FetchKeys { provider } => {
+                // Another worker may have the new keys already, or be
+                // fetching them: then decide with what there is.
+                if shared.adopt_shared(provider) || !shared.claim_fetch(provider, now) {
+                    return self.check(false);
+                }
                 let token = shared.dispatch(provider, now)?;
                 self.waiting_for = Some((token, provider));
                 Ok(Action::Pause)
