@@ -18,6 +18,9 @@ pub struct FilterConfig {
     header_prefix: String,
     policy: Policy,
     token_cache_size: usize,
+    /// Headers the filter writes, collected once (checked for every header
+    /// of every request).
+    written: Vec<String>,
 }
 
 /// Why a filter configuration was refused. `Display` names the field path.
@@ -62,6 +65,7 @@ impl Default for FilterConfig {
             header_prefix: DEFAULT_HEADER_PREFIX.to_owned(),
             policy: Policy::default(),
             token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
+            written: Vec::new(),
         }
     }
 }
@@ -105,11 +109,7 @@ impl FilterConfig {
         (name.len() >= self.header_prefix.len()
             && name.as_bytes()[..self.header_prefix.len()]
                 .eq_ignore_ascii_case(self.header_prefix.as_bytes()))
-            || self
-                .policy
-                .written_headers()
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name))
+            || self.written.iter().any(|h| h.eq_ignore_ascii_case(name))
     }
 
     /// The providers and rules.
@@ -157,10 +157,16 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
         let realm = raw.realm.unwrap_or_else(|| "gatehouse".to_owned());
         let policy = Policy::compile(raw.providers, raw.rules, realm)?;
         let token_cache_size = raw.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
+        let written = policy
+            .written_headers()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         Ok(Self {
             header_prefix,
             policy,
             token_cache_size,
+            written,
         })
     }
 }

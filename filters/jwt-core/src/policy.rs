@@ -590,20 +590,20 @@ impl Policy {
             .iter()
             .find(|r| r.matches(request))
             .map_or(&Needs::Nothing, |r| &r.needs);
-        let (candidates, optional): (Vec<usize>, bool) = match needs {
+        let (candidates, optional): (&[usize], bool) = match needs {
             Needs::Nothing => {
                 return Decision::Continue {
                     remove: Vec::new(),
                     set: Vec::new(),
                 };
             }
-            Needs::Provider(p) => (vec![*p], false),
-            Needs::Any(list) => (list.clone(), false),
-            Needs::AllowMissing(p) => (vec![*p], true),
+            Needs::Provider(p) => (std::slice::from_ref(p), false),
+            Needs::Any(list) => (list, false),
+            Needs::AllowMissing(p) => (std::slice::from_ref(p), true),
         };
         let mut last_error: Option<VerifyError> = None;
         let mut found_any = false;
-        for index in candidates {
+        for &index in candidates {
             let provider = &self.providers[index];
             let Some((token, location)) = provider.find_token(request) else {
                 continue;
