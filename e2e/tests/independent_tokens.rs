@@ -4,8 +4,9 @@
 
 use gatehouse_jwt_core::{Algorithm, KeySet, Provider, VerifyError};
 
-#[test]
-fn tokens_from_pyjwt_are_judged_correctly() -> anyhow::Result<()> {
+/// Runs `e2e/testdata/mint_tokens.py` with the venv's PyJWT: the time it
+/// minted at, and one `{alg, case, token}` object a token.
+fn mint_with_pyjwt() -> anyhow::Result<(u64, Vec<serde_json::Value>)> {
     let root = e2e::paths::workspace_root();
     let python = root.join(".venv/bin/python");
     anyhow::ensure!(
@@ -13,13 +14,12 @@ fn tokens_from_pyjwt_are_judged_correctly() -> anyhow::Result<()> {
         "{} missing: run `make setup` (installs PyJWT into .venv)",
         python.display()
     );
-    let testdata = root.join("filters/jwt-core/testdata");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let output = std::process::Command::new(&python)
         .arg(root.join("e2e/testdata/mint_tokens.py"))
-        .arg(testdata.join("keys"))
+        .arg(root.join("filters/jwt-core/testdata/keys"))
         .arg(now.to_string())
         .output()?;
     anyhow::ensure!(
@@ -27,6 +27,17 @@ fn tokens_from_pyjwt_are_judged_correctly() -> anyhow::Result<()> {
         "PyJWT failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let minted = String::from_utf8(output.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    Ok((now, minted))
+}
+
+#[test]
+fn tokens_from_pyjwt_are_judged_correctly() -> anyhow::Result<()> {
+    let (now, minted) = mint_with_pyjwt()?;
+    let testdata = e2e::paths::workspace_root().join("filters/jwt-core/testdata");
 
     let keys = KeySet::from_jwks(&std::fs::read(testdata.join("jwks.json"))?)?;
     use Algorithm::*;
@@ -42,8 +53,7 @@ fn tokens_from_pyjwt_are_judged_correctly() -> anyhow::Result<()> {
     );
 
     let mut judged = 0;
-    for line in String::from_utf8(output.stdout)?.lines() {
-        let minted: serde_json::Value = serde_json::from_str(line)?;
+    for minted in &minted {
         let (alg, case, token) = (
             &minted["alg"],
             minted["case"].as_str().unwrap_or(""),
@@ -76,21 +86,8 @@ fn tokens_from_pyjwt_are_judged_correctly() -> anyhow::Result<()> {
 /// verdicts must match the core's.
 #[tokio::test]
 async fn tokens_from_pyjwt_are_judged_the_same_inside_envoy() -> anyhow::Result<()> {
-    let root = e2e::paths::workspace_root();
-    let testdata = root.join("filters/jwt-core/testdata");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let output = std::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("e2e/testdata/mint_tokens.py"))
-        .arg(testdata.join("keys"))
-        .arg(now.to_string())
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "PyJWT failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, minted) = mint_with_pyjwt()?;
+    let testdata = e2e::paths::workspace_root().join("filters/jwt-core/testdata");
     let jwks: serde_json::Value =
         serde_json::from_slice(&std::fs::read(testdata.join("jwks.json"))?)?;
     let config = serde_json::json!({
@@ -108,8 +105,7 @@ async fn tokens_from_pyjwt_are_judged_the_same_inside_envoy() -> anyhow::Result<
         .start()
         .await?;
     let mut native_expected = 0;
-    for line in String::from_utf8(output.stdout)?.lines() {
-        let minted: serde_json::Value = serde_json::from_str(line)?;
+    for minted in &minted {
         let (alg, case) = (
             minted["alg"].as_str().unwrap_or(""),
             minted["case"].as_str().unwrap_or(""),
