@@ -4,6 +4,7 @@
 //! change.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use serde_json::{Map, Value};
@@ -13,17 +14,78 @@ pub const MAX_TRUST_SECS: u64 = 600;
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// The token's full text: a hit must be this very token, not one with
+    /// the same hash.
+    token: Box<[u8]>,
     provider: usize,
     claims: Rc<Map<String, Value>>,
     valid_until: u64,
 }
 
-/// Verified tokens by their full text (no hash collisions can admit another
-/// token), at most `capacity` of them.
+/// Verified tokens by a hash of their text, at most `capacity` of them.
+///
+/// Tokens run to hundreds of bytes and hashing plus comparing them is the
+/// whole cost of a hit, so both go eight bytes at a time: SipHash, and the
+/// bytewise `memcmp` wasm32 links, cost several times more. The hash is not
+/// secret and need not be: a hit also compares the full text, so a
+/// colliding token is only a miss, and only verified tokens are inserted, so
+/// a client cannot crowd the table.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<u64, Entry, BuildHasherDefault<Identity>>,
     capacity: usize,
+}
+
+/// The map's hasher: keys are already mixed hashes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys reach here (`write_u64`); fold anything else in.
+        self.0 ^= hash_text(bytes);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+const MIX: u64 = 0x517c_c1b7_2722_0a95;
+
+fn words(bytes: &[u8]) -> (impl Iterator<Item = u64> + '_, &[u8]) {
+    let chunks = bytes.chunks_exact(8);
+    let tail = chunks.remainder();
+    let words = chunks.map(|c| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    });
+    (words, tail)
+}
+
+/// A multiply-rotate mix over whole words (as FxHash), then a final
+/// avalanche so the low bits the table indexes with depend on every byte.
+fn hash_text(bytes: &[u8]) -> u64 {
+    let (ws, tail) = words(bytes);
+    let mut h = bytes.len() as u64;
+    for w in ws.chain(tail.iter().map(|&b| u64::from(b))) {
+        h = (h.rotate_left(5) ^ w).wrapping_mul(MIX);
+    }
+    h ^= h >> 29;
+    h = h.wrapping_mul(MIX);
+    h ^ (h >> 32)
+}
+
+/// Byte equality, eight at a time.
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let ((wa, ta), (wb, tb)) = (words(a), words(b));
+    wa.zip(wb).all(|(x, y)| x == y) && ta.iter().zip(tb).all(|(x, y)| x == y)
 }
 
 impl TokenCache {
@@ -31,7 +93,7 @@ impl TokenCache {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             capacity,
         }
     }
@@ -40,9 +102,11 @@ impl TokenCache {
     /// still valid at `now`.
     #[must_use]
     pub fn get(&self, provider: usize, token: &str, now: u64) -> Option<Rc<Map<String, Value>>> {
+        let token = token.as_bytes();
         self.entries
-            .get(token)
+            .get(&hash_text(token))
             .filter(|e| e.provider == provider && now < e.valid_until)
+            .filter(|e| same_text(&e.token, token))
             .map(|e| Rc::clone(&e.claims))
     }
 
@@ -69,8 +133,9 @@ impl TokenCache {
         }
         let valid_until = valid_until.min(now.saturating_add(MAX_TRUST_SECS));
         self.entries.insert(
-            token.to_owned(),
+            hash_text(token.as_bytes()),
             Entry {
+                token: token.as_bytes().into(),
                 provider,
                 claims,
                 valid_until,
@@ -131,6 +196,21 @@ mod tests {
         assert!(cache.get(0, "t9", 100).is_some(), "the newest is kept");
         assert_eq!(TokenCache::new(0).len(), 0);
         let mut none = TokenCache::new(0);
+        // (and tokens that differ in one byte anywhere are different)
+        let long = "a".repeat(301);
+        let mut cache = TokenCache::new(10);
+        cache.insert(0, &long, claims(), 1000, 100);
+        assert!(cache.get(0, &long, 100).is_some());
+        for i in [0, 7, 8, 150, 299, 300] {
+            let mut other = long.clone().into_bytes();
+            other[i] = b'b';
+            let other = String::from_utf8(other).unwrap();
+            assert!(cache.get(0, &other, 100).is_none(), "byte {i} differs");
+        }
+        assert!(
+            cache.get(0, &long[..300], 100).is_none(),
+            "a prefix is not the token"
+        );
         none.insert(0, "t", claims(), 1000, 100);
         assert!(none.get(0, "t", 100).is_none());
     }

@@ -21,6 +21,8 @@ pub struct FilterConfig {
     /// Headers the filter writes, collected once (checked for every header
     /// of every request).
     written: Vec<String>,
+    /// Headers a decision reads ([`Policy::read_headers`]), collected once.
+    read: Vec<String>,
 }
 
 /// Why a filter configuration was refused. `Display` names the field path.
@@ -66,6 +68,7 @@ impl Default for FilterConfig {
             policy: Policy::default(),
             token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
             written: Vec::new(),
+            read: Vec::new(),
         }
     }
 }
@@ -110,6 +113,14 @@ impl FilterConfig {
             && name.as_bytes()[..self.header_prefix.len()]
                 .eq_ignore_ascii_case(self.header_prefix.as_bytes()))
             || self.written.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a decision may read request header `name` (lowercase, as
+    /// Envoy gives them). Pseudo-headers are not included: adapters pass
+    /// `:path`, `:authority` and `:method` separately.
+    #[must_use]
+    pub fn reads_header(&self, name: &str) -> bool {
+        self.read.iter().any(|h| h == name)
     }
 
     /// The providers and rules.
@@ -162,11 +173,17 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        let read = policy
+            .read_headers()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         Ok(Self {
             header_prefix,
             policy,
             token_cache_size,
             written,
+            read,
         })
     }
 }

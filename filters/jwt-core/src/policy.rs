@@ -557,6 +557,32 @@ impl Policy {
             .collect()
     }
 
+    /// Header names a decision may read, besides `:path`, `:authority` and
+    /// `:method`: token locations (`cookie` for cookie ones) and the rules'
+    /// header matches. An adapter may leave every other header out of
+    /// [`RequestView::headers`].
+    #[must_use]
+    pub fn read_headers(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .providers
+            .iter()
+            .flat_map(|p| &p.locations)
+            .filter_map(|loc| match loc {
+                Location::Header { name, .. } => Some(name.as_str()),
+                Location::Cookie(_) => Some("cookie"),
+                Location::Query(_) => None,
+            })
+            .chain(
+                self.rules
+                    .iter()
+                    .flat_map(|r| r.headers.iter().map(|(n, _)| n.as_str())),
+            )
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Providers whose keys come from a URI, with their index.
     pub fn remote_jwks(&self) -> impl Iterator<Item = (usize, &str, &RemoteJwks)> {
         self.providers

@@ -223,12 +223,13 @@ impl Provider {
             });
         }
         let verified = candidates.any(|key| signature_holds(&jwt, alg, key, host));
+        drop(candidates);
         if !verified {
             return Err(VerifyError::BadSignature);
         }
         self.check_claims(jwt.claims(), now)?;
         Ok(Verified {
-            claims: jwt.claims().clone(),
+            claims: jwt.into_claims(),
         })
     }
 

@@ -629,14 +629,18 @@ impl JwtRequest {
     }
 
     /// Removes every client-sent header the stack reserves for verified data,
-    /// and returns the others (values lossily decoded: tokens are ASCII).
+    /// and returns the pseudo-headers and the headers a decision reads
+    /// (values lossily decoded: tokens are ASCII). The others are dropped
+    /// unread: converting every value was a visible share of a cache hit.
     fn strip_reserved_headers(&self) -> Result<Vec<(String, String)>, Status> {
         let config = self.shared.config.borrow();
         let mut kept = Vec::new();
         for (name, value) in hostcalls::get_map_bytes(MapType::HttpRequestHeaders)? {
             if config.is_reserved_header(&name) {
                 hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &name, None)?;
-            } else {
+            } else if matches!(name.as_str(), ":path" | ":authority" | ":method")
+                || config.reads_header(&name)
+            {
                 // Valid UTF-8 (every real header) is taken as is, no copy.
                 let value = String::from_utf8(value)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());

@@ -503,3 +503,56 @@ fn an_hmac_provider_takes_hs_tokens_signed_with_its_secret_only() {
             .contains("HS256, HS384 or HS512 only")
     );
 }
+
+#[test]
+fn a_decision_needs_only_the_headers_the_policy_reads() {
+    let config = config();
+    assert_eq!(
+        config.policy().read_headers(),
+        ["authorization", "cookie", "x-partner-token"]
+    );
+    assert!(!config.reads_header("x-request-id"));
+    // A rule's header match is read too.
+    let text = json!({
+        "providers": { "p": { "jwks": { "inline": serde_json::from_str::<Value>(JWKS).unwrap() } } },
+        "rules": [ { "match": { "headers": [ { "name": "X-Tenant", "exact": "a" } ] }, "requires": { "provider": "p" } } ]
+    });
+    let other = FilterConfig::parse(text.to_string().as_bytes()).unwrap();
+    assert!(other.reads_header("x-tenant") && other.reads_header("authorization"));
+    // Leaving every other header out changes no decision.
+    let t = token(good_claims());
+    let requests = [
+        ("/api", "GET", ("authorization", format!("Bearer {t}"))),
+        ("/api", "GET", ("cookie", format!("a=b; session={t}"))),
+        ("/partner", "POST", ("x-partner-token", t.clone())),
+        ("/api", "GET", ("x-other", format!("Bearer {t}"))),
+    ];
+    let mut statuses = Vec::new();
+    for (path, method, extra) in requests {
+        let mut all: Vec<(String, String)> = vec![
+            ("x-request-id".into(), "1".into()),
+            ("user-agent".into(), "t".into()),
+        ];
+        all.push((extra.0.to_owned(), extra.1));
+        let read: Vec<(String, String)> = all
+            .iter()
+            .filter(|(n, _)| config.reads_header(n))
+            .cloned()
+            .collect();
+        let view = |headers| RequestView {
+            path,
+            host: "api.example",
+            method,
+            headers,
+        };
+        let decision = config.policy().decide(&view(&all), NOW);
+        assert_eq!(
+            decision,
+            config.policy().decide(&view(&read), NOW),
+            "{path} {method}"
+        );
+        statuses.push(status(&decision));
+    }
+    // (the partner token names the wrong issuer)
+    assert_eq!(statuses, [200, 200, 401, 401]);
+}
