@@ -168,6 +168,12 @@ impl EnvoyBuilder {
         self.var("RLS_PORT", rls.grpc_port())
     }
 
+    /// Points `{{AUTHZ_PORT}}` at an ext_authz service.
+    #[must_use]
+    pub fn authz(self, authz: &crate::authz::AuthzService) -> Self {
+        self.var("AUTHZ_PORT", authz.grpc_port())
+    }
+
     /// Envoy worker threads (`--concurrency`), 1 by default.
     #[must_use]
     pub fn concurrency(mut self, workers: u32) -> Self {

@@ -14,6 +14,7 @@
 // than plumbing. The lints stay on for the rest of the workspace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod authz;
 pub mod bench;
 pub mod echo;
 pub mod envoy;
@@ -26,6 +27,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod template;
 
+pub use authz::AuthzService;
 pub use echo::{Echo, Echoed};
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use ratelimit::RateLimitService;

@@ -1,0 +1,157 @@
+//! `gatehouse-authz` as a child process, its configuration and key files in
+//! a directory of their own.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::paths;
+use crate::poll;
+use crate::process::ChildProcess;
+use crate::ratelimit::write_atomically;
+
+/// How to start one service. Create with [`AuthzService::builder`].
+#[derive(Debug, Default)]
+pub struct AuthzBuilder {
+    config: String,
+    files: Vec<(String, String)>,
+}
+
+/// A running, ready `gatehouse-authz`. Killed when dropped.
+#[derive(Debug)]
+pub struct AuthzService {
+    process: ChildProcess,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    client: reqwest::Client,
+    dir: TempDir,
+}
+
+#[derive(Deserialize)]
+struct ReadyFile {
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+impl AuthzService {
+    /// A builder with this configuration (`authz.yaml`).
+    pub fn builder(config: &str) -> AuthzBuilder {
+        AuthzBuilder {
+            config: config.to_owned(),
+            files: Vec::new(),
+        }
+    }
+
+    /// The gRPC port (Envoy templates use `{{AUTHZ_PORT}}`).
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc.port()
+    }
+
+    /// URL on the HTTP side port (`/healthz`, `/readyz`, `/metrics`).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// The directory holding `authz.yaml` and the files beside it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces (or adds) a file beside `authz.yaml` atomically.
+    pub fn write_file(&self, name: &str, text: &str) -> Result<()> {
+        write_atomically(&self.dir.path().join(name), text)
+    }
+
+    /// The counter a metric line reports, 0 when absent.
+    pub async fn metric(&self, line_prefix: &str) -> Result<f64> {
+        let text = self
+            .client
+            .get(self.http_url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    /// The service's log so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+impl AuthzBuilder {
+    /// Adds a file beside `authz.yaml` (a key file, say).
+    #[must_use]
+    pub fn file(mut self, name: &str, text: &str) -> Self {
+        self.files.push((name.to_owned(), text.to_owned()));
+        self
+    }
+
+    /// Starts the service and waits until `/readyz` answers 200.
+    pub async fn start(self) -> Result<AuthzService> {
+        let bin = paths::service_bin("gatehouse-authz")?;
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-authz-")
+            .tempdir()?;
+        let config = dir.path().join("authz.yaml");
+        std::fs::write(&config, &self.config)?;
+        for (name, text) in &self.files {
+            std::fs::write(dir.path().join(name), text)?;
+        }
+        let ready_file = dir.path().join("ready.json");
+        let mut command = crate::process::pinned_command(None, &bin)?;
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("GATEHOUSE_AUTHZ_CONFIG", &config)
+            .env("GATEHOUSE_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
+            .env("GATEHOUSE_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
+            .env("GATEHOUSE_READY_FILE", &ready_file);
+        let mut process = ChildProcess::spawn(
+            "gatehouse-authz",
+            &mut command,
+            &dir.path().join("authz.log"),
+        )?;
+        process.set_log_on_drop(true);
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let ready: ReadyFile = poll::until("gatehouse-authz /readyz", poll::READY_DEADLINE, || {
+            let exited = process.exit_status();
+            let log = process.log_tail(40);
+            let file = std::fs::read_to_string(&ready_file).ok();
+            let client = client.clone();
+            async move {
+                if let Some(status) = exited? {
+                    bail!("gatehouse-authz exited ({status}) before it was ready; its log:\n{log}");
+                }
+                let Some(ready) = file.and_then(|f| serde_json::from_str::<ReadyFile>(&f).ok())
+                else {
+                    return Ok(None);
+                };
+                let ok = client
+                    .get(format!("http://{}/readyz", ready.http))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                Ok(ok.then_some(ready))
+            }
+        })
+        .await?;
+        Ok(AuthzService {
+            process,
+            grpc: ready.grpc,
+            http: ready.http,
+            client,
+            dir,
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! Reading the configuration file and the keys it names, and reloading
+//! them all when any of them changes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use gatehouse_authz_core::{ApiKeys, AuthzConfig, FilterKind, Filters, KeySource};
+use notify::{RecursiveMode, Watcher};
+
+/// Why a load failed: the message names the file (and the field).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file or directory could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not a valid configuration or key file.
+    #[error(transparent)]
+    Invalid(#[from] gatehouse_authz_core::ConfigError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A loaded configuration and the paths it was read from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What checks read.
+    pub filters: Filters,
+    /// Every file and directory read: a change to any means a reload.
+    pub sources: Vec<PathBuf>,
+}
+
+/// Reads `config` and every key file or secret directory it names (relative
+/// paths are relative to the configuration file's directory).
+pub fn load(config: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(config).map_err(io(config))?;
+    let parsed = AuthzConfig::parse(&text, &config.display().to_string())?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    let mut sources = vec![config.to_path_buf()];
+    let mut keys = BTreeMap::new();
+    for (name, kind) in parsed.filters() {
+        match kind {
+            FilterKind::ApiKeys(f) => {
+                let (path, ring) = match &f.source {
+                    KeySource::File(file) => {
+                        let path = base.join(file);
+                        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                        let ring = ApiKeys::from_key_file(&text, &path.display().to_string())?;
+                        (path, ring)
+                    }
+                    KeySource::Dir(dir) => {
+                        let path = base.join(dir);
+                        let ring = read_secret_dir(&path)?;
+                        (path, ring)
+                    }
+                };
+                sources.push(path);
+                keys.insert(name.clone(), ring);
+            }
+        }
+    }
+    Ok(Loaded {
+        filters: Filters::new(parsed, keys),
+        sources,
+    })
+}
+
+/// A mounted secret: one file per client. Entries named `.*` are skipped:
+/// Kubernetes keeps its atomic-update internals there (`..data`, `..2026_…`).
+fn read_secret_dir(dir: &Path) -> Result<ApiKeys, LoadError> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Follow symlinks: a Secret's files are links into `..data`.
+        let meta = std::fs::metadata(&path).map_err(io(&path))?;
+        if meta.is_file() {
+            entries.push((name, std::fs::read(&path).map_err(io(&path))?));
+        }
+    }
+    entries.sort();
+    Ok(ApiKeys::from_secrets(entries, &dir.display().to_string())?)
+}
+
+/// The current filters, swapped whole on reload.
+#[derive(Debug)]
+pub struct LiveFilters {
+    config: PathBuf,
+    current: ArcSwap<Filters>,
+    sources: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl LiveFilters {
+    /// Loads `config` for the first time.
+    pub fn load(config: PathBuf) -> Result<Self, LoadError> {
+        let loaded = load(&config)?;
+        Ok(Self {
+            config,
+            current: ArcSwap::from_pointee(loaded.filters),
+            sources: std::sync::Mutex::new(loaded.sources),
+        })
+    }
+
+    /// What checks read now.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Filters>> {
+        self.current.load()
+    }
+
+    /// Reads everything again; on error the previous filters stay.
+    pub fn reload(&self) -> Result<(), LoadError> {
+        let loaded = load(&self.config)?;
+        self.current.store(Arc::new(loaded.filters));
+        if let Ok(mut sources) = self.sources.lock() {
+            *sources = loaded.sources;
+        }
+        Ok(())
+    }
+
+    /// The directories to watch: each source's parent (editors and the
+    /// kubelet replace files rather than write them in place) and each
+    /// secret directory itself.
+    fn watch_dirs(&self) -> Vec<PathBuf> {
+        let sources = self.sources.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = sources
+            .iter()
+            .flat_map(|p| {
+                let parent = p.parent().map(Path::to_path_buf);
+                let own = p.is_dir().then(|| p.clone());
+                parent.into_iter().chain(own)
+            })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p
+                }
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// Watches every source and reloads on change, reporting each attempt to
+/// `report`. Runs until the process ends.
+pub fn spawn_watcher(
+    live: Arc<LiveFilters>,
+    report: impl Fn(Result<(), LoadError>) + Send + 'static,
+) -> notify::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading the files during a reload opens them: counting those
+        // access events would make every reload trigger the next.
+        if let Ok(e) = event
+            && !matches!(e.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    let mut watched = live.watch_dirs();
+    for dir in &watched {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Let a burst of events (write, rename, chmod) settle into one reload.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+            report(live.reload());
+            let now = live.watch_dirs();
+            if now != watched {
+                for dir in &watched {
+                    let _ = watcher.unwatch(dir);
+                }
+                for dir in &now {
+                    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                        tracing::warn!(path = %dir.display(), error = %e, "cannot watch a configuration path");
+                    }
+                }
+                watched = now;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_authz_core::{CheckInput, Verdict, sha256_hex};
+    use std::collections::HashMap;
+
+    fn client(live: &LiveFilters, key: &str) -> Option<String> {
+        let headers = HashMap::from([("x-api-key".to_owned(), key.to_owned())]);
+        match live.current().check(&CheckInput {
+            filter: None,
+            path: "/",
+            headers: &headers,
+        }) {
+            Verdict::Allow { set, .. } => Some(set[0].1.clone()),
+            Verdict::Deny { .. } => None,
+        }
+    }
+
+    #[test]
+    fn keys_reload_and_a_bad_reload_keeps_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("authz.yaml");
+        std::fs::write(
+            &config,
+            "default_filter: p\nfilters:\n  p:\n    api_keys: {keys_file: keys.yaml}\n",
+        )
+        .unwrap();
+        let keys = |k: &str| {
+            format!(
+                "keys:\n  - {{name: acme, sha256: {}}}\n",
+                sha256_hex(k.as_bytes())
+            )
+        };
+        std::fs::write(dir.path().join("keys.yaml"), keys("one")).unwrap();
+        let live = LiveFilters::load(config).unwrap();
+        assert_eq!(client(&live, "one").as_deref(), Some("acme"));
+
+        std::fs::write(dir.path().join("keys.yaml"), keys("two")).unwrap();
+        live.reload().unwrap();
+        assert_eq!(client(&live, "two").as_deref(), Some("acme"));
+        assert_eq!(client(&live, "one"), None);
+
+        std::fs::write(
+            dir.path().join("keys.yaml"),
+            "keys:\n  - {name: acme, sha256: nope}\n",
+        )
+        .unwrap();
+        let err = live.reload().unwrap_err().to_string();
+        assert!(
+            err.contains("keys.yaml: keys[0].sha256: not a SHA-256 digest"),
+            "{err}"
+        );
+        assert_eq!(
+            client(&live, "two").as_deref(),
+            Some("acme"),
+            "the old keys stay"
+        );
+    }
+
+    #[test]
+    fn a_mounted_secret_is_read_through_its_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::create_dir_all(secret.join("..2026_11_28_01")).unwrap();
+        std::fs::write(secret.join("..2026_11_28_01/acme"), "s3cret\n").unwrap();
+        std::os::unix::fs::symlink("..2026_11_28_01", secret.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/acme", secret.join("acme")).unwrap();
+        let config = dir.path().join("authz.yaml");
+        std::fs::write(
+            &config,
+            "default_filter: p\nfilters:\n  p:\n    api_keys: {keys_dir: secret}\n",
+        )
+        .unwrap();
+        let live = LiveFilters::load(config).unwrap();
+        assert_eq!(client(&live, "s3cret").as_deref(), Some("acme"));
+        assert!(live.watch_dirs().contains(&secret));
+    }
+
+    #[test]
+    fn a_missing_key_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("authz.yaml");
+        std::fs::write(
+            &config,
+            "filters:\n  p:\n    api_keys: {keys_file: gone.yaml}\n",
+        )
+        .unwrap();
+        let err = LiveFilters::load(config).unwrap_err().to_string();
+        assert!(
+            err.starts_with("reading ") && err.contains("gone.yaml"),
+            "{err}"
+        );
+    }
+}
