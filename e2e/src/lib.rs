@@ -16,8 +16,10 @@
 
 pub mod authz;
 pub mod bench;
+pub mod browser;
 pub mod echo;
 pub mod envoy;
+pub mod idp;
 pub mod jwks;
 pub mod paths;
 pub mod poll;

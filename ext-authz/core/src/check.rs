@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::apikeys::ApiKeys;
-use crate::config::{ApiKeyFilter, AuthzConfig, FilterKind, KeyLocation};
+use crate::config::{ApiKeyFilter, AuthzConfig, FilterKind, KeyLocation, OidcFilter};
 
 /// The request as Envoy's ext_authz describes it.
 #[derive(Debug, Clone, Copy)]
@@ -39,8 +39,25 @@ pub enum Verdict {
     },
 }
 
+/// Where a request goes: decided already, or to an OIDC filter.
+#[derive(Debug)]
+pub enum Selected<'a> {
+    /// The verdict.
+    Done(Verdict),
+    /// The named OIDC filter decides.
+    Oidc {
+        /// The filter's name.
+        name: &'a str,
+        /// Its settings.
+        filter: &'a OidcFilter,
+    },
+}
+
 impl Verdict {
-    fn deny(status: u16, code: &str, message: &str) -> Self {
+    /// A denial with a JSON body `{"code", "message"}`; both are the
+    /// caller's constants (not escaped).
+    #[must_use]
+    pub fn deny(status: u16, code: &str, message: &str) -> Self {
         // `code` and `message` are our own constants: no escaping needed.
         Self::Deny {
             status,
@@ -74,30 +91,45 @@ impl Filters {
         self.config.as_ref()
     }
 
-    /// Decides one request.
+    /// Decides one request that needs no IdP: an OIDC filter's requests go
+    /// through [`Filters::select`] to the service, which talks to the IdP.
     #[must_use]
     pub fn check(&self, input: &CheckInput<'_>) -> Verdict {
+        match self.select(input) {
+            Selected::Done(verdict) => verdict,
+            Selected::Oidc { .. } => Verdict::deny(
+                500,
+                "unsupported",
+                "this filter needs the service's OpenID Connect client",
+            ),
+        }
+    }
+
+    /// The filter a request falls to, and the verdict when no IdP is needed.
+    #[must_use]
+    pub fn select(&self, input: &CheckInput<'_>) -> Selected<'_> {
         let Some(config) = &self.config else {
-            return Verdict::deny(
+            return Selected::Done(Verdict::deny(
                 500,
                 "not_configured",
                 "the authorization service has no configuration",
-            );
+            ));
         };
         let name = input.filter.or(config.default_filter());
         let Some((name, kind)) = name.and_then(|n| config.filters().get_key_value(n)) else {
             // The route names a filter this service does not have: an
             // operator's mistake the client cannot fix. Fail closed.
-            return Verdict::deny(
+            return Selected::Done(Verdict::deny(
                 500,
                 "unknown_filter",
                 "the route names no configured filter",
-            );
+            ));
         };
         match kind {
             FilterKind::ApiKeys(filter) => {
-                api_key_check(filter, self.keys.get(name.as_str()), input)
+                Selected::Done(api_key_check(filter, self.keys.get(name.as_str()), input))
             }
+            FilterKind::Oidc(filter) => Selected::Oidc { name, filter },
         }
     }
 }

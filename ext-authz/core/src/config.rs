@@ -64,6 +64,59 @@ struct RawConfig {
 struct RawFilter {
     #[serde(default)]
     api_keys: Option<RawApiKeys>,
+    #[serde(default)]
+    oidc: Option<RawOidc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    client_id: String,
+    #[serde(default)]
+    client_secret_file: Option<String>,
+    #[serde(default)]
+    client_secret_env: Option<String>,
+    #[serde(default)]
+    client_auth: Option<String>,
+    callback_url: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    extra_auth_params: BTreeMap<String, String>,
+    #[serde(default)]
+    logout_path: Option<String>,
+    #[serde(default)]
+    post_logout_redirect_url: Option<String>,
+    session_keys_file: String,
+    #[serde(default)]
+    cookie_name: Option<String>,
+    #[serde(default)]
+    cookie_domain: Option<String>,
+    #[serde(default)]
+    cookie_path: Option<String>,
+    #[serde(default)]
+    cookie_secure: Option<bool>,
+    #[serde(default)]
+    idle_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    absolute_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    refresh_margin_seconds: Option<u64>,
+    #[serde(default)]
+    user_header: Option<String>,
+    #[serde(default)]
+    email_header: Option<String>,
+    #[serde(default)]
+    groups_header: Option<String>,
+    #[serde(default)]
+    forward_access_token: bool,
+    #[serde(default)]
+    public_paths: Vec<String>,
+    #[serde(default)]
+    required_groups: Vec<String>,
+    #[serde(default)]
+    discovery_refresh_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +155,81 @@ pub struct AuthzConfig {
 pub enum FilterKind {
     /// API keys.
     ApiKeys(ApiKeyFilter),
+    /// OpenID Connect single sign-on.
+    Oidc(Box<OidcFilter>),
+}
+
+/// How the service authenticates to the IdP's token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (the default).
+    SecretBasic,
+    /// The id and secret in the form body.
+    SecretPost,
+}
+
+/// Where the client secret comes from: never the configuration file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file (relative to the configuration file), trailing newline ignored.
+    File(String),
+    /// An environment variable.
+    Env(String),
+}
+
+/// An OpenID Connect filter's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcFilter {
+    /// The issuer; discovery reads `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret's source.
+    pub client_secret: SecretSource,
+    /// Token endpoint authentication.
+    pub client_auth: ClientAuth,
+    /// The redirect URI registered at the IdP; its path is answered here.
+    pub callback_url: String,
+    /// The path part of `callback_url`.
+    pub callback_path: String,
+    /// Scopes asked for (`openid` always included).
+    pub scopes: Vec<String>,
+    /// Extra authorization request parameters.
+    pub extra_auth_params: BTreeMap<String, String>,
+    /// POST here logs out (RP-initiated when the IdP supports it).
+    pub logout_path: String,
+    /// Where the IdP sends the browser after logout.
+    pub post_logout_redirect_url: Option<String>,
+    /// The session key file (relative to the configuration file).
+    pub session_keys_file: String,
+    /// Session cookie name; the login cookie is `<name>_login`.
+    pub cookie_name: String,
+    /// Cookie `Domain`.
+    pub cookie_domain: Option<String>,
+    /// Cookie `Path`.
+    pub cookie_path: String,
+    /// Cookie `Secure`.
+    pub cookie_secure: bool,
+    /// Idle timeout, seconds.
+    pub idle_timeout_secs: u64,
+    /// Absolute timeout, seconds.
+    pub absolute_timeout_secs: u64,
+    /// Refresh an access token this close to expiry, seconds.
+    pub refresh_margin_secs: u64,
+    /// Header carrying `sub` upstream.
+    pub user_header: String,
+    /// Header carrying `email` upstream.
+    pub email_header: String,
+    /// Header carrying `groups` (comma-separated) upstream.
+    pub groups_header: String,
+    /// Send `Authorization: Bearer <access token>` upstream.
+    pub forward_access_token: bool,
+    /// Path prefixes that need no login.
+    pub public_paths: Vec<String>,
+    /// A session must be in one of these groups (none: any session).
+    pub required_groups: Vec<String>,
+    /// How often discovery is read again, seconds.
+    pub discovery_refresh_secs: u64,
 }
 
 /// An API-key filter's settings (the keys themselves load separately).
@@ -159,13 +287,18 @@ impl AuthzConfig {
             if name.is_empty() {
                 return Err(ConfigError::new(file, "filters", "a filter name is empty"));
             }
-            let kind = match f.api_keys {
-                Some(keys) => FilterKind::ApiKeys(api_keys(keys, file, &format!("{at}.api_keys"))?),
-                None => {
+            let kind = match (f.api_keys, f.oidc) {
+                (Some(keys), None) => {
+                    FilterKind::ApiKeys(api_keys(keys, file, &format!("{at}.api_keys"))?)
+                }
+                (None, Some(oidc)) => {
+                    FilterKind::Oidc(Box::new(oidc_filter(oidc, file, &format!("{at}.oidc"))?))
+                }
+                _ => {
                     return Err(ConfigError::new(
                         file,
                         at,
-                        "a filter needs a kind: add api_keys",
+                        "a filter needs exactly one kind: api_keys or oidc",
                     ));
                 }
             };
@@ -197,6 +330,165 @@ impl AuthzConfig {
     pub fn filters(&self) -> &BTreeMap<String, FilterKind> {
         &self.filters
     }
+}
+
+/// `scheme://host[:port]` and the path of an absolute http(s) URL.
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    if host_end == 0 || url.contains(char::is_whitespace) {
+        return None;
+    }
+    let origin_len = url.len() - rest.len() + host_end;
+    Some((
+        &url[..origin_len],
+        if host_end == rest.len() {
+            "/"
+        } else {
+            &url[origin_len..]
+        },
+    ))
+}
+
+fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigError> {
+    let field = |name: &str| format!("{at}.{name}");
+    if split_url(&raw.issuer).is_none() {
+        return Err(ConfigError::new(
+            file,
+            field("issuer"),
+            "write the issuer as an http(s) URL",
+        ));
+    }
+    if raw.client_id.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            field("client_id"),
+            "the client id is empty",
+        ));
+    }
+    let client_secret = match (raw.client_secret_file, raw.client_secret_env) {
+        (Some(f), None) if !f.is_empty() => SecretSource::File(f),
+        (None, Some(e)) if !e.is_empty() => SecretSource::Env(e),
+        _ => {
+            return Err(ConfigError::new(
+                file,
+                at,
+                "name exactly one of client_secret_file or client_secret_env (never the secret itself)",
+            ));
+        }
+    };
+    let client_auth = match raw.client_auth.as_deref() {
+        None | Some("client_secret_basic") => ClientAuth::SecretBasic,
+        Some("client_secret_post") => ClientAuth::SecretPost,
+        Some(other) => {
+            return Err(ConfigError::new(
+                file,
+                field("client_auth"),
+                format!(
+                    "{other:?} is not supported: use client_secret_basic or client_secret_post"
+                ),
+            ));
+        }
+    };
+    let Some((_, callback_path)) = split_url(&raw.callback_url) else {
+        return Err(ConfigError::new(
+            file,
+            field("callback_url"),
+            "write the redirect URI registered at the IdP, e.g. https://app.example/.gatehouse/oidc/callback",
+        ));
+    };
+    let callback_path = callback_path.split('?').next().unwrap_or("/").to_owned();
+    let logout_path = raw
+        .logout_path
+        .unwrap_or_else(|| "/.gatehouse/oidc/logout".to_owned());
+    if !logout_path.starts_with('/') || logout_path == callback_path {
+        return Err(ConfigError::new(
+            file,
+            field("logout_path"),
+            "write a path of its own, starting with /",
+        ));
+    }
+    if let Some(url) = &raw.post_logout_redirect_url
+        && split_url(url).is_none()
+    {
+        return Err(ConfigError::new(
+            file,
+            field("post_logout_redirect_url"),
+            "write an http(s) URL",
+        ));
+    }
+    let mut scopes = raw
+        .scopes
+        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    let header = |value: Option<String>, default: &str, name: &str| {
+        let h = value
+            .unwrap_or_else(|| default.to_owned())
+            .to_ascii_lowercase();
+        if is_header_name(&h) {
+            Ok(h)
+        } else {
+            Err(ConfigError::new(
+                file,
+                field(name),
+                format!("{h:?} is not a header name"),
+            ))
+        }
+    };
+    let cookie_name = raw
+        .cookie_name
+        .unwrap_or_else(|| "gatehouse_session".to_owned());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::new(
+            file,
+            field("cookie_name"),
+            "use letters, digits, _ and -",
+        ));
+    }
+    let idle = raw.idle_timeout_seconds.unwrap_or(8 * 3600);
+    let absolute = raw.absolute_timeout_seconds.unwrap_or(24 * 3600);
+    if idle == 0 || absolute == 0 {
+        return Err(ConfigError::new(
+            file,
+            at,
+            "session timeouts must be positive",
+        ));
+    }
+    Ok(OidcFilter {
+        issuer: raw.issuer.trim_end_matches('/').to_owned(),
+        client_id: raw.client_id,
+        client_secret,
+        client_auth,
+        callback_url: raw.callback_url,
+        callback_path,
+        scopes,
+        extra_auth_params: raw.extra_auth_params,
+        logout_path,
+        post_logout_redirect_url: raw.post_logout_redirect_url,
+        session_keys_file: raw.session_keys_file,
+        cookie_name,
+        cookie_domain: raw.cookie_domain,
+        cookie_path: raw.cookie_path.unwrap_or_else(|| "/".to_owned()),
+        cookie_secure: raw.cookie_secure.unwrap_or(true),
+        idle_timeout_secs: idle,
+        absolute_timeout_secs: absolute,
+        refresh_margin_secs: raw.refresh_margin_seconds.unwrap_or(60),
+        user_header: header(raw.user_header, "x-gatehouse-user", "user_header")?,
+        email_header: header(raw.email_header, "x-gatehouse-email", "email_header")?,
+        groups_header: header(raw.groups_header, "x-gatehouse-groups", "groups_header")?,
+        forward_access_token: raw.forward_access_token,
+        public_paths: raw.public_paths,
+        required_groups: raw.required_groups,
+        discovery_refresh_secs: raw.discovery_refresh_seconds.unwrap_or(3600),
+    })
 }
 
 fn api_keys(raw: RawApiKeys, file: &str, at: &str) -> Result<ApiKeyFilter, ConfigError> {
@@ -282,12 +574,60 @@ mod tests {
             "authz.yaml",
         )
         .unwrap();
-        let FilterKind::ApiKeys(f) = &config.filters()["partners"];
+        let FilterKind::ApiKeys(f) = &config.filters()["partners"] else {
+            panic!("api keys expected")
+        };
         assert_eq!(f.from, [KeyLocation::Header("x-api-key".into())]);
         assert_eq!(f.source, KeySource::File("keys.yaml".into()));
         assert_eq!(f.client_header, DEFAULT_CLIENT_HEADER);
         assert!(!f.forward_key);
         assert_eq!(config.default_filter(), None);
+    }
+
+    const OIDC: &str = "filters:\n  sso:\n    oidc:\n      issuer: https://idp.example/\n      client_id: app\n      client_secret_file: secret\n      callback_url: https://app.example/.gatehouse/oidc/callback\n      session_keys_file: session-keys\n";
+
+    #[test]
+    fn an_oidc_filter_gets_secure_defaults() {
+        let config = AuthzConfig::parse(OIDC, "authz.yaml").unwrap();
+        let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+            panic!("oidc expected")
+        };
+        assert_eq!(f.issuer, "https://idp.example");
+        assert_eq!(f.callback_path, "/.gatehouse/oidc/callback");
+        assert_eq!(f.logout_path, "/.gatehouse/oidc/logout");
+        assert_eq!(f.scopes, ["openid", "email", "profile"]);
+        assert!(f.cookie_secure);
+        assert_eq!(f.cookie_name, "gatehouse_session");
+        assert_eq!(f.client_auth, ClientAuth::SecretBasic);
+        assert_eq!(f.client_secret, SecretSource::File("secret".into()));
+        assert_eq!(
+            (f.user_header.as_str(), f.groups_header.as_str()),
+            ("x-gatehouse-user", "x-gatehouse-groups")
+        );
+    }
+
+    #[test]
+    fn oidc_errors_name_the_field() {
+        let with = |extra: &str| err(&format!("{OIDC}      {extra}\n"));
+        assert!(
+            with("client_auth: private_key_jwt")
+                .contains("filters.sso.oidc.client_auth: \"private_key_jwt\" is not supported")
+        );
+        assert!(
+            with("client_secret_env: X")
+                .contains("name exactly one of client_secret_file or client_secret_env")
+        );
+        assert!(
+            with("logout_path: /.gatehouse/oidc/callback").contains("filters.sso.oidc.logout_path")
+        );
+        assert!(with("cookie_name: 'a b'").contains("filters.sso.oidc.cookie_name"));
+        assert!(
+            err(&OIDC.replace("https://idp.example/", "idp")).contains("filters.sso.oidc.issuer")
+        );
+        assert!(
+            err(&OIDC.replace("callback_url: https://app.example", "callback_url: /x"))
+                .contains("filters.sso.oidc.callback_url")
+        );
     }
 
     #[test]
@@ -310,7 +650,7 @@ mod tests {
         );
         assert_eq!(
             err("filters:\n  p: {}\n"),
-            "authz.yaml: filters.p: a filter needs a kind: add api_keys"
+            "authz.yaml: filters.p: a filter needs exactly one kind: api_keys or oidc"
         );
         assert_eq!(
             err("default_filter: q\nfilters:\n  p:\n    api_keys: {keys_dir: d}\n"),

@@ -9,10 +9,12 @@
 mod apikeys;
 mod check;
 mod config;
+pub mod session;
+pub mod web;
 
 pub use apikeys::{ApiKeys, KeysError, sha256_hex};
-pub use check::{CheckInput, Filters, Verdict};
+pub use check::{CheckInput, Filters, Selected, Verdict};
 pub use config::{
-    ApiKeyFilter, AuthzConfig, ConfigError, DEFAULT_CLIENT_HEADER, FILTER_EXTENSION, FilterKind,
-    KeyLocation, KeySource,
+    ApiKeyFilter, AuthzConfig, ClientAuth, ConfigError, DEFAULT_CLIENT_HEADER, FILTER_EXTENSION,
+    FilterKind, KeyLocation, KeySource, OidcFilter, SecretSource,
 };

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use gatehouse_authz_core::{ApiKeys, AuthzConfig, FilterKind, Filters, KeySource};
+use gatehouse_authz_core::session::SessionKeys;
+use gatehouse_authz_core::{ApiKeys, AuthzConfig, FilterKind, Filters, KeySource, SecretSource};
 use notify::{RecursiveMode, Watcher};
+
+use crate::metrics::Metrics;
+use crate::oidc::OidcRuntime;
 
 /// Why a load failed: the message names the file (and the field).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum LoadError {
     /// The text is not a valid configuration or key file.
     #[error(transparent)]
     Invalid(#[from] gatehouse_authz_core::ConfigError),
+    /// A secret the configuration names is missing or unusable.
+    #[error("{0}")]
+    Secret(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
@@ -39,6 +46,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
 pub struct Loaded {
     /// What checks read.
     pub filters: Filters,
+    /// The OIDC filters' runtimes, by filter name.
+    pub oidc: BTreeMap<String, Arc<OidcRuntime>>,
     /// Every file and directory read: a change to any means a reload.
     pub sources: Vec<PathBuf>,
 }
@@ -51,8 +60,31 @@ pub fn load(config: &Path) -> Result<Loaded, LoadError> {
     let base = config.parent().unwrap_or(Path::new("."));
     let mut sources = vec![config.to_path_buf()];
     let mut keys = BTreeMap::new();
+    let mut oidc = BTreeMap::new();
     for (name, kind) in parsed.filters() {
         match kind {
+            FilterKind::Oidc(f) => {
+                let path = base.join(&f.session_keys_file);
+                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                let ring = SessionKeys::from_key_file(&text, &path.display().to_string())?;
+                sources.push(path);
+                let secret = match &f.client_secret {
+                    SecretSource::File(file) => {
+                        let path = base.join(file);
+                        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                        sources.push(path);
+                        text.trim_end_matches(['\n', '\r']).to_owned()
+                    }
+                    SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                        LoadError::Secret(format!(
+                            "filters.{name}.oidc.client_secret_env: the variable {var} is not set"
+                        ))
+                    })?,
+                };
+                let runtime =
+                    OidcRuntime::new((**f).clone(), ring, secret).map_err(LoadError::Secret)?;
+                oidc.insert(name.clone(), Arc::new(runtime));
+            }
             FilterKind::ApiKeys(f) => {
                 let (path, ring) = match &f.source {
                     KeySource::File(file) => {
@@ -74,6 +106,7 @@ pub fn load(config: &Path) -> Result<Loaded, LoadError> {
     }
     Ok(Loaded {
         filters: Filters::new(parsed, keys),
+        oidc,
         sources,
     })
 }
@@ -99,34 +132,62 @@ fn read_secret_dir(dir: &Path) -> Result<ApiKeys, LoadError> {
     Ok(ApiKeys::from_secrets(entries, &dir.display().to_string())?)
 }
 
+/// What a check reads: the filters and the OIDC runtimes, swapped together.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The filters.
+    pub filters: Filters,
+    /// OIDC runtimes by filter name.
+    pub oidc: BTreeMap<String, Arc<OidcRuntime>>,
+}
+
 /// The current filters, swapped whole on reload.
 #[derive(Debug)]
 pub struct LiveFilters {
     config: PathBuf,
-    current: ArcSwap<Filters>,
+    current: ArcSwap<Snapshot>,
     sources: std::sync::Mutex<Vec<PathBuf>>,
+    metrics: Arc<Metrics>,
+}
+
+fn start(loaded: &Loaded, metrics: &Arc<Metrics>) {
+    // Discovery runs only inside the service (not for --check-config).
+    if tokio::runtime::Handle::try_current().is_ok() {
+        for runtime in loaded.oidc.values() {
+            runtime.spawn_discovery(metrics.clone());
+        }
+    }
 }
 
 impl LiveFilters {
     /// Loads `config` for the first time.
-    pub fn load(config: PathBuf) -> Result<Self, LoadError> {
+    pub fn load(config: PathBuf, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
         let loaded = load(&config)?;
+        start(&loaded, &metrics);
         Ok(Self {
             config,
-            current: ArcSwap::from_pointee(loaded.filters),
+            current: ArcSwap::from_pointee(Snapshot {
+                filters: loaded.filters,
+                oidc: loaded.oidc,
+            }),
             sources: std::sync::Mutex::new(loaded.sources),
+            metrics,
         })
     }
 
     /// What checks read now.
-    pub fn current(&self) -> arc_swap::Guard<Arc<Filters>> {
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }
 
     /// Reads everything again; on error the previous filters stay.
     pub fn reload(&self) -> Result<(), LoadError> {
         let loaded = load(&self.config)?;
-        self.current.store(Arc::new(loaded.filters));
+        start(&loaded, &self.metrics);
+        self.current.store(Arc::new(Snapshot {
+            filters: loaded.filters,
+            oidc: loaded.oidc,
+        }));
         if let Ok(mut sources) = self.sources.lock() {
             *sources = loaded.sources;
         }
@@ -159,6 +220,27 @@ impl LiveFilters {
     }
 }
 
+/// Whether a file event may change what was loaded. Not a mere read:
+/// reading the files during a reload opens them, and counting those events
+/// would make every reload trigger the next. And about a source: the watched
+/// directories hold other files too (a log, say) whose writes mean nothing.
+/// A source is the file itself, anything in a secret directory, or the
+/// kubelet's `..data` swap beside it.
+fn is_change(event: &notify::Event, sources: &[PathBuf]) -> bool {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.iter().any(|p| {
+        sources.iter().any(|s| {
+            p == s
+                || p.parent() == Some(s.as_path())
+                || (p.parent() == s.parent()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("..")))
+        })
+    })
+}
+
 /// Watches every source and reloads on change, reporting each attempt to
 /// `report`. Runs until the process ends.
 pub fn spawn_watcher(
@@ -166,11 +248,13 @@ pub fn spawn_watcher(
     report: impl Fn(Result<(), LoadError>) + Send + 'static,
 ) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sources = {
+        let live = live.clone();
+        move || live.sources.lock().map(|s| s.clone()).unwrap_or_default()
+    };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reading the files during a reload opens them: counting those
-        // access events would make every reload trigger the next.
         if let Ok(e) = event
-            && !matches!(e.kind, notify::EventKind::Access(_))
+            && is_change(&e, &sources())
         {
             let _ = tx.send(());
         }
@@ -208,9 +292,15 @@ mod tests {
     use gatehouse_authz_core::{CheckInput, Verdict, sha256_hex};
     use std::collections::HashMap;
 
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::register(
+            &mut prometheus_client::registry::Registry::default(),
+        ))
+    }
+
     fn client(live: &LiveFilters, key: &str) -> Option<String> {
         let headers = HashMap::from([("x-api-key".to_owned(), key.to_owned())]);
-        match live.current().check(&CheckInput {
+        match live.current().filters.check(&CheckInput {
             filter: None,
             path: "/",
             headers: &headers,
@@ -236,7 +326,7 @@ mod tests {
             )
         };
         std::fs::write(dir.path().join("keys.yaml"), keys("one")).unwrap();
-        let live = LiveFilters::load(config).unwrap();
+        let live = LiveFilters::load(config, metrics()).unwrap();
         assert_eq!(client(&live, "one").as_deref(), Some("acme"));
 
         std::fs::write(dir.path().join("keys.yaml"), keys("two")).unwrap();
@@ -275,9 +365,35 @@ mod tests {
             "default_filter: p\nfilters:\n  p:\n    api_keys: {keys_dir: secret}\n",
         )
         .unwrap();
-        let live = LiveFilters::load(config).unwrap();
+        let live = LiveFilters::load(config, metrics()).unwrap();
         assert_eq!(client(&live, "s3cret").as_deref(), Some("acme"));
         assert!(live.watch_dirs().contains(&secret));
+    }
+
+    #[test]
+    fn only_events_about_sources_count() {
+        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        let sources = [
+            PathBuf::from("/etc/authz/authz.yaml"),
+            PathBuf::from("/etc/authz/secret"),
+        ];
+        let event = |kind, path: &str| notify::Event::new(kind).add_path(PathBuf::from(path));
+        let modify = notify::EventKind::Modify(ModifyKind::Any);
+        assert!(is_change(&event(modify, "/etc/authz/authz.yaml"), &sources));
+        assert!(is_change(
+            &event(modify, "/etc/authz/secret/acme"),
+            &sources
+        ));
+        assert!(is_change(&event(modify, "/etc/authz/..data"), &sources));
+        assert!(
+            !is_change(&event(modify, "/etc/authz/authz.log"), &sources),
+            "a neighbour"
+        );
+        let read = notify::EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(
+            !is_change(&event(read, "/etc/authz/authz.yaml"), &sources),
+            "a read"
+        );
     }
 
     #[test]
@@ -289,7 +405,9 @@ mod tests {
             "filters:\n  p:\n    api_keys: {keys_file: gone.yaml}\n",
         )
         .unwrap();
-        let err = LiveFilters::load(config).unwrap_err().to_string();
+        let err = LiveFilters::load(config, metrics())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("reading ") && err.contains("gone.yaml"),
             "{err}"

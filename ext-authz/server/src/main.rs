@@ -8,6 +8,7 @@
 mod http;
 mod load;
 mod metrics;
+mod oidc;
 mod service;
 
 use std::net::SocketAddr;
@@ -115,14 +116,13 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(config: PathBuf, args: &Args) -> Result<()> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
     let live = Arc::new(
-        load::LiveFilters::load(config.clone())
+        load::LiveFilters::load(config.clone(), metrics.clone())
             .with_context(|| format!("loading {}", config.display()))?,
     );
     tracing::info!(config = %config.display(), "configuration loaded");
-
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
     metrics.config_load_success.inc();
     {
         let metrics = metrics.clone();

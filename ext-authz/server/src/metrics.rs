@@ -23,6 +23,12 @@ pub struct CheckLabels {
 pub struct Metrics {
     checks: Family<CheckLabels, Counter>,
     check_seconds: Histogram,
+    /// Completed logins (a session created at the callback).
+    pub logins: Counter,
+    /// Access tokens refreshed.
+    pub refreshes: Counter,
+    /// IdP calls that failed (unreachable, timed out, a broken answer).
+    pub idp_errors: Counter,
     /// Successful configuration (re)loads.
     pub config_load_success: Counter,
     /// Refused configuration reloads (the old configuration stayed).
@@ -36,9 +42,23 @@ impl Metrics {
         let m = Self {
             checks: Family::default(),
             check_seconds: Histogram::new(exponential_buckets(0.000_005, 2.0, 16)),
+            logins: Counter::default(),
+            refreshes: Counter::default(),
+            idp_errors: Counter::default(),
             config_load_success: Counter::default(),
             config_load_error: Counter::default(),
         };
+        reg.register(
+            "logins",
+            "Completed single sign-on logins",
+            m.logins.clone(),
+        );
+        reg.register("refreshes", "Access tokens refreshed", m.refreshes.clone());
+        reg.register(
+            "idp_errors",
+            "Calls to an OpenID provider that failed",
+            m.idp_errors.clone(),
+        );
         reg.register(
             "checks",
             "Checks by result and HTTP status",

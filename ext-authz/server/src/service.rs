@@ -9,10 +9,11 @@ use envoy_types::ext_authz::v3::pb::{
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
-use gatehouse_authz_core::{CheckInput, FILTER_EXTENSION, Verdict};
+use gatehouse_authz_core::{CheckInput, FILTER_EXTENSION, Selected, Verdict};
 
 use crate::load::LiveFilters;
 use crate::metrics::Metrics;
+use crate::oidc::{Answer, HttpView};
 
 /// Decides checks against the live filters.
 #[derive(Debug)]
@@ -25,7 +26,7 @@ pub struct CheckHandler {
 
 impl CheckHandler {
     /// One check: the request's attributes in, Envoy's answer out.
-    pub fn check(&self, request: &CheckRequest) -> CheckResponse {
+    pub async fn check(&self, request: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
         let attributes = request.attributes.as_ref();
         let http = attributes
@@ -38,10 +39,30 @@ impl CheckHandler {
             path: http.map_or("", |h| h.path.as_str()),
             headers: http.map_or(&no_headers, |h| &h.headers),
         };
-        let verdict = self.live.current().check(&input);
-        let response = to_response(&verdict);
-        self.metrics.observe(&verdict, started.elapsed());
-        if let Verdict::Deny { status, .. } = &verdict {
+        let snapshot = self.live.current();
+        let answer = match snapshot.filters.select(&input) {
+            Selected::Done(verdict) => Answer::from(verdict),
+            Selected::Oidc { name, .. } => match snapshot.oidc.get(name) {
+                Some(runtime) => {
+                    let view = HttpView {
+                        method: http.map_or("GET", |h| h.method.as_str()),
+                        host: http.map_or("", |h| h.host.as_str()),
+                        path: input.path,
+                        headers: input.headers,
+                    };
+                    runtime.check(&view, &self.metrics).await
+                }
+                None => Answer::from(Verdict::deny(
+                    500,
+                    "unknown_filter",
+                    "the route names no configured filter",
+                )),
+            },
+        };
+        let verdict = &answer.verdict;
+        let response = to_response(verdict, &answer.response_headers);
+        self.metrics.observe(verdict, started.elapsed());
+        if let Verdict::Deny { status, .. } = verdict {
             // Never the key or any header value: the filter and the status say enough.
             tracing::debug!(filter = input.filter, status, "check denied");
         }
@@ -49,21 +70,31 @@ impl CheckHandler {
     }
 }
 
-fn header(name: &str, value: &str) -> HeaderValueOption {
+fn header(name: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: name.to_owned(),
             value: value.to_owned(),
             ..HeaderValue::default()
         }),
-        // Replace any client copy: an identity header is ours alone.
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        append_action: action.into(),
         ..HeaderValueOption::default()
     }
 }
 
-/// A verdict in Envoy's terms.
-pub fn to_response(verdict: &Verdict) -> CheckResponse {
+/// Request headers replace any client copy: an identity header is ours
+/// alone. Response headers add (two `Set-Cookie`s are two cookies).
+fn overwrite(name: &str, value: &str) -> HeaderValueOption {
+    header(name, value, HeaderAppendAction::OverwriteIfExistsOrAdd)
+}
+
+fn append(name: &str, value: &str) -> HeaderValueOption {
+    header(name, value, HeaderAppendAction::AppendIfExistsOrAdd)
+}
+
+/// A verdict in Envoy's terms; `response_headers` go on the upstream's
+/// response when allowed.
+pub fn to_response(verdict: &Verdict, response_headers: &[(String, String)]) -> CheckResponse {
     match verdict {
         Verdict::Allow {
             set,
@@ -75,9 +106,13 @@ pub fn to_response(verdict: &Verdict) -> CheckResponse {
                 ..rpc::Status::default()
             }),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: set.iter().map(|(k, v)| header(k, v)).collect(),
+                headers: set.iter().map(|(k, v)| overwrite(k, v)).collect(),
                 headers_to_remove: remove.clone(),
                 query_parameters_to_remove: remove_query.clone(),
+                response_headers_to_add: response_headers
+                    .iter()
+                    .map(|(k, v)| append(k, v))
+                    .collect(),
                 ..OkHttpResponse::default()
             })),
             ..CheckResponse::default()
@@ -100,7 +135,7 @@ pub fn to_response(verdict: &Verdict) -> CheckResponse {
                 status: Some(HttpStatus {
                     code: i32::from(*status),
                 }),
-                headers: headers.iter().map(|(k, v)| header(k, v)).collect(),
+                headers: headers.iter().map(|(k, v)| append(k, v)).collect(),
                 body: body.clone(),
             })),
             ..CheckResponse::default()
@@ -118,7 +153,7 @@ impl Authorization for AuthzService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.0.check(request.get_ref())))
+        Ok(tonic::Response::new(self.0.check(request.get_ref()).await))
     }
 }
 
@@ -128,11 +163,14 @@ mod tests {
 
     #[test]
     fn an_allow_overwrites_identity_headers_and_drops_the_key() {
-        let response = to_response(&Verdict::Allow {
-            set: vec![("x-gatehouse-client".into(), "acme".into())],
-            remove: vec!["x-api-key".into()],
-            remove_query: vec!["api_key".into()],
-        });
+        let response = to_response(
+            &Verdict::Allow {
+                set: vec![("x-gatehouse-client".into(), "acme".into())],
+                remove: vec!["x-api-key".into()],
+                remove_query: vec!["api_key".into()],
+            },
+            &[],
+        );
         assert_eq!(response.status.unwrap().code, 0);
         let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
             panic!("ok response expected")
@@ -148,11 +186,14 @@ mod tests {
 
     #[test]
     fn a_deny_carries_status_and_body() {
-        let response = to_response(&Verdict::Deny {
-            status: 401,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: "{}".into(),
-        });
+        let response = to_response(
+            &Verdict::Deny {
+                status: 401,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: "{}".into(),
+            },
+            &[],
+        );
         assert_eq!(
             response.status.unwrap().code,
             i32::from(rpc::Code::Unauthenticated)

@@ -1,0 +1,479 @@
+//! Single sign-on end to end: real Envoy, gatehouse-authz, a real OpenID
+//! provider (npm oidc-provider) and, for the login, a real Chromium.
+
+use e2e::browser::Browser;
+use e2e::idp::Idp;
+use e2e::{AuthzService, Echo, Echoed, Envoy};
+
+/// Starts the stack: Envoy must exist before the IdP (which needs Envoy's
+/// callback URL) and before the SSO filter (which needs the IdP's issuer),
+/// so the filter arrives by a configuration reload: itself under test.
+struct Stack {
+    echo: Echo,
+    authz: AuthzService,
+    envoy: Envoy,
+    idp: Idp,
+}
+
+const BOOT: &str = "filters:\n  partners:\n    api_keys: {keys_file: keys.yaml}\n";
+
+async fn stack(access_token_ttl_secs: u64, extra: &str) -> anyhow::Result<Stack> {
+    let echo = Echo::start().await?;
+    let authz = AuthzService::builder(BOOT)
+        .file("keys.yaml", "keys: []\n")
+        .start()
+        .await?;
+    let envoy = Envoy::from_template("ext-authz.yaml")?
+        .upstream(&echo)
+        .authz(&authz)
+        .start()
+        .await?;
+    let clients = serde_json::json!([{
+        "client_id": "gatehouse",
+        "client_secret": "s3cret-for-tests",
+        "redirect_uris": [envoy.url("/.gatehouse/oidc/callback")],
+        "post_logout_redirect_uris": [envoy.url("/public/bye")],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic"
+    }]);
+    let idp = Idp::start(&clients, access_token_ttl_secs).await?;
+    authz.write_file("client-secret", "s3cret-for-tests\n")?;
+    authz.write_file(
+        "session-keys",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )?;
+    let config = format!(
+        "{BOOT}  sso:
+    oidc:
+      issuer: {issuer}
+      client_id: gatehouse
+      client_secret_file: client-secret
+      callback_url: {callback}
+      post_logout_redirect_url: {bye}
+      session_keys_file: session-keys
+      scopes: [openid, email, profile, groups]
+      # plain http on loopback in tests; Secure is the default
+      cookie_secure: false
+{extra}",
+        issuer = idp.issuer(),
+        callback = envoy.url("/.gatehouse/oidc/callback"),
+        bye = envoy.url("/public/bye"),
+    );
+    authz.write_file("authz.yaml", &config)?;
+    // Ready when a browser-like request is sent to the IdP: the reload went
+    // through and discovery answered.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let login_page = format!("{}/auth", idp.issuer());
+    e2e::poll::until(
+        "the SSO filter loaded and its IdP discovered",
+        e2e::poll::READY_DEADLINE,
+        || async {
+            let r = client
+                .get(envoy.url("/app/"))
+                .header("accept", "text/html")
+                .send()
+                .await?;
+            let to_idp = r.status() == 302
+                && r.headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .is_some_and(|l| l.starts_with(&login_page));
+            Ok(to_idp.then_some(()))
+        },
+    )
+    .await?;
+    Ok(Stack {
+        echo,
+        authz,
+        envoy,
+        idp,
+    })
+}
+
+fn echoed(page_text: &str) -> anyhow::Result<Echoed> {
+    // Chromium shows JSON in its viewer; the document is between the braces.
+    let start = page_text.find('{').unwrap_or(0);
+    let end = page_text.rfind('}').map_or(page_text.len(), |i| i + 1);
+    Ok(serde_json::from_str(&page_text[start..end])?)
+}
+
+#[tokio::test]
+async fn a_browser_logs_in_rides_its_session_and_logs_out() -> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack(3600, "").await?;
+    let browser = Browser::start().await?;
+
+    // A protected page sends the browser to the IdP's login.
+    let start = envoy.url("/app/orders?page=2");
+    browser.goto(&start).await?;
+    browser.until_url_starts_with(idp.issuer()).await?;
+    browser.type_into("#username", "alice").await?;
+    browser.type_into("#password", "wonderland").await?;
+    browser.click("#login").await?;
+
+    // Back on the original URL, the upstream sees who it is.
+    let landed = browser
+        .until_url_starts_with(&envoy.url("/app/orders"))
+        .await?;
+    assert_eq!(landed, start);
+    let seen = echoed(&browser.text().await?)?;
+    assert_eq!(seen.path, "/app/orders?page=2");
+    assert_eq!(seen.header("x-gatehouse-user"), Some("alice"));
+    assert_eq!(seen.header("x-gatehouse-email"), Some("alice@example.test"));
+    assert_eq!(seen.header("x-gatehouse-groups"), Some("staff,admins"));
+    assert!(
+        !seen
+            .header("cookie")
+            .unwrap_or_default()
+            .contains("gatehouse_session"),
+        "the session cookie stays at the edge: {:?}",
+        seen.header("cookie")
+    );
+    assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
+
+    // The next page rides the session: the IdP hears nothing.
+    let before = idp.requests();
+    browser.goto(&envoy.url("/app/profile")).await?;
+    assert_eq!(browser.url().await?, envoy.url("/app/profile"));
+    assert_eq!(
+        echoed(&browser.text().await?)?.header("x-gatehouse-user"),
+        Some("alice")
+    );
+    assert_eq!(idp.requests(), before, "no IdP request for a second page");
+
+    // Logout is a same-site POST: the session ends here and at the IdP.
+    browser
+        .run("const f = document.createElement('form'); f.method = 'POST'; f.action = '/.gatehouse/oidc/logout'; document.body.appendChild(f); f.submit(); return true;")
+        .await?;
+    browser.until_url_starts_with(idp.issuer()).await?;
+    browser.click("#logout-confirm").await?;
+    browser
+        .until_url_starts_with(&envoy.url("/public/bye"))
+        .await?;
+    browser.goto(&envoy.url("/app/orders")).await?;
+    browser.until_url_starts_with(idp.issuer()).await?;
+    assert!(
+        browser.text().await?.contains("Sign"),
+        "the IdP asks to sign in again"
+    );
+    Ok(())
+}
+
+/// A client with a cookie jar that follows no redirects by itself.
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Logs in as a browser would, without one: from `start` to the IdP, its
+/// login form, and back. Stops before the callback and returns its URL.
+async fn login_until_callback(
+    client: &reqwest::Client,
+    envoy: &Envoy,
+    idp: &Idp,
+    start: &str,
+) -> anyhow::Result<String> {
+    let r = client
+        .get(envoy.url(start))
+        .header("accept", "text/html")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 302, "a browser is sent to log in");
+    let mut next = location(&r);
+    let callback = envoy.url("/.gatehouse/oidc/callback");
+    for _ in 0..10 {
+        if next.starts_with(&callback) {
+            return Ok(next);
+        }
+        let url = if next.starts_with('/') {
+            format!("{}{next}", idp.issuer())
+        } else {
+            next.clone()
+        };
+        let r = client.get(&url).send().await?;
+        if r.status().is_redirection() {
+            next = location(&r);
+            continue;
+        }
+        // The login form: post the credentials where it says.
+        let page = r.text().await?;
+        let action = page
+            .split("action=\"")
+            .nth(1)
+            .and_then(|a| a.split('"').next())
+            .ok_or_else(|| anyhow::anyhow!("no login form in {page}"))?;
+        let r = client
+            .post(format!("{}{action}", idp.issuer()))
+            .form(&[("username", "alice"), ("password", "wonderland")])
+            .send()
+            .await?;
+        next = location(&r);
+    }
+    anyhow::bail!("the login never came back to the callback")
+}
+
+async fn login(
+    client: &reqwest::Client,
+    envoy: &Envoy,
+    idp: &Idp,
+    start: &str,
+) -> anyhow::Result<()> {
+    let callback = login_until_callback(client, envoy, idp, start).await?;
+    let r = client.get(&callback).send().await?;
+    assert_eq!(r.status(), 302, "{}", r.text().await?);
+    assert_eq!(
+        location(&r),
+        start,
+        "back where the login started, on this host"
+    );
+    Ok(())
+}
+
+fn session_cookie(client_jar_header: &str) -> Option<String> {
+    client_jar_header.split(';').find_map(|kv| {
+        kv.trim()
+            .strip_prefix("gatehouse_session=")
+            .map(str::to_owned)
+    })
+}
+
+#[tokio::test]
+async fn programs_get_401_and_forged_or_replayed_callbacks_are_refused() -> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack(3600, "").await?;
+
+    // Without a session, a program gets 401 and JSON, not a login page.
+    let anon = client()?;
+    for (name, value) in [
+        ("x-requested-with", "XMLHttpRequest"),
+        ("accept", "application/json"),
+    ] {
+        let r = anon
+            .get(envoy.url("/app/data"))
+            .header(name, value)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 401, "{name}");
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["code"], "login_required");
+    }
+    assert_eq!(
+        anon.post(envoy.url("/app/data")).send().await?.status(),
+        401,
+        "a POST"
+    );
+
+    // A forged state is refused, and so is a callback in a browser that
+    // started no login.
+    let c = client()?;
+    let callback = login_until_callback(&c, &envoy, &idp, "/app/one").await?;
+    let forged = callback.replace("state=", "state=x");
+    let r = c.get(&forged).send().await?;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await?["code"],
+        "state_mismatch"
+    );
+    let stranger = client()?;
+    let r = stranger.get(&callback).send().await?;
+    assert_eq!(
+        r.json::<serde_json::Value>().await?["code"],
+        "no_login_in_progress"
+    );
+
+    // A replayed callback: the login cookie is gone once used, and the
+    // IdP will not take the same code twice either.
+    let c = client()?;
+    let callback = login_until_callback(&c, &envoy, &idp, "/app/two").await?;
+    let login_cookie = c
+        .get(envoy.url("/public/peek"))
+        .send()
+        .await?
+        .json::<Echoed>()
+        .await?
+        .header("cookie")
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(c.get(&callback).send().await?.status(), 302);
+    let r = c.get(&callback).send().await?;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await?["code"],
+        "no_login_in_progress"
+    );
+    let r = client()?
+        .get(&callback)
+        .header("cookie", login_cookie)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400, "the old login cookie with a used code");
+    assert_eq!(r.json::<serde_json::Value>().await?["code"], "login_failed");
+    assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sessions_survive_key_rotation_and_bad_cookies_do_not_pass() -> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack(3600, "").await?;
+    let c = client()?;
+    login(&c, &envoy, &idp, "/app/home").await?;
+    let seen: Echoed = c
+        .get(envoy.url("/public/peek"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cookie = session_cookie(seen.header("cookie").unwrap_or_default())
+        .ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let with = |value: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map(|c| {
+                c.get(envoy.url("/app/data"))
+                    .header("accept", "application/json")
+                    .header("cookie", format!("gatehouse_session={value}"))
+            })
+    };
+    let r = with(&cookie)?.send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Echoed>().await?.header("x-gatehouse-user"),
+        Some("alice")
+    );
+
+    // Tampered: one character changed.
+    let mut tampered = cookie.clone().into_bytes();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        with(&String::from_utf8(tampered)?)?.send().await?.status(),
+        401
+    );
+
+    // Sealed with a key the service does not have; and a real key's
+    // session that is past its absolute timeout.
+    use gatehouse_authz_core::session::{Session, SessionKeys};
+    let stale = Session {
+        sub: "alice".into(),
+        email: None,
+        groups: vec![],
+        id_token: "x".into(),
+        access_token: "x".into(),
+        access_expires_at: None,
+        refresh_token: None,
+        created_at: 1_000,
+        seen_at: 1_000,
+    };
+    let foreign = SessionKeys::from_raw(&[[7; 32]]).seal("gatehouse_session", &stale, [1; 12]);
+    assert_eq!(with(&foreign)?.send().await?.status(), 401);
+    let ours = SessionKeys::from_key_file(
+        &std::fs::read_to_string(authz.dir().join("session-keys"))?,
+        "k",
+    )?;
+    let expired = ours.seal("gatehouse_session", &stale, [2; 12]);
+    assert_eq!(with(&expired)?.send().await?.status(), 401);
+
+    // Rotation: a new key first, the old one kept: the old session stays.
+    let loads = authz
+        .metric("gatehouse_authz_config_load_success_total")
+        .await?;
+    authz.write_file(
+        "session-keys",
+        "ISEhISEhISEhISEhISEhISEhISEhISEhISEhISEhISE=\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )?;
+    e2e::poll::until(
+        "the rotated session keys loaded",
+        e2e::poll::READY_DEADLINE,
+        || async {
+            Ok((authz
+                .metric("gatehouse_authz_config_load_success_total")
+                .await?
+                > loads)
+                .then_some(()))
+        },
+    )
+    .await?;
+    let r = with(&cookie)?.send().await?;
+    assert_eq!(r.status(), 200, "a session sealed with the old key");
+    assert_eq!(
+        r.json::<Echoed>().await?.header("x-gatehouse-user"),
+        Some("alice")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expiring_access_token_is_refreshed_at_the_real_idp() -> anyhow::Result<()> {
+    // Every access token is inside the refresh margin: the first request
+    // after login refreshes, no waiting needed.
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack(
+        120,
+        "      refresh_margin_seconds: 3600\n      forward_access_token: true\n",
+    )
+    .await?;
+    let c = client()?;
+    login(&c, &envoy, &idp, "/app/home").await?;
+    let first = c
+        .get(envoy.url("/app/data"))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    assert_eq!(first.status(), 200);
+    assert!(
+        first.headers().get_all("set-cookie").iter().any(|v| v
+            .to_str()
+            .is_ok_and(|v| v.starts_with("gatehouse_session="))),
+        "the refreshed session comes back as a cookie"
+    );
+    let seen: Echoed = first.json().await?;
+    let bearer = seen.header("authorization").unwrap_or_default().to_owned();
+    assert!(bearer.starts_with("Bearer "), "{bearer}");
+    assert_eq!(authz.metric("gatehouse_authz_refreshes_total").await?, 1.0);
+    // The new access token is a real one: the IdP's userinfo takes it.
+    let userinfo: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("{}/me", idp.issuer()))
+        .header("authorization", &bearer)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(userinfo["sub"], "alice");
+    Ok(())
+}

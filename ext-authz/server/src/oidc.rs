@@ -1,0 +1,644 @@
+//! OpenID Connect single sign-on inside `Check`: the login redirect, the
+//! callback, sessions, refresh and logout, all answered through Envoy's
+//! ext_authz responses, so no extra listener is needed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use gatehouse_authz_core::session::{
+    LOGIN_FLOW_SECS, Lifetimes, LoginFlow, Session, SessionKeys, SessionState,
+};
+use gatehouse_authz_core::web::{
+    CookieAttributes, cookie, cookies_without, is_api_client, safe_return_path,
+};
+use gatehouse_authz_core::{ClientAuth, OidcFilter, Verdict};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RefreshToken, Scope, TokenResponse,
+};
+use subtle::ConstantTimeEq;
+
+use crate::metrics::Metrics;
+
+/// The client type discovery gives: authorization endpoint set, token and
+/// userinfo endpoints as the IdP announced them.
+type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// What discovery found.
+struct Discovered {
+    client: OidcClient,
+    end_session: Option<String>,
+}
+
+/// One OIDC filter at run time: its settings, keys, secret and what
+/// discovery found (none until the IdP answered once).
+pub struct OidcRuntime {
+    pub filter: OidcFilter,
+    keys: SessionKeys,
+    secret: String,
+    discovered: ArcSwapOption<Discovered>,
+    http: openidconnect::reqwest::Client,
+}
+
+impl std::fmt::Debug for OidcRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No secret, no keys.
+        f.debug_struct("OidcRuntime")
+            .field("issuer", &self.filter.issuer)
+            .field("discovered", &self.discovered.load().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request as the SSO flow needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpView<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub headers: &'a HashMap<String, String>,
+}
+
+/// A verdict plus headers for the upstream's response (`Set-Cookie` after
+/// a refresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub verdict: Verdict,
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl From<Verdict> for Answer {
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            response_headers: Vec::new(),
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn nonce() -> [u8; 12] {
+    let mut n = [0u8; 12];
+    // A failing OS RNG leaves zeros: sealing still works but would repeat
+    // nonces, so say so loudly.
+    if getrandom::getrandom(&mut n).is_err() {
+        tracing::error!("the operating system's random source failed");
+    }
+    n
+}
+
+fn redirect(location: &str, cookies: Vec<String>) -> Verdict {
+    let mut headers = vec![("location".to_owned(), location.to_owned())];
+    headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_owned(), c)));
+    Verdict::Deny {
+        status: 302,
+        headers,
+        body: String::new(),
+    }
+}
+
+fn page(status: u16, code: &str, message: &str, cookies: Vec<String>) -> Verdict {
+    let Verdict::Deny {
+        mut headers, body, ..
+    } = Verdict::deny(status, code, message)
+    else {
+        return Verdict::deny(status, code, message);
+    };
+    headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_owned(), c)));
+    Verdict::Deny {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl OidcRuntime {
+    /// A runtime for `filter`; nothing is fetched until [`OidcRuntime::spawn_discovery`].
+    pub fn new(filter: OidcFilter, keys: SessionKeys, secret: String) -> Result<Self, String> {
+        let http = openidconnect::reqwest::ClientBuilder::new()
+            // Following redirects from the IdP's endpoints would let a
+            // compromised answer point us anywhere.
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            filter,
+            keys,
+            secret,
+            discovered: ArcSwapOption::empty(),
+            http,
+        })
+    }
+
+    fn cookies(&self) -> CookieAttributes {
+        CookieAttributes {
+            domain: self.filter.cookie_domain.clone(),
+            path: self.filter.cookie_path.clone(),
+            secure: self.filter.cookie_secure,
+        }
+    }
+
+    fn login_cookie(&self) -> String {
+        format!("{}_login", self.filter.cookie_name)
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            idle_secs: self.filter.idle_timeout_secs,
+            absolute_secs: self.filter.absolute_timeout_secs,
+            refresh_margin_secs: self.filter.refresh_margin_secs,
+        }
+    }
+
+    /// Reads discovery once.
+    async fn discover(&self) -> Result<(), String> {
+        let issuer = IssuerUrl::new(self.filter.issuer.clone()).map_err(|e| e.to_string())?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| format!("discovery failed: {e}"))?;
+        let end_session = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .as_ref()
+            .map(|u| u.url().to_string());
+        let redirect =
+            RedirectUrl::new(self.filter.callback_url.clone()).map_err(|e| e.to_string())?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.filter.client_id.clone()),
+            Some(ClientSecret::new(self.secret.clone())),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(match self.filter.client_auth {
+            ClientAuth::SecretBasic => AuthType::BasicAuth,
+            ClientAuth::SecretPost => AuthType::RequestBody,
+        });
+        self.discovered.store(Some(Arc::new(Discovered {
+            client,
+            end_session,
+        })));
+        Ok(())
+    }
+
+    /// Reads discovery now and then again every `discovery_refresh_secs`
+    /// (sooner, with backoff, after a failure), keeping what it had when the
+    /// IdP does not answer. Stops when the runtime is dropped (a reload).
+    pub fn spawn_discovery(self: &Arc<Self>, metrics: Arc<Metrics>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut retry = Duration::from_millis(250);
+            loop {
+                let Some(rt) = weak.upgrade() else { return };
+                let wait = match rt.discover().await {
+                    Ok(()) => {
+                        tracing::info!(issuer = %rt.filter.issuer, "openid provider discovered");
+                        retry = Duration::from_millis(250);
+                        Duration::from_secs(rt.filter.discovery_refresh_secs.max(1))
+                    }
+                    Err(e) => {
+                        metrics.idp_errors.inc();
+                        tracing::warn!(issuer = %rt.filter.issuer, error = %e, retry_in = ?retry, "openid provider not reachable, keeping what was discovered before");
+                        let wait = retry;
+                        retry = (retry * 2).min(Duration::from_secs(30));
+                        wait
+                    }
+                };
+                drop(rt);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// Decides one request for this filter.
+    pub async fn check(&self, request: &HttpView<'_>, metrics: &Metrics) -> Answer {
+        let now = now_secs();
+        let path = request.path.split('?').next().unwrap_or("/");
+        if path == self.filter.callback_path {
+            return self.callback(request, now, metrics).await.into();
+        }
+        if path == self.filter.logout_path {
+            return self.logout(request).into();
+        }
+        let cookie_header = request.headers.get("cookie").map(String::as_str);
+        let session = cookie(cookie_header, &self.filter.cookie_name)
+            .and_then(|v| self.keys.open::<Session>(&self.filter.cookie_name, v).ok());
+        let public = self
+            .filter
+            .public_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()));
+        let mut session = match session.map(|s| (s.state(now, self.lifetimes()), s)) {
+            Some((SessionState::Valid, s)) => s,
+            Some((SessionState::Refresh, s)) => match self.refresh(s, now, metrics).await {
+                Some(s) => s,
+                None => return self.login(request, now, public),
+            },
+            Some((SessionState::Expired, _)) | None => return self.login(request, now, public),
+        };
+        if !self.filter.required_groups.is_empty()
+            && !session
+                .groups
+                .iter()
+                .any(|g| self.filter.required_groups.contains(g))
+        {
+            return Verdict::deny(403, "forbidden", "your account lacks a required group").into();
+        }
+        let mut response_headers = Vec::new();
+        // Idle tracking rewrites the cookie at most once a minute, not on
+        // every request (a refresh set `seen_at` back to force it).
+        if session.seen_at.saturating_add(60) <= now {
+            session.seen_at = now;
+            response_headers.push(("set-cookie".to_owned(), self.session_cookie(&session)));
+        }
+        Answer {
+            verdict: self.allow(&session, cookie_header),
+            response_headers,
+        }
+    }
+
+    fn session_cookie(&self, session: &Session) -> String {
+        let sealed = self.keys.seal(&self.filter.cookie_name, session, nonce());
+        self.cookies().set_cookie(
+            &self.filter.cookie_name,
+            &sealed,
+            Some(self.filter.absolute_timeout_secs),
+        )
+    }
+
+    /// Identity headers upstream; our cookies stay at the edge.
+    fn allow(&self, session: &Session, cookie_header: Option<&str>) -> Verdict {
+        let f = &self.filter;
+        let mut set = vec![(f.user_header.clone(), session.sub.clone())];
+        let mut remove = Vec::new();
+        match &session.email {
+            Some(e) => set.push((f.email_header.clone(), e.clone())),
+            None => remove.push(f.email_header.clone()),
+        }
+        if session.groups.is_empty() {
+            remove.push(f.groups_header.clone());
+        } else {
+            set.push((f.groups_header.clone(), session.groups.join(",")));
+        }
+        if f.forward_access_token {
+            set.push((
+                "authorization".to_owned(),
+                format!("Bearer {}", session.access_token),
+            ));
+        }
+        let login = self.login_cookie();
+        match cookie_header.and_then(|h| cookies_without(h, |n| n == f.cookie_name || n == login)) {
+            Some(rest) => set.push(("cookie".to_owned(), rest)),
+            None => remove.push("cookie".to_owned()),
+        }
+        Verdict::Allow {
+            set,
+            remove,
+            remove_query: Vec::new(),
+        }
+    }
+
+    /// No session: a public path goes on anonymously (identity headers
+    /// removed), a program gets 401, a browser goes to the IdP.
+    fn login(&self, request: &HttpView<'_>, now: u64, public: bool) -> Answer {
+        let f = &self.filter;
+        if public {
+            return Verdict::Allow {
+                set: Vec::new(),
+                remove: vec![
+                    f.user_header.clone(),
+                    f.email_header.clone(),
+                    f.groups_header.clone(),
+                ],
+                remove_query: Vec::new(),
+            }
+            .into();
+        }
+        if is_api_client(request.method, request.headers) {
+            return Verdict::deny(401, "login_required", "sign in first: no valid session").into();
+        }
+        let Some(discovered) = self.discovered.load_full() else {
+            return page(
+                503,
+                "idp_unavailable",
+                "the sign-in service is not reachable: try again shortly",
+                Vec::new(),
+            )
+            .into();
+        };
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut auth = discovered
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in f.scopes.iter().filter(|s| *s != "openid") {
+            auth = auth.add_scope(Scope::new(scope.clone()));
+        }
+        for (k, v) in &f.extra_auth_params {
+            auth = auth.add_extra_param(k.as_str(), v.as_str());
+        }
+        let (url, state, nonce_value) = auth.url();
+        let flow = LoginFlow {
+            state: state.secret().clone(),
+            nonce: nonce_value.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            return_to: safe_return_path(request.path),
+            started_at: now,
+        };
+        let login = self.login_cookie();
+        let sealed = self.keys.seal(&login, &flow, nonce());
+        let set = self
+            .cookies()
+            .set_cookie(&login, &sealed, Some(LOGIN_FLOW_SECS));
+        redirect(url.as_str(), vec![set]).into()
+    }
+
+    async fn callback(&self, request: &HttpView<'_>, now: u64, metrics: &Metrics) -> Verdict {
+        let login = self.login_cookie();
+        let clear = self.cookies().set_cookie(&login, "", Some(0));
+        let query = request.path.split_once('?').map_or("", |(_, q)| q);
+        let param = |name: &str| {
+            query.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == name).then(|| percent_decode(v))
+            })
+        };
+        let flow = cookie(request.headers.get("cookie").map(String::as_str), &login)
+            .and_then(|v| self.keys.open::<LoginFlow>(&login, v).ok())
+            .filter(|f| now < f.started_at.saturating_add(LOGIN_FLOW_SECS));
+        let Some(flow) = flow else {
+            // No login of this browser is waiting: a replayed or forged
+            // callback, or one that took too long.
+            return page(
+                400,
+                "no_login_in_progress",
+                "no sign-in is in progress in this browser: start again",
+                vec![clear],
+            );
+        };
+        let state_ok =
+            param("state").is_some_and(|s| bool::from(s.as_bytes().ct_eq(flow.state.as_bytes())));
+        if !state_ok {
+            return page(
+                400,
+                "state_mismatch",
+                "the sign-in answer does not belong to this browser",
+                vec![clear],
+            );
+        }
+        if param("error").is_some() {
+            return page(
+                403,
+                "login_refused",
+                "the sign-in service refused the sign-in",
+                vec![clear],
+            );
+        }
+        let Some(code) = param("code") else {
+            return page(
+                400,
+                "no_code",
+                "the sign-in answer carries no code",
+                vec![clear],
+            );
+        };
+        let Some(discovered) = self.discovered.load_full() else {
+            return page(
+                503,
+                "idp_unavailable",
+                "the sign-in service is not reachable: try again shortly",
+                vec![clear],
+            );
+        };
+        let client = &discovered.client;
+        let exchange = match client.exchange_code(AuthorizationCode::new(code)) {
+            Ok(request) => {
+                request.set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier.clone()))
+            }
+            Err(_) => {
+                return page(
+                    503,
+                    "idp_unavailable",
+                    "the sign-in service has no token endpoint",
+                    vec![clear],
+                );
+            }
+        };
+        let token = match exchange.request_async(&self.http).await {
+            Ok(t) => t,
+            Err(openidconnect::RequestTokenError::ServerResponse(e)) => {
+                tracing::warn!(error = %e.error(), "code exchange refused");
+                return page(
+                    400,
+                    "login_failed",
+                    "the sign-in could not be completed: start again",
+                    vec![clear],
+                );
+            }
+            Err(e) => {
+                metrics.idp_errors.inc();
+                tracing::warn!(error = %e, "code exchange failed");
+                return page(
+                    503,
+                    "idp_unavailable",
+                    "the sign-in service is not reachable: try again shortly",
+                    vec![clear],
+                );
+            }
+        };
+        let Some(id_token) = token.id_token() else {
+            return page(
+                400,
+                "login_failed",
+                "the sign-in service sent no ID token",
+                vec![clear],
+            );
+        };
+        let nonce = Nonce::new(flow.nonce.clone());
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "id token refused");
+                return page(
+                    400,
+                    "login_failed",
+                    "the sign-in service's ID token is not valid",
+                    vec![clear],
+                );
+            }
+        };
+        let session = Session {
+            sub: claims.subject().to_string(),
+            email: claims.email().map(|e| e.to_string()),
+            groups: groups_of(id_token),
+            id_token: id_token.to_string(),
+            access_token: token.access_token().secret().clone(),
+            access_expires_at: token.expires_in().map(|d| now.saturating_add(d.as_secs())),
+            refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+            created_at: now,
+            seen_at: now,
+        };
+        metrics.logins.inc();
+        tracing::info!(filter_issuer = %self.filter.issuer, "signed in");
+        // The flow was sealed by us, but a return target is checked twice.
+        redirect(
+            &safe_return_path(&flow.return_to),
+            vec![self.session_cookie(&session), clear],
+        )
+    }
+
+    /// A new access token from the refresh token; `None` sends the user
+    /// back to log in.
+    async fn refresh(&self, mut session: Session, now: u64, metrics: &Metrics) -> Option<Session> {
+        let discovered = self.discovered.load_full()?;
+        let refresh = RefreshToken::new(session.refresh_token.clone()?);
+        let request = discovered.client.exchange_refresh_token(&refresh).ok()?;
+        match request.request_async(&self.http).await {
+            Ok(token) => {
+                metrics.refreshes.inc();
+                session.access_token = token.access_token().secret().clone();
+                session.access_expires_at =
+                    token.expires_in().map(|d| now.saturating_add(d.as_secs()));
+                if let Some(r) = token.refresh_token() {
+                    session.refresh_token = Some(r.secret().clone());
+                }
+                // Reseal now: the answer carries the new cookie.
+                session.seen_at = now.saturating_sub(60);
+                Some(session)
+            }
+            Err(e) => {
+                if !matches!(e, openidconnect::RequestTokenError::ServerResponse(_)) {
+                    metrics.idp_errors.inc();
+                }
+                tracing::info!(error = %e, "refresh refused, the user signs in again");
+                None
+            }
+        }
+    }
+
+    /// POST only, and only from this site: a cross-site form cannot log
+    /// anyone out.
+    fn logout(&self, request: &HttpView<'_>) -> Verdict {
+        if !request.method.eq_ignore_ascii_case("POST") {
+            return Verdict::deny(405, "method_not_allowed", "log out with POST");
+        }
+        let same_site = request.headers.get("sec-fetch-site").map(String::as_str);
+        let origin_host = request
+            .headers
+            .get("origin")
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, h)| h);
+        let from_here = match (same_site, origin_host) {
+            (Some(site), _) => site == "same-origin",
+            (None, Some(host)) => host.eq_ignore_ascii_case(request.host),
+            (None, None) => false,
+        };
+        if !from_here {
+            return Verdict::deny(403, "cross_site_logout", "log out from this site");
+        }
+        let session = cookie(
+            request.headers.get("cookie").map(String::as_str),
+            &self.filter.cookie_name,
+        )
+        .and_then(|v| self.keys.open::<Session>(&self.filter.cookie_name, v).ok());
+        let clear = self
+            .cookies()
+            .set_cookie(&self.filter.cookie_name, "", Some(0));
+        let after = self.filter.post_logout_redirect_url.clone();
+        let end_session = self
+            .discovered
+            .load()
+            .as_ref()
+            .and_then(|d| d.end_session.clone());
+        let location = match (end_session, session) {
+            (Some(endpoint), Some(session)) => {
+                let mut url = format!(
+                    "{endpoint}{}id_token_hint={}&client_id={}",
+                    if endpoint.contains('?') { '&' } else { '?' },
+                    percent_encode(&session.id_token),
+                    percent_encode(&self.filter.client_id)
+                );
+                if let Some(after) = &after {
+                    url.push_str("&post_logout_redirect_uri=");
+                    url.push_str(&percent_encode(after));
+                }
+                url
+            }
+            _ => after.unwrap_or_else(|| "/".to_owned()),
+        };
+        redirect(&location, vec![clear])
+    }
+}
+
+/// `groups` from a verified ID token's payload (the core claims type of
+/// `openidconnect` has no field for it).
+fn groups_of(id_token: &CoreIdToken) -> Vec<String> {
+    use base64::Engine as _;
+    let text = id_token.to_string();
+    let payload = text.split('.').nth(1).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+        .and_then(|v| v.get("groups").cloned())
+        .and_then(|g| serde_json::from_value::<Vec<String>>(g).ok())
+        .unwrap_or_default()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
