@@ -117,6 +117,28 @@ struct RawOidc {
     required_groups: Vec<String>,
     #[serde(default)]
     discovery_refresh_seconds: Option<u64>,
+    #[serde(default)]
+    bearer: Option<RawBearer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBearer {
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    jwks_file: String,
+}
+
+/// Machine clients: a bearer JWT from this issuer passes without a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BearerTokens {
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// One of these must be in `aud` (none: any).
+    pub audiences: Vec<String>,
+    /// The issuer's keys, a JWKS file relative to the configuration file.
+    pub jwks_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +252,8 @@ pub struct OidcFilter {
     pub required_groups: Vec<String>,
     /// How often discovery is read again, seconds.
     pub discovery_refresh_secs: u64,
+    /// Bearer JWTs accepted instead of a session, if configured.
+    pub bearer: Option<BearerTokens>,
 }
 
 /// An API-key filter's settings (the keys themselves load separately).
@@ -488,6 +512,28 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
         public_paths: raw.public_paths,
         required_groups: raw.required_groups,
         discovery_refresh_secs: raw.discovery_refresh_seconds.unwrap_or(3600),
+        bearer: match raw.bearer {
+            None => None,
+            Some(b) if split_url(&b.issuer).is_none() && b.issuer.is_empty() => {
+                return Err(ConfigError::new(
+                    file,
+                    field("bearer.issuer"),
+                    "the issuer is empty",
+                ));
+            }
+            Some(b) if b.jwks_file.is_empty() => {
+                return Err(ConfigError::new(
+                    file,
+                    field("bearer.jwks_file"),
+                    "name the issuer's JWKS file",
+                ));
+            }
+            Some(b) => Some(BearerTokens {
+                issuer: b.issuer,
+                audiences: b.audiences,
+                jwks_file: b.jwks_file,
+            }),
+        },
     })
 }
 

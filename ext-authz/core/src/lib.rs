@@ -15,6 +15,6 @@ pub mod web;
 pub use apikeys::{ApiKeys, KeysError, sha256_hex};
 pub use check::{CheckInput, Filters, Selected, Verdict};
 pub use config::{
-    ApiKeyFilter, AuthzConfig, ClientAuth, ConfigError, DEFAULT_CLIENT_HEADER, FILTER_EXTENSION,
-    FilterKind, KeyLocation, KeySource, OidcFilter, SecretSource,
+    ApiKeyFilter, AuthzConfig, BearerTokens, ClientAuth, ConfigError, DEFAULT_CLIENT_HEADER,
+    FILTER_EXTENSION, FilterKind, KeyLocation, KeySource, OidcFilter, SecretSource,
 };

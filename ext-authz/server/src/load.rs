@@ -14,6 +14,20 @@ use notify::{RecursiveMode, Watcher};
 use crate::metrics::Metrics;
 use crate::oidc::OidcRuntime;
 
+/// Signature algorithms bearer tokens may use: the asymmetric ones (a
+/// shared secret has no place in a token a third party mints).
+const BEARER_ALGORITHMS: [gatehouse_jwt_core::Algorithm; 9] = {
+    use gatehouse_jwt_core::Algorithm::{
+        ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512,
+    };
+    [
+        RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+    ]
+};
+
+/// Clock skew allowed on bearer tokens' `exp`, `nbf` and `iat`, seconds.
+const BEARER_LEEWAY_SECS: u64 = 30;
+
 /// Why a load failed: the message names the file (and the field).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -81,8 +95,25 @@ pub fn load(config: &Path) -> Result<Loaded, LoadError> {
                         ))
                     })?,
                 };
-                let runtime =
-                    OidcRuntime::new((**f).clone(), ring, secret).map_err(LoadError::Secret)?;
+                let bearer = match &f.bearer {
+                    None => None,
+                    Some(b) => {
+                        let path = base.join(&b.jwks_file);
+                        let bytes = std::fs::read(&path).map_err(io(&path))?;
+                        let keys = gatehouse_jwt_core::KeySet::from_jwks(&bytes)
+                            .map_err(|e| LoadError::Secret(format!("{}: {e}", path.display())))?;
+                        sources.push(path);
+                        Some(gatehouse_jwt_core::Provider::new(
+                            Some(b.issuer.clone()),
+                            b.audiences.clone(),
+                            BEARER_ALGORITHMS.to_vec(),
+                            keys,
+                            BEARER_LEEWAY_SECS,
+                        ))
+                    }
+                };
+                let runtime = OidcRuntime::new((**f).clone(), ring, secret, bearer)
+                    .map_err(LoadError::Secret)?;
                 oidc.insert(name.clone(), Arc::new(runtime));
             }
             FilterKind::ApiKeys(f) => {

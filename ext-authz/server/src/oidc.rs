@@ -49,6 +49,10 @@ pub struct OidcRuntime {
     secret: String,
     discovered: ArcSwapOption<Discovered>,
     http: openidconnect::reqwest::Client,
+    bearer: Option<gatehouse_jwt_core::Provider>,
+    /// Whether the IdP answered the last discovery: new logins are not
+    /// sent to an IdP known to be down.
+    idp_up: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for OidcRuntime {
@@ -113,13 +117,21 @@ fn redirect(location: &str, cookies: Vec<String>) -> Verdict {
     }
 }
 
+/// A page for a person in a browser: what went wrong, what to do. The
+/// `code` is in the page (`data-code`) for tests and support.
 fn page(status: u16, code: &str, message: &str, cookies: Vec<String>) -> Verdict {
-    let Verdict::Deny {
-        mut headers, body, ..
-    } = Verdict::deny(status, code, message)
-    else {
-        return Verdict::deny(status, code, message);
-    };
+    // `code` and `message` are our own constants: nothing to escape.
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in</title></head>\
+         <body><h1>Sign-in</h1><p data-code=\"{code}\">{message}</p></body></html>\n"
+    );
+    let mut headers = vec![
+        (
+            "content-type".to_owned(),
+            "text/html; charset=utf-8".to_owned(),
+        ),
+        ("cache-control".to_owned(), "no-store".to_owned()),
+    ];
     headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_owned(), c)));
     Verdict::Deny {
         status,
@@ -130,7 +142,12 @@ fn page(status: u16, code: &str, message: &str, cookies: Vec<String>) -> Verdict
 
 impl OidcRuntime {
     /// A runtime for `filter`; nothing is fetched until [`OidcRuntime::spawn_discovery`].
-    pub fn new(filter: OidcFilter, keys: SessionKeys, secret: String) -> Result<Self, String> {
+    pub fn new(
+        filter: OidcFilter,
+        keys: SessionKeys,
+        secret: String,
+        bearer: Option<gatehouse_jwt_core::Provider>,
+    ) -> Result<Self, String> {
         let http = openidconnect::reqwest::ClientBuilder::new()
             // Following redirects from the IdP's endpoints would let a
             // compromised answer point us anywhere.
@@ -144,6 +161,8 @@ impl OidcRuntime {
             secret,
             discovered: ArcSwapOption::empty(),
             http,
+            bearer,
+            idp_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -206,7 +225,10 @@ impl OidcRuntime {
             let mut retry = Duration::from_millis(250);
             loop {
                 let Some(rt) = weak.upgrade() else { return };
-                let wait = match rt.discover().await {
+                let result = rt.discover().await;
+                rt.idp_up
+                    .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                let wait = match result {
                     Ok(()) => {
                         tracing::info!(issuer = %rt.filter.issuer, "openid provider discovered");
                         retry = Duration::from_millis(250);
@@ -235,6 +257,14 @@ impl OidcRuntime {
         }
         if path == self.filter.logout_path {
             return self.logout(request).into();
+        }
+        if let Some(provider) = &self.bearer
+            && let Some(token) = request.headers.get("authorization").and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+        {
+            return self.bearer_check(provider, token.trim(), now).into();
         }
         let cookie_header = request.headers.get("cookie").map(String::as_str);
         let session = cookie(cookie_header, &self.filter.cookie_name)
@@ -270,6 +300,80 @@ impl OidcRuntime {
         Answer {
             verdict: self.allow(&session, cookie_header),
             response_headers,
+        }
+    }
+
+    /// A machine client's bearer JWT: valid, it passes with its identity;
+    /// invalid, 401 as RFC 6750 says (never a login page).
+    fn bearer_check(
+        &self,
+        provider: &gatehouse_jwt_core::Provider,
+        token: &str,
+        now: u64,
+    ) -> Verdict {
+        let f = &self.filter;
+        match provider.verify(token, now) {
+            Ok(verified) => {
+                let text = |name: &str| {
+                    verified
+                        .claims
+                        .get(name)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                };
+                let groups: Vec<String> = verified
+                    .claims
+                    .get("groups")
+                    .and_then(|g| g.as_array())
+                    .map(|g| {
+                        g.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !f.required_groups.is_empty()
+                    && !groups.iter().any(|g| f.required_groups.contains(g))
+                {
+                    return Verdict::deny(403, "forbidden", "the token lacks a required group");
+                }
+                let mut set = vec![(f.user_header.clone(), text("sub").unwrap_or_default())];
+                let mut remove = Vec::new();
+                match text("email") {
+                    Some(e) => set.push((f.email_header.clone(), e)),
+                    None => remove.push(f.email_header.clone()),
+                }
+                if groups.is_empty() {
+                    remove.push(f.groups_header.clone());
+                } else {
+                    set.push((f.groups_header.clone(), groups.join(",")));
+                }
+                Verdict::Allow {
+                    set,
+                    remove,
+                    remove_query: Vec::new(),
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bearer token refused");
+                let Verdict::Deny {
+                    status,
+                    mut headers,
+                    body,
+                } = Verdict::deny(401, "invalid_token", "the bearer token is not valid")
+                else {
+                    return Verdict::deny(401, "invalid_token", "the bearer token is not valid");
+                };
+                headers.push((
+                    "www-authenticate".to_owned(),
+                    "Bearer error=\"invalid_token\", error_description=\"the token is not valid\""
+                        .to_owned(),
+                ));
+                Verdict::Deny {
+                    status,
+                    headers,
+                    body,
+                }
+            }
         }
     }
 
@@ -333,7 +437,9 @@ impl OidcRuntime {
         if is_api_client(request.method, request.headers) {
             return Verdict::deny(401, "login_required", "sign in first: no valid session").into();
         }
-        let Some(discovered) = self.discovered.load_full() else {
+        let up = self.idp_up.load(std::sync::atomic::Ordering::Relaxed);
+        let Some(discovered) = self.discovered.load_full().filter(|_| up) else {
+            // Existing sessions keep working; only new logins wait.
             return page(
                 503,
                 "idp_unavailable",
