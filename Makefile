@@ -37,7 +37,7 @@ lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors, shippe
 	  && echo "ok: envoy-config/bootstrap/ratelimit.yaml"
 
 bench: wasm ## benchmark scenarios; ratio table printed and written to bench/results/
-	@$(CARGO) build --locked --quiet --release -p e2e -p gatehouse-ratelimit --bins
+	@$(CARGO) build --locked --quiet --release -p e2e -p gatehouse-ratelimit -p gatehouse-authz --bins
 	@$(CARGO) run --locked --quiet --release -p e2e --bin bench -- $(SETS)
 
 run: wasm ## start the quickstart stack on http://127.0.0.1:8080 (Ctrl-C stops it)

@@ -18,6 +18,9 @@ use crate::ratelimit::write_atomically;
 pub struct AuthzBuilder {
     config: String,
     files: Vec<(String, String)>,
+    binary: Option<std::path::PathBuf>,
+    cpus: Option<String>,
+    quiet: bool,
 }
 
 /// A running, ready `gatehouse-authz`. Killed when dropped.
@@ -41,8 +44,18 @@ impl AuthzService {
     pub fn builder(config: &str) -> AuthzBuilder {
         AuthzBuilder {
             config: config.to_owned(),
-            files: Vec::new(),
+            ..AuthzBuilder::default()
         }
+    }
+
+    /// The gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    /// The pid (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The gRPC port (Envoy templates use `{{AUTHZ_PORT}}`).
@@ -96,9 +109,33 @@ impl AuthzBuilder {
         self
     }
 
+    /// Runs this binary instead of `target/debug/gatehouse-authz`.
+    #[must_use]
+    pub fn binary(mut self, path: std::path::PathBuf) -> Self {
+        self.binary = Some(path);
+        self
+    }
+
+    /// Pins the service to a CPU list (`taskset -c`).
+    #[must_use]
+    pub fn cpus(mut self, list: &str) -> Self {
+        self.cpus = Some(list.to_owned());
+        self
+    }
+
+    /// Whether dropping the service prints its log (default on, for tests).
+    #[must_use]
+    pub fn log_on_drop(mut self, on: bool) -> Self {
+        self.quiet = !on;
+        self
+    }
+
     /// Starts the service and waits until `/readyz` answers 200.
     pub async fn start(self) -> Result<AuthzService> {
-        let bin = paths::service_bin("gatehouse-authz")?;
+        let bin = match &self.binary {
+            Some(path) => path.clone(),
+            None => paths::service_bin("gatehouse-authz")?,
+        };
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-authz-")
             .tempdir()?;
@@ -108,11 +145,11 @@ impl AuthzBuilder {
             std::fs::write(dir.path().join(name), text)?;
         }
         let ready_file = dir.path().join("ready.json");
-        let mut command = crate::process::pinned_command(None, &bin)?;
+        let mut command = crate::process::pinned_command(self.cpus.as_deref(), &bin)?;
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", if self.quiet { "error" } else { "info" })
             .env("GATEHOUSE_AUTHZ_CONFIG", &config)
             .env("GATEHOUSE_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
             .env("GATEHOUSE_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
@@ -122,7 +159,7 @@ impl AuthzBuilder {
             &mut command,
             &dir.path().join("authz.log"),
         )?;
-        process.set_log_on_drop(true);
+        process.set_log_on_drop(!self.quiet);
         let client = reqwest::Client::builder().no_proxy().build()?;
         let ready: ReadyFile = poll::until("gatehouse-authz /readyz", poll::READY_DEADLINE, || {
             let exited = process.exit_status();

@@ -65,6 +65,8 @@ pub struct Scenario {
     pub sidecar: Sidecar,
     /// Tokens, one a line, sent in turn as `authorization: Bearer <token>`.
     pub tokens: Option<PathBuf>,
+    /// Headers sent with every request (`wrk -H`), e.g. a session cookie.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A rate-limit service beside Envoy (or alone, for raw gRPC load).
@@ -78,6 +80,10 @@ pub enum Sidecar {
     Memory,
     /// gatehouse-ratelimit on its own Redis.
     Redis,
+    /// The null ext_authz service: allows at once; the floor of the side call.
+    NullAuthz,
+    /// gatehouse-authz with the bench's SSO configuration.
+    Authz,
 }
 
 /// One measured run.
@@ -276,38 +282,78 @@ enum RunningSidecar {
         service: Box<RateLimitService>,
         _redis: Option<Redis>,
     },
+    Authz {
+        service: Box<crate::authz::AuthzService>,
+    },
+}
+
+/// gatehouse-authz in the bench: one SSO filter whose IdP is never called
+/// (a valid session needs none), and the key its cookies are sealed with.
+pub const BENCH_SESSION_KEY: [u8; 32] = [42; 32];
+
+fn bench_authz_config() -> String {
+    "filters:\n  sso:\n    oidc:\n      issuer: http://127.0.0.1:9\n      client_id: bench\n      client_secret_file: secret\n      callback_url: http://127.0.0.1/.gatehouse/oidc/callback\n      session_keys_file: session-keys\n      cookie_secure: false\n      discovery_refresh_seconds: 86400\n".to_owned()
+}
+
+async fn null_sidecar(
+    bin: &str,
+    env: &str,
+    cpus: Option<&str>,
+) -> Result<(ChildProcess, SocketAddr, TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join(format!("{bin}.log"));
+    let mut command = crate::process::pinned_command(cpus, &release_bin(bin)?)?;
+    command.env(env, "127.0.0.1:0");
+    let mut process = ChildProcess::spawn(bin, &mut command, &log)?;
+    process.set_log_on_drop(false);
+    let addr = poll::until(&format!("{bin} address"), poll::READY_DEADLINE, || {
+        let exited = process.exit_status();
+        let first = process
+            .log()
+            .lines()
+            .next()
+            .and_then(|l| l.parse::<SocketAddr>().ok());
+        async move {
+            if exited?.is_some() {
+                bail!("the null service exited");
+            }
+            Ok(first)
+        }
+    })
+    .await?;
+    Ok((process, addr, dir))
 }
 
 impl RunningSidecar {
     async fn start(kind: Sidecar, cpus: Option<&str>) -> Result<Option<Self>> {
         match kind {
             Sidecar::None => Ok(None),
-            Sidecar::Null => {
-                let dir = tempfile::tempdir()?;
-                let log = dir.path().join("null-rls.log");
-                let mut command = crate::process::pinned_command(cpus, &release_bin("null-rls")?)?;
-                command.env("NULL_RLS_ADDR", "127.0.0.1:0");
-                let mut process = ChildProcess::spawn("null-rls", &mut command, &log)?;
-                process.set_log_on_drop(false);
-                let addr = poll::until("null-rls address", poll::READY_DEADLINE, || {
-                    let exited = process.exit_status();
-                    let first = process
-                        .log()
-                        .lines()
-                        .next()
-                        .and_then(|l| l.parse::<SocketAddr>().ok());
-                    async move {
-                        if exited?.is_some() {
-                            bail!("null-rls exited");
-                        }
-                        Ok(first)
-                    }
-                })
-                .await?;
+            Sidecar::Null | Sidecar::NullAuthz => {
+                let (bin, env) = if kind == Sidecar::Null {
+                    ("null-rls", "NULL_RLS_ADDR")
+                } else {
+                    ("null-authz", "NULL_AUTHZ_ADDR")
+                };
+                let (process, addr, dir) = null_sidecar(bin, env, cpus).await?;
                 Ok(Some(Self::Null {
                     process,
                     addr,
                     _dir: dir,
+                }))
+            }
+            Sidecar::Authz => {
+                use base64::Engine as _;
+                let key = base64::engine::general_purpose::STANDARD.encode(BENCH_SESSION_KEY);
+                let mut builder = crate::authz::AuthzService::builder(&bench_authz_config())
+                    .file("secret", "bench\n")
+                    .file("session-keys", &format!("{key}\n"))
+                    .binary(release_bin("gatehouse-authz")?)
+                    .log_on_drop(false);
+                if let Some(list) = cpus {
+                    builder = builder.cpus(list);
+                }
+                Ok(Some(Self::Authz {
+                    service: Box::new(builder.start().await?),
                 }))
             }
             Sidecar::Memory | Sidecar::Redis => {
@@ -347,6 +393,7 @@ impl RunningSidecar {
         match self {
             Self::Null { addr, .. } => *addr,
             Self::Gatehouse { service, .. } => service.grpc_addr(),
+            Self::Authz { service } => service.grpc_addr(),
         }
     }
 
@@ -354,6 +401,7 @@ impl RunningSidecar {
         match self {
             Self::Null { process, .. } => process.pid(),
             Self::Gatehouse { service, .. } => service.pid(),
+            Self::Authz { service } => service.pid(),
         }
     }
 }
@@ -455,7 +503,9 @@ pub async fn run(
             .concurrency(1)
             .log_on_drop(false);
         if let Some(sidecar) = &sidecar {
-            builder = builder.var("RLS_PORT", sidecar.grpc_addr().port());
+            builder = builder
+                .var("RLS_PORT", sidecar.grpc_addr().port())
+                .var("AUTHZ_PORT", sidecar.grpc_addr().port());
         }
         if let Some(p) = pinning {
             builder = builder.cpus(&p.envoy);
@@ -472,6 +522,9 @@ pub async fn run(
         let (envoy, sidecar) = &stacks[i];
         let command =
             crate::process::pinned_command(pinning.map(|p| p.load.as_str()), &wrk).map(|mut c| {
+                for (name, value) in &scenarios[i].headers {
+                    c.arg("-H").arg(format!("{name}: {value}"));
+                }
                 c.arg("-t1")
                     .arg(format!("-c{}", settings.connections))
                     .arg(format!("-d{}s", duration.as_secs().max(1)))

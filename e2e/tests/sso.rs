@@ -17,7 +17,23 @@ struct Stack {
 
 const BOOT: &str = "filters:\n  partners:\n    api_keys: {keys_file: keys.yaml}\n";
 
+/// How the filter authenticates to the IdP's token endpoint.
+#[derive(Clone, Copy, PartialEq)]
+enum ClientAuth {
+    SecretBasic,
+    /// A JWT signed with the test RSA key (RFC 7523).
+    PrivateKeyJwt,
+}
+
 async fn stack(access_token_ttl_secs: u64, extra: &str) -> anyhow::Result<Stack> {
+    stack_as(access_token_ttl_secs, extra, ClientAuth::SecretBasic).await
+}
+
+async fn stack_as(
+    access_token_ttl_secs: u64,
+    extra: &str,
+    auth: ClientAuth,
+) -> anyhow::Result<Stack> {
     let echo = Echo::start().await?;
     let authz = AuthzService::builder(BOOT)
         .file("keys.yaml", "keys: []\n")
@@ -37,8 +53,31 @@ async fn stack(access_token_ttl_secs: u64, extra: &str) -> anyhow::Result<Stack>
         "response_types": ["code"],
         "token_endpoint_auth_method": "client_secret_basic"
     }]);
+    let mut clients = clients;
+    let testdata = e2e::paths::workspace_root().join("filters/jwt-core/testdata");
+    if auth == ClientAuth::PrivateKeyJwt {
+        // The IdP knows the client by its public key alone.
+        let jwks: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(testdata.join("jwks.json"))?)?;
+        let rsa = jwks["keys"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["kid"] == "rsa-1"))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no rsa-1 in the test JWKS"))?;
+        let client = &mut clients[0];
+        client["token_endpoint_auth_method"] = "private_key_jwt".into();
+        client["token_endpoint_auth_signing_alg"] = "RS256".into();
+        client["jwks"] = serde_json::json!({ "keys": [rsa] });
+        if let Some(c) = client.as_object_mut() {
+            c.remove("client_secret");
+        }
+    }
     let idp = Idp::start(&clients, access_token_ttl_secs).await?;
     authz.write_file("client-secret", "s3cret-for-tests\n")?;
+    authz.write_file(
+        "client-key.pem",
+        &std::fs::read_to_string(testdata.join("keys/rsa.pem"))?,
+    )?;
     authz.write_file(
         "session-keys",
         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
@@ -55,7 +94,7 @@ async fn stack(access_token_ttl_secs: u64, extra: &str) -> anyhow::Result<Stack>
     oidc:
       issuer: {issuer}
       client_id: gatehouse
-      client_secret_file: client-secret
+{auth_lines}
       callback_url: {callback}
       post_logout_redirect_url: {bye}
       session_keys_file: session-keys
@@ -64,6 +103,11 @@ async fn stack(access_token_ttl_secs: u64, extra: &str) -> anyhow::Result<Stack>
       cookie_secure: false
 {extra}",
         issuer = idp.issuer(),
+        auth_lines = match auth {
+            ClientAuth::SecretBasic => "      client_secret_file: client-secret",
+            ClientAuth::PrivateKeyJwt =>
+                "      client_auth: private_key_jwt\n      private_key_file: client-key.pem\n      private_key_id: rsa-1",
+        },
         callback = envoy.url("/.gatehouse/oidc/callback"),
         bye = envoy.url("/public/bye"),
     );
@@ -595,5 +639,37 @@ async fn the_idp_going_down_keeps_sessions_and_refuses_new_logins_clearly() -> a
         r.json::<Echoed>().await?.header("x-gatehouse-user"),
         Some("alice")
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_filter_can_authenticate_to_the_idp_with_a_private_key() -> anyhow::Result<()> {
+    // private_key_jwt: no shared secret; the IdP checks a signed assertion
+    // at the token endpoint, both for the code and for refreshes.
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack_as(
+        120,
+        "      refresh_margin_seconds: 3600\n",
+        ClientAuth::PrivateKeyJwt,
+    )
+    .await?;
+    let c = client()?;
+    login(&c, &envoy, &idp, "/app/home").await?;
+    let r = c
+        .get(envoy.url("/app/data"))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Echoed>().await?.header("x-gatehouse-user"),
+        Some("alice")
+    );
+    assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
+    assert_eq!(authz.metric("gatehouse_authz_refreshes_total").await?, 1.0);
     Ok(())
 }

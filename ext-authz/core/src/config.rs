@@ -79,6 +79,10 @@ struct RawOidc {
     client_secret_env: Option<String>,
     #[serde(default)]
     client_auth: Option<String>,
+    #[serde(default)]
+    private_key_file: Option<String>,
+    #[serde(default)]
+    private_key_id: Option<String>,
     callback_url: String,
     #[serde(default)]
     scopes: Option<Vec<String>>,
@@ -182,12 +186,20 @@ pub enum FilterKind {
 }
 
 /// How the service authenticates to the IdP's token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientAuth {
     /// HTTP Basic with the client id and secret (the default).
     SecretBasic,
     /// The id and secret in the form body.
     SecretPost,
+    /// A JWT signed with the client's private key (RFC 7523): no shared
+    /// secret at all.
+    PrivateKeyJwt {
+        /// PEM private key (RSA or P-256), relative to the configuration file.
+        key_file: String,
+        /// The `kid` the IdP knows the public key by, if any.
+        key_id: Option<String>,
+    },
 }
 
 /// Where the client secret comes from: never the configuration file itself.
@@ -206,8 +218,8 @@ pub struct OidcFilter {
     pub issuer: String,
     /// The client id.
     pub client_id: String,
-    /// The client secret's source.
-    pub client_secret: SecretSource,
+    /// The client secret's source (none with `private_key_jwt`).
+    pub client_secret: Option<SecretSource>,
     /// Token endpoint authentication.
     pub client_auth: ClientAuth,
     /// The redirect URI registered at the IdP; its path is answered here.
@@ -392,27 +404,55 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
             "the client id is empty",
         ));
     }
-    let client_secret = match (raw.client_secret_file, raw.client_secret_env) {
-        (Some(f), None) if !f.is_empty() => SecretSource::File(f),
-        (None, Some(e)) if !e.is_empty() => SecretSource::Env(e),
+    let client_auth = match (raw.client_auth.as_deref(), raw.private_key_file) {
+        (None | Some("client_secret_basic"), None) => ClientAuth::SecretBasic,
+        (Some("client_secret_post"), None) => ClientAuth::SecretPost,
+        (Some("private_key_jwt"), Some(key_file)) if !key_file.is_empty() => {
+            ClientAuth::PrivateKeyJwt {
+                key_file,
+                key_id: raw.private_key_id,
+            }
+        }
+        (Some("private_key_jwt"), _) => {
+            return Err(ConfigError::new(
+                file,
+                field("private_key_file"),
+                "private_key_jwt signs with a private key: name its PEM file",
+            ));
+        }
+        (None | Some("client_secret_basic" | "client_secret_post"), Some(_)) => {
+            return Err(ConfigError::new(
+                file,
+                field("private_key_file"),
+                "a private key is only used with client_auth: private_key_jwt",
+            ));
+        }
+        (Some(other), _) => {
+            return Err(ConfigError::new(
+                file,
+                field("client_auth"),
+                format!(
+                    "{other:?} is not supported: use client_secret_basic, client_secret_post or private_key_jwt"
+                ),
+            ));
+        }
+    };
+    let client_secret = match (raw.client_secret_file, raw.client_secret_env, &client_auth) {
+        (None, None, ClientAuth::PrivateKeyJwt { .. }) => None,
+        (_, _, ClientAuth::PrivateKeyJwt { .. }) => {
+            return Err(ConfigError::new(
+                file,
+                at,
+                "private_key_jwt needs no client secret: leave client_secret_file and client_secret_env out",
+            ));
+        }
+        (Some(f), None, _) if !f.is_empty() => Some(SecretSource::File(f)),
+        (None, Some(e), _) if !e.is_empty() => Some(SecretSource::Env(e)),
         _ => {
             return Err(ConfigError::new(
                 file,
                 at,
                 "name exactly one of client_secret_file or client_secret_env (never the secret itself)",
-            ));
-        }
-    };
-    let client_auth = match raw.client_auth.as_deref() {
-        None | Some("client_secret_basic") => ClientAuth::SecretBasic,
-        Some("client_secret_post") => ClientAuth::SecretPost,
-        Some(other) => {
-            return Err(ConfigError::new(
-                file,
-                field("client_auth"),
-                format!(
-                    "{other:?} is not supported: use client_secret_basic or client_secret_post"
-                ),
             ));
         }
     };
@@ -645,7 +685,7 @@ mod tests {
         assert!(f.cookie_secure);
         assert_eq!(f.cookie_name, "gatehouse_session");
         assert_eq!(f.client_auth, ClientAuth::SecretBasic);
-        assert_eq!(f.client_secret, SecretSource::File("secret".into()));
+        assert_eq!(f.client_secret, Some(SecretSource::File("secret".into())));
         assert_eq!(
             (f.user_header.as_str(), f.groups_header.as_str()),
             ("x-gatehouse-user", "x-gatehouse-groups")
@@ -656,9 +696,32 @@ mod tests {
     fn oidc_errors_name_the_field() {
         let with = |extra: &str| err(&format!("{OIDC}      {extra}\n"));
         assert!(
-            with("client_auth: private_key_jwt")
-                .contains("filters.sso.oidc.client_auth: \"private_key_jwt\" is not supported")
+            with("client_auth: tls_client_auth")
+                .contains("filters.sso.oidc.client_auth: \"tls_client_auth\" is not supported")
         );
+        assert!(
+            with("client_auth: private_key_jwt\n      private_key_file: k.pem")
+                .contains("private_key_jwt needs no client secret")
+        );
+        assert!(with("client_auth: private_key_jwt").contains(
+            "filters.sso.oidc.private_key_file: private_key_jwt signs with a private key"
+        ));
+        let keyed = OIDC.replace(
+            "client_secret_file: secret",
+            "client_auth: private_key_jwt\n      private_key_file: k.pem\n      private_key_id: k1",
+        );
+        let config = AuthzConfig::parse(&keyed, "authz.yaml").unwrap();
+        let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+            panic!("oidc expected")
+        };
+        assert_eq!(
+            f.client_auth,
+            ClientAuth::PrivateKeyJwt {
+                key_file: "k.pem".into(),
+                key_id: Some("k1".into())
+            }
+        );
+        assert_eq!(f.client_secret, None);
         assert!(
             with("client_secret_env: X")
                 .contains("name exactly one of client_secret_file or client_secret_env")

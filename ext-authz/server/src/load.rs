@@ -12,7 +12,7 @@ use gatehouse_authz_core::{ApiKeys, AuthzConfig, FilterKind, Filters, KeySource,
 use notify::{RecursiveMode, Watcher};
 
 use crate::metrics::Metrics;
-use crate::oidc::OidcRuntime;
+use crate::oidc::{AssertionKey, OidcRuntime};
 
 /// Signature algorithms bearer tokens may use: the asymmetric ones (a
 /// shared secret has no place in a token a third party mints).
@@ -83,17 +83,34 @@ pub fn load(config: &Path) -> Result<Loaded, LoadError> {
                 let ring = SessionKeys::from_key_file(&text, &path.display().to_string())?;
                 sources.push(path);
                 let secret = match &f.client_secret {
-                    SecretSource::File(file) => {
+                    None => String::new(),
+                    Some(SecretSource::File(file)) => {
                         let path = base.join(file);
                         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
                         sources.push(path);
                         text.trim_end_matches(['\n', '\r']).to_owned()
                     }
-                    SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                    Some(SecretSource::Env(var)) => std::env::var(var).map_err(|_| {
                         LoadError::Secret(format!(
                             "filters.{name}.oidc.client_secret_env: the variable {var} is not set"
                         ))
                     })?,
+                };
+                let assertion = match &f.client_auth {
+                    gatehouse_authz_core::ClientAuth::PrivateKeyJwt { key_file, key_id } => {
+                        let path = base.join(key_file);
+                        let pem = std::fs::read(&path).map_err(io(&path))?;
+                        let key =
+                            AssertionKey::from_pem(&pem, key_id.clone()).ok_or_else(|| {
+                                LoadError::Secret(format!(
+                                    "{}: not a PEM private key (RSA or P-256)",
+                                    path.display()
+                                ))
+                            })?;
+                        sources.push(path);
+                        Some(key)
+                    }
+                    _ => None,
                 };
                 let bearer = match &f.bearer {
                     None => None,
@@ -112,7 +129,7 @@ pub fn load(config: &Path) -> Result<Loaded, LoadError> {
                         ))
                     }
                 };
-                let runtime = OidcRuntime::new((**f).clone(), ring, secret, bearer)
+                let runtime = OidcRuntime::new((**f).clone(), ring, secret, bearer, assertion)
                     .map_err(LoadError::Secret)?;
                 oidc.insert(name.clone(), Arc::new(runtime));
             }

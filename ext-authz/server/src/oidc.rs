@@ -39,7 +39,59 @@ type OidcClient = CoreClient<
 struct Discovered {
     client: OidcClient,
     end_session: Option<String>,
+    /// The token endpoint: the audience of client assertions.
+    token_url: String,
 }
+
+/// The client's private key for `private_key_jwt` (RFC 7523).
+pub struct AssertionKey {
+    key: jsonwebtoken::EncodingKey,
+    algorithm: jsonwebtoken::Algorithm,
+    key_id: Option<String>,
+}
+
+impl std::fmt::Debug for AssertionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionKey")
+            .field("algorithm", &self.algorithm)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AssertionKey {
+    /// An RSA (RS256) or P-256 (ES256) private key in PEM.
+    pub fn from_pem(pem: &[u8], key_id: Option<String>) -> Option<Self> {
+        let (key, algorithm) = match jsonwebtoken::EncodingKey::from_rsa_pem(pem) {
+            Ok(k) => (k, jsonwebtoken::Algorithm::RS256),
+            Err(_) => (
+                jsonwebtoken::EncodingKey::from_ec_pem(pem).ok()?,
+                jsonwebtoken::Algorithm::ES256,
+            ),
+        };
+        Some(Self {
+            key,
+            algorithm,
+            key_id,
+        })
+    }
+
+    /// A one-minute client assertion for the token endpoint `audience`.
+    fn sign(&self, client_id: &str, audience: &str, now: u64) -> Option<String> {
+        let mut jti = [0u8; 16];
+        getrandom::getrandom(&mut jti).ok()?;
+        let jti: String = jti.iter().map(|b| format!("{b:02x}")).collect();
+        let mut header = jsonwebtoken::Header::new(self.algorithm);
+        header.kid = self.key_id.clone();
+        let claims = serde_json::json!({
+            "iss": client_id, "sub": client_id, "aud": audience,
+            "jti": jti, "iat": now, "exp": now + 60,
+        });
+        jsonwebtoken::encode(&header, &claims, &self.key).ok()
+    }
+}
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// One OIDC filter at run time: its settings, keys, secret and what
 /// discovery found (none until the IdP answered once).
@@ -50,6 +102,7 @@ pub struct OidcRuntime {
     discovered: ArcSwapOption<Discovered>,
     http: openidconnect::reqwest::Client,
     bearer: Option<gatehouse_jwt_core::Provider>,
+    assertion: Option<AssertionKey>,
     /// Whether the IdP answered the last discovery: new logins are not
     /// sent to an IdP known to be down.
     idp_up: std::sync::atomic::AtomicBool,
@@ -147,6 +200,7 @@ impl OidcRuntime {
         keys: SessionKeys,
         secret: String,
         bearer: Option<gatehouse_jwt_core::Provider>,
+        assertion: Option<AssertionKey>,
     ) -> Result<Self, String> {
         let http = openidconnect::reqwest::ClientBuilder::new()
             // Following redirects from the IdP's endpoints would let a
@@ -162,6 +216,7 @@ impl OidcRuntime {
             discovered: ArcSwapOption::empty(),
             http,
             bearer,
+            assertion,
             idp_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -199,19 +254,26 @@ impl OidcRuntime {
             .map(|u| u.url().to_string());
         let redirect =
             RedirectUrl::new(self.filter.callback_url.clone()).map_err(|e| e.to_string())?;
+        let token_url = metadata
+            .token_endpoint()
+            .map(|u| u.url().to_string())
+            .unwrap_or_default();
+        let secret = (!self.secret.is_empty()).then(|| ClientSecret::new(self.secret.clone()));
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.filter.client_id.clone()),
-            Some(ClientSecret::new(self.secret.clone())),
+            secret,
         )
         .set_redirect_uri(redirect)
         .set_auth_type(match self.filter.client_auth {
             ClientAuth::SecretBasic => AuthType::BasicAuth,
-            ClientAuth::SecretPost => AuthType::RequestBody,
+            // With a key, the body carries the client id and the assertion.
+            ClientAuth::SecretPost | ClientAuth::PrivateKeyJwt { .. } => AuthType::RequestBody,
         });
         self.discovered.store(Some(Arc::new(Discovered {
             client,
             end_session,
+            token_url,
         })));
         Ok(())
     }
@@ -301,6 +363,16 @@ impl OidcRuntime {
             verdict: self.allow(&session, cookie_header),
             response_headers,
         }
+    }
+
+    /// A fresh client assertion when the filter authenticates with a key.
+    fn client_assertion(&self, discovered: &Discovered, now: u64) -> Option<String> {
+        let key = self.assertion.as_ref()?;
+        let signed = key.sign(&self.filter.client_id, &discovered.token_url, now);
+        if signed.is_none() {
+            tracing::error!("cannot sign the client assertion");
+        }
+        signed
     }
 
     /// A machine client's bearer JWT: valid, it passes with its identity;
@@ -539,7 +611,14 @@ impl OidcRuntime {
         let client = &discovered.client;
         let exchange = match client.exchange_code(AuthorizationCode::new(code)) {
             Ok(request) => {
-                request.set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier.clone()))
+                let request =
+                    request.set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier.clone()));
+                match self.client_assertion(&discovered, now) {
+                    Some(assertion) => request
+                        .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                        .add_extra_param("client_assertion", assertion),
+                    None => request,
+                }
             }
             Err(_) => {
                 return page(
@@ -618,7 +697,12 @@ impl OidcRuntime {
     async fn refresh(&self, mut session: Session, now: u64, metrics: &Metrics) -> Option<Session> {
         let discovered = self.discovered.load_full()?;
         let refresh = RefreshToken::new(session.refresh_token.clone()?);
-        let request = discovered.client.exchange_refresh_token(&refresh).ok()?;
+        let mut request = discovered.client.exchange_refresh_token(&refresh).ok()?;
+        if let Some(assertion) = self.client_assertion(&discovered, now) {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", assertion);
+        }
         match request.request_async(&self.http).await {
             Ok(token) => {
                 metrics.refreshes.inc();
