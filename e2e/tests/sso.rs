@@ -54,6 +54,12 @@ async fn stack_as(
         "token_endpoint_auth_method": "client_secret_basic"
     }]);
     let mut clients = clients;
+    // Sessions in Redis make back-channel logout possible: register it.
+    if extra.contains("session_store:") {
+        clients[0]["backchannel_logout_uri"] =
+            envoy.url("/.gatehouse/oidc/backchannel-logout").into();
+        clients[0]["backchannel_logout_session_required"] = true.into();
+    }
     let testdata = e2e::paths::workspace_root().join("filters/jwt-core/testdata");
     if auth == ClientAuth::PrivateKeyJwt {
         // The IdP knows the client by its public key alone.
@@ -441,6 +447,7 @@ async fn sessions_survive_key_rotation_and_bad_cookies_do_not_pass() -> anyhow::
         access_token: "x".into(),
         access_expires_at: None,
         refresh_token: None,
+        sid: None,
         created_at: 1_000,
         seen_at: 1_000,
     };
@@ -671,5 +678,118 @@ async fn the_filter_can_authenticate_to_the_idp_with_a_private_key() -> anyhow::
     );
     assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
     assert_eq!(authz.metric("gatehouse_authz_refreshes_total").await?, 1.0);
+    Ok(())
+}
+
+/// The hidden inputs of the first form on a page.
+fn hidden_inputs(page: &str) -> Vec<(String, String)> {
+    page.split("<input")
+        .skip(1)
+        .filter_map(|input| {
+            let attr = |name: &str| {
+                input
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .map(str::to_owned)
+            };
+            Some((attr("name")?, attr("value").unwrap_or_default()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn redis_sessions_end_on_logout_everywhere_and_on_back_channel_logout() -> anyhow::Result<()>
+{
+    let redis = e2e::Redis::start().await?;
+    let store = format!(
+        "      session_store:\n        redis_url: redis://127.0.0.1:{}/0\n",
+        redis.port()
+    );
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack(3600, &store).await?;
+    let api = |c: &reqwest::Client, path: &str| {
+        c.get(envoy.url(path))
+            .header("accept", "application/json")
+            .send()
+    };
+
+    // The cookie holds a reference, not the session.
+    let b = client()?;
+    login(&b, &envoy, &idp, "/app/home").await?;
+    let seen: Echoed = api(&b, "/public/peek").await?.json().await?;
+    let cookie = session_cookie(seen.header("cookie").unwrap_or_default())
+        .ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    assert!(cookie.len() < 200, "a reference, {} bytes", cookie.len());
+    assert_eq!(api(&b, "/app/data").await?.status(), 200);
+
+    // Logging out ends the session for every copy of the cookie.
+    let copy = reqwest::Client::builder().no_proxy().build()?;
+    let with_copy = || {
+        copy.get(envoy.url("/app/data"))
+            .header("accept", "application/json")
+            .header("cookie", format!("gatehouse_session={cookie}"))
+            .send()
+    };
+    assert_eq!(with_copy().await?.status(), 200);
+    let out = b
+        .post(envoy.url("/.gatehouse/oidc/logout"))
+        .header("origin", envoy.url("").trim_end_matches('/'))
+        .send()
+        .await?;
+    assert_eq!(out.status(), 302);
+    assert_eq!(with_copy().await?.status(), 401, "revoked on the server");
+
+    // Back-channel: the user signs out at the IdP itself; the IdP tells
+    // gatehouse-authz, and the session here ends too.
+    let a = client()?;
+    login(&a, &envoy, &idp, "/app/home").await?;
+    assert_eq!(api(&a, "/app/data").await?.status(), 200);
+    let page = a
+        .get(format!("{}/session/end", idp.issuer()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut form = hidden_inputs(&page);
+    form.push(("logout".to_owned(), "yes".to_owned()));
+    let confirm = a
+        .post(format!("{}/session/end/confirm", idp.issuer()))
+        .form(&form)
+        .send()
+        .await?;
+    assert!(
+        confirm.status().is_redirection() || confirm.status().is_success(),
+        "{}",
+        confirm.status()
+    );
+    e2e::poll::until(
+        "the back-channel logout applied",
+        e2e::poll::READY_DEADLINE,
+        || async { Ok((api(&a, "/app/data").await?.status() == 401).then_some(())) },
+    )
+    .await?;
+    assert!(
+        authz.log().contains("back-channel logout"),
+        "{}",
+        authz.log()
+    );
+
+    // A forged logout token changes nothing.
+    let c = client()?;
+    login(&c, &envoy, &idp, "/app/home").await?;
+    let forged = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .post(envoy.url("/.gatehouse/oidc/backchannel-logout"))
+        .form(&[("logout_token", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.")])
+        .send()
+        .await?;
+    assert_eq!(forged.status(), 400);
+    assert_eq!(api(&c, "/app/data").await?.status(), 200);
     Ok(())
 }

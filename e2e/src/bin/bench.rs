@@ -463,6 +463,7 @@ async fn authz_set(
         access_token: "y".repeat(40),
         access_expires_at: None,
         refresh_token: Some("z".repeat(40)),
+        sid: None,
         created_at: now,
         seen_at: now + 3600,
     };

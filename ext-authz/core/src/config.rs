@@ -123,6 +123,30 @@ struct RawOidc {
     discovery_refresh_seconds: Option<u64>,
     #[serde(default)]
     bearer: Option<RawBearer>,
+    #[serde(default)]
+    forward_id_token: bool,
+    #[serde(default)]
+    session_store: Option<RawSessionStore>,
+    #[serde(default)]
+    backchannel_logout_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessionStore {
+    redis_url: String,
+    #[serde(default)]
+    key_prefix: Option<String>,
+}
+
+/// Sessions kept in Redis: the cookie holds only a sealed reference, so
+/// large tokens fit and a session can be ended from the server side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSessionStore {
+    /// `redis://` or `rediss://` URL (credentials may be in it: never logged).
+    pub redis_url: String,
+    /// Prefix of every key the store writes.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +290,12 @@ pub struct OidcFilter {
     pub discovery_refresh_secs: u64,
     /// Bearer JWTs accepted instead of a session, if configured.
     pub bearer: Option<BearerTokens>,
+    /// Send `Authorization: Bearer <ID token>` upstream.
+    pub forward_id_token: bool,
+    /// Sessions in Redis instead of whole in the cookie.
+    pub session_store: Option<RedisSessionStore>,
+    /// Where the IdP posts back-channel logout tokens (Redis store only).
+    pub backchannel_logout_path: String,
 }
 
 /// An API-key filter's settings (the keys themselves load separately).
@@ -552,6 +582,30 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
         public_paths: raw.public_paths,
         required_groups: raw.required_groups,
         discovery_refresh_secs: raw.discovery_refresh_seconds.unwrap_or(3600),
+        forward_id_token: raw.forward_id_token,
+        session_store: match raw.session_store {
+            None => None,
+            Some(r)
+                if !(r.redis_url.starts_with("redis://")
+                    || r.redis_url.starts_with("rediss://")
+                    || r.redis_url.starts_with("redis+unix://")) =>
+            {
+                return Err(ConfigError::new(
+                    file,
+                    field("session_store.redis_url"),
+                    "write a redis://, rediss:// or redis+unix:// URL",
+                ));
+            }
+            Some(r) => Some(RedisSessionStore {
+                redis_url: r.redis_url,
+                key_prefix: r
+                    .key_prefix
+                    .unwrap_or_else(|| "gatehouse:session:".to_owned()),
+            }),
+        },
+        backchannel_logout_path: raw
+            .backchannel_logout_path
+            .unwrap_or_else(|| "/.gatehouse/oidc/backchannel-logout".to_owned()),
         bearer: match raw.bearer {
             None => None,
             Some(b) if split_url(&b.issuer).is_none() && b.issuer.is_empty() => {

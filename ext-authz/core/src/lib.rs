@@ -16,5 +16,6 @@ pub use apikeys::{ApiKeys, KeysError, sha256_hex};
 pub use check::{CheckInput, Filters, Selected, Verdict};
 pub use config::{
     ApiKeyFilter, AuthzConfig, BearerTokens, ClientAuth, ConfigError, DEFAULT_CLIENT_HEADER,
-    FILTER_EXTENSION, FilterKind, KeyLocation, KeySource, OidcFilter, SecretSource,
+    FILTER_EXTENSION, FilterKind, KeyLocation, KeySource, OidcFilter, RedisSessionStore,
+    SecretSource,
 };

@@ -169,6 +169,9 @@ pub struct Session {
     /// The refresh token, if the IdP gave one.
     #[serde(default)]
     pub refresh_token: Option<String>,
+    /// The IdP's session id (`sid` of the ID token), for back-channel logout.
+    #[serde(default)]
+    pub sid: Option<String>,
     /// Unix seconds of the login.
     pub created_at: u64,
     /// Unix seconds of the last request (idle timeout).
@@ -239,6 +242,13 @@ pub struct LoginFlow {
     pub started_at: u64,
 }
 
+/// What the cookie holds when sessions live in Redis: the key, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    /// Random id, hex.
+    pub id: String,
+}
+
 /// How long a login may take, from redirect to callback.
 pub const LOGIN_FLOW_SECS: u64 = 600;
 
@@ -255,6 +265,7 @@ mod tests {
             access_token: "at".into(),
             access_expires_at: Some(1_000),
             refresh_token: Some("rt".into()),
+            sid: None,
             created_at: 100,
             seen_at: 500,
         }

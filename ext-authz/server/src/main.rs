@@ -10,6 +10,7 @@ mod load;
 mod metrics;
 mod oidc;
 mod service;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

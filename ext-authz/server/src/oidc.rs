@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use gatehouse_authz_core::session::{
-    LOGIN_FLOW_SECS, Lifetimes, LoginFlow, Session, SessionKeys, SessionState,
+    LOGIN_FLOW_SECS, Lifetimes, LoginFlow, Session, SessionKeys, SessionRef, SessionState,
 };
 use gatehouse_authz_core::web::{
     CookieAttributes, cookie, cookies_without, is_api_client, safe_return_path,
@@ -23,6 +23,13 @@ use openidconnect::{
 use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
+use crate::store::{RedisSessions, StoreDown};
+
+/// Purpose (AAD) of sessions sealed into the Redis store.
+const STORED_SESSION: &str = "gatehouse-stored-session";
+
+/// The back-channel logout event (OpenID Connect Back-Channel Logout 1.0 §2.4).
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// The client type discovery gives: authorization endpoint set, token and
 /// userinfo endpoints as the IdP announced them.
@@ -41,6 +48,8 @@ struct Discovered {
     end_session: Option<String>,
     /// The token endpoint: the audience of client assertions.
     token_url: String,
+    /// Checks logout tokens: the IdP's keys, issuer, our client id.
+    logout_tokens: Option<gatehouse_jwt_core::Provider>,
 }
 
 /// The client's private key for `private_key_jwt` (RFC 7523).
@@ -91,6 +100,16 @@ impl AssertionKey {
     }
 }
 
+/// What an IdP may sign logout tokens with: the asymmetric algorithms.
+const LOGOUT_TOKEN_ALGORITHMS: [gatehouse_jwt_core::Algorithm; 9] = {
+    use gatehouse_jwt_core::Algorithm::{
+        ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512,
+    };
+    [
+        RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+    ]
+};
+
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// One OIDC filter at run time: its settings, keys, secret and what
@@ -103,6 +122,7 @@ pub struct OidcRuntime {
     http: openidconnect::reqwest::Client,
     bearer: Option<gatehouse_jwt_core::Provider>,
     assertion: Option<AssertionKey>,
+    store: Option<RedisSessions>,
     /// Whether the IdP answered the last discovery: new logins are not
     /// sent to an IdP known to be down.
     idp_up: std::sync::atomic::AtomicBool,
@@ -121,6 +141,7 @@ impl std::fmt::Debug for OidcRuntime {
 /// The request as the SSO flow needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpView<'a> {
+    pub body: &'a str,
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
@@ -202,6 +223,11 @@ impl OidcRuntime {
         bearer: Option<gatehouse_jwt_core::Provider>,
         assertion: Option<AssertionKey>,
     ) -> Result<Self, String> {
+        let store = filter
+            .session_store
+            .as_ref()
+            .map(|s| RedisSessions::new(&s.redis_url, &s.key_prefix))
+            .transpose()?;
         let http = openidconnect::reqwest::ClientBuilder::new()
             // Following redirects from the IdP's endpoints would let a
             // compromised answer point us anywhere.
@@ -217,6 +243,7 @@ impl OidcRuntime {
             http,
             bearer,
             assertion,
+            store,
             idp_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -258,6 +285,18 @@ impl OidcRuntime {
             .token_endpoint()
             .map(|u| u.url().to_string())
             .unwrap_or_default();
+        let logout_tokens = serde_json::to_vec(metadata.jwks())
+            .ok()
+            .and_then(|jwks| gatehouse_jwt_core::KeySet::from_jwks(&jwks).ok())
+            .map(|keys| {
+                gatehouse_jwt_core::Provider::new(
+                    Some(self.filter.issuer.clone()),
+                    vec![self.filter.client_id.clone()],
+                    LOGOUT_TOKEN_ALGORITHMS.to_vec(),
+                    keys,
+                    30,
+                )
+            });
         let secret = (!self.secret.is_empty()).then(|| ClientSecret::new(self.secret.clone()));
         let client = CoreClient::from_provider_metadata(
             metadata,
@@ -274,6 +313,7 @@ impl OidcRuntime {
             client,
             end_session,
             token_url,
+            logout_tokens,
         })));
         Ok(())
     }
@@ -318,7 +358,10 @@ impl OidcRuntime {
             return self.callback(request, now, metrics).await.into();
         }
         if path == self.filter.logout_path {
-            return self.logout(request).into();
+            return self.logout(request).await.into();
+        }
+        if path == self.filter.backchannel_logout_path && self.store.is_some() {
+            return self.backchannel_logout(request, now).await.into();
         }
         if let Some(provider) = &self.bearer
             && let Some(token) = request.headers.get("authorization").and_then(|v| {
@@ -329,8 +372,14 @@ impl OidcRuntime {
             return self.bearer_check(provider, token.trim(), now).into();
         }
         let cookie_header = request.headers.get("cookie").map(String::as_str);
-        let session = cookie(cookie_header, &self.filter.cookie_name)
-            .and_then(|v| self.keys.open::<Session>(&self.filter.cookie_name, v).ok());
+        let (session, id) = match self.read_session(cookie_header).await {
+            Ok(Some((s, id))) => (Some(s), id),
+            Ok(None) => (None, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unreachable");
+                return self.store_down(request);
+            }
+        };
         let public = self
             .filter
             .public_paths
@@ -353,11 +402,18 @@ impl OidcRuntime {
             return Verdict::deny(403, "forbidden", "your account lacks a required group").into();
         }
         let mut response_headers = Vec::new();
-        // Idle tracking rewrites the cookie at most once a minute, not on
+        // Idle tracking rewrites the session at most once a minute, not on
         // every request (a refresh set `seen_at` back to force it).
         if session.seen_at.saturating_add(60) <= now {
             session.seen_at = now;
-            response_headers.push(("set-cookie".to_owned(), self.session_cookie(&session)));
+            match self.write_session(&session, id, now).await {
+                Ok(Some(set)) => response_headers.push(("set-cookie".to_owned(), set)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store unreachable");
+                    return self.store_down(request);
+                }
+            }
         }
         Answer {
             verdict: self.allow(&session, cookie_header),
@@ -449,6 +505,154 @@ impl OidcRuntime {
         }
     }
 
+    /// The session a request's cookie names: sealed in the cookie itself,
+    /// or in Redis under the id the cookie holds (`Some(id)` then).
+    async fn read_session(
+        &self,
+        cookie_header: Option<&str>,
+    ) -> Result<Option<(Session, Option<String>)>, StoreDown> {
+        let Some(value) = cookie(cookie_header, &self.filter.cookie_name) else {
+            return Ok(None);
+        };
+        let Some(store) = &self.store else {
+            return Ok(self
+                .keys
+                .open::<Session>(&self.filter.cookie_name, value)
+                .ok()
+                .map(|s| (s, None)));
+        };
+        let Ok(reference) = self
+            .keys
+            .open::<SessionRef>(&self.filter.cookie_name, value)
+        else {
+            return Ok(None);
+        };
+        let stored = store.get(&reference.id).await?;
+        Ok(stored
+            .and_then(|sealed| self.keys.open::<Session>(STORED_SESSION, &sealed).ok())
+            .map(|s| (s, Some(reference.id))))
+    }
+
+    /// Saves a session: a new cookie when the cookie holds it (or holds a
+    /// new Redis id); nothing to set when only the Redis entry changed.
+    async fn write_session(
+        &self,
+        session: &Session,
+        id: Option<String>,
+        now: u64,
+    ) -> Result<Option<String>, StoreDown> {
+        let Some(store) = &self.store else {
+            return Ok(Some(self.session_cookie(session)));
+        };
+        let (id, new) = match id {
+            Some(id) => (id, false),
+            None => {
+                let mut raw = [0u8; 32];
+                getrandom::getrandom(&mut raw).map_err(|e| StoreDown(e.to_string()))?;
+                (
+                    raw.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    true,
+                )
+            }
+        };
+        let ttl = session
+            .created_at
+            .saturating_add(self.filter.absolute_timeout_secs)
+            .saturating_sub(now);
+        let sealed = self.keys.seal(STORED_SESSION, session, nonce());
+        store
+            .put(&id, &sealed, ttl, session.sid.as_deref(), &session.sub)
+            .await?;
+        Ok(new.then(|| {
+            let reference = self
+                .keys
+                .seal(&self.filter.cookie_name, &SessionRef { id }, nonce());
+            self.cookies().set_cookie(
+                &self.filter.cookie_name,
+                &reference,
+                Some(self.filter.absolute_timeout_secs),
+            )
+        }))
+    }
+
+    fn store_down(&self, request: &HttpView<'_>) -> Answer {
+        if is_api_client(request.method, request.headers) {
+            return Verdict::deny(
+                503,
+                "session_store_unavailable",
+                "sessions cannot be read: try again shortly",
+            )
+            .into();
+        }
+        page(
+            503,
+            "session_store_unavailable",
+            "sessions cannot be read: try again shortly",
+            Vec::new(),
+        )
+        .into()
+    }
+
+    /// OpenID Connect Back-Channel Logout: the IdP posts a signed logout
+    /// token; every session of its `sid` (or, without one, its `sub`) ends.
+    async fn backchannel_logout(&self, request: &HttpView<'_>, now: u64) -> Verdict {
+        let answer = |status: u16, error: &str| Verdict::Deny {
+            status,
+            headers: vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("cache-control".to_owned(), "no-store".to_owned()),
+            ],
+            body: if error.is_empty() {
+                String::new()
+            } else {
+                format!(r#"{{"error":"{error}"}}"#)
+            },
+        };
+        if !request.method.eq_ignore_ascii_case("POST") {
+            return answer(405, "invalid_request");
+        }
+        let token = request.body.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "logout_token").then(|| percent_decode(v))
+        });
+        let (Some(token), Some(discovered), Some(store)) =
+            (token, self.discovered.load_full(), &self.store)
+        else {
+            return answer(400, "invalid_request");
+        };
+        let Some(verifier) = &discovered.logout_tokens else {
+            return answer(400, "invalid_request");
+        };
+        let claims = match verifier.verify(&token, now) {
+            Ok(v) => v.claims,
+            Err(e) => {
+                tracing::info!(error = %e, "logout token refused");
+                return answer(400, "invalid_request");
+            }
+        };
+        // §2.6: the event must be there, a nonce must not, and sid or sub
+        // must say whose sessions end.
+        let has_event = claims
+            .get("events")
+            .and_then(|e| e.as_object())
+            .is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
+        let sid = claims.get("sid").and_then(|v| v.as_str());
+        let sub = claims.get("sub").and_then(|v| v.as_str());
+        if !has_event || claims.contains_key("nonce") || (sid.is_none() && sub.is_none()) {
+            return answer(400, "invalid_request");
+        }
+        match store.end_all(sid, sub).await {
+            Ok(n) => {
+                tracing::info!(sessions = n, "back-channel logout");
+                answer(200, "")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "back-channel logout could not reach the session store");
+                answer(501, "temporarily_unavailable")
+            }
+        }
+    }
+
     fn session_cookie(&self, session: &Session) -> String {
         let sealed = self.keys.seal(&self.filter.cookie_name, session, nonce());
         self.cookies().set_cookie(
@@ -471,6 +675,12 @@ impl OidcRuntime {
             remove.push(f.groups_header.clone());
         } else {
             set.push((f.groups_header.clone(), session.groups.join(",")));
+        }
+        if f.forward_id_token {
+            set.push((
+                "authorization".to_owned(),
+                format!("Bearer {}", session.id_token),
+            ));
         }
         if f.forward_access_token {
             set.push((
@@ -680,15 +890,28 @@ impl OidcRuntime {
             access_token: token.access_token().secret().clone(),
             access_expires_at: token.expires_in().map(|d| now.saturating_add(d.as_secs())),
             refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+            sid: sid_of(id_token),
             created_at: now,
             seen_at: now,
+        };
+        let set = match self.write_session(&session, None, now).await {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unreachable at login");
+                return page(
+                    503,
+                    "session_store_unavailable",
+                    "sessions cannot be stored: try again shortly",
+                    vec![clear],
+                );
+            }
         };
         metrics.logins.inc();
         tracing::info!(filter_issuer = %self.filter.issuer, "signed in");
         // The flow was sealed by us, but a return target is checked twice.
         redirect(
             &safe_return_path(&flow.return_to),
-            vec![self.session_cookie(&session), clear],
+            set.into_iter().chain([clear]).collect(),
         )
     }
 
@@ -728,7 +951,7 @@ impl OidcRuntime {
 
     /// POST only, and only from this site: a cross-site form cannot log
     /// anyone out.
-    fn logout(&self, request: &HttpView<'_>) -> Verdict {
+    async fn logout(&self, request: &HttpView<'_>) -> Verdict {
         if !request.method.eq_ignore_ascii_case("POST") {
             return Verdict::deny(405, "method_not_allowed", "log out with POST");
         }
@@ -746,11 +969,22 @@ impl OidcRuntime {
         if !from_here {
             return Verdict::deny(403, "cross_site_logout", "log out from this site");
         }
-        let session = cookie(
-            request.headers.get("cookie").map(String::as_str),
-            &self.filter.cookie_name,
-        )
-        .and_then(|v| self.keys.open::<Session>(&self.filter.cookie_name, v).ok());
+        // Server-side revocation: with the Redis store, the session is gone
+        // for every copy of the cookie.
+        let session = match self
+            .read_session(request.headers.get("cookie").map(String::as_str))
+            .await
+        {
+            Ok(Some((session, id))) => {
+                if let (Some(store), Some(id)) = (&self.store, id)
+                    && let Err(e) = store.delete(&id).await
+                {
+                    tracing::warn!(error = %e, "session store unreachable at logout");
+                }
+                Some(session)
+            }
+            Ok(None) | Err(_) => None,
+        };
         let clear = self
             .cookies()
             .set_cookie(&self.filter.cookie_name, "", Some(0));
@@ -778,6 +1012,18 @@ impl OidcRuntime {
         };
         redirect(&location, vec![clear])
     }
+}
+
+/// `sid` from a verified ID token's payload.
+fn sid_of(id_token: &CoreIdToken) -> Option<String> {
+    use base64::Engine as _;
+    let text = id_token.to_string();
+    let payload = text.split('.').nth(1).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+        .and_then(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_owned))
 }
 
 /// `groups` from a verified ID token's payload (the core claims type of

@@ -45,6 +45,7 @@ impl CheckHandler {
             Selected::Oidc { name, .. } => match snapshot.oidc.get(name) {
                 Some(runtime) => {
                     let view = HttpView {
+                        body: http.map_or("", |h| h.body.as_str()),
                         method: http.map_or("GET", |h| h.method.as_str()),
                         host: http.map_or("", |h| h.host.as_str()),
                         path: input.path,

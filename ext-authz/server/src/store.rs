@@ -1,0 +1,125 @@
+//! The Redis session store: sealed sessions under random ids, with indexes
+//! by the IdP's `sid` and by `sub` so a back-channel logout can end them.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+/// How long one store call may take before the request is answered without it.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the store could not answer (Redis down, slow, refusing).
+#[derive(Debug, thiserror::Error)]
+#[error("session store unavailable: {0}")]
+pub struct StoreDown(pub String);
+
+/// Sessions in Redis.
+pub struct RedisSessions {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("RedisSessions")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreDown> {
+    match tokio::time::timeout(TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(StoreDown(format!("{:?}", e.kind()))),
+        Err(_) => Err(StoreDown("timed out".to_owned())),
+    }
+}
+
+impl RedisSessions {
+    /// A store at `url` (connected on first use).
+    pub fn new(url: &str, prefix: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("session_store.redis_url: not usable ({:?})", e.kind()))?;
+        Ok(Self {
+            client,
+            conn: OnceCell::new(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreDown> {
+        self.conn
+            .get_or_try_init(|| bounded(ConnectionManager::new(self.client.clone())))
+            .await
+            .cloned()
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    fn index(&self, kind: &str, value: &str) -> String {
+        format!("{}{kind}:{value}", self.prefix)
+    }
+
+    /// The sealed session stored under `id`, if any.
+    pub async fn get(&self, id: &str) -> Result<Option<String>, StoreDown> {
+        let mut conn = self.conn().await?;
+        bounded(conn.get(self.key(id))).await
+    }
+
+    /// Stores a sealed session for `ttl_secs`, indexed by `sid` and `sub`.
+    pub async fn put(
+        &self,
+        id: &str,
+        sealed: &str,
+        ttl_secs: u64,
+        sid: Option<&str>,
+        sub: &str,
+    ) -> Result<(), StoreDown> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_ex(self.key(id), sealed, ttl_secs.max(1))
+            .ignore();
+        for index in sid
+            .map(|s| self.index("sid", s))
+            .into_iter()
+            .chain([self.index("sub", sub)])
+        {
+            pipe.sadd(&index, id)
+                .ignore()
+                .expire(&index, i64::try_from(ttl_secs).unwrap_or(i64::MAX))
+                .ignore();
+        }
+        bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Ends one session.
+    pub async fn delete(&self, id: &str) -> Result<(), StoreDown> {
+        let mut conn = self.conn().await?;
+        bounded(conn.del::<_, ()>(self.key(id))).await
+    }
+
+    /// Ends every session of an IdP session (`sid`) or, without one, of a
+    /// user (`sub`). Returns how many there were.
+    pub async fn end_all(&self, sid: Option<&str>, sub: Option<&str>) -> Result<usize, StoreDown> {
+        let index = match (sid, sub) {
+            (Some(sid), _) => self.index("sid", sid),
+            (None, Some(sub)) => self.index("sub", sub),
+            (None, None) => return Ok(0),
+        };
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = bounded(conn.smembers(&index)).await?;
+        let mut keys: Vec<String> = ids.iter().map(|id| self.key(id)).collect();
+        keys.push(index);
+        bounded(conn.del::<_, ()>(keys)).await?;
+        Ok(ids.len())
+    }
+}
