@@ -84,6 +84,9 @@ pub enum Sidecar {
     NullAuthz,
     /// gatehouse-authz with the bench's SSO configuration.
     Authz,
+    /// The same with sessions in its own Redis; the bench session is stored
+    /// there under id `bench`.
+    AuthzRedis,
 }
 
 /// One measured run.
@@ -284,12 +287,83 @@ enum RunningSidecar {
     },
     Authz {
         service: Box<crate::authz::AuthzService>,
+        _redis: Option<Redis>,
     },
 }
 
 /// gatehouse-authz in the bench: one SSO filter whose IdP is never called
 /// (a valid session needs none), and the key its cookies are sealed with.
 pub const BENCH_SESSION_KEY: [u8; 32] = [42; 32];
+
+/// The session every authz bench request carries: a signed-in user whose
+/// idle clock reads "just now" for the whole run (wrk never stores the
+/// refreshed cookie a browser would).
+pub fn bench_session() -> gatehouse_authz_core::session::Session {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    gatehouse_authz_core::session::Session {
+        sub: "alice".into(),
+        email: Some("alice@example.test".into()),
+        groups: vec!["staff".into()],
+        id_token: "x".repeat(900),
+        access_token: "y".repeat(40),
+        access_expires_at: None,
+        refresh_token: Some("z".repeat(40)),
+        sid: None,
+        created_at: now,
+        seen_at: now + 3600,
+    }
+}
+
+/// The cookie of [`bench_session`]: the session itself, or with the Redis
+/// store a reference to id `bench`.
+pub fn bench_cookie(stored: bool) -> String {
+    use gatehouse_authz_core::session::{SessionKeys, SessionRef};
+    let keys = SessionKeys::from_raw(&[BENCH_SESSION_KEY]);
+    let value = if stored {
+        keys.seal(
+            "gatehouse_session",
+            &SessionRef { id: "bench".into() },
+            [8; 12],
+        )
+    } else {
+        keys.seal("gatehouse_session", &bench_session(), [9; 12])
+    };
+    format!("gatehouse_session={value}")
+}
+
+async fn store_bench_session(redis: &Redis) -> Result<()> {
+    use gatehouse_authz_core::session::{STORED_SESSION_PURPOSE, SessionKeys};
+    let sealed = SessionKeys::from_raw(&[BENCH_SESSION_KEY]).seal(
+        STORED_SESSION_PURPOSE,
+        &bench_session(),
+        [7; 12],
+    );
+    let cli = paths::tool(
+        "redis-cli",
+        "installs the Debian package redis-server, which brings redis-cli",
+    )?;
+    let out = tokio::process::Command::new(cli)
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "SET",
+            "gatehouse:session:bench",
+            &sealed,
+            "EX",
+            "86400",
+        ])
+        .output()
+        .await?;
+    if !String::from_utf8_lossy(&out.stdout).contains("OK") {
+        bail!(
+            "storing the bench session in Redis failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
 
 fn bench_authz_config() -> String {
     "filters:\n  sso:\n    oidc:\n      issuer: http://127.0.0.1:9\n      client_id: bench\n      client_secret_file: secret\n      callback_url: http://127.0.0.1/.gatehouse/oidc/callback\n      session_keys_file: session-keys\n      cookie_secure: false\n      discovery_refresh_seconds: 86400\n".to_owned()
@@ -341,10 +415,23 @@ impl RunningSidecar {
                     _dir: dir,
                 }))
             }
-            Sidecar::Authz => {
+            Sidecar::Authz | Sidecar::AuthzRedis => {
                 use base64::Engine as _;
                 let key = base64::engine::general_purpose::STANDARD.encode(BENCH_SESSION_KEY);
-                let mut builder = crate::authz::AuthzService::builder(&bench_authz_config())
+                let mut config = bench_authz_config();
+                let redis = if kind == Sidecar::AuthzRedis {
+                    let mut redis = Redis::start().await?;
+                    redis.set_log_on_drop(false);
+                    store_bench_session(&redis).await?;
+                    config.push_str(&format!(
+                        "      session_store:\n        redis_url: redis://127.0.0.1:{}/0\n",
+                        redis.port()
+                    ));
+                    Some(redis)
+                } else {
+                    None
+                };
+                let mut builder = crate::authz::AuthzService::builder(&config)
                     .file("secret", "bench\n")
                     .file("session-keys", &format!("{key}\n"))
                     .binary(release_bin("gatehouse-authz")?)
@@ -354,6 +441,7 @@ impl RunningSidecar {
                 }
                 Ok(Some(Self::Authz {
                     service: Box::new(builder.start().await?),
+                    _redis: redis,
                 }))
             }
             Sidecar::Memory | Sidecar::Redis => {
@@ -393,7 +481,7 @@ impl RunningSidecar {
         match self {
             Self::Null { addr, .. } => *addr,
             Self::Gatehouse { service, .. } => service.grpc_addr(),
-            Self::Authz { service } => service.grpc_addr(),
+            Self::Authz { service, .. } => service.grpc_addr(),
         }
     }
 
@@ -401,7 +489,7 @@ impl RunningSidecar {
         match self {
             Self::Null { process, .. } => process.pid(),
             Self::Gatehouse { service, .. } => service.pid(),
-            Self::Authz { service } => service.pid(),
+            Self::Authz { service, .. } => service.pid(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod echo;
 pub mod envoy;
 pub mod idp;
 pub mod jwks;
+pub mod oauth2;
 pub mod paths;
 pub mod poll;
 pub mod process;

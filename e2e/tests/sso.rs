@@ -793,3 +793,29 @@ async fn redis_sessions_end_on_logout_everywhere_and_on_back_channel_logout() ->
     assert_eq!(api(&c, "/app/data").await?.status(), 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn envoys_native_oauth2_filter_logs_in_against_the_same_idp() -> anyhow::Result<()> {
+    // The benchmarks' in-proxy peer: its setup must work for its row to mean
+    // anything.
+    let echo = Echo::start().await?;
+    let idp = Idp::start(&serde_json::json!([e2e::oauth2::idp_client()]), 3600).await?;
+    let port = idp
+        .issuer()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let envoy = Envoy::from_template("oauth2.yaml")?
+        .upstream(&echo)
+        .var("IDP_ISSUER", idp.issuer())
+        .var("IDP_PORT", port)
+        .start()
+        .await?;
+    let session = e2e::oauth2::login(&envoy, &idp).await?;
+    assert!(
+        session.contains("BearerToken=") || session.contains("OauthHMAC="),
+        "{session}"
+    );
+    Ok(())
+}

@@ -242,6 +242,10 @@ pub struct LoginFlow {
     pub started_at: u64,
 }
 
+/// Purpose (AAD) of sessions sealed into the Redis store: a stored
+/// session does not open as a cookie, nor a cookie as a stored session.
+pub const STORED_SESSION_PURPOSE: &str = "gatehouse-stored-session";
+
 /// What the cookie holds when sessions live in Redis: the key, nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRef {

@@ -25,8 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::metrics::Metrics;
 use crate::store::{RedisSessions, StoreDown};
 
-/// Purpose (AAD) of sessions sealed into the Redis store.
-const STORED_SESSION: &str = "gatehouse-stored-session";
+use gatehouse_authz_core::session::STORED_SESSION_PURPOSE as STORED_SESSION;
 
 /// The back-channel logout event (OpenID Connect Back-Channel Logout 1.0 §2.4).
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
