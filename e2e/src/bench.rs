@@ -701,10 +701,16 @@ pub async fn run_raw(
     let samples = interleave(&names, settings, |i, duration| {
         let addr = services[i].grpc_addr();
         let pid = services[i].pid();
+        let kind = scenarios[i].sidecar;
         let callers = settings.connections;
         async move {
             let cpu_before = cpu_time(pid)?;
-            let (calls, latencies) = grpc_load(addr, duration, callers).await?;
+            let (calls, latencies) = match kind {
+                Sidecar::NullAuthz | Sidecar::Authz | Sidecar::AuthzRedis => {
+                    check_load(addr, duration, callers, kind).await?
+                }
+                _ => grpc_load(addr, duration, callers).await?,
+            };
             let cpu = cpu_time(pid)? - cpu_before;
             let mut latencies = latencies;
             latencies.sort_unstable();
@@ -731,6 +737,80 @@ pub async fn run_raw(
         .zip(&samples)
         .map(|(s, runs)| Summary::of(&s.name, runs))
         .collect())
+}
+
+/// Calls `Check` as Envoy would for a signed-in browser (the bench cookie,
+/// the SSO filter) from `callers` tasks until `duration` passes.
+async fn check_load(
+    addr: SocketAddr,
+    duration: Duration,
+    callers: u32,
+    kind: Sidecar,
+) -> Result<(u64, Vec<u32>)> {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    let headers = [
+        (":authority", "127.0.0.1"),
+        (":method", "GET"),
+        (":path", "/app/bench"),
+        ("accept", "*/*"),
+        ("user-agent", "wrk"),
+        ("x-request-id", "0f6a2d8e-6b4c-4f4e-9a57-2f0d9a3f1c11"),
+    ];
+    let mut headers: std::collections::HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    headers.insert("cookie".into(), bench_cookie(kind == Sidecar::AuthzRedis));
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/app/bench".into(),
+                    host: "127.0.0.1".into(),
+                    headers,
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            context_extensions: [("gatehouse_filter".to_owned(), "sso".to_owned())].into(),
+            ..AttributeContext::default()
+        }),
+    };
+    let deadline = std::time::Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..callers {
+        let mut client = AuthorizationClient::new(channels[i as usize % channels.len()].clone());
+        let request = request.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while std::time::Instant::now() < deadline {
+                let started = std::time::Instant::now();
+                let answer = client.check(request.clone()).await?.into_inner();
+                if answer.status.as_ref().map_or(-1, |s| s.code) != 0 {
+                    bail!("bench check was not allowed: {answer:?}");
+                }
+                latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    Ok((all.len() as u64, all))
 }
 
 /// Calls `ShouldRateLimit` from `callers` tasks until `duration` passes.
