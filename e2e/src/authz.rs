@@ -99,6 +99,22 @@ impl AuthzService {
     pub fn log(&self) -> String {
         self.process.log()
     }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let process = &mut self.process;
+        poll::until(
+            "gatehouse-authz exit after SIGTERM",
+            poll::READY_DEADLINE,
+            || {
+                let status = process.exit_status();
+                async move { status }
+            },
+        )
+        .await
+    }
 }
 
 impl AuthzBuilder {

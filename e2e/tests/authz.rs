@@ -146,3 +146,38 @@ async fn api_keys_name_the_client_upstream_and_reload_without_restart() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn health_metrics_and_a_clean_sigterm() -> anyhow::Result<()> {
+    let mut authz = AuthzService::builder(CONFIG)
+        .file("keys.yaml", &key_file(&[("acme", "k")]))
+        .start()
+        .await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    assert_eq!(
+        http.get(authz.http_url("/healthz")).send().await?.status(),
+        200
+    );
+    assert_eq!(
+        http.get(authz.http_url("/readyz")).send().await?.status(),
+        200
+    );
+    let metrics = http
+        .get(authz.http_url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("gatehouse_authz_config_load_success_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE gatehouse_authz_check_seconds histogram"),
+        "{metrics}"
+    );
+    let status = authz.terminate().await?;
+    assert!(status.success(), "exit status {status}");
+    assert!(authz.log().contains("stopped cleanly"));
+    Ok(())
+}

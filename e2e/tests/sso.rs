@@ -819,3 +819,30 @@ async fn envoys_native_oauth2_filter_logs_in_against_the_same_idp() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_login_without_a_required_claim_gets_403_and_no_session() -> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack(
+        3600,
+        "      required_claims:\n        - {claim: groups, one_of: [auditors]}\n",
+    )
+    .await?;
+    let c = client()?;
+    let callback = login_until_callback(&c, &envoy, &idp, "/app/home").await?;
+    let r = c.get(&callback).send().await?;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await?.contains("data-code=\"claims_not_met\""));
+    let after = c
+        .get(envoy.url("/app/home"))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    assert_eq!(after.status(), 401, "no session was made");
+    assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 0.0);
+    Ok(())
+}

@@ -126,9 +126,48 @@ struct RawOidc {
     #[serde(default)]
     forward_id_token: bool,
     #[serde(default)]
+    required_claims: Vec<RawClaimRequirement>,
+    #[serde(default)]
     session_store: Option<RawSessionStore>,
     #[serde(default)]
     backchannel_logout_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimRequirement {
+    claim: String,
+    #[serde(default)]
+    equals: Option<serde_json::Value>,
+    #[serde(default)]
+    one_of: Option<Vec<serde_json::Value>>,
+}
+
+/// A claim the ID token (or a bearer token) must carry: a value equal to
+/// `equals`, or one of `one_of`; an array claim holds when any element does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequirement {
+    /// Claim name; dots reach into objects (`realm_access.roles`).
+    pub claim: String,
+    /// The values that satisfy it.
+    pub accepted: Vec<serde_json::Value>,
+}
+
+impl ClaimRequirement {
+    /// Whether `claims` satisfy this requirement.
+    #[must_use]
+    pub fn holds(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        let mut path = self.claim.split('.');
+        let first = path.next().and_then(|k| claims.get(k));
+        let value = path.try_fold(first, |v, k| Some(v.and_then(|v| v.get(k))));
+        match value.flatten() {
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().any(|i| self.accepted.contains(i))
+            }
+            Some(v) => self.accepted.contains(v),
+            None => false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +331,8 @@ pub struct OidcFilter {
     pub bearer: Option<BearerTokens>,
     /// Send `Authorization: Bearer <ID token>` upstream.
     pub forward_id_token: bool,
+    /// Claims a login (or bearer token) must carry, else 403.
+    pub required_claims: Vec<ClaimRequirement>,
     /// Sessions in Redis instead of whole in the cookie.
     pub session_store: Option<RedisSessionStore>,
     /// Where the IdP posts back-channel logout tokens (Redis store only).
@@ -583,6 +624,28 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
         required_groups: raw.required_groups,
         discovery_refresh_secs: raw.discovery_refresh_seconds.unwrap_or(3600),
         forward_id_token: raw.forward_id_token,
+        required_claims: raw
+            .required_claims
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| match (r.equals, r.one_of) {
+                (Some(v), None) if !r.claim.is_empty() => Ok(ClaimRequirement {
+                    claim: r.claim,
+                    accepted: vec![v],
+                }),
+                (None, Some(list)) if !r.claim.is_empty() && !list.is_empty() => {
+                    Ok(ClaimRequirement {
+                        claim: r.claim,
+                        accepted: list,
+                    })
+                }
+                _ => Err(ConfigError::new(
+                    file,
+                    field(&format!("required_claims[{i}]")),
+                    "name a claim and exactly one of equals or one_of (not empty)",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
         session_store: match raw.session_store {
             None => None,
             Some(r)
@@ -743,6 +806,33 @@ mod tests {
         assert_eq!(
             (f.user_header.as_str(), f.groups_header.as_str()),
             ("x-gatehouse-user", "x-gatehouse-groups")
+        );
+    }
+
+    #[test]
+    fn required_claims_match_values_arrays_and_nested_claims() {
+        let config = AuthzConfig::parse(
+            &format!("{OIDC}      required_claims:\n        - {{claim: email_verified, equals: true}}\n        - {{claim: realm.roles, one_of: [admin, ops]}}\n"),
+            "authz.yaml",
+        )
+        .unwrap();
+        let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+            panic!("oidc expected")
+        };
+        let claims = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let ok =
+            claims(serde_json::json!({"email_verified": true, "realm": {"roles": ["dev", "ops"]}}));
+        assert!(f.required_claims.iter().all(|r| r.holds(&ok)));
+        let unverified =
+            claims(serde_json::json!({"email_verified": false, "realm": {"roles": ["ops"]}}));
+        assert!(!f.required_claims[0].holds(&unverified));
+        let no_role =
+            claims(serde_json::json!({"email_verified": true, "realm": {"roles": ["dev"]}}));
+        assert!(!f.required_claims[1].holds(&no_role));
+        assert!(!f.required_claims[1].holds(&claims(serde_json::json!({}))));
+        assert!(
+            err(&format!("{OIDC}      required_claims: [{{claim: x}}]\n"))
+                .contains("filters.sso.oidc.required_claims[0]: name a claim and exactly one of equals or one_of")
         );
     }
 

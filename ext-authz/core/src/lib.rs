@@ -15,7 +15,7 @@ pub mod web;
 pub use apikeys::{ApiKeys, KeysError, sha256_hex};
 pub use check::{CheckInput, Filters, Selected, Verdict};
 pub use config::{
-    ApiKeyFilter, AuthzConfig, BearerTokens, ClientAuth, ConfigError, DEFAULT_CLIENT_HEADER,
-    FILTER_EXTENSION, FilterKind, KeyLocation, KeySource, OidcFilter, RedisSessionStore,
-    SecretSource,
+    ApiKeyFilter, AuthzConfig, BearerTokens, ClaimRequirement, ClientAuth, ConfigError,
+    DEFAULT_CLIENT_HEADER, FILTER_EXTENSION, FilterKind, KeyLocation, KeySource, OidcFilter,
+    RedisSessionStore, SecretSource,
 };

@@ -440,6 +440,9 @@ impl OidcRuntime {
     ) -> Verdict {
         let f = &self.filter;
         match provider.verify(token, now) {
+            Ok(verified) if !f.required_claims.iter().all(|r| r.holds(&verified.claims)) => {
+                Verdict::deny(403, "forbidden", "the token lacks a required claim")
+            }
             Ok(verified) => {
                 let text = |name: &str| {
                     verified
@@ -881,6 +884,21 @@ impl OidcRuntime {
                 );
             }
         };
+        let payload = payload_of(id_token);
+        if !self
+            .filter
+            .required_claims
+            .iter()
+            .all(|r| r.holds(&payload))
+        {
+            tracing::info!("login refused: the ID token lacks a required claim");
+            return page(
+                403,
+                "claims_not_met",
+                "your account does not meet this site's requirements",
+                vec![clear],
+            );
+        }
         let session = Session {
             sub: claims.subject().to_string(),
             email: claims.email().map(|e| e.to_string()),
@@ -1013,29 +1031,32 @@ impl OidcRuntime {
     }
 }
 
-/// `sid` from a verified ID token's payload.
-fn sid_of(id_token: &CoreIdToken) -> Option<String> {
+/// The claims of a verified ID token (the core claims type of
+/// `openidconnect` has no field for `groups`, `sid` or custom claims).
+fn payload_of(id_token: &CoreIdToken) -> serde_json::Map<String, serde_json::Value> {
     use base64::Engine as _;
     let text = id_token.to_string();
     let payload = text.split('.').nth(1).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
-        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
-        .and_then(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_owned))
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .unwrap_or_default()
 }
 
-/// `groups` from a verified ID token's payload (the core claims type of
-/// `openidconnect` has no field for it).
+/// `sid` from a verified ID token's payload.
+fn sid_of(id_token: &CoreIdToken) -> Option<String> {
+    payload_of(id_token)
+        .get("sid")
+        .and_then(|s| s.as_str())
+        .map(str::to_owned)
+}
+
+/// `groups` from a verified ID token's payload.
 fn groups_of(id_token: &CoreIdToken) -> Vec<String> {
-    use base64::Engine as _;
-    let text = id_token.to_string();
-    let payload = text.split('.').nth(1).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()
-        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
-        .and_then(|v| v.get("groups").cloned())
+    payload_of(id_token)
+        .get("groups")
+        .cloned()
         .and_then(|g| serde_json::from_value::<Vec<String>>(g).ok())
         .unwrap_or_default()
 }
