@@ -388,6 +388,74 @@ async fn programs_get_401_and_forged_or_replayed_callbacks_are_refused() -> anyh
     assert_eq!(r.status(), 400, "the old login cookie with a used code");
     assert!(r.text().await?.contains("data-code=\"login_failed\""));
     assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
+
+    // Logout only as a same-site POST.
+    let signed_in = client()?;
+    login(&signed_in, &envoy, &idp, "/app/three").await?;
+    let logout = envoy.url("/.gatehouse/oidc/logout");
+    assert_eq!(signed_in.get(&logout).send().await?.status(), 405);
+    let cross = signed_in
+        .post(&logout)
+        .header("origin", "https://evil.example")
+        .send()
+        .await?;
+    assert_eq!(cross.status(), 403, "a cross-site form cannot log out");
+    assert_eq!(
+        signed_in.post(&logout).send().await?.status(),
+        403,
+        "no origin at all"
+    );
+    let r = signed_in
+        .get(envoy.url("/app/data"))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "still signed in");
+
+    // A return target that leaves the host is refused even inside a login
+    // cookie sealed with the service's own key (defence in depth: the
+    // service never takes one from the client).
+    use gatehouse_authz_core::session::{LoginFlow, SessionKeys};
+    let keys = SessionKeys::from_key_file(
+        &std::fs::read_to_string(authz.dir().join("session-keys"))?,
+        "k",
+    )?;
+    for evil in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+    ] {
+        let c = client()?;
+        let callback = login_until_callback(&c, &envoy, &idp, "/app/four").await?;
+        let jar = c
+            .get(envoy.url("/public/peek"))
+            .send()
+            .await?
+            .json::<Echoed>()
+            .await?;
+        let sealed = jar
+            .header("cookie")
+            .unwrap_or_default()
+            .split("; ")
+            .find_map(|kv| kv.strip_prefix("gatehouse_session_login="))
+            .ok_or_else(|| anyhow::anyhow!("no login cookie"))?
+            .to_owned();
+        let mut flow: LoginFlow = keys
+            .open("gatehouse_session_login", &sealed)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        flow.return_to = evil.to_owned();
+        let forged = keys.seal("gatehouse_session_login", &flow, [3; 12]);
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?
+            .get(&callback)
+            .header("cookie", format!("gatehouse_session_login={forged}"))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 302, "{evil}");
+        assert_eq!(location(&r), "/", "{evil} is not followed");
+    }
     Ok(())
 }
 
@@ -844,5 +912,31 @@ async fn a_login_without_a_required_claim_gets_403_and_no_session() -> anyhow::R
         .await?;
     assert_eq!(after.status(), 401, "no session was made");
     assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_local_logout_leaves_the_idp_alone() -> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz: _authz,
+        envoy,
+        idp,
+    } = stack(3600, "      rp_initiated_logout: false\n").await?;
+    let c = client()?;
+    login(&c, &envoy, &idp, "/app/home").await?;
+    let out = c
+        .post(envoy.url("/.gatehouse/oidc/logout"))
+        .header("origin", envoy.url("").trim_end_matches('/'))
+        .send()
+        .await?;
+    assert_eq!(out.status(), 302);
+    assert_eq!(location(&out), envoy.url("/public/bye"), "not to the IdP");
+    let r = c
+        .get(envoy.url("/app/data"))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401, "the session here ended");
     Ok(())
 }

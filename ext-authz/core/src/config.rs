@@ -92,6 +92,8 @@ struct RawOidc {
     logout_path: Option<String>,
     #[serde(default)]
     post_logout_redirect_url: Option<String>,
+    #[serde(default)]
+    rp_initiated_logout: Option<bool>,
     session_keys_file: String,
     #[serde(default)]
     cookie_name: Option<String>,
@@ -297,6 +299,9 @@ pub struct OidcFilter {
     pub logout_path: String,
     /// Where the IdP sends the browser after logout.
     pub post_logout_redirect_url: Option<String>,
+    /// Whether logout goes on to the IdP's `end_session_endpoint` (default
+    /// true); false ends only the session here.
+    pub rp_initiated_logout: bool,
     /// The session key file (relative to the configuration file).
     pub session_keys_file: String,
     /// Session cookie name; the login cookie is `<name>_login`.
@@ -608,6 +613,7 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
         extra_auth_params: raw.extra_auth_params,
         logout_path,
         post_logout_redirect_url: raw.post_logout_redirect_url,
+        rp_initiated_logout: raw.rp_initiated_logout.unwrap_or(true),
         session_keys_file: raw.session_keys_file,
         cookie_name,
         cookie_domain: raw.cookie_domain,

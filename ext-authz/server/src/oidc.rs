@@ -1010,7 +1010,8 @@ impl OidcRuntime {
             .discovered
             .load()
             .as_ref()
-            .and_then(|d| d.end_session.clone());
+            .and_then(|d| d.end_session.clone())
+            .filter(|_| self.filter.rp_initiated_logout);
         let location = match (end_session, session) {
             (Some(endpoint), Some(session)) => {
                 let mut url = format!(
