@@ -21,6 +21,7 @@ const BOOT: &str = "filters:\n  partners:\n    api_keys: {keys_file: keys.yaml}\
 #[derive(Clone, Copy, PartialEq)]
 enum ClientAuth {
     SecretBasic,
+    SecretPost,
     /// A JWT signed with the test RSA key (RFC 7523).
     PrivateKeyJwt,
 }
@@ -61,6 +62,9 @@ async fn stack_as(
         clients[0]["backchannel_logout_session_required"] = true.into();
     }
     let testdata = e2e::paths::workspace_root().join("filters/jwt-core/testdata");
+    if auth == ClientAuth::SecretPost {
+        clients[0]["token_endpoint_auth_method"] = "client_secret_post".into();
+    }
     if auth == ClientAuth::PrivateKeyJwt {
         // The IdP knows the client by its public key alone.
         let jwks: serde_json::Value =
@@ -111,6 +115,8 @@ async fn stack_as(
         issuer = idp.issuer(),
         auth_lines = match auth {
             ClientAuth::SecretBasic => "      client_secret_file: client-secret",
+            ClientAuth::SecretPost =>
+                "      client_secret_file: client-secret\n      client_auth: client_secret_post",
             ClientAuth::PrivateKeyJwt =>
                 "      client_auth: private_key_jwt\n      private_key_file: client-key.pem\n      private_key_id: rsa-1",
         },
@@ -938,5 +944,26 @@ async fn a_plain_local_logout_leaves_the_idp_alone() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(r.status(), 401, "the session here ended");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_client_secret_can_go_in_the_form_body() -> anyhow::Result<()> {
+    // client_secret_post: the IdP accepts nothing else for this client.
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack_as(3600, "", ClientAuth::SecretPost).await?;
+    let c = client()?;
+    login(&c, &envoy, &idp, "/app/home").await?;
+    let r = c
+        .get(envoy.url("/app/data"))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
     Ok(())
 }
