@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Deserialize;
 use tempfile::TempDir;
 
 use crate::paths;
-use crate::poll;
 use crate::process::ChildProcess;
 use crate::ratelimit::write_atomically;
 
@@ -87,12 +86,7 @@ impl AuthzService {
             .await?
             .text()
             .await?;
-        Ok(text
-            .lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0))
+        Ok(crate::process::metric_value(&text, line_prefix))
     }
 
     /// The service's log so far.
@@ -102,18 +96,7 @@ impl AuthzService {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        let process = &mut self.process;
-        poll::until(
-            "gatehouse-authz exit after SIGTERM",
-            poll::READY_DEADLINE,
-            || {
-                let status = process.exit_status();
-                async move { status }
-            },
-        )
-        .await
+        crate::process::terminate("gatehouse-authz", &mut self.process).await
     }
 }
 
@@ -177,27 +160,14 @@ impl AuthzBuilder {
         )?;
         process.set_log_on_drop(!self.quiet);
         let client = reqwest::Client::builder().no_proxy().build()?;
-        let ready: ReadyFile = poll::until("gatehouse-authz /readyz", poll::READY_DEADLINE, || {
-            let exited = process.exit_status();
-            let log = process.log_tail(40);
-            let file = std::fs::read_to_string(&ready_file).ok();
-            let client = client.clone();
-            async move {
-                if let Some(status) = exited? {
-                    bail!("gatehouse-authz exited ({status}) before it was ready; its log:\n{log}");
-                }
-                let Some(ready) = file.and_then(|f| serde_json::from_str::<ReadyFile>(&f).ok())
-                else {
-                    return Ok(None);
-                };
-                let ok = client
-                    .get(format!("http://{}/readyz", ready.http))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                Ok(ok.then_some(ready))
-            }
-        })
+        let ready: ReadyFile = crate::process::until_ready_file(
+            "gatehouse-authz",
+            &mut process,
+            &ready_file,
+            |ready: &ReadyFile| {
+                crate::process::answers_ok(client.clone(), format!("http://{}/readyz", ready.http))
+            },
+        )
         .await?;
         Ok(AuthzService {
             process,

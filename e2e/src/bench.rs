@@ -750,15 +750,6 @@ async fn check_load(
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
-    }
     let headers = [
         (":authority", "127.0.0.1"),
         (":method", "GET"),
@@ -788,34 +779,60 @@ async fn check_load(
             ..AttributeContext::default()
         }),
     };
-    let deadline = std::time::Instant::now() + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..callers {
-        let mut client = AuthorizationClient::new(channels[i as usize % channels.len()].clone());
-        let request = request.clone();
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            while std::time::Instant::now() < deadline {
-                let started = std::time::Instant::now();
-                let answer = client.check(request.clone()).await?.into_inner();
+    load(
+        addr,
+        duration,
+        callers,
+        AuthorizationClient::new,
+        move |mut client| {
+            let request = request.clone();
+            async move {
+                let answer = client.check(request).await?.into_inner();
                 if answer.status.as_ref().map_or(-1, |s| s.code) != 0 {
                     bail!("bench check was not allowed: {answer:?}");
                 }
-                latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                Ok(())
             }
-            Ok::<_, anyhow::Error>(latencies)
-        });
-    }
-    let mut all = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        all.extend(done??);
-    }
-    Ok((all.len() as u64, all))
+        },
+    )
+    .await
 }
 
 /// Calls `ShouldRateLimit` from `callers` tasks until `duration` passes.
 /// Returns the number of calls and each call's latency in microseconds.
 async fn grpc_load(addr: SocketAddr, duration: Duration, callers: u32) -> Result<(u64, Vec<u32>)> {
+    load(
+        addr,
+        duration,
+        callers,
+        crate::ratelimit::Client::new,
+        |mut client| async move {
+            let request = crate::ratelimit::request("edge", &[&[("generic_key", "generic")]]);
+            let answer = client.should_rate_limit(request).await?.into_inner();
+            if answer.overall_code != 1 {
+                bail!("bench call was not allowed: {answer:?}");
+            }
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Runs `call` from `callers` tasks, spread over four HTTP/2 connections to
+/// `addr`, until `duration` passes. Returns the number of calls and each
+/// call's latency in microseconds.
+async fn load<C, F, Fut>(
+    addr: SocketAddr,
+    duration: Duration,
+    callers: u32,
+    new_client: fn(tonic::transport::Channel) -> C,
+    call: F,
+) -> Result<(u64, Vec<u32>)>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
     let mut channels = Vec::new();
     for _ in 0..4 {
         channels.push(
@@ -828,20 +845,13 @@ async fn grpc_load(addr: SocketAddr, duration: Duration, callers: u32) -> Result
     let deadline = std::time::Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..callers {
-        let mut client =
-            crate::ratelimit::Client::new(channels[i as usize % channels.len()].clone());
+        let client = new_client(channels[i as usize % channels.len()].clone());
+        let call = call.clone();
         tasks.spawn(async move {
-            let request = crate::ratelimit::request("edge", &[&[("generic_key", "generic")]]);
             let mut latencies = Vec::new();
             while std::time::Instant::now() < deadline {
                 let started = std::time::Instant::now();
-                let answer = client
-                    .should_rate_limit(request.clone())
-                    .await?
-                    .into_inner();
-                if answer.overall_code != 1 {
-                    bail!("bench call was not allowed: {answer:?}");
-                }
+                call(client.clone()).await?;
                 latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
             }
             Ok::<_, anyhow::Error>(latencies)

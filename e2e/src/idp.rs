@@ -8,7 +8,6 @@ use serde::Deserialize;
 use tempfile::TempDir;
 
 use crate::paths;
-use crate::poll;
 use crate::process::ChildProcess;
 
 /// A running, ready IdP. Killed when dropped.
@@ -50,29 +49,20 @@ impl Idp {
         let mut process = ChildProcess::spawn("idp", &mut command, &tmp.path().join("idp.log"))?;
         process.set_log_on_drop(true);
         let client = reqwest::Client::builder().no_proxy().build()?;
-        let issuer = poll::until("the IdP's discovery document", poll::READY_DEADLINE, || {
-            let exited = process.exit_status();
-            let log = process.log_tail(40);
-            let file = std::fs::read_to_string(&ready_file).ok();
-            let client = client.clone();
-            async move {
-                if let Some(status) = exited? {
-                    bail!("the IdP exited ({status}) before it was ready; its log:\n{log}");
-                }
-                let Some(ready) = file.and_then(|f| serde_json::from_str::<ReadyFile>(&f).ok())
-                else {
-                    return Ok(None);
-                };
-                let ok = client
-                    .get(format!("{}/.well-known/openid-configuration", ready.issuer))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                Ok(ok.then_some(ready.issuer))
-            }
-        })
+        let ready: ReadyFile = crate::process::until_ready_file(
+            "the test IdP",
+            &mut process,
+            &ready_file,
+            |ready: &ReadyFile| {
+                crate::process::answers_ok(
+                    client.clone(),
+                    format!("{}/.well-known/openid-configuration", ready.issuer),
+                )
+            },
+        )
         .await
         .context("starting the test IdP")?;
+        let issuer = ready.issuer;
         Ok(Self {
             process,
             issuer,
@@ -95,8 +85,61 @@ impl Idp {
         self.log().lines().filter(|l| l.contains(" /")).count()
     }
 
+    /// Signs in as a browser would, without one: from `first` (the IdP URL a
+    /// relying party redirected to) through the login form as the default
+    /// user, following the IdP's redirects until one leaves for a URL
+    /// starting with `back_to`, which it returns unfollowed. `client` keeps
+    /// the IdP's cookies.
+    pub async fn sign_in(
+        &self,
+        client: &reqwest::Client,
+        first: &str,
+        back_to: &str,
+    ) -> Result<String> {
+        let mut next = first.to_owned();
+        for _ in 0..10 {
+            if next.starts_with(back_to) {
+                return Ok(next);
+            }
+            let url = if next.starts_with('/') {
+                format!("{}{next}", self.issuer)
+            } else {
+                next.clone()
+            };
+            let r = client.get(&url).send().await?;
+            if r.status().is_redirection() {
+                next = location(&r);
+                continue;
+            }
+            // The login form: post the credentials where it says.
+            let page = r.text().await?;
+            let action = page
+                .split("action=\"")
+                .nth(1)
+                .and_then(|a| a.split('"').next())
+                .with_context(|| format!("no login form in {page}"))?;
+            let r = client
+                .post(format!("{}{action}", self.issuer))
+                .form(&[("username", "alice"), ("password", "wonderland")])
+                .send()
+                .await?;
+            next = location(&r);
+        }
+        bail!("the sign-in never came back to {back_to}")
+    }
+
     /// Where `server.js` lives.
     pub fn dir() -> PathBuf {
         paths::workspace_root().join("e2e/idp")
     }
+}
+
+/// A response's `Location`, empty when it has none.
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 
 use crate::envoy::Envoy;
-use crate::idp::Idp;
+use crate::idp::{Idp, location};
 
 /// The `Host` every oauth2 request carries: the filter binds its cookies to
 /// the host, and the bench's Envoy is another process on another port.
@@ -35,15 +35,6 @@ fn cookies_of(response: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Logs in through `envoy`'s oauth2 filter and returns the `Cookie` header
 /// value of the session (Envoy's cookies are `Secure`, so they are carried
 /// by hand over plain http).
@@ -67,35 +58,13 @@ pub async fn login(envoy: &Envoy, idp: &Idp) -> Result<String> {
         bail!("oauth2 filter: expected a redirect, got {}", first.status());
     }
     let mut flow_cookies = cookies_of(&first);
-    let mut next = location(&first);
-    let callback_prefix = format!("http://{HOST}/oauth2/callback");
-    for _ in 0..10 {
-        if next.starts_with(&callback_prefix) {
-            break;
-        }
-        let url = if next.starts_with('/') {
-            format!("{}{next}", idp.issuer())
-        } else {
-            next.clone()
-        };
-        let r = idp_client.get(&url).send().await?;
-        if r.status().is_redirection() {
-            next = location(&r);
-            continue;
-        }
-        let page = r.text().await?;
-        let action = page
-            .split("action=\"")
-            .nth(1)
-            .and_then(|a| a.split('"').next())
-            .context("no login form at the IdP")?;
-        let r = idp_client
-            .post(format!("{}{action}", idp.issuer()))
-            .form(&[("username", "alice"), ("password", "wonderland")])
-            .send()
-            .await?;
-        next = location(&r);
-    }
+    let next = idp
+        .sign_in(
+            &idp_client,
+            &location(&first),
+            &format!("http://{HOST}/oauth2/callback"),
+        )
+        .await?;
     let path = next
         .strip_prefix(&format!("http://{HOST}"))
         .context("the IdP never came back to the callback")?;

@@ -158,3 +158,76 @@ pub async fn run_to_completion(
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     Ok((output.status, text))
 }
+
+/// Waits until `process` has written its ready file (JSON, read as `T`) and
+/// `probe` finds the addresses in it answering, e.g. a `/readyz` URL that
+/// answers 200. Fails at once, with the tail of its log, if the process
+/// exits first.
+pub async fn until_ready_file<T, F, Fut>(
+    name: &str,
+    process: &mut ChildProcess,
+    path: &Path,
+    probe: F,
+) -> Result<T>
+where
+    T: serde::de::DeserializeOwned,
+    F: Fn(&T) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    crate::poll::until(
+        &format!("{name} ready"),
+        crate::poll::READY_DEADLINE,
+        || {
+            let exited = process.exit_status();
+            let log = process.log_tail(40);
+            let ready = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|f| serde_json::from_str::<T>(&f).ok());
+            let probe = &probe;
+            async move {
+                if let Some(status) = exited? {
+                    anyhow::bail!("{name} exited ({status}) before it was ready; its log:\n{log}");
+                }
+                let Some(ready) = ready else {
+                    return Ok(None);
+                };
+                Ok(probe(&ready).await.then_some(ready))
+            }
+        },
+    )
+    .await
+}
+
+/// Sends SIGTERM to `process` and waits (bounded) for its exit status.
+pub async fn terminate(name: &str, process: &mut ChildProcess) -> Result<ExitStatus> {
+    let pid = Pid::from_raw(i32::try_from(process.pid())?);
+    nix::sys::signal::kill(pid, Signal::SIGTERM)?;
+    crate::poll::until(
+        &format!("{name} exit after SIGTERM"),
+        crate::poll::READY_DEADLINE,
+        || {
+            let status = process.exit_status();
+            async move { status }
+        },
+    )
+    .await
+}
+
+/// The value of the first Prometheus sample line starting with `prefix` in
+/// `text`, 0 when there is none.
+pub fn metric_value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Whether a GET of `url` answers with a success status.
+pub async fn answers_ok(client: reqwest::Client, url: String) -> bool {
+    client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
@@ -108,18 +108,7 @@ impl RateLimitService {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        let process = &mut self.process;
-        poll::until(
-            "gatehouse-ratelimit exit after SIGTERM",
-            poll::READY_DEADLINE,
-            || {
-                let status = process.exit_status();
-                async move { status }
-            },
-        )
-        .await
+        crate::process::terminate("gatehouse-ratelimit", &mut self.process).await
     }
 
     /// The service's log so far.
@@ -157,12 +146,7 @@ impl RateLimitService {
             .await?
             .text()
             .await?;
-        Ok(text
-            .lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0))
+        Ok(crate::process::metric_value(&text, line_prefix))
     }
 }
 
@@ -263,26 +247,14 @@ impl RateLimitBuilder {
         )?;
         process.set_log_on_drop(!self.quiet);
         let client = reqwest::Client::builder().no_proxy().build()?;
-        let ready: ReadyFile = poll::until("gatehouse-ratelimit /readyz", poll::READY_DEADLINE, || {
-            let exited = process.exit_status();
-            let log = process.log_tail(40);
-            let file = std::fs::read_to_string(&ready_file).ok();
-            let client = client.clone();
-            async move {
-                if let Some(status) = exited? {
-                    bail!("gatehouse-ratelimit exited ({status}) before it was ready; its log:\n{log}");
-                }
-                let Some(ready) = file.and_then(|f| serde_json::from_str::<ReadyFile>(&f).ok()) else {
-                    return Ok(None);
-                };
-                let ok = client
-                    .get(format!("http://{}/readyz", ready.http))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                Ok(ok.then_some(ready))
-            }
-        })
+        let ready: ReadyFile = crate::process::until_ready_file(
+            "gatehouse-ratelimit",
+            &mut process,
+            &ready_file,
+            |ready: &ReadyFile| {
+                crate::process::answers_ok(client.clone(), format!("http://{}/readyz", ready.http))
+            },
+        )
         .await?;
         Ok(RateLimitService {
             process,
