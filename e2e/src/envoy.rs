@@ -196,12 +196,13 @@ impl EnvoyBuilder {
     }
 
     /// Renders the template, filling the wasm filter paths (`JWT_WASM`,
-    /// `NOOP_WASM`) the template uses.
+    /// `NOOP_WASM`, `ROUTER_WASM`) the template uses.
     pub fn render(&self) -> Result<String> {
         let mut vars = self.vars.clone();
         for (placeholder, crate_name) in [
             ("JWT_WASM", "gatehouse_jwt"),
             ("NOOP_WASM", "gatehouse_noop"),
+            ("ROUTER_WASM", "gatehouse_router"),
         ] {
             if self.template.contains(placeholder) && !vars.contains_key(placeholder) {
                 let wasm = paths::wasm_filter(crate_name)?;
