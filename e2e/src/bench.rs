@@ -582,7 +582,8 @@ pub async fn run(
             },
         )
         .await?;
-        let builder = Envoy::from_template(&scenario.template)?;
+        // A second upstream for templates that have one (the router's canary).
+        let builder = Envoy::from_template(&scenario.template)?.var("CANARY_PORT", echo.port());
         let mut builder: EnvoyBuilder = scenario
             .vars
             .iter()

@@ -226,6 +226,60 @@ async fn main() -> Result<()> {
             }
             "jwt" => jwt_set(&settings, pinning.as_ref()).await?,
             "authz" => authz_set(&settings, pinning.as_ref()).await?,
+            "router" => {
+                // Rules that do not match, then the sticky canary every
+                // request is judged by: the filter's whole cost per request.
+                let config = r#"{"rules": [
+                    {"match": {"headers": [{"name": "x-gatehouse-groups", "prefix": "beta"}]}, "route": "canary"},
+                    {"match": {"prefix": "/v1"}, "rewrite_prefix": {"from": "/v1", "to": "/api"}},
+                    {"bucket": {"header": "x-gatehouse-user", "percent": 10, "salt": "bench"}, "route": "canary"}
+                ]}"#;
+                let user = |mut s: Scenario| {
+                    s.headers
+                        .push(("x-gatehouse-user".to_owned(), "user-42".to_owned()));
+                    s
+                };
+                let mut filtered = user(scenario(
+                    "native routes + gatehouse-router (sticky 10 % canary)",
+                    "router.yaml",
+                    "/shop",
+                    Sidecar::None,
+                ));
+                filtered
+                    .vars
+                    .push(("ROUTER_CONFIG".to_owned(), config.to_owned()));
+                let scenarios = [
+                    user(scenario(
+                        "native routes (baseline)",
+                        "router-native.yaml",
+                        "/shop",
+                        Sidecar::None,
+                    )),
+                    scenario(
+                        "native routes + empty wasm filter",
+                        "noop-wasm.yaml",
+                        "/shop",
+                        Sidecar::None,
+                    ),
+                    filtered,
+                ];
+                let s = bench::run(&scenarios, &settings, pinning.as_ref()).await?;
+                let mut targets = String::from("Targets:\n");
+                let _ = writeln!(
+                    targets,
+                    "- (for scale) gatehouse-router against native routes: {:.2}; against the empty wasm filter: {:.2}",
+                    ratio(&s, 2, 0),
+                    ratio(&s, 2, 1)
+                );
+                (
+                    format!(
+                        "Envoy with 1 worker under wrk (1 thread, {} connections), every request with the same `x-gatehouse-user`.",
+                        settings.connections
+                    ),
+                    bench::table(&s, None),
+                    targets,
+                )
+            }
             "authz-raw" => {
                 let scenarios = [
                     RawScenario {

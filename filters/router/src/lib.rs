@@ -99,7 +99,11 @@ impl RouterRequest {
         let read = self.config.read_headers();
         let mut headers = Vec::new();
         let (mut path, mut method) = (String::new(), String::new());
+        let mut present = Vec::new();
         for (name, value) in hostcalls::get_map_bytes(MapType::HttpRequestHeaders)? {
+            if name == self.config.route_header() {
+                present.push(name.clone());
+            }
             let wanted = match name.as_str() {
                 ":path" | ":method" => true,
                 n => n == "cookie" || read.contains(&n),
@@ -120,8 +124,13 @@ impl RouterRequest {
             method: &method,
             headers: &headers,
         });
+        // Removing a header that is not there still costs a host call and
+        // a route-cache clear: only the route header is known to be there
+        // or not; other removals are the configuration's own.
         for name in &action.remove {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)?;
+            if name != self.config.route_header() || !present.is_empty() {
+                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)?;
+            }
         }
         for (name, value) in &action.set {
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))?;
