@@ -29,7 +29,8 @@ lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors, shippe
 	@$(CARGO) fmt --all --check
 	@$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	@$(CARGO) clippy --locked --target $(WASM_TARGET) $(WASM_CRATES) -p gatehouse-jwt-core -p gatehouse-router-core -- -D warnings
-	@$(CARGO) build --locked --quiet -p gatehouse-ratelimit -p gatehouse-authz
+	@$(CARGO) build --locked --quiet -p gatehouse-ratelimit -p gatehouse-authz -p gatehouse-config
+	@GATEHOUSE_ENVOY=.venv/bin/envoy target/debug/gatehouse validate -f envoy-config/examples/quickstart.yaml
 	@target/debug/gatehouse-authz --check-config ext-authz/examples/authz.yaml
 	@for dir in ratelimit/examples/config ratelimit/testdata/reference-examples; do \
 	  target/debug/gatehouse-ratelimit --check-config $$dir | tail -n 1 || exit 1; done

@@ -1,0 +1,13 @@
+//! `gatehouse-config`: users describe their edge in Kubernetes-style YAML
+//! resources, the shapes Ambassador users already write, and get an Envoy
+//! bootstrap. Pure: text in, text out; the `gatehouse` binary does the files.
+//!
+//! Supported today: `Mapping` (see `envoy-config/README.md` for the fields
+//! and the Ambassador compatibility table). Other kinds are refused with an
+//! error naming the document.
+
+mod render;
+mod resources;
+
+pub use render::{RenderOptions, render_bootstrap, route_table};
+pub use resources::{Mapping, ResourceError, Resources, load};

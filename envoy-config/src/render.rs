@@ -1,0 +1,324 @@
+//! Resources to an Envoy bootstrap. Deterministic: the same resources give
+//! byte-identical output (objects are written with sorted keys).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::resources::{Mapping, Resources};
+
+/// Where the rendered Envoy listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Listener address.
+    pub listen_address: String,
+    /// Listener port.
+    pub listen_port: u16,
+    /// Admin port (on 127.0.0.1).
+    pub admin_port: u16,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            listen_address: "0.0.0.0".into(),
+            listen_port: 8080,
+            admin_port: 9901,
+        }
+    }
+}
+
+/// One route: the Mappings that share a match.
+struct RouteGroup<'a> {
+    hostname: &'a str,
+    prefix: &'a str,
+    headers: &'a BTreeMap<String, String>,
+    precedence: i32,
+    members: Vec<&'a Mapping>,
+}
+
+fn cluster_name(m: &Mapping) -> String {
+    let host: String = m
+        .host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{host}_{}", m.port)
+}
+
+/// Groups Mappings with the same match and sorts the groups as Ambassador
+/// does: higher `precedence` first, then longer prefixes, then more header
+/// matches; ties by prefix and name, so the order never depends on input
+/// order.
+fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
+    let mut groups: Vec<RouteGroup<'_>> = Vec::new();
+    for m in &resources.mappings {
+        match groups
+            .iter_mut()
+            .find(|g| g.hostname == m.hostname && g.prefix == m.prefix && *g.headers == m.headers)
+        {
+            Some(g) => {
+                g.members.push(m);
+                g.precedence = g.precedence.max(m.precedence);
+            }
+            None => groups.push(RouteGroup {
+                hostname: &m.hostname,
+                prefix: &m.prefix,
+                headers: &m.headers,
+                precedence: m.precedence,
+                members: vec![m],
+            }),
+        }
+    }
+    for g in &mut groups {
+        g.members.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    groups.sort_by(|a, b| {
+        b.precedence
+            .cmp(&a.precedence)
+            .then(b.prefix.len().cmp(&a.prefix.len()))
+            .then(b.headers.len().cmp(&a.headers.len()))
+            .then(a.prefix.cmp(b.prefix))
+            .then(a.members[0].name.cmp(&b.members[0].name))
+    });
+    groups
+}
+
+/// Weights of a group as Ambassador assigns them: explicit weights stand,
+/// the Mappings without one share what is left of 100 evenly.
+fn weights(members: &[&Mapping]) -> Vec<u32> {
+    let given: u32 = members.iter().filter_map(|m| m.weight).sum();
+    let unweighted = members.iter().filter(|m| m.weight.is_none()).count() as u32;
+    let left = 100u32.saturating_sub(given);
+    let mut shares = Vec::new();
+    let mut handed = 0;
+    let mut seen = 0;
+    for m in members {
+        let w = match m.weight {
+            Some(w) => w,
+            None => {
+                seen += 1;
+                // The last unweighted Mapping takes the rounding remainder.
+                let share = if seen == unweighted {
+                    left - handed
+                } else {
+                    left / unweighted
+                };
+                handed += share;
+                share
+            }
+        };
+        shares.push(w);
+    }
+    shares
+}
+
+fn route(g: &RouteGroup<'_>) -> Value {
+    let first = g.members[0];
+    let headers: Vec<Value> = g
+        .headers
+        .iter()
+        .map(|(k, v)| json!({ "name": k, "string_match": { "exact": v } }))
+        .collect();
+    let mut matcher = json!({ "prefix": g.prefix });
+    if !headers.is_empty() {
+        matcher["headers"] = Value::Array(headers);
+    }
+    let mut action = json!({
+        "prefix_rewrite": first.rewrite,
+        "timeout": format!("{}s", first.timeout_ms as f64 / 1000.0),
+    });
+    if g.members.len() == 1 {
+        action["cluster"] = json!(cluster_name(first));
+    } else {
+        let clusters: Vec<Value> = g
+            .members
+            .iter()
+            .zip(weights(&g.members))
+            .map(|(m, w)| json!({ "name": cluster_name(m), "weight": w }))
+            .collect();
+        action["weighted_clusters"] = json!({ "clusters": clusters });
+    }
+    let mut r = json!({ "name": first.name, "match": matcher, "route": action });
+    let add: Vec<Value> = first
+        .add_request_headers
+        .iter()
+        .map(|(k, v)| json!({ "header": { "key": k, "value": v }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" }))
+        .collect();
+    if !add.is_empty() {
+        r["request_headers_to_add"] = Value::Array(add);
+    }
+    if !first.remove_request_headers.is_empty() {
+        r["request_headers_to_remove"] = json!(first.remove_request_headers);
+    }
+    r
+}
+
+fn cluster(m: &Mapping) -> Value {
+    let is_ip = m.host.parse::<std::net::IpAddr>().is_ok();
+    json!({
+        "name": cluster_name(m),
+        "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": cluster_name(m),
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": m.host, "port_value": m.port }
+            }}}]}]
+        }
+    })
+}
+
+/// The Envoy bootstrap for `resources`, as YAML.
+#[must_use]
+pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> String {
+    let groups = groups(resources);
+    let mut vhosts: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for g in &groups {
+        vhosts.entry(g.hostname).or_default().push(route(g));
+    }
+    // The catch-all host last: Envoy picks the most specific domain anyway,
+    // but a reader expects it at the end.
+    let virtual_hosts: Vec<Value> = vhosts
+        .iter()
+        .filter(|(h, _)| **h != "*")
+        .chain(vhosts.iter().filter(|(h, _)| **h == "*"))
+        .map(|(host, routes)| {
+            json!({
+                "name": if *host == "*" { "any".to_owned() } else { host.replace('.', "_") },
+                "domains": [host],
+                "routes": routes,
+            })
+        })
+        .collect();
+    let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
+    for m in &resources.mappings {
+        clusters
+            .entry(cluster_name(m))
+            .or_insert_with(|| cluster(m));
+    }
+    let bootstrap = json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": { "socket_address": { "address": options.listen_address, "port_value": options.listen_port } },
+                "filter_chains": [{ "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": { "name": "gatehouse", "virtual_hosts": virtual_hosts },
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+                        }]
+                    }
+                }]}]
+            }],
+            "clusters": clusters.into_values().collect::<Vec<_>>(),
+        }
+    });
+    let mut out =
+        String::from("# Rendered by `gatehouse render`: edit the resources, not this file.\n");
+    out.push_str(&serde_yaml_ng::to_string(&bootstrap).unwrap_or_default());
+    out
+}
+
+/// The route table in precedence order, one line per route: what matches
+/// and where it goes (`gatehouse routes`).
+#[must_use]
+pub fn route_table(resources: &Resources) -> String {
+    let mut out = String::new();
+    for g in groups(resources) {
+        let headers: Vec<String> = g.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let targets: Vec<String> = g
+            .members
+            .iter()
+            .zip(weights(&g.members))
+            .map(|(m, w)| {
+                if g.members.len() == 1 {
+                    format!("{}:{} ({})", m.host, m.port, m.name)
+                } else {
+                    format!("{}:{} {w}% ({})", m.host, m.port, m.name)
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "{host} {prefix}{headers} -> {targets}  [precedence {p}, prefix length {len}]\n",
+            host = g.hostname,
+            prefix = g.prefix,
+            headers = if headers.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", headers.join(", "))
+            },
+            targets = targets.join(", "),
+            p = g.precedence,
+            len = g.prefix.len(),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::load;
+
+    fn resources(text: &str) -> Resources {
+        let mut r = Resources::default();
+        load(text, "t.yaml", &mut r).unwrap();
+        r
+    }
+
+    const TWO: &str = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: stable}\nspec: {prefix: /shop/, service: shop:8080}\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: canary}\nspec: {prefix: /shop/, service: shop-v2:8080, weight: 10}\n---\napiVersion: gatehouse.dev/v1alpha1\nkind: Mapping\nmetadata: {name: api}\nspec: {prefix: /shop/api/, service: 'http://10.0.0.7:9000', rewrite: /v1/, timeout_ms: 1500}\n";
+
+    #[test]
+    fn longer_prefixes_first_and_unweighted_mappings_share_the_rest() {
+        let table = route_table(&resources(TWO));
+        assert_eq!(
+            table,
+            "* /shop/api/ -> 10.0.0.7:9000 (api)  [precedence 0, prefix length 10]\n\
+             * /shop/ -> shop-v2:8080 10% (canary), shop:8080 90% (stable)  [precedence 0, prefix length 6]\n"
+        );
+    }
+
+    #[test]
+    fn output_does_not_depend_on_document_order() {
+        let docs: Vec<&str> = TWO.split("---\n").collect();
+        let reversed = docs.iter().rev().copied().collect::<Vec<_>>().join("---\n");
+        let options = RenderOptions::default();
+        assert_eq!(
+            render_bootstrap(&resources(TWO), &options),
+            render_bootstrap(&resources(&reversed), &options)
+        );
+    }
+
+    #[test]
+    fn weights_always_sum_to_a_hundred() {
+        let m = |w: Option<u32>| Mapping {
+            name: "m".into(),
+            hostname: "*".into(),
+            prefix: "/".into(),
+            host: "h".into(),
+            port: 1,
+            rewrite: "/".into(),
+            weight: w,
+            timeout_ms: 1,
+            headers: BTreeMap::new(),
+            precedence: 0,
+            add_request_headers: BTreeMap::new(),
+            remove_request_headers: Vec::new(),
+        };
+        for set in [
+            vec![None, None, None],
+            vec![Some(10), None],
+            vec![Some(33), None, None],
+        ] {
+            let members: Vec<Mapping> = set.into_iter().map(m).collect();
+            let refs: Vec<&Mapping> = members.iter().collect();
+            assert_eq!(weights(&refs).iter().sum::<u32>(), 100);
+        }
+    }
+}
