@@ -44,6 +44,11 @@ apiVersion: gatehouse.dev/v1alpha1
 kind: Mapping
 metadata: {{name: admin}}
 spec: {{hostname: admin.example.com, prefix: /, service: '127.0.0.1:{admin}', headers: {{x-team: ops}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: cors}}
+spec: {{prefix: /cors/, service: '127.0.0.1:{shop}', cors: {{origins: 'https://app.example', methods: [GET, PUT], headers: [content-type], max_age: '600'}}}}
 ",
         shop = shop.port(),
         canary = canary.port(),
@@ -90,6 +95,34 @@ spec: {{hostname: admin.example.com, prefix: /, service: '127.0.0.1:{admin}', he
         .send()
         .await?;
     assert_eq!(other.status(), 404, "no route without the header");
+
+    // CORS preflight, answered by Envoy for an allowed origin only.
+    let preflight = |origin: &'static str| {
+        envoy
+            .client()
+            .request(reqwest::Method::OPTIONS, envoy.url("/cors/items"))
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await?;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        allowed.headers()["access-control-allow-methods"]
+            .to_str()?
+            .contains("PUT")
+    );
+    let refused = preflight("https://evil.example").await?;
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 
     // 90/10 by weight over many requests. Envoy picks at random: with 2000
     // requests the canary's count has a standard deviation of about 13, so

@@ -10,4 +10,4 @@ mod render;
 mod resources;
 
 pub use render::{RenderOptions, render_bootstrap, route_table};
-pub use resources::{Mapping, ResourceError, Resources, load};
+pub use resources::{Cors, Mapping, ResourceError, Resources, RetryPolicy, load};

@@ -33,6 +33,8 @@ struct RouteGroup<'a> {
     hostname: &'a str,
     prefix: &'a str,
     headers: &'a BTreeMap<String, String>,
+    method: Option<&'a str>,
+    query: &'a BTreeMap<String, String>,
     precedence: i32,
     members: Vec<&'a Mapping>,
 }
@@ -65,6 +67,8 @@ fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
                 hostname: &m.hostname,
                 prefix: &m.prefix,
                 headers: &m.headers,
+                method: m.method.as_deref(),
+                query: &m.query_parameters,
                 precedence: m.precedence,
                 members: vec![m],
             }),
@@ -77,7 +81,10 @@ fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
         b.precedence
             .cmp(&a.precedence)
             .then(b.prefix.len().cmp(&a.prefix.len()))
-            .then(b.headers.len().cmp(&a.headers.len()))
+            .then(
+                (b.headers.len() + b.query.len() + usize::from(b.method.is_some()))
+                    .cmp(&(a.headers.len() + a.query.len() + usize::from(a.method.is_some()))),
+            )
             .then(a.prefix.cmp(b.prefix))
             .then(a.members[0].name.cmp(&b.members[0].name))
     });
@@ -115,14 +122,29 @@ fn weights(members: &[&Mapping]) -> Vec<u32> {
 
 fn route(g: &RouteGroup<'_>) -> Value {
     let first = g.members[0];
-    let headers: Vec<Value> = g
+    let mut headers: Vec<Value> = g
         .headers
         .iter()
         .map(|(k, v)| json!({ "name": k, "string_match": { "exact": v } }))
         .collect();
-    let mut matcher = json!({ "prefix": g.prefix });
+    if let Some(method) = g.method {
+        headers.push(json!({ "name": ":method", "string_match": { "exact": method } }));
+    }
+    let mut matcher = if first.prefix_regex {
+        json!({ "safe_regex": { "regex": g.prefix } })
+    } else {
+        json!({ "prefix": g.prefix })
+    };
     if !headers.is_empty() {
         matcher["headers"] = Value::Array(headers);
+    }
+    if !g.query.is_empty() {
+        matcher["query_parameters"] = Value::Array(
+            g.query
+                .iter()
+                .map(|(k, v)| json!({ "name": k, "string_match": { "exact": v } }))
+                .collect(),
+        );
     }
     let mut action = json!({
         "prefix_rewrite": first.rewrite,
@@ -139,7 +161,71 @@ fn route(g: &RouteGroup<'_>) -> Value {
             .collect();
         action["weighted_clusters"] = json!({ "clusters": clusters });
     }
+    if let Some(host) = &first.host_rewrite {
+        action["host_rewrite_literal"] = json!(host);
+    }
+    if let Some(ms) = first.idle_timeout_ms {
+        action["idle_timeout"] = json!(format!("{}s", ms as f64 / 1000.0));
+    }
+    if let Some(retry) = &first.retry_policy {
+        let mut policy = json!({ "retry_on": retry.retry_on, "num_retries": retry.num_retries });
+        if let Some(t) = &retry.per_try_timeout {
+            policy["per_try_timeout"] = json!(t);
+        }
+        action["retry_policy"] = policy;
+    }
+    if !first.allow_upgrade.is_empty() {
+        action["upgrade_configs"] = Value::Array(
+            first
+                .allow_upgrade
+                .iter()
+                .map(|u| json!({ "upgrade_type": u }))
+                .collect(),
+        );
+    }
     let mut r = json!({ "name": first.name, "match": matcher, "route": action });
+    if let Some(cors) = &first.cors {
+        let origins: Vec<Value> = cors
+            .origins
+            .iter()
+            .map(|o| {
+                if o == "*" {
+                    json!({ "safe_regex": { "regex": ".*" } })
+                } else {
+                    json!({ "exact": o })
+                }
+            })
+            .collect();
+        let mut policy = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": origins,
+            "allow_credentials": cors.credentials,
+        });
+        for (field, list) in [
+            ("allow_methods", &cors.methods),
+            ("allow_headers", &cors.headers),
+            ("expose_headers", &cors.exposed_headers),
+        ] {
+            if !list.is_empty() {
+                policy[field] = json!(list.join(", "));
+            }
+        }
+        if let Some(age) = &cors.max_age {
+            policy["max_age"] = json!(age);
+        }
+        r["typed_per_filter_config"] = json!({ "envoy.filters.http.cors": policy });
+    }
+    let add_response: Vec<Value> = first
+        .add_response_headers
+        .iter()
+        .map(|(k, v)| json!({ "header": { "key": k, "value": v }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" }))
+        .collect();
+    if !add_response.is_empty() {
+        r["response_headers_to_add"] = Value::Array(add_response);
+    }
+    if !first.remove_response_headers.is_empty() {
+        r["response_headers_to_remove"] = json!(first.remove_response_headers);
+    }
     let add: Vec<Value> = first
         .add_request_headers
         .iter()
@@ -209,7 +295,12 @@ pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> Strin
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
                         "route_config": { "name": "gatehouse", "virtual_hosts": virtual_hosts },
+                        // CORS policies live on the routes; the filter does
+                        // nothing on routes without one.
                         "http_filters": [{
+                            "name": "envoy.filters.http.cors",
+                            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
+                        }, {
                             "name": "envoy.filters.http.router",
                             "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
                         }]
@@ -231,7 +322,13 @@ pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> Strin
 pub fn route_table(resources: &Resources) -> String {
     let mut out = String::new();
     for g in groups(resources) {
-        let headers: Vec<String> = g.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let headers: Vec<String> = g
+            .method
+            .map(|m| format!(":method={m}"))
+            .into_iter()
+            .chain(g.headers.iter().map(|(k, v)| format!("{k}={v}")))
+            .chain(g.query.iter().map(|(k, v)| format!("?{k}={v}")))
+            .collect();
         let targets: Vec<String> = g
             .members
             .iter()
@@ -310,6 +407,16 @@ mod tests {
             precedence: 0,
             add_request_headers: BTreeMap::new(),
             remove_request_headers: Vec::new(),
+            prefix_regex: false,
+            method: None,
+            query_parameters: BTreeMap::new(),
+            host_rewrite: None,
+            idle_timeout_ms: None,
+            retry_policy: None,
+            cors: None,
+            add_response_headers: BTreeMap::new(),
+            remove_response_headers: Vec::new(),
+            allow_upgrade: Vec::new(),
         };
         for set in [
             vec![None, None, None],

@@ -79,6 +79,102 @@ struct RawMappingSpec {
     add_request_headers: BTreeMap<String, String>,
     #[serde(default)]
     remove_request_headers: Vec<String>,
+    #[serde(default)]
+    prefix_regex: bool,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    query_parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    host_rewrite: Option<String>,
+    #[serde(default)]
+    idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    retry_policy: Option<RawRetry>,
+    #[serde(default)]
+    cors: Option<RawCors>,
+    #[serde(default)]
+    add_response_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    remove_response_headers: Vec<String>,
+    #[serde(default)]
+    allow_upgrade: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default)]
+    retry_on: Option<String>,
+    #[serde(default)]
+    num_retries: Option<u32>,
+    #[serde(default)]
+    per_try_timeout: Option<String>,
+}
+
+/// Ambassador accepts a list or one comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ListOrString {
+    List(Vec<String>),
+    One(String),
+}
+
+impl ListOrString {
+    fn items(self) -> Vec<String> {
+        match self {
+            Self::List(l) => l,
+            Self::One(s) => s
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    origins: ListOrString,
+    #[serde(default)]
+    methods: Option<ListOrString>,
+    #[serde(default)]
+    headers: Option<ListOrString>,
+    #[serde(default)]
+    exposed_headers: Option<ListOrString>,
+    #[serde(default)]
+    credentials: bool,
+    #[serde(default)]
+    max_age: Option<String>,
+}
+
+/// A route's retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Envoy's `retry_on` (e.g. `5xx`, `gateway-error`).
+    pub retry_on: String,
+    /// How many retries.
+    pub num_retries: u32,
+    /// Timeout of each try, e.g. `0.5s`.
+    pub per_try_timeout: Option<String>,
+}
+
+/// A route's CORS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins, exact (`*` for any).
+    pub origins: Vec<String>,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed request headers.
+    pub headers: Vec<String>,
+    /// Response headers the browser may read.
+    pub exposed_headers: Vec<String>,
+    /// Whether credentials are allowed.
+    pub credentials: bool,
+    /// Preflight cache time, seconds, as text.
+    pub max_age: Option<String>,
 }
 
 /// A `Mapping`: requests matching host, prefix and headers go to a service.
@@ -108,6 +204,26 @@ pub struct Mapping {
     pub add_request_headers: BTreeMap<String, String>,
     /// Headers removed from the request.
     pub remove_request_headers: Vec<String>,
+    /// `prefix` is a regular expression (RE2) over the whole path.
+    pub prefix_regex: bool,
+    /// Method to match.
+    pub method: Option<String>,
+    /// Exact query parameter matches.
+    pub query_parameters: BTreeMap<String, String>,
+    /// `Host` sent upstream.
+    pub host_rewrite: Option<String>,
+    /// Stream idle timeout, milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Retries.
+    pub retry_policy: Option<RetryPolicy>,
+    /// CORS.
+    pub cors: Option<Cors>,
+    /// Headers added to the response.
+    pub add_response_headers: BTreeMap<String, String>,
+    /// Headers removed from the response.
+    pub remove_response_headers: Vec<String>,
+    /// Upgrades allowed (e.g. `websocket`).
+    pub allow_upgrade: Vec<String>,
 }
 
 /// Every resource of a configuration.
@@ -198,7 +314,7 @@ fn mapping(
     if raw.metadata.name.is_empty() {
         return Err(err("metadata.name", "a Mapping needs a name".into()));
     }
-    if !spec.prefix.starts_with('/') {
+    if !spec.prefix_regex && !spec.prefix.starts_with('/') {
         return Err(err("spec.prefix", "a prefix starts with /".into()));
     }
     // Ambassador's service: `[scheme://]host[:port]`; http only for now.
@@ -232,6 +348,37 @@ fn mapping(
             "a weight is a percentage, 0 to 100".into(),
         ));
     }
+    let retry_policy = match spec.retry_policy {
+        None => None,
+        Some(r) => Some(RetryPolicy {
+            retry_on: r.retry_on.unwrap_or_else(|| "5xx".into()),
+            num_retries: r.num_retries.unwrap_or(1),
+            per_try_timeout: r.per_try_timeout,
+        }),
+    };
+    let cors = spec.cors.map(|c| Cors {
+        origins: c.origins.items(),
+        methods: c.methods.map(ListOrString::items).unwrap_or_default(),
+        headers: c.headers.map(ListOrString::items).unwrap_or_default(),
+        exposed_headers: c
+            .exposed_headers
+            .map(ListOrString::items)
+            .unwrap_or_default(),
+        credentials: c.credentials,
+        max_age: c.max_age,
+    });
+    if cors.as_ref().is_some_and(|c| c.origins.is_empty()) {
+        return Err(err(
+            "spec.cors.origins",
+            "name at least one origin (or *)".into(),
+        ));
+    }
+    if let Some(u) = spec.allow_upgrade.iter().find(|u| *u != "websocket") {
+        return Err(err(
+            "spec.allow_upgrade",
+            format!("{u:?}: only websocket is supported"),
+        ));
+    }
     Ok(Mapping {
         name: raw.metadata.name,
         hostname: spec.hostname.unwrap_or_else(|| "*".into()),
@@ -245,5 +392,15 @@ fn mapping(
         precedence: spec.precedence.unwrap_or(0),
         add_request_headers: spec.add_request_headers,
         remove_request_headers: spec.remove_request_headers,
+        prefix_regex: spec.prefix_regex,
+        method: spec.method,
+        query_parameters: spec.query_parameters,
+        host_rewrite: spec.host_rewrite,
+        idle_timeout_ms: spec.idle_timeout_ms,
+        retry_policy,
+        cors,
+        add_response_headers: spec.add_response_headers,
+        remove_response_headers: spec.remove_response_headers,
+        allow_upgrade: spec.allow_upgrade,
     })
 }
