@@ -141,3 +141,129 @@ spec: {{prefix: /cors/, service: '127.0.0.1:{shop}', cors: {{origins: 'https://a
     );
     Ok(())
 }
+
+/// Runs `gatehouse render --live` for a one-Mapping configuration into
+/// `dir`, waiting on `envoy`'s admin when given (as an operator would).
+async fn render_live(
+    dir: &std::path::Path,
+    service_port: u16,
+    envoy: Option<&e2e::Envoy>,
+) -> anyhow::Result<String> {
+    let resources = tempfile::tempdir()?;
+    let file = resources.path().join("live.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Mapping\nmetadata: {{name: app}}\nspec: {{prefix: /app/, service: '127.0.0.1:{service_port}'}}\n"
+        ),
+    )?;
+    let mut command = tokio::process::Command::new(e2e::paths::service_bin("gatehouse")?);
+    command
+        .args([
+            "render",
+            "--live",
+            "--listen-port",
+            "0",
+            "--admin-port",
+            "0",
+            "-f",
+        ])
+        .arg(&file)
+        .arg("-o")
+        .arg(dir);
+    if let Some(envoy) = envoy {
+        let admin = envoy.admin_url("");
+        command
+            .arg("--envoy-admin")
+            .arg(admin.trim_start_matches("http://"));
+    }
+    let out = command.output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "gatehouse render --live: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The bootstrap listens on the loopback only in tests.
+    Ok(std::fs::read_to_string(dir.join("envoy.yaml"))?.replace("0.0.0.0", "127.0.0.1"))
+}
+
+#[tokio::test]
+async fn a_live_re_render_changes_routing_without_a_failed_request() -> anyhow::Result<()> {
+    let blue = Echo::start_named("blue").await?;
+    let green = Echo::start_named("green").await?;
+    let dir = tempfile::tempdir()?;
+    let live_dir = std::fs::canonicalize(dir.path())?;
+    let bootstrap = render_live(&live_dir, blue.port(), None).await?;
+    let envoy = e2e::EnvoyBuilder::from_text(&bootstrap, "live")
+        .start()
+        .await?;
+    let url = envoy.url("/app/x");
+    let client = envoy.client().clone();
+    // Routes come from the file: wait until they are in.
+    e2e::poll::until(
+        "the file routes loaded",
+        e2e::poll::READY_DEADLINE,
+        || async {
+            let r = client.get(&url).send().await?;
+            Ok((r.status() == 200).then_some(()))
+        },
+    )
+    .await?;
+
+    // A steady load of requests on kept-alive connections while the
+    // configuration changes under it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loaders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        loaders.spawn(async move {
+            let (mut ok, mut failed, mut green) = (0u32, Vec::new(), 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok += 1;
+                        if r.json::<Echoed>()
+                            .await
+                            .is_ok_and(|e| e.upstream == "green")
+                        {
+                            green += 1;
+                        }
+                    }
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed, green)
+        });
+    }
+    render_live(&live_dir, green.port(), Some(&envoy)).await?;
+    e2e::poll::until(
+        "requests reach the new upstream",
+        e2e::poll::READY_DEADLINE,
+        || async {
+            // Failures are the loaders' to count; this only watches for green.
+            let seen = client.get(&url).send().await?.json::<Echoed>().await;
+            Ok(seen.is_ok_and(|s| s.upstream == "green").then_some(()))
+        },
+    )
+    .await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut green_seen) = (0, Vec::new(), 0);
+    while let Some(done) = loaders.join_next().await {
+        let (o, f, g) = done?;
+        ok += o;
+        failed.extend(f);
+        green_seen += g;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed requests: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        ok > 0 && green_seen > 0,
+        "{ok} requests, {green_seen} on the new upstream"
+    );
+    Ok(())
+}

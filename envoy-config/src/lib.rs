@@ -9,5 +9,5 @@
 mod render;
 mod resources;
 
-pub use render::{RenderOptions, render_bootstrap, route_table};
+pub use render::{LiveFiles, RenderOptions, render_bootstrap, render_live, route_table, union_cds};
 pub use resources::{Cors, Mapping, ResourceError, Resources, RetryPolicy, load};

@@ -255,9 +255,8 @@ fn cluster(m: &Mapping) -> Value {
     })
 }
 
-/// The Envoy bootstrap for `resources`, as YAML.
-#[must_use]
-pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> String {
+/// The route configuration named `gatehouse`.
+fn route_config(resources: &Resources) -> Value {
     let groups = groups(resources);
     let mut vhosts: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for g in &groups {
@@ -277,43 +276,163 @@ pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> Strin
             })
         })
         .collect();
+    json!({ "name": "gatehouse", "virtual_hosts": virtual_hosts })
+}
+
+fn clusters(resources: &Resources) -> Vec<Value> {
     let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
     for m in &resources.mappings {
         clusters
             .entry(cluster_name(m))
             .or_insert_with(|| cluster(m));
     }
+    clusters.into_values().collect()
+}
+
+/// The listener, its routes inline or (`rds`) from a file source.
+fn listener(options: &RenderOptions, routes: Value) -> Value {
+    let mut hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        // CORS policies live on the routes; the filter does nothing on
+        // routes without one.
+        "http_filters": [{
+            "name": "envoy.filters.http.cors",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
+        }, {
+            "name": "envoy.filters.http.router",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+        }]
+    });
+    match routes {
+        Value::String(rds_dir) => {
+            hcm["rds"] = json!({
+                "route_config_name": "gatehouse",
+                "config_source": file_source(&rds_dir, "rds.yaml"),
+            });
+        }
+        config => hcm["route_config"] = config,
+    }
+    json!({
+        "name": "ingress",
+        "address": { "socket_address": { "address": options.listen_address, "port_value": options.listen_port } },
+        "filter_chains": [{ "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]}]
+    })
+}
+
+/// A file Envoy watches: it reloads when a file is moved into `dir`, so
+/// writers rename complete files into place.
+fn file_source(dir: &str, file: &str) -> Value {
+    json!({
+        "path_config_source": {
+            "path": format!("{dir}/{file}"),
+            "watched_directory": { "path": dir },
+        },
+        "resource_api_version": "V3",
+    })
+}
+
+fn header_and(value: &Value) -> String {
+    let mut out =
+        String::from("# Rendered by `gatehouse render`: edit the resources, not this file.\n");
+    out.push_str(&serde_yaml_ng::to_string(value).unwrap_or_default());
+    out
+}
+
+/// The Envoy bootstrap for `resources`, as YAML: everything static.
+#[must_use]
+pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> String {
     let bootstrap = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },
         "static_resources": {
-            "listeners": [{
-                "name": "ingress",
-                "address": { "socket_address": { "address": options.listen_address, "port_value": options.listen_port } },
-                "filter_chains": [{ "filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "ingress",
-                        "route_config": { "name": "gatehouse", "virtual_hosts": virtual_hosts },
-                        // CORS policies live on the routes; the filter does
-                        // nothing on routes without one.
-                        "http_filters": [{
-                            "name": "envoy.filters.http.cors",
-                            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
-                        }, {
-                            "name": "envoy.filters.http.router",
-                            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-                        }]
-                    }
-                }]}]
-            }],
-            "clusters": clusters.into_values().collect::<Vec<_>>(),
+            "listeners": [listener(options, route_config(resources))],
+            "clusters": clusters(resources),
         }
     });
-    let mut out =
-        String::from("# Rendered by `gatehouse render`: edit the resources, not this file.\n");
-    out.push_str(&serde_yaml_ng::to_string(&bootstrap).unwrap_or_default());
-    out
+    header_and(&bootstrap)
+}
+
+/// The files of a live configuration in directory `dir` (an absolute path):
+/// a bootstrap whose listener reads its routes from `rds.yaml` and whose
+/// clusters come from `cds.yaml`. Rendering again into the same directory
+/// (clusters first, then routes) changes a running Envoy without a restart
+/// and without closing its listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFiles {
+    /// `envoy.yaml`: start Envoy with it once.
+    pub bootstrap: String,
+    /// `cds.yaml`: the clusters.
+    pub cds: String,
+    /// `rds.yaml`: the routes.
+    pub rds: String,
+}
+
+impl LiveFiles {
+    /// The names of the clusters in `cds`.
+    #[must_use]
+    pub fn cds_names(&self) -> Vec<String> {
+        serde_yaml_ng::from_str::<Value>(&self.cds)
+            .ok()
+            .and_then(|v| v.get("resources").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    }
+}
+
+/// The clusters of two `cds.yaml` texts together (by name; `next` wins):
+/// the first step of a change, so the routes in force never name a cluster
+/// that is gone. Then the new routes, then `next` alone.
+#[must_use]
+pub fn union_cds(previous: &str, next: &str) -> String {
+    let parse = |text: &str| -> Vec<Value> {
+        serde_yaml_ng::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("resources").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+    };
+    let mut by_name: BTreeMap<String, Value> = BTreeMap::new();
+    for c in parse(previous).into_iter().chain(parse(next)) {
+        let name = c
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        by_name.insert(name, c);
+    }
+    header_and(&json!({ "resources": by_name.into_values().collect::<Vec<_>>() }))
+}
+
+/// Renders `resources` as [`LiveFiles`] for directory `dir`.
+#[must_use]
+pub fn render_live(resources: &Resources, options: &RenderOptions, dir: &str) -> LiveFiles {
+    let bootstrap = json!({
+        "node": { "id": "gatehouse", "cluster": "gatehouse" },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },
+        "static_resources": { "listeners": [listener(options, Value::String(dir.to_owned()))] },
+        "dynamic_resources": { "cds_config": file_source(dir, "cds.yaml") },
+    });
+    let typed = |type_url: &str, mut v: Value| {
+        v["@type"] = json!(type_url);
+        v
+    };
+    let cds = json!({ "resources": clusters(resources)
+        .into_iter()
+        .map(|c| typed("type.googleapis.com/envoy.config.cluster.v3.Cluster", c))
+        .collect::<Vec<_>>() });
+    let rds = json!({ "resources": [typed(
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        route_config(resources),
+    )] });
+    LiveFiles {
+        bootstrap: header_and(&bootstrap),
+        cds: header_and(&cds),
+        rds: header_and(&rds),
+    }
 }
 
 /// The route table in precedence order, one line per route: what matches

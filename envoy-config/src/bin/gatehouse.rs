@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! gatehouse render   -f <file or dir>... -o <dir>   write <dir>/envoy.yaml
+//!                    [--live [--envoy-admin H:P]]   ... with routes and clusters in files Envoy watches
 //! gatehouse validate -f <file or dir>...            render, then envoy --mode validate
 //! gatehouse routes   -f <file or dir>...            the route table, in precedence order
 //! ```
@@ -9,11 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use gatehouse_config::{RenderOptions, Resources, load, render_bootstrap, route_table};
+use gatehouse_config::{
+    RenderOptions, Resources, load, render_bootstrap, render_live, route_table, union_cds,
+};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: gatehouse render -f <file|dir>... -o <dir> [--listen-port N] [--admin-port N]\n       gatehouse validate -f <file|dir>...\n       gatehouse routes -f <file|dir>..."
+        "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [--listen-port N] [--admin-port N]\n       gatehouse validate -f <file|dir>...\n       gatehouse routes -f <file|dir>..."
     );
     ExitCode::from(2)
 }
@@ -53,6 +56,33 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Polls a running Envoy's admin page (`host:port`, plain HTTP) until it
+/// mentions every name, for at most 30 seconds.
+fn wait_for(admin: &str, path: &str, names: &[String]) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut page = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(admin) {
+            // HTTP/1.1: Envoy answers HTTP/1.0 with 426.
+            let _ = write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.read_to_string(&mut page);
+        }
+        if names.iter().all(|n| page.contains(n.as_str())) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "Envoy at {admin} did not take the new configuration within 30 s"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first().cloned() else {
@@ -61,12 +91,19 @@ fn main() -> ExitCode {
     let mut inputs = Vec::new();
     let mut out_dir = None;
     let mut options = RenderOptions::default();
+    let mut live = false;
+    let mut admin: Option<String> = None;
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {
+        if arg == "--live" {
+            live = true;
+            continue;
+        }
         let value = rest.next();
         match (arg.as_str(), value) {
             ("-f", Some(v)) => inputs.push(PathBuf::from(v)),
             ("-o", Some(v)) => out_dir = Some(PathBuf::from(v)),
+            ("--envoy-admin", Some(v)) => admin = Some(v.clone()),
             ("--listen-port", Some(v)) => match v.parse() {
                 Ok(p) => options.listen_port = p,
                 Err(_) => return usage(),
@@ -95,9 +132,38 @@ fn main() -> ExitCode {
         }
         "render" => {
             let Some(dir) = out_dir else { return usage() };
-            let text = render_bootstrap(&resources, &options);
-            let result = std::fs::create_dir_all(&dir)
-                .and_then(|()| write_atomically(&dir.join("envoy.yaml"), &text));
+            let result = std::fs::create_dir_all(&dir).and_then(|()| {
+                if live {
+                    // Envoy watches the directory by its absolute path.
+                    let abs = std::fs::canonicalize(&dir)?;
+                    let files = render_live(&resources, &options, &abs.display().to_string());
+                    // Old and new clusters first, so the routes in force
+                    // never name a cluster that is gone; then the routes;
+                    // then, once a running Envoy has them, the new clusters
+                    // alone.
+                    let previous =
+                        std::fs::read_to_string(dir.join("cds.yaml")).unwrap_or_default();
+                    write_atomically(&dir.join("cds.yaml"), &union_cds(&previous, &files.cds))?;
+                    if let Some(admin) = &admin {
+                        wait_for(admin, "/clusters", &files.cds_names())?;
+                    }
+                    write_atomically(&dir.join("rds.yaml"), &files.rds)?;
+                    if let Some(admin) = &admin {
+                        wait_for(
+                            admin,
+                            "/config_dump?resource=dynamic_route_configs",
+                            &files.cds_names(),
+                        )?;
+                        write_atomically(&dir.join("cds.yaml"), &files.cds)?;
+                    }
+                    write_atomically(&dir.join("envoy.yaml"), &files.bootstrap)
+                } else {
+                    write_atomically(
+                        &dir.join("envoy.yaml"),
+                        &render_bootstrap(&resources, &options),
+                    )
+                }
+            });
             match result {
                 Ok(()) => {
                     println!("wrote {}", dir.join("envoy.yaml").display());
