@@ -49,6 +49,11 @@ apiVersion: getambassador.io/v3alpha1
 kind: Mapping
 metadata: {{name: cors}}
 spec: {{prefix: /cors/, service: '127.0.0.1:{shop}', cors: {{origins: 'https://app.example', methods: [GET, PUT], headers: [content-type], max_age: '600'}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Listener
+metadata: {{name: http}}
+spec: {{port: 8080, protocol: HTTP, securityModel: XFP, l7Depth: 1}}
 ",
         shop = shop.port(),
         canary = canary.port(),
@@ -61,6 +66,7 @@ spec: {{prefix: /cors/, service: '127.0.0.1:{shop}', cors: {{origins: 'https://a
         listen_address: "127.0.0.1".into(),
         listen_port: 0,
         admin_port: 0,
+        ..RenderOptions::default()
     };
     let envoy = e2e::EnvoyBuilder::from_text(&render_bootstrap(&resources, &options), "rendered")
         .start()
@@ -75,6 +81,29 @@ spec: {{prefix: /cors/, service: '127.0.0.1:{shop}', cors: {{origins: 'https://a
         }
         async move { anyhow::Ok(r.send().await?.json::<Echoed>().await?) }
     };
+
+    // One trusted proxy in front (l7Depth 1): the client it names is the
+    // client, and every request is logged as JSON with its request id.
+    let behind = envoy
+        .get("/shop/api/x")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await?
+        .json::<Echoed>()
+        .await?;
+    assert_eq!(
+        behind.header("x-envoy-external-address"),
+        Some("203.0.113.7")
+    );
+    let request_id = behind.header("x-request-id").unwrap_or_default().to_owned();
+    assert!(!request_id.is_empty());
+    e2e::poll::until("the access log line", e2e::poll::READY_DEADLINE, || async {
+        Ok(envoy
+            .log()
+            .contains(&format!("\"request_id\":\"{request_id}\""))
+            .then_some(()))
+    })
+    .await?;
 
     // The longer prefix wins, with Ambassador's rewrite.
     let seen = get("/shop/api/orders", None, None).await?;

@@ -10,4 +10,4 @@ mod render;
 mod resources;
 
 pub use render::{LiveFiles, RenderOptions, render_bootstrap, render_live, route_table, union_cds};
-pub use resources::{Cors, Mapping, ResourceError, Resources, RetryPolicy, load};
+pub use resources::{Cors, Listener, Mapping, ResourceError, Resources, RetryPolicy, load};

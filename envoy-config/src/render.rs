@@ -16,6 +16,8 @@ pub struct RenderOptions {
     pub listen_port: u16,
     /// Admin port (on 127.0.0.1).
     pub admin_port: u16,
+    /// Trusted proxies in front (`x-forwarded-for` hops).
+    pub xff_num_trusted_hops: u32,
 }
 
 impl Default for RenderOptions {
@@ -24,6 +26,7 @@ impl Default for RenderOptions {
             listen_address: "0.0.0.0".into(),
             listen_port: 8080,
             admin_port: 9901,
+            xff_num_trusted_hops: 0,
         }
     }
 }
@@ -289,11 +292,43 @@ fn clusters(resources: &Resources) -> Vec<Value> {
     clusters.into_values().collect()
 }
 
+/// The access log on by default: one JSON object a request on stdout, with
+/// the request id and `traceparent` to follow a request across services.
+fn access_log() -> Value {
+    json!([{
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": { "json_format": {
+                "start_time": "%START_TIME%",
+                "method": "%REQ(:METHOD)%",
+                "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                "authority": "%REQ(:AUTHORITY)%",
+                "status": "%RESPONSE_CODE%",
+                "flags": "%RESPONSE_FLAGS%",
+                "duration_ms": "%DURATION%",
+                "bytes_received": "%BYTES_RECEIVED%",
+                "bytes_sent": "%BYTES_SENT%",
+                "upstream_cluster": "%UPSTREAM_CLUSTER%",
+                "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                "request_id": "%REQ(X-REQUEST-ID)%",
+                "traceparent": "%REQ(TRACEPARENT)%",
+            }}
+        }
+    }])
+}
+
 /// The listener, its routes inline or (`rds`) from a file source.
 fn listener(options: &RenderOptions, routes: Value) -> Value {
     let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
+        "access_log": access_log(),
+        // Every request gets an x-request-id (kept when it comes with one);
+        // traceparent passes through untouched.
+        "generate_request_id": true,
+        "xff_num_trusted_hops": options.xff_num_trusted_hops,
+        "use_remote_address": true,
         // CORS policies live on the routes; the filter does nothing on
         // routes without one.
         "http_filters": [{
@@ -342,9 +377,23 @@ fn header_and(value: &Value) -> String {
     out
 }
 
+/// The options a `Listener` resource sets: its port (unless the caller
+/// chose one other than the default) and its trusted hops.
+fn with_listener(resources: &Resources, options: &RenderOptions) -> RenderOptions {
+    let mut options = options.clone();
+    if let Some(l) = &resources.listener {
+        if options.listen_port == RenderOptions::default().listen_port {
+            options.listen_port = l.port;
+        }
+        options.xff_num_trusted_hops = l.l7_depth;
+    }
+    options
+}
+
 /// The Envoy bootstrap for `resources`, as YAML: everything static.
 #[must_use]
 pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> String {
+    let options = &with_listener(resources, options);
     let bootstrap = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },
         "static_resources": {
@@ -410,6 +459,7 @@ pub fn union_cds(previous: &str, next: &str) -> String {
 /// Renders `resources` as [`LiveFiles`] for directory `dir`.
 #[must_use]
 pub fn render_live(resources: &Resources, options: &RenderOptions, dir: &str) -> LiveFiles {
+    let options = &with_listener(resources, options);
     let bootstrap = json!({
         "node": { "id": "gatehouse", "cluster": "gatehouse" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },

@@ -231,6 +231,45 @@ pub struct Mapping {
 pub struct Resources {
     /// The Mappings, in file order.
     pub mappings: Vec<Mapping>,
+    /// The Listener, if one was given (at most one today).
+    pub listener: Option<Listener>,
+}
+
+/// Where Envoy listens for traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// `metadata.name`.
+    pub name: String,
+    /// Port.
+    pub port: u16,
+    /// Proxies in front whose `x-forwarded-for` entries are trusted
+    /// (Ambassador's `l7Depth`), so the client address is the real client's.
+    pub l7_depth: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerDoc {
+    #[serde(rename = "apiVersion")]
+    _api_version: String,
+    #[serde(rename = "kind")]
+    _kind: String,
+    metadata: RawMetadata,
+    spec: RawListenerSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerSpec {
+    port: u16,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default, rename = "securityModel")]
+    security_model: Option<String>,
+    #[serde(default, rename = "l7Depth")]
+    l7_depth: Option<u32>,
+    #[serde(default, rename = "hostBinding")]
+    host_binding: Option<serde_yaml_ng::Value>,
 }
 
 const API_VERSIONS: [&str; 2] = ["gatehouse.dev/v1alpha1", "getambassador.io/v3alpha1"];
@@ -295,10 +334,54 @@ pub fn load(text: &str, file: &str, into: &mut Resources) -> Result<(), Resource
                 })?;
                 into.mappings.push(mapping(raw, &err)?);
             }
+            "Listener" => {
+                let raw: RawListenerDoc = serde_path_to_error::deserialize(value).map_err(|e| {
+                    let mut message = e.inner().to_string();
+                    if message.starts_with("unknown field") {
+                        message.push_str(
+                            "; not supported yet: see the compatibility table in envoy-config/README.md",
+                        );
+                    }
+                    err(&e.path().to_string(), message)
+                })?;
+                if into.listener.is_some() {
+                    return Err(err("kind", "only one Listener is supported yet".into()));
+                }
+                let spec = raw.spec;
+                if spec.protocol.as_deref().is_some_and(|p| p != "HTTP") {
+                    return Err(err(
+                        "spec.protocol",
+                        "only HTTP is supported yet (TLS comes with the Host kind)".into(),
+                    ));
+                }
+                if spec
+                    .security_model
+                    .as_deref()
+                    .is_some_and(|m| m != "XFP" && m != "INSECURE")
+                {
+                    return Err(err(
+                        "spec.securityModel",
+                        "only XFP or INSECURE are meaningful without TLS".into(),
+                    ));
+                }
+                if spec.host_binding.is_some() {
+                    return Err(err(
+                        "spec.hostBinding",
+                        "not supported yet: every Mapping binds to the one Listener".into(),
+                    ));
+                }
+                into.listener = Some(Listener {
+                    name: raw.metadata.name,
+                    port: spec.port,
+                    l7_depth: spec.l7_depth.unwrap_or(0),
+                });
+            }
             other => {
                 return Err(err(
                     "kind",
-                    format!("{other:?} is not supported yet: this version reads Mapping"),
+                    format!(
+                        "{other:?} is not supported yet: this version reads Mapping and Listener"
+                    ),
                 ));
             }
         }
