@@ -323,27 +323,11 @@ pub fn load(text: &str, file: &str, into: &mut Resources) -> Result<(), Resource
         }
         match head.kind.as_str() {
             "Mapping" => {
-                let raw: RawMappingDoc = serde_path_to_error::deserialize(value).map_err(|e| {
-                    let mut message = e.inner().to_string();
-                    if message.starts_with("unknown field") {
-                        message.push_str(
-                            "; not supported yet: see the compatibility table in envoy-config/README.md",
-                        );
-                    }
-                    err(&e.path().to_string(), message)
-                })?;
+                let raw: RawMappingDoc = parse_document(value, &err)?;
                 into.mappings.push(mapping(raw, &err)?);
             }
             "Listener" => {
-                let raw: RawListenerDoc = serde_path_to_error::deserialize(value).map_err(|e| {
-                    let mut message = e.inner().to_string();
-                    if message.starts_with("unknown field") {
-                        message.push_str(
-                            "; not supported yet: see the compatibility table in envoy-config/README.md",
-                        );
-                    }
-                    err(&e.path().to_string(), message)
-                })?;
+                let raw: RawListenerDoc = parse_document(value, &err)?;
                 if into.listener.is_some() {
                     return Err(err("kind", "only one Listener is supported yet".into()));
                 }
@@ -387,6 +371,23 @@ pub fn load(text: &str, file: &str, into: &mut Resources) -> Result<(), Resource
         }
     }
     Ok(())
+}
+
+/// A document of a known kind, its field errors pointing unsupported fields
+/// to the compatibility table.
+fn parse_document<T: serde::de::DeserializeOwned>(
+    value: serde_yaml_ng::Value,
+    err: &dyn Fn(&str, String) -> ResourceError,
+) -> Result<T, ResourceError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut message = e.inner().to_string();
+        if message.starts_with("unknown field") {
+            message.push_str(
+                "; not supported yet: see the compatibility table in envoy-config/README.md",
+            );
+        }
+        err(&e.path().to_string(), message)
+    })
 }
 
 fn mapping(
