@@ -144,6 +144,9 @@ pub(crate) struct Rule {
 pub struct RouterConfig {
     pub(crate) route_header: String,
     pub(crate) rules: Vec<Rule>,
+    /// Headers a decision reads, collected once (checked for every header
+    /// of every request).
+    read: Vec<String>,
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -178,6 +181,7 @@ impl RouterConfig {
             return Ok(Self {
                 route_header: DEFAULT_ROUTE_HEADER.to_owned(),
                 rules: Vec::new(),
+                read: Vec::new(),
             });
         }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
@@ -299,9 +303,11 @@ impl RouterConfig {
                 rewrite_prefix,
             });
         }
+        let read = read_headers(&rules);
         Ok(Self {
             route_header,
             rules,
+            read,
         })
     }
 
@@ -311,34 +317,40 @@ impl RouterConfig {
         &self.route_header
     }
 
-    /// Headers a decision reads (lowercase): an adapter may pass only these
-    /// (and `cookie`) in [`crate::Request::headers`].
+    /// Whether a decision may read request header `name` (lowercase): an
+    /// adapter may pass only these in [`crate::Request::headers`].
     #[must_use]
-    pub fn read_headers(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .rules
-            .iter()
-            .flat_map(|r| {
-                let bucket = match &r.bucket {
-                    Some(Bucket {
-                        key: BucketKey::Header(h),
-                        ..
-                    }) => Some(h.as_str()),
-                    Some(Bucket {
-                        key: BucketKey::Cookie(_),
-                        ..
-                    }) => Some("cookie"),
-                    None => None,
-                };
-                r.headers
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .chain(bucket)
-                    .chain((!r.cookies.is_empty()).then_some("cookie"))
-            })
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+    pub fn reads_header(&self, name: &str) -> bool {
+        self.read.iter().any(|h| h == name)
     }
+}
+
+/// The headers `rules` read: their header matches, bucket headers, and
+/// `cookie` for cookie matches and cookie buckets.
+fn read_headers(rules: &[Rule]) -> Vec<String> {
+    let mut names: Vec<String> = rules
+        .iter()
+        .flat_map(|r| {
+            let bucket = match &r.bucket {
+                Some(Bucket {
+                    key: BucketKey::Header(h),
+                    ..
+                }) => Some(h.as_str()),
+                Some(Bucket {
+                    key: BucketKey::Cookie(_),
+                    ..
+                }) => Some("cookie"),
+                None => None,
+            };
+            r.headers
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .chain(bucket)
+                .chain((!r.cookies.is_empty()).then_some("cookie"))
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }

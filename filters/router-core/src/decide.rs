@@ -212,6 +212,20 @@ mod tests {
     }
 
     #[test]
+    fn only_the_headers_rules_read_are_read() {
+        let c = config(serde_json::json!({ "rules": [
+            { "match": { "headers": [{ "name": "X-Beta" }] }, "route": "beta" },
+            { "bucket": { "cookie": "uid", "percent": 5 }, "route": "canary" }
+        ]}));
+        assert!(c.reads_header("x-beta") && c.reads_header("cookie"));
+        assert!(!c.reads_header("x-request-id") && !c.reads_header("user-agent"));
+        let none = config(
+            serde_json::json!({ "rules": [{ "match": { "prefix": "/v1" }, "rewrite_prefix": { "from": "/v1", "to": "/api" } }] }),
+        );
+        assert!(!none.reads_header("cookie"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let err = |j: serde_json::Value| {
             RouterConfig::parse(j.to_string().as_bytes())

@@ -96,7 +96,6 @@ impl HttpContext for RouterRequest {
 
 impl RouterRequest {
     fn route(&self) -> Result<(), Status> {
-        let read = self.config.read_headers();
         let mut headers = Vec::new();
         let (mut path, mut method) = (String::new(), String::new());
         let mut present = Vec::new();
@@ -106,7 +105,7 @@ impl RouterRequest {
             }
             let wanted = match name.as_str() {
                 ":path" | ":method" => true,
-                n => n == "cookie" || read.contains(&n),
+                n => self.config.reads_header(n),
             };
             if !wanted {
                 continue;
