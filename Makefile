@@ -32,7 +32,7 @@ lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors, shippe
 	@$(CARGO) build --locked --quiet -p gatehouse-ratelimit -p gatehouse-authz -p gatehouse-config
 	@GATEHOUSE_ENVOY=.venv/bin/envoy target/debug/gatehouse validate -f envoy-config/examples/quickstart.yaml
 	@target/debug/gatehouse-authz --check-config ext-authz/examples/authz.yaml
-	@for dir in ratelimit/examples/config ratelimit/testdata/reference-examples; do \
+	@for dir in ratelimit/examples/config ratelimit/testdata/reference-examples envoy-config/examples/ambassador.out/ratelimit; do \
 	  target/debug/gatehouse-ratelimit --check-config $$dir | tail -n 1 || exit 1; done
 	@.venv/bin/envoy --mode validate -c envoy-config/bootstrap/ratelimit.yaml --log-level warn --disable-hot-restart >/dev/null \
 	  && echo "ok: envoy-config/bootstrap/ratelimit.yaml"

@@ -1,20 +1,145 @@
 //! Resources rendered by gatehouse-config, run by real Envoy.
 
 use e2e::{Echo, Echoed};
-use gatehouse_config::{RenderOptions, Resources, load, render_bootstrap};
+use gatehouse_config::{RenderOptions, Resources, load, render, render_bootstrap};
 
+/// Every example resource set renders to a bootstrap Envoy accepts, with the
+/// files it names in place: the built jwt filter, and the test certificate
+/// in each Host's Secret.
 #[tokio::test]
-async fn every_committed_example_bootstrap_passes_envoy_validate() -> anyhow::Result<()> {
+async fn every_example_renders_to_a_bootstrap_envoy_validates() -> anyhow::Result<()> {
     let dir = e2e::paths::workspace_root().join("envoy-config/examples");
+    let work = tempfile::tempdir()?;
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();
-        if path.to_string_lossy().ends_with(".envoy.yaml") {
-            e2e::envoy::validate(&path).await?;
-            checked += 1;
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
         }
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut resources = Resources::default();
+        load(&std::fs::read_to_string(&path)?, &name, &mut resources)?;
+        let secrets = work.path().join(format!("{name}.secrets"));
+        for host in &resources.hosts {
+            if let Some(secret) = &host.tls_secret {
+                std::fs::create_dir_all(secrets.join(secret))?;
+                for file in ["tls.crt", "tls.key"] {
+                    std::fs::copy(
+                        e2e::paths::testdata(&format!("tls/{file}")),
+                        secrets.join(secret).join(file),
+                    )?;
+                }
+            }
+        }
+        let options = RenderOptions {
+            jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
+                .display()
+                .to_string(),
+            secrets_dir: secrets.display().to_string(),
+            ..RenderOptions::default()
+        };
+        let bootstrap = work.path().join(format!("{name}.envoy.yaml"));
+        std::fs::write(&bootstrap, render(&resources, &options)?.envoy)?;
+        e2e::envoy::validate(&bootstrap)
+            .await
+            .map_err(|e| e.context(format!("envoy-config/examples/{name}")))?;
+        checked += 1;
     }
-    assert!(checked >= 1);
+    assert!(checked >= 3, "examples found: {checked}");
+    Ok(())
+}
+
+/// A Host with a certificate: TLS on the TLS listener (chosen by SNI), and
+/// cleartext requests for it redirected to https; a Host that rejects
+/// cleartext gets 404 there.
+#[tokio::test]
+async fn a_tls_host_serves_https_and_redirects_cleartext() -> anyhow::Result<()> {
+    let echo = Echo::start_named("shop").await?;
+    let cert = e2e::paths::testdata("tls/tls.crt");
+    let key = e2e::paths::testdata("tls/tls.key");
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: shop}}
+spec:
+  hostname: shop.test
+  tlsFiles: {{certChain: '{cert}', privateKey: '{key}'}}
+  requestPolicy: {{insecure: {{action: Redirect}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: api}}
+spec:
+  hostname: api.test
+  tlsFiles: {{certChain: '{cert}', privateKey: '{key}'}}
+  requestPolicy: {{insecure: {{action: Reject}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: shop}}
+spec: {{prefix: /, service: '127.0.0.1:{port}'}}
+",
+        cert = cert.display(),
+        key = key.display(),
+        port = echo.port(),
+    );
+    let mut resources = Resources::default();
+    load(&text, "tls.yaml", &mut resources)?;
+    let options = RenderOptions {
+        listen_address: "127.0.0.1".into(),
+        listen_port: 0,
+        https_port: 0,
+        admin_port: 0,
+        ..RenderOptions::default()
+    };
+    let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "tls")
+        .start()
+        .await?;
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let redirected = no_redirects
+        .get(envoy.url("/cart?x=1"))
+        .header("host", "shop.test")
+        .send()
+        .await?;
+    assert_eq!(redirected.status(), 301);
+    assert_eq!(
+        redirected.headers()["location"],
+        "https://shop.test/cart?x=1"
+    );
+    let rejected = envoy.get("/").header("host", "api.test").send().await?;
+    assert_eq!(rejected.status(), 404);
+
+    // Over TLS, with SNI, the certificate checked against the test CA.
+    let tls = envoy
+        .listener("ingress_tls")
+        .ok_or_else(|| anyhow::anyhow!("no ingress_tls listener"))?;
+    let curl = e2e::paths::tool("curl", "make setup")?;
+    let out = tokio::process::Command::new(curl)
+        .args(["--silent", "--show-error", "--cacert"])
+        .arg(&cert)
+        .arg("--resolve")
+        .arg(format!("shop.test:{}:127.0.0.1", tls.port()))
+        .arg(format!("https://shop.test:{}/over-tls", tls.port()))
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Echoed = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        (seen.upstream.as_str(), seen.path.as_str()),
+        ("shop", "/over-tls")
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     Ok(())
 }
 
@@ -68,7 +193,7 @@ spec: {{port: 8080, protocol: HTTP, securityModel: XFP, l7Depth: 1}}
         admin_port: 0,
         ..RenderOptions::default()
     };
-    let envoy = e2e::EnvoyBuilder::from_text(&render_bootstrap(&resources, &options), "rendered")
+    let envoy = e2e::EnvoyBuilder::from_text(&render_bootstrap(&resources, &options)?, "rendered")
         .start()
         .await?;
     let get = |path: &'static str, host: Option<&'static str>, team: Option<&'static str>| {
@@ -295,4 +420,215 @@ async fn a_live_re_render_changes_routing_without_a_failed_request() -> anyhow::
         "{ok} requests, {green_seen} on the new upstream"
     );
     Ok(())
+}
+
+mod filters_and_limits {
+    //! Filter, FilterPolicy and RateLimit resources rendered into an Envoy
+    //! bootstrap, an authz.yaml and a ratelimit directory, run by real Envoy,
+    //! gatehouse-authz and gatehouse-ratelimit.
+
+    use e2e::authz::AuthzService;
+    use e2e::jwks::JwksServer;
+    use e2e::ratelimit::RateLimitService;
+    use e2e::{Echo, Echoed};
+    use gatehouse_config::{RenderOptions, Resources, load, render};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn testdata(name: &str) -> anyhow::Result<Vec<u8>> {
+        let path = e2e::paths::workspace_root()
+            .join("filters/jwt-core/testdata")
+            .join(name);
+        Ok(std::fs::read(path)?)
+    }
+
+    /// An RS256 token of the test key `rsa-1`, valid for ten minutes.
+    fn token(sub: &str) -> anyhow::Result<String> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("rsa-1".into());
+        let claims = json!({"iss": "https://idp.example", "sub": sub, "exp": now.as_secs() + 600});
+        let key = EncodingKey::from_rsa_pem(&testdata("keys/rsa.pem")?)?;
+        Ok(encode(&header, &claims, &key)?)
+    }
+
+    fn resources(echo: u16, jwks: u16) -> anyhow::Result<Resources> {
+        let text = format!(
+            r#"apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: api}}
+spec:
+  prefix: /api/
+  service: 127.0.0.1:{echo}
+  labels:
+    edge:
+    - per_client:
+      - request_headers: {{key: client, header_name: x-gatehouse-client}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: partners}}
+spec: {{prefix: /partners/, service: 127.0.0.1:{echo}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: public}}
+spec: {{prefix: /public/, service: 127.0.0.1:{echo}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: keys}}
+spec:
+  APIKey:
+    httpHeader: X-Api-Key
+    keys: [{{secretName: acme}}]
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: idp}}
+spec:
+  JWT:
+    jwksURI: http://127.0.0.1:{jwks}/jwks.json
+    issuer: https://idp.example
+    validAlgorithms: [RS256]
+    injectRequestHeaders:
+    - {{name: X-Partner, value: "{{{{ .token.Claims.sub }}}}"}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: edge}}
+spec:
+  rules:
+  - path: /api/*
+    filters: [{{name: keys}}]
+  - path: /partners/open
+    filters: null
+  - path: /partners/*
+    filters: [{{name: idp}}]
+---
+apiVersion: getambassador.io/v3alpha1
+kind: RateLimit
+metadata: {{name: per-client}}
+spec:
+  domain: edge
+  limits:
+  - {{pattern: [{{client: "*"}}], rate: 3, unit: minute}}
+"#
+        );
+        let mut resources = Resources::default();
+        load(&text, "edge.yaml", &mut resources)?;
+        Ok(resources)
+    }
+
+    #[tokio::test]
+    async fn rendered_filters_policies_and_limits_run_through_envoy() -> anyhow::Result<()> {
+        let echo = Echo::start_named("api").await?;
+        let jwks = JwksServer::start_down().await?;
+        let all: serde_json::Value = serde_json::from_slice(&testdata("jwks.json")?)?;
+        let rsa: Vec<&serde_json::Value> = all["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|k| k["kid"] == "rsa-1")
+            .collect();
+        jwks.serve(&json!({ "keys": rsa }).to_string());
+        let secrets = tempfile::tempdir()?;
+        std::fs::create_dir_all(secrets.path().join("apikeys-keys"))?;
+        std::fs::write(secrets.path().join("apikeys-keys/acme"), "acme-demo-key\n")?;
+        let resources = resources(echo.port(), jwks.port())?;
+        let mut options = RenderOptions {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            admin_port: 0,
+            jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
+                .display()
+                .to_string(),
+            secrets_dir: secrets.path().display().to_string(),
+            ..RenderOptions::default()
+        };
+        // The services' files do not depend on where the services listen.
+        let files = render(&resources, &options)?;
+        let authz_yaml = files
+            .authz
+            .ok_or_else(|| anyhow::anyhow!("an APIKey Filter renders authz.yaml"))?;
+        assert_eq!(
+            files.ratelimit.keys().collect::<Vec<_>>(),
+            ["edge.yaml"],
+            "one file per domain"
+        );
+        let authz = AuthzService::builder(&authz_yaml).start().await?;
+        let ratelimit = RateLimitService::builder()
+            .file("edge.yaml", &files.ratelimit["edge.yaml"])
+            .start()
+            .await?;
+        options.authz_address = authz.grpc_addr().to_string();
+        options.ratelimit_address = ratelimit.grpc_addr().to_string();
+        let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "rendered")
+            .start()
+            .await?;
+
+        // No Filter on /public/: it passes, and what only the stack may write
+        // never arrives from a client.
+        let public = envoy
+            .get("/public/x")
+            .header("x-gatehouse-client", "mallory")
+            .header("x-partner", "mallory")
+            .send()
+            .await?
+            .json::<Echoed>()
+            .await?;
+        assert_eq!(public.header("x-gatehouse-client"), None);
+        assert_eq!(public.header("x-partner"), None);
+
+        // APIKey on /api/*, through gatehouse-authz.
+        let api = |key: Option<&'static str>| {
+            let mut r = envoy.get("/api/orders");
+            if let Some(k) = key {
+                r = r.header("x-api-key", k);
+            }
+            r.send()
+        };
+        assert_eq!(api(None).await?.status(), 401);
+        assert_eq!(api(Some("wrong")).await?.status(), 401);
+        let seen = api(Some("acme-demo-key")).await?.json::<Echoed>().await?;
+        assert_eq!(seen.header("x-gatehouse-client"), Some("acme"));
+        assert_eq!(seen.header("x-api-key"), None, "the key stays at the edge");
+
+        // The RateLimit counts per client (the label reads the header
+        // gatehouse-authz wrote): 3 a minute, the first was above.
+        assert_eq!(api(Some("acme-demo-key")).await?.status(), 200);
+        assert_eq!(api(Some("acme-demo-key")).await?.status(), 200);
+        let limited = api(Some("acme-demo-key")).await?;
+        assert_eq!(limited.status(), 429);
+        assert!(limited.headers().contains_key("x-ratelimit-limit"));
+
+        // JWT on /partners/*, except the narrower rule before it.
+        let partners = |path: &'static str, bearer: Option<String>| {
+            let mut r = envoy.get(path).header("x-partner", "mallory");
+            if let Some(t) = bearer {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            r.send()
+        };
+        let missing = partners("/partners/list", None).await?;
+        assert_eq!(missing.status(), 401);
+        assert!(
+            missing.headers()["www-authenticate"]
+                .to_str()?
+                .starts_with("Bearer")
+        );
+        let seen = partners("/partners/list", Some(token("globex")?))
+            .await?
+            .json::<Echoed>()
+            .await?;
+        assert_eq!(seen.header("x-partner"), Some("globex"));
+        assert_eq!(seen.path, "/list", "the Mapping's rewrite still applies");
+        let open = partners("/partners/open", None)
+            .await?
+            .json::<Echoed>()
+            .await?;
+        assert_eq!(open.path, "/open");
+        assert_eq!(open.header("x-partner"), None, "spoofed copy removed");
+        Ok(())
+    }
 }

@@ -2,12 +2,26 @@
 //! resources, the shapes Ambassador users already write, and get an Envoy
 //! bootstrap. Pure: text in, text out; the `gatehouse` binary does the files.
 //!
-//! Supported today: `Mapping` (see `envoy-config/README.md` for the fields
-//! and the Ambassador compatibility table). Other kinds are refused with an
-//! error naming the document.
+//! Supported: `Mapping`, `Host`, `Listener`, `Filter` (JWT, OAuth2, APIKey),
+//! `FilterPolicy` and `RateLimit` (see `envoy-config/README.md` for the
+//! fields and the Ambassador compatibility table). Other kinds and fields
+//! are refused with an error naming the document and the field.
 
+mod limits;
+mod policy;
 mod render;
 mod resources;
 
-pub use render::{LiveFiles, RenderOptions, render_bootstrap, render_live, route_table, union_cds};
-pub use resources::{Cors, Listener, Mapping, ResourceError, Resources, RetryPolicy, load};
+pub use limits::{Label, Labels, Limit, RateLimit, service_configs};
+pub use policy::{
+    ApiKeyFilter, Filter, FilterKind, FilterPolicy, FilterUse, HeaderCondition, JwtFilter,
+    OAuth2Filter, PathMatch, PolicyRule, Url,
+};
+pub use render::{
+    LiveFiles, OIDC_PATH_PREFIX, RenderError, RenderOptions, Rendered, render, render_bootstrap,
+    render_live, route_table, union_cds,
+};
+pub use resources::{
+    CircuitBreaker, Cors, Host, Insecure, Listener, Mapping, ResourceError, Resources, RetryPolicy,
+    load,
+};

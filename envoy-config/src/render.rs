@@ -1,23 +1,39 @@
 //! Resources to an Envoy bootstrap. Deterministic: the same resources give
 //! byte-identical output (objects are written with sorted keys).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::resources::{Mapping, Resources};
+use crate::policy::{
+    Filter, FilterKind, FilterPolicy, HeaderCondition, JwtFilter, OAuth2Filter, PathMatch,
+    PolicyRule,
+};
+use crate::resources::{Host, Insecure, Listener, Mapping, Resources};
 
-/// Where the rendered Envoy listens.
+/// Where the rendered Envoy listens and where it finds the services.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderOptions {
     /// Listener address.
     pub listen_address: String,
-    /// Listener port.
+    /// Cleartext listener port (when no `Listener` resource says).
     pub listen_port: u16,
+    /// TLS listener port (when no `Listener` resource says and a `Host` has TLS).
+    pub https_port: u16,
     /// Admin port (on 127.0.0.1).
     pub admin_port: u16,
     /// Trusted proxies in front (`x-forwarded-for` hops).
     pub xff_num_trusted_hops: u32,
+    /// The gatehouse-jwt wasm file, as Envoy sees it.
+    pub jwt_wasm: String,
+    /// gatehouse-authz's gRPC address (`host:port`).
+    pub authz_address: String,
+    /// gatehouse-ratelimit's gRPC address (`host:port`).
+    pub ratelimit_address: String,
+    /// Where Secrets are mounted: `<dir>/<secret name>/<key>`.
+    pub secrets_dir: String,
+    /// CA bundle that upstream TLS certificates (https services, JWKS) are checked against.
+    pub ca_file: String,
 }
 
 impl Default for RenderOptions {
@@ -25,9 +41,39 @@ impl Default for RenderOptions {
         Self {
             listen_address: "0.0.0.0".into(),
             listen_port: 8080,
+            https_port: 8443,
             admin_port: 9901,
             xff_num_trusted_hops: 0,
+            jwt_wasm: "/etc/gatehouse/wasm/gatehouse_jwt.wasm".into(),
+            authz_address: "127.0.0.1:9191".into(),
+            ratelimit_address: "127.0.0.1:8081".into(),
+            secrets_dir: "/etc/gatehouse/secrets".into(),
+            ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
         }
+    }
+}
+
+/// Why resources that each parsed cannot render together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{document}: {path}: {message}")]
+pub struct RenderError {
+    /// `<Kind> <name>`.
+    pub document: String,
+    /// Field path in it.
+    pub path: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn render_err(
+    document: String,
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> RenderError {
+    RenderError {
+        document,
+        path: path.into(),
+        message: message.into(),
     }
 }
 
@@ -36,10 +82,32 @@ struct RouteGroup<'a> {
     hostname: &'a str,
     prefix: &'a str,
     headers: &'a BTreeMap<String, String>,
+    regex_headers: &'a BTreeMap<String, String>,
     method: Option<&'a str>,
     query: &'a BTreeMap<String, String>,
+    regex_query: &'a BTreeMap<String, String>,
     precedence: i32,
     members: Vec<&'a Mapping>,
+}
+
+impl RouteGroup<'_> {
+    fn same_match(&self, m: &Mapping) -> bool {
+        self.hostname == m.hostname
+            && self.prefix == m.prefix
+            && *self.headers == m.headers
+            && *self.regex_headers == m.regex_headers
+            && self.method == m.method.as_deref()
+            && *self.query == m.query_parameters
+            && *self.regex_query == m.regex_query_parameters
+    }
+
+    fn match_count(&self) -> usize {
+        self.headers.len()
+            + self.regex_headers.len()
+            + self.query.len()
+            + self.regex_query.len()
+            + usize::from(self.method.is_some())
+    }
 }
 
 fn cluster_name(m: &Mapping) -> String {
@@ -48,20 +116,24 @@ fn cluster_name(m: &Mapping) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    format!("{host}_{}", m.port)
+    let mut name = format!("{host}_{}", m.port);
+    if m.tls {
+        name.push_str("_tls");
+    }
+    if m.grpc {
+        name.push_str("_grpc");
+    }
+    name
 }
 
 /// Groups Mappings with the same match and sorts the groups as Ambassador
-/// does: higher `precedence` first, then longer prefixes, then more header
-/// matches; ties by prefix and name, so the order never depends on input
-/// order.
+/// does: higher `precedence` first, then longer prefixes, then more header,
+/// query and method matches; ties by prefix and name, so the order never
+/// depends on input order.
 fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
     let mut groups: Vec<RouteGroup<'_>> = Vec::new();
     for m in &resources.mappings {
-        match groups
-            .iter_mut()
-            .find(|g| g.hostname == m.hostname && g.prefix == m.prefix && *g.headers == m.headers)
-        {
+        match groups.iter_mut().find(|g| g.same_match(m)) {
             Some(g) => {
                 g.members.push(m);
                 g.precedence = g.precedence.max(m.precedence);
@@ -70,8 +142,10 @@ fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
                 hostname: &m.hostname,
                 prefix: &m.prefix,
                 headers: &m.headers,
+                regex_headers: &m.regex_headers,
                 method: m.method.as_deref(),
                 query: &m.query_parameters,
+                regex_query: &m.regex_query_parameters,
                 precedence: m.precedence,
                 members: vec![m],
             }),
@@ -84,10 +158,7 @@ fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
         b.precedence
             .cmp(&a.precedence)
             .then(b.prefix.len().cmp(&a.prefix.len()))
-            .then(
-                (b.headers.len() + b.query.len() + usize::from(b.method.is_some()))
-                    .cmp(&(a.headers.len() + a.query.len() + usize::from(a.method.is_some()))),
-            )
+            .then(b.match_count().cmp(&a.match_count()))
             .then(a.prefix.cmp(b.prefix))
             .then(a.members[0].name.cmp(&b.members[0].name))
     });
@@ -123,36 +194,270 @@ fn weights(members: &[&Mapping]) -> Vec<u32> {
     shares
 }
 
-fn route(g: &RouteGroup<'_>) -> Value {
+/// Everything a route needs to know about the filters of the listener.
+struct Ctx<'a> {
+    resources: &'a Resources,
+    options: &'a RenderOptions,
+    /// FilterPolicy rules in force, in order (policies by name).
+    rules: Vec<(&'a FilterPolicy, usize, &'a PolicyRule)>,
+    has_authz: bool,
+    /// Rate-limit domains in filter order (their stage is the index).
+    domains: Vec<String>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(resources: &'a Resources, options: &'a RenderOptions) -> Result<Self, RenderError> {
+        let mut policies: Vec<&FilterPolicy> = resources.policies.iter().collect();
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut rules = Vec::new();
+        for p in policies {
+            for (i, r) in p.rules.iter().enumerate() {
+                let mut ext = 0;
+                for (j, u) in r.filters.iter().enumerate() {
+                    let at = format!("spec.rules[{i}].filters[{j}].name");
+                    let f = resources
+                        .filters
+                        .iter()
+                        .find(|f| f.name == u.name)
+                        .ok_or_else(|| {
+                            render_err(
+                                format!("FilterPolicy {}", p.name),
+                                at.clone(),
+                                format!("no Filter is named {:?}", u.name),
+                            )
+                        })?;
+                    if !matches!(f.kind, FilterKind::Jwt(_)) {
+                        ext += 1;
+                    }
+                }
+                if ext > 1 {
+                    return Err(render_err(
+                        format!("FilterPolicy {}", p.name),
+                        format!("spec.rules[{i}].filters"),
+                        "one OAuth2 or APIKey Filter per rule: gatehouse-authz answers with one",
+                    ));
+                }
+                rules.push((p, i, r));
+            }
+        }
+        let has_authz = resources
+            .filters
+            .iter()
+            .any(|f| !matches!(f.kind, FilterKind::Jwt(_)));
+        let domains: BTreeSet<String> = resources
+            .mappings
+            .iter()
+            .flat_map(|m| m.labels.keys().cloned())
+            .collect();
+        Ok(Self {
+            resources,
+            options,
+            rules,
+            has_authz,
+            domains: domains.into_iter().collect(),
+        })
+    }
+
+    fn filter(&self, name: &str) -> Option<&'a Filter> {
+        self.resources.filters.iter().find(|f| f.name == name)
+    }
+
+    fn jwt_filters(&self) -> impl Iterator<Item = (&'a Filter, &'a JwtFilter)> {
+        self.resources.filters.iter().filter_map(|f| match &f.kind {
+            FilterKind::Jwt(j) => Some((f, j)),
+            _ => None,
+        })
+    }
+}
+
+/// One route rendered from a group: maybe narrowed by a FilterPolicy rule
+/// (a path inside the Mapping's prefix, a header condition) with the
+/// filters that apply there.
+struct Variant<'a> {
+    path: Option<PathMatch>,
+    header: Option<HeaderCondition>,
+    filters: Vec<&'a str>,
+    /// `FilterPolicy name, rule index` for `gatehouse routes`.
+    because: Option<String>,
+}
+
+enum Relation {
+    Covers,
+    Narrower(PathMatch),
+    Disjoint,
+}
+
+fn relation(rule: &PathMatch, g: &RouteGroup<'_>) -> Relation {
+    match rule {
+        PathMatch::Any => Relation::Covers,
+        PathMatch::Prefix(q) if g.prefix.starts_with(q.as_str()) => Relation::Covers,
+        PathMatch::Prefix(q) if q.starts_with(g.prefix) => Relation::Narrower(rule.clone()),
+        PathMatch::Exact(e) if e.starts_with(g.prefix) => Relation::Narrower(rule.clone()),
+        _ => Relation::Disjoint,
+    }
+}
+
+fn path_covers(outer: &PathMatch, inner: &PathMatch) -> bool {
+    match (outer, inner) {
+        (PathMatch::Any, _) => true,
+        (PathMatch::Prefix(o), PathMatch::Prefix(i) | PathMatch::Exact(i)) => {
+            i.starts_with(o.as_str())
+        }
+        (PathMatch::Exact(o), PathMatch::Exact(i)) => o == i,
+        _ => false,
+    }
+}
+
+/// The routes of group `g` on virtual host `vhost`, first match first.
+fn variants<'a>(
+    ctx: &Ctx<'a>,
+    g: &RouteGroup<'_>,
+    vhost: &str,
+) -> Result<Vec<Variant<'a>>, RenderError> {
+    let mut out = Vec::new();
+    let mut narrower: Vec<PathMatch> = Vec::new();
+    let regex = g.members[0].prefix_regex;
+    for (policy, index, rule) in &ctx.rules {
+        if rule.host != "*" && rule.host != vhost {
+            continue;
+        }
+        let because = Some(format!("FilterPolicy {} rule {index}", policy.name));
+        let rel = if regex && rule.path != PathMatch::Any {
+            return Err(render_err(
+                format!("FilterPolicy {}", policy.name),
+                format!("spec.rules[{index}].path"),
+                format!(
+                    "Mapping {} matches by regular expression: a path rule cannot be checked against it; use path * with a host, or a prefix Mapping",
+                    g.members[0].name
+                ),
+            ));
+        } else {
+            relation(&rule.path, g)
+        };
+        let path = match rel {
+            Relation::Disjoint => continue,
+            Relation::Covers => None,
+            Relation::Narrower(p) => {
+                if narrower.iter().any(|n| path_covers(n, &p)) {
+                    continue;
+                }
+                narrower.push(p.clone());
+                Some(p)
+            }
+        };
+        let all: Vec<&'a str> = rule.filters.iter().map(|u| u.name.as_str()).collect();
+        if let Some(cond) = rule.filters.iter().find_map(|u| u.if_header.clone()) {
+            out.push(Variant {
+                path: path.clone(),
+                header: Some(cond),
+                filters: all.clone(),
+                because: because.clone(),
+            });
+            let unconditional = rule
+                .filters
+                .iter()
+                .filter(|u| u.if_header.is_none())
+                .map(|u| u.name.as_str())
+                .collect();
+            out.push(Variant {
+                path: path.clone(),
+                header: None,
+                filters: unconditional,
+                because,
+            });
+        } else {
+            out.push(Variant {
+                path: path.clone(),
+                header: None,
+                filters: all,
+                because,
+            });
+        }
+        if path.is_none() {
+            return Ok(out);
+        }
+    }
+    out.push(Variant {
+        path: None,
+        header: None,
+        filters: Vec::new(),
+        because: None,
+    });
+    Ok(out)
+}
+
+fn string_match_exact(name: &str, value: &str) -> Value {
+    json!({ "name": name, "string_match": { "exact": value } })
+}
+
+fn string_match_regex(name: &str, regex: &str) -> Value {
+    json!({ "name": name, "string_match": { "safe_regex": { "regex": regex } } })
+}
+
+fn seconds_text(ms: u64) -> String {
+    format!("{}s", ms as f64 / 1000.0)
+}
+
+#[allow(clippy::too_many_lines)]
+fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>) -> Value {
     let first = g.members[0];
     let mut headers: Vec<Value> = g
         .headers
         .iter()
-        .map(|(k, v)| json!({ "name": k, "string_match": { "exact": v } }))
+        .map(|(k, v)| string_match_exact(k, v))
+        .chain(
+            g.regex_headers
+                .iter()
+                .map(|(k, v)| string_match_regex(k, v)),
+        )
         .collect();
     if let Some(method) = g.method {
-        headers.push(json!({ "name": ":method", "string_match": { "exact": method } }));
+        headers.push(string_match_exact(":method", method));
     }
-    let mut matcher = if first.prefix_regex {
-        json!({ "safe_regex": { "regex": g.prefix } })
-    } else {
-        json!({ "prefix": g.prefix })
+    if let Some(h) = &v.header {
+        let mut m = match (&h.value, &h.value_regex) {
+            (Some(value), _) => string_match_exact(&h.name, value),
+            (None, Some(re)) => string_match_regex(&h.name, re),
+            (None, None) => json!({ "name": h.name, "present_match": true }),
+        };
+        if h.negate {
+            m["invert_match"] = json!(true);
+        }
+        headers.push(m);
+    }
+    let mut matcher = match (&v.path, first.prefix_regex) {
+        (Some(PathMatch::Prefix(p)), _) => json!({ "prefix": p }),
+        (Some(PathMatch::Exact(p)), _) => json!({ "path": p }),
+        (_, true) => json!({ "safe_regex": { "regex": g.prefix } }),
+        _ => json!({ "prefix": g.prefix }),
     };
     if !headers.is_empty() {
         matcher["headers"] = Value::Array(headers);
     }
-    if !g.query.is_empty() {
-        matcher["query_parameters"] = Value::Array(
-            g.query
-                .iter()
-                .map(|(k, v)| json!({ "name": k, "string_match": { "exact": v } }))
-                .collect(),
-        );
+    let query: Vec<Value> = g
+        .query
+        .iter()
+        .map(|(k, v)| string_match_exact(k, v))
+        .chain(g.regex_query.iter().map(|(k, v)| string_match_regex(k, v)))
+        .collect();
+    if !query.is_empty() {
+        matcher["query_parameters"] = Value::Array(query);
     }
-    let mut action = json!({
-        "prefix_rewrite": first.rewrite,
-        "timeout": format!("{}s", first.timeout_ms as f64 / 1000.0),
-    });
+    let mut action = json!({ "timeout": seconds_text(first.timeout_ms) });
+    if let Some((pattern, substitution)) = &first.regex_rewrite {
+        action["regex_rewrite"] =
+            json!({ "pattern": { "regex": pattern }, "substitution": substitution });
+    } else {
+        // A narrower route keeps the Mapping's rewrite: what follows the
+        // Mapping's prefix follows the rewrite.
+        let suffix = match &v.path {
+            Some(PathMatch::Prefix(p) | PathMatch::Exact(p)) if !first.prefix_regex => {
+                &p[g.prefix.len()..]
+            }
+            _ => "",
+        };
+        action["prefix_rewrite"] = json!(format!("{}{suffix}", first.rewrite));
+    }
     if g.members.len() == 1 {
         action["cluster"] = json!(cluster_name(first));
     } else {
@@ -168,7 +473,7 @@ fn route(g: &RouteGroup<'_>) -> Value {
         action["host_rewrite_literal"] = json!(host);
     }
     if let Some(ms) = first.idle_timeout_ms {
-        action["idle_timeout"] = json!(format!("{}s", ms as f64 / 1000.0));
+        action["idle_timeout"] = json!(seconds_text(ms));
     }
     if let Some(retry) = &first.retry_policy {
         let mut policy = json!({ "retry_on": retry.retry_on, "num_retries": retry.num_retries });
@@ -186,7 +491,28 @@ fn route(g: &RouteGroup<'_>) -> Value {
                 .collect(),
         );
     }
-    let mut r = json!({ "name": first.name, "match": matcher, "route": action });
+    let mut limits = Vec::new();
+    for (stage, domain) in ctx.domains.iter().enumerate() {
+        for group in first.labels.get(domain).into_iter().flatten() {
+            limits.push(json!({
+                "stage": stage,
+                "actions": group.iter().map(crate::limits::Label::action).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    if !limits.is_empty() {
+        action["rate_limits"] = Value::Array(limits);
+    }
+    let name = match &v.path {
+        None if v.header.is_none() => first.name.clone(),
+        _ => format!(
+            "{}/{}",
+            first.name,
+            v.because.as_deref().unwrap_or("narrowed")
+        ),
+    };
+    let mut r = json!({ "name": name, "match": matcher, "route": action });
+    let mut per_filter = serde_json::Map::new();
     if let Some(cors) = &first.cors {
         let origins: Vec<Value> = cors
             .origins
@@ -216,7 +542,11 @@ fn route(g: &RouteGroup<'_>) -> Value {
         if let Some(age) = &cors.max_age {
             policy["max_age"] = json!(age);
         }
-        r["typed_per_filter_config"] = json!({ "envoy.filters.http.cors": policy });
+        per_filter.insert("envoy.filters.http.cors".into(), policy);
+    }
+    filter_settings(ctx, &v.filters, &mut per_filter);
+    if !per_filter.is_empty() {
+        r["typed_per_filter_config"] = Value::Object(per_filter);
     }
     let add_response: Vec<Value> = first
         .add_response_headers
@@ -243,53 +573,270 @@ fn route(g: &RouteGroup<'_>) -> Value {
     r
 }
 
-fn cluster(m: &Mapping) -> Value {
-    let is_ip = m.host.parse::<std::net::IpAddr>().is_ok();
+/// The per-route settings that switch the filters named in `uses` on, and
+/// gatehouse-authz off where no Filter of its asks for it.
+fn filter_settings(ctx: &Ctx<'_>, uses: &[&str], per_filter: &mut serde_json::Map<String, Value>) {
+    let mut authz = None;
+    // Every name was checked against the Filters in Ctx::new.
+    for name in uses {
+        match ctx.filter(name).map(|f| &f.kind) {
+            None => {}
+            Some(FilterKind::Jwt(_)) => {
+                per_filter.insert(
+                    jwt_filter_name(name),
+                    json!({ "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {} }),
+                );
+            }
+            _ => authz = Some(*name),
+        }
+    }
+    if ctx.has_authz {
+        let setting = match authz {
+            Some(name) => json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "check_settings": { "context_extensions": { "gatehouse_filter": name } },
+            }),
+            None => json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "disabled": true,
+            }),
+        };
+        per_filter.insert(AUTHZ_FILTER.into(), setting);
+    }
+}
+
+const AUTHZ_FILTER: &str = "gatehouse.authz";
+const AUTHZ_CLUSTER: &str = "gatehouse_authz";
+const RATELIMIT_CLUSTER: &str = "gatehouse_ratelimit";
+/// Where an OAuth2 Filter's callback and logout live: `<prefix><filter>/…`.
+pub const OIDC_PATH_PREFIX: &str = "/.gatehouse/oidc/";
+
+fn jwt_filter_name(filter: &str) -> String {
+    format!("gatehouse.jwt.{filter}")
+}
+
+fn jwks_cluster_name(u: &crate::policy::Url) -> String {
+    let host: String = u
+        .host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("jwks_{host}_{}", u.port)
+}
+
+fn host_of_origin(origin: &str) -> &str {
+    let rest = origin.split_once("://").map_or(origin, |(_, r)| r);
+    rest.split(':').next().unwrap_or(rest)
+}
+
+fn upstream_tls(ctx_options: &RenderOptions, sni: &str) -> Value {
     json!({
-        "name": cluster_name(m),
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": sni,
+            "common_tls_context": { "validation_context": {
+                "trusted_ca": { "filename": ctx_options.ca_file },
+                "match_typed_subject_alt_names": [{ "san_type": "DNS", "matcher": { "exact": sni } }],
+            }},
+        }
+    })
+}
+
+fn http2_options() -> Value {
+    json!({ "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": { "http2_protocol_options": {} },
+    }})
+}
+
+fn plain_cluster(name: &str, host: &str, port: u16) -> Value {
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    json!({
+        "name": name,
         "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
         "connect_timeout": "2s",
         "load_assignment": {
-            "cluster_name": cluster_name(m),
+            "cluster_name": name,
             "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
-                "socket_address": { "address": m.host, "port_value": m.port }
+                "socket_address": { "address": host, "port_value": port }
             }}}]}]
         }
     })
 }
 
-/// The route configuration named `gatehouse`.
-fn route_config(resources: &Resources) -> Value {
-    let groups = groups(resources);
-    let mut vhosts: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for g in &groups {
-        vhosts.entry(g.hostname).or_default().push(route(g));
+fn cluster(options: &RenderOptions, m: &Mapping) -> Value {
+    let mut c = plain_cluster(&cluster_name(m), &m.host, m.port);
+    if m.tls {
+        c["transport_socket"] = upstream_tls(options, &m.host);
     }
-    // The catch-all host last: Envoy picks the most specific domain anyway,
-    // but a reader expects it at the end.
-    let virtual_hosts: Vec<Value> = vhosts
-        .iter()
-        .filter(|(h, _)| **h != "*")
-        .chain(vhosts.iter().filter(|(h, _)| **h == "*"))
-        .map(|(host, routes)| {
-            json!({
-                "name": if *host == "*" { "any".to_owned() } else { host.replace('.', "_") },
-                "domains": [host],
-                "routes": routes,
-            })
-        })
-        .collect();
-    json!({ "name": "gatehouse", "virtual_hosts": virtual_hosts })
+    if m.grpc {
+        c["typed_extension_protocol_options"] = http2_options();
+    }
+    if let Some(cb) = &m.circuit_breaker {
+        let mut t = json!({ "priority": "DEFAULT" });
+        for (field, v) in [
+            ("max_connections", cb.max_connections),
+            ("max_pending_requests", cb.max_pending_requests),
+            ("max_requests", cb.max_requests),
+            ("max_retries", cb.max_retries),
+        ] {
+            if let Some(v) = v {
+                t[field] = json!(v);
+            }
+        }
+        c["circuit_breakers"] = json!({ "thresholds": [t] });
+    }
+    c
 }
 
-fn clusters(resources: &Resources) -> Vec<Value> {
-    let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
+/// A service address `host:port` as a cluster speaking gRPC.
+fn service_cluster(name: &str, address: &str) -> Value {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
+        .unwrap_or((address, 80));
+    let mut c = plain_cluster(name, host, port);
+    c["typed_extension_protocol_options"] = http2_options();
+    c
+}
+
+/// Virtual hosts, first match first, for a cleartext (`secure == false`)
+/// or TLS listener.
+fn route_config(ctx: &Ctx<'_>, secure: bool) -> Result<Value, RenderError> {
+    let resources = ctx.resources;
+    let groups = groups(resources);
+    let mut names: BTreeSet<&str> = BTreeSet::new();
     for m in &resources.mappings {
-        clusters
-            .entry(cluster_name(m))
-            .or_insert_with(|| cluster(m));
+        names.insert(&m.hostname);
     }
-    clusters.into_values().collect()
+    for h in &resources.hosts {
+        names.insert(&h.hostname);
+    }
+    for (_, _, r) in &ctx.rules {
+        names.insert(&r.host);
+    }
+    names.remove("*");
+    let oauth: Vec<(&Filter, &OAuth2Filter)> = resources
+        .filters
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FilterKind::OAuth2(o) => Some((f, o)),
+            _ => None,
+        })
+        .collect();
+    let mut virtual_hosts = Vec::new();
+    // The catch-all host last: Envoy picks the most specific domain anyway,
+    // but a reader expects it at the end.
+    for vhost in names.iter().copied().chain(std::iter::once("*")) {
+        let host = resources.hosts.iter().find(|h| h.hostname == vhost);
+        let vhost_name = if vhost == "*" {
+            "any".to_owned()
+        } else {
+            vhost.replace('.', "_")
+        };
+        if !secure && let Some(h) = host.filter(|h| h.tls_files.is_some() || h.tls_secret.is_some())
+        {
+            match h.insecure {
+                Insecure::Redirect => {
+                    virtual_hosts.push(json!({
+                        "name": vhost_name,
+                        "domains": [vhost],
+                        "routes": [{ "name": format!("{}-https-redirect", h.name), "match": { "prefix": "/" }, "redirect": { "https_redirect": true } }],
+                    }));
+                    continue;
+                }
+                Insecure::Reject => {
+                    virtual_hosts.push(json!({
+                        "name": vhost_name,
+                        "domains": [vhost],
+                        "routes": [{ "name": format!("{}-insecure-rejected", h.name), "match": { "prefix": "/" }, "direct_response": { "status": 404 } }],
+                    }));
+                    continue;
+                }
+                Insecure::Route => {}
+            }
+        }
+        let mut routes = Vec::new();
+        for (f, o) in &oauth {
+            let origin_host = host_of_origin(&o.origin);
+            let here = if names.contains(origin_host) {
+                origin_host == vhost
+            } else {
+                vhost == "*"
+            };
+            if here {
+                let mut per_filter = serde_json::Map::new();
+                filter_settings(ctx, &[f.name.as_str()], &mut per_filter);
+                routes.push(json!({
+                    "name": format!("{}-oidc", f.name),
+                    "match": { "prefix": format!("{OIDC_PATH_PREFIX}{}/", f.name) },
+                    // gatehouse-authz answers these paths itself.
+                    "direct_response": { "status": 404 },
+                    "typed_per_filter_config": per_filter,
+                }));
+            }
+        }
+        for g in groups
+            .iter()
+            .filter(|g| g.hostname == vhost || g.hostname == "*")
+        {
+            for v in variants(ctx, g, vhost)? {
+                routes.push(route(ctx, g, &v));
+            }
+        }
+        if routes.is_empty() {
+            continue;
+        }
+        virtual_hosts.push(json!({ "name": vhost_name, "domains": [vhost], "routes": routes }));
+    }
+    Ok(
+        json!({ "name": if secure { "gatehouse_tls" } else { "gatehouse" }, "virtual_hosts": virtual_hosts }),
+    )
+}
+
+fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
+    let mut clusters: BTreeMap<String, (Value, &str)> = BTreeMap::new();
+    for m in &ctx.resources.mappings {
+        let c = cluster(ctx.options, m);
+        match clusters.get(&cluster_name(m)) {
+            Some((existing, other)) if *existing != c => {
+                return Err(render_err(
+                    format!("Mapping {}", m.name),
+                    "spec.circuit_breakers",
+                    format!(
+                        "Mapping {other} sends to the same service with other circuit breakers: give both the same"
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                clusters.insert(cluster_name(m), (c, &m.name));
+            }
+        }
+    }
+    let mut out: BTreeMap<String, Value> = clusters.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    for (_, j) in ctx.jwt_filters() {
+        let name = jwks_cluster_name(&j.jwks_uri);
+        let mut c = plain_cluster(&name, &j.jwks_uri.host, j.jwks_uri.port);
+        if j.jwks_uri.scheme == "https" {
+            c["transport_socket"] = upstream_tls(ctx.options, &j.jwks_uri.host);
+        }
+        out.insert(name, c);
+    }
+    if ctx.has_authz {
+        out.insert(
+            AUTHZ_CLUSTER.into(),
+            service_cluster(AUTHZ_CLUSTER, &ctx.options.authz_address),
+        );
+    }
+    if !ctx.domains.is_empty() {
+        out.insert(
+            RATELIMIT_CLUSTER.into(),
+            service_cluster(RATELIMIT_CLUSTER, &ctx.options.ratelimit_address),
+        );
+    }
+    Ok(out.into_values().collect())
 }
 
 /// The access log on by default: one JSON object a request on stdout, with
@@ -318,26 +865,185 @@ fn access_log() -> Value {
     }])
 }
 
-/// The listener, its routes inline or (`rds`) from a file source.
-fn listener(options: &RenderOptions, routes: Value) -> Value {
+/// The gatehouse-jwt configuration of one JWT Filter: one provider, required
+/// wherever a route switches the filter on.
+fn jwt_config(name: &str, j: &JwtFilter) -> String {
+    let mut provider = json!({
+        "jwks": { "remote": { "uri": j.jwks_uri.full, "cluster": jwks_cluster_name(&j.jwks_uri) } },
+    });
+    if let Some(iss) = &j.issuer {
+        provider["issuer"] = json!(iss);
+    }
+    if let Some(aud) = &j.audience {
+        provider["audiences"] = json!([aud]);
+    }
+    if !j.algorithms.is_empty() {
+        provider["algorithms"] = json!(j.algorithms);
+    }
+    if let Some(s) = j.leeway_seconds {
+        provider["clock_skew_seconds"] = json!(s);
+    }
+    if !j.inject.is_empty() {
+        provider["claim_to_headers"] = Value::Array(
+            j.inject
+                .iter()
+                .map(|(header, claim)| json!({ "claim": claim, "header": header }))
+                .collect(),
+        );
+    }
+    json!({
+        "providers": { name: provider },
+        "rules": [{ "requires": { "provider": name } }],
+    })
+    .to_string()
+}
+
+/// The HTTP filters of every listener, in request order.
+fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
+    let mut filters = vec![json!({
+        // CORS first: a preflight needs no credentials. Policies live on
+        // the routes; the filter does nothing on routes without one.
+        "name": "envoy.filters.http.cors",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
+    })];
+    for (f, j) in ctx.jwt_filters() {
+        filters.push(json!({
+            "name": jwt_filter_name(&f.name),
+            // On only where a FilterPolicy rule names it.
+            "disabled": true,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": jwt_filter_name(&f.name),
+                    "root_id": jwt_filter_name(&f.name),
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": jwt_config(&f.name, j),
+                    },
+                    "vm_config": {
+                        "vm_id": "gatehouse-jwt",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": ctx.options.jwt_wasm } },
+                    },
+                },
+            },
+        }));
+    }
+    if ctx.has_authz {
+        filters.push(json!({
+            "name": AUTHZ_FILTER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                // Fail closed: no answer from gatehouse-authz is no access.
+                "failure_mode_allow": false,
+                "grpc_service": { "envoy_grpc": { "cluster_name": AUTHZ_CLUSTER }, "timeout": "2s" },
+            },
+        }));
+    }
+    for (stage, domain) in ctx.domains.iter().enumerate() {
+        filters.push(json!({
+            "name": format!("gatehouse.ratelimit.{domain}"),
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                "domain": domain,
+                "stage": stage,
+                "timeout": "1s",
+                // Fail open, as Ambassador does: a limiter outage is not an outage.
+                "failure_mode_deny": false,
+                "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                "rate_limit_service": {
+                    "transport_api_version": "V3",
+                    "grpc_service": { "envoy_grpc": { "cluster_name": RATELIMIT_CLUSTER } },
+                },
+            },
+        }));
+    }
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    filters
+}
+
+/// Headers only the stack writes, removed from every request before
+/// anything reads it: the `x-gatehouse-` prefix and every header a JWT
+/// Filter injects.
+fn early_header_mutation(ctx: &Ctx<'_>) -> Value {
+    let mut mutations =
+        vec![json!({ "remove_on_match": { "key_matcher": { "prefix": "x-gatehouse-" } } })];
+    let injected: BTreeSet<&str> = ctx
+        .jwt_filters()
+        .flat_map(|(_, j)| j.inject.iter().map(|(h, _)| h.as_str()))
+        .filter(|h| !h.starts_with("x-gatehouse-"))
+        .collect();
+    for h in injected {
+        mutations.push(json!({ "remove": h }));
+    }
+    json!([{
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations": mutations,
+        }
+    }])
+}
+
+/// One listener to render.
+struct ListenerSpec {
+    name: String,
+    port: u16,
+    tls: bool,
+    hops: u32,
+}
+
+fn listener_specs(resources: &Resources, options: &RenderOptions) -> Vec<ListenerSpec> {
+    if resources.listeners.is_empty() {
+        let mut out = vec![ListenerSpec {
+            name: "ingress".into(),
+            port: options.listen_port,
+            tls: false,
+            hops: options.xff_num_trusted_hops,
+        }];
+        if resources
+            .hosts
+            .iter()
+            .any(|h| h.tls_files.is_some() || h.tls_secret.is_some())
+        {
+            out.push(ListenerSpec {
+                name: "ingress_tls".into(),
+                port: options.https_port,
+                tls: true,
+                hops: options.xff_num_trusted_hops,
+            });
+        }
+        return out;
+    }
+    let mut ls: Vec<&Listener> = resources.listeners.iter().collect();
+    ls.sort_by_key(|l| l.port);
+    ls.into_iter()
+        .map(|l| ListenerSpec {
+            name: l.name.clone(),
+            port: l.port,
+            tls: l.tls,
+            hops: l.l7_depth,
+        })
+        .collect()
+}
+
+/// The HTTP connection manager, its routes inline or (`rds`) from a file source.
+fn hcm(ctx: &Ctx<'_>, spec: &ListenerSpec, routes: Value) -> Value {
     let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ingress",
+        "stat_prefix": spec.name,
         "access_log": access_log(),
         // Every request gets an x-request-id (kept when it comes with one);
         // traceparent passes through untouched.
         "generate_request_id": true,
-        "xff_num_trusted_hops": options.xff_num_trusted_hops,
+        "xff_num_trusted_hops": spec.hops,
         "use_remote_address": true,
-        // CORS policies live on the routes; the filter does nothing on
-        // routes without one.
-        "http_filters": [{
-            "name": "envoy.filters.http.cors",
-            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
-        }, {
-            "name": "envoy.filters.http.router",
-            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-        }]
+        "early_header_mutation_extensions": early_header_mutation(ctx),
+        "http_filters": http_filters(ctx),
     });
     match routes {
         Value::String(rds_dir) => {
@@ -348,14 +1054,66 @@ fn listener(options: &RenderOptions, routes: Value) -> Value {
         }
         config => hcm["route_config"] = config,
     }
-    json!({
-        "name": "ingress",
-        "address": { "socket_address": { "address": options.listen_address, "port_value": options.listen_port } },
-        "filter_chains": [{ "filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": hcm,
-        }]}]
-    })
+    hcm
+}
+
+fn listener(ctx: &Ctx<'_>, spec: &ListenerSpec, routes: Value) -> Result<Value, RenderError> {
+    let address = json!({ "socket_address": { "address": ctx.options.listen_address, "port_value": spec.port } });
+    let filters = json!([{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": hcm(ctx, spec, routes),
+    }]);
+    if !spec.tls {
+        return Ok(
+            json!({ "name": spec.name, "address": address, "filter_chains": [{ "filters": filters }] }),
+        );
+    }
+    let mut chains = Vec::new();
+    let mut hosts: Vec<&Host> = ctx.resources.hosts.iter().collect();
+    hosts.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    for h in hosts {
+        let (cert, key) = match (&h.tls_files, &h.tls_secret) {
+            (Some((c, k)), _) => (c.clone(), k.clone()),
+            (None, Some(secret)) => (
+                format!("{}/{secret}/tls.crt", ctx.options.secrets_dir),
+                format!("{}/{secret}/tls.key", ctx.options.secrets_dir),
+            ),
+            (None, None) => continue,
+        };
+        chains.push(json!({
+            "filter_chain_match": { "server_names": [h.hostname] },
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": { "filename": cert },
+                            "private_key": { "filename": key },
+                        }],
+                        "alpn_protocols": ["h2", "http/1.1"],
+                    },
+                },
+            },
+            "filters": filters,
+        }));
+    }
+    if chains.is_empty() {
+        return Err(render_err(
+            format!("Listener {}", spec.name),
+            "spec.protocol",
+            "HTTPS, but no Host has tlsSecret or tlsFiles",
+        ));
+    }
+    Ok(json!({
+        "name": spec.name,
+        "address": address,
+        "listener_filters": [{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" }
+        }],
+        "filter_chains": chains,
+    }))
 }
 
 /// A file Envoy watches: it reloads when a file is moved into `dir`, so
@@ -377,11 +1135,66 @@ fn header_and(value: &Value) -> String {
     out
 }
 
-/// The options a `Listener` resource sets: its port (unless the caller
-/// chose one other than the default) and its trusted hops.
+/// The gatehouse-authz configuration of the OAuth2 and APIKey Filters.
+fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
+    let secrets = &ctx.options.secrets_dir;
+    let mut filters = serde_json::Map::new();
+    for f in &ctx.resources.filters {
+        let v = match &f.kind {
+            FilterKind::Jwt(_) => continue,
+            FilterKind::OAuth2(o) => {
+                let mut oidc = json!({
+                    "issuer": o.authorization_url,
+                    "client_id": o.client_id,
+                    "client_secret_file": format!("{secrets}/{}/oauth2-client-secret", o.secret_name),
+                    "callback_url": format!("{}{OIDC_PATH_PREFIX}{}/callback", o.origin, f.name),
+                    "logout_path": format!("{OIDC_PATH_PREFIX}{}/logout", f.name),
+                    "session_keys_file": format!("{secrets}/gatehouse-session-keys/keys"),
+                    "cookie_name": format!("gatehouse_{}", f.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
+                    "scopes": o.scopes,
+                    // Browsers drop Secure cookies over plain http.
+                    "cookie_secure": o.origin.starts_with("https://"),
+                });
+                if !o.extra_params.is_empty() {
+                    oidc["extra_auth_params"] = json!(o.extra_params);
+                }
+                json!({ "oidc": oidc })
+            }
+            FilterKind::ApiKey(a) => json!({ "api_keys": {
+                "from": [{ "header": a.header }],
+                // A projected volume puts each client's Secret (key `key`)
+                // at <dir>/<secret name>: one file per client.
+                "keys_dir": format!("{secrets}/apikeys-{}", f.name),
+            }}),
+        };
+        filters.insert(f.name.clone(), v);
+    }
+    if filters.is_empty() {
+        return None;
+    }
+    let mut text = String::from(
+        "# Rendered by `gatehouse render` for gatehouse-authz: edit the Filter resources, not this file.\n",
+    );
+    text.push_str(&serde_yaml_ng::to_string(&json!({ "filters": filters })).unwrap_or_default());
+    Some(text)
+}
+
+/// Everything `gatehouse render` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// `envoy.yaml`, the bootstrap.
+    pub envoy: String,
+    /// `authz.yaml` for gatehouse-authz, when an OAuth2 or APIKey Filter exists.
+    pub authz: Option<String>,
+    /// `ratelimit/<domain>.yaml` for gatehouse-ratelimit, by file name.
+    pub ratelimit: BTreeMap<String, String>,
+}
+
+/// The options a cleartext `Listener` resource sets: its port (unless the
+/// caller chose one other than the default) and its trusted hops.
 fn with_listener(resources: &Resources, options: &RenderOptions) -> RenderOptions {
     let mut options = options.clone();
-    if let Some(l) = &resources.listener {
+    if let Some(l) = resources.listeners.iter().find(|l| !l.tls) {
         if options.listen_port == RenderOptions::default().listen_port {
             options.listen_port = l.port;
         }
@@ -390,18 +1203,43 @@ fn with_listener(resources: &Resources, options: &RenderOptions) -> RenderOption
     options
 }
 
-/// The Envoy bootstrap for `resources`, as YAML: everything static.
-#[must_use]
-pub fn render_bootstrap(resources: &Resources, options: &RenderOptions) -> String {
-    let options = &with_listener(resources, options);
+/// Renders `resources`: the Envoy bootstrap (everything static) and the
+/// services' configurations.
+///
+/// # Errors
+/// [`RenderError`] when resources that parsed alone do not fit together.
+pub fn render(resources: &Resources, options: &RenderOptions) -> Result<Rendered, RenderError> {
+    let ctx = Ctx::new(resources, options)?;
+    let mut listeners = Vec::new();
+    for spec in listener_specs(resources, options) {
+        listeners.push(listener(&ctx, &spec, route_config(&ctx, spec.tls)?)?);
+    }
     let bootstrap = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },
         "static_resources": {
-            "listeners": [listener(options, route_config(resources))],
-            "clusters": clusters(resources),
+            "listeners": listeners,
+            "clusters": clusters(&ctx)?,
         }
     });
-    header_and(&bootstrap)
+    let ratelimit = crate::limits::service_configs(&resources.rate_limits)
+        .map_err(|m| render_err("RateLimit".into(), "spec.limits", m))?;
+    Ok(Rendered {
+        envoy: header_and(&bootstrap),
+        authz: authz_config(&ctx),
+        ratelimit,
+    })
+}
+
+/// The Envoy bootstrap for `resources`, as YAML.
+///
+/// # Errors
+/// As [`render`].
+pub fn render_bootstrap(
+    resources: &Resources,
+    options: &RenderOptions,
+) -> Result<String, RenderError> {
+    let options = with_listener(resources, options);
+    render(resources, &options).map(|r| r.envoy)
 }
 
 /// The files of a live configuration in directory `dir` (an absolute path):
@@ -456,75 +1294,142 @@ pub fn union_cds(previous: &str, next: &str) -> String {
     header_and(&json!({ "resources": by_name.into_values().collect::<Vec<_>>() }))
 }
 
-/// Renders `resources` as [`LiveFiles`] for directory `dir`.
-#[must_use]
-pub fn render_live(resources: &Resources, options: &RenderOptions, dir: &str) -> LiveFiles {
+/// Renders `resources` as [`LiveFiles`] for directory `dir`: one cleartext
+/// listener (TLS Hosts are refused here: render a static bootstrap for them).
+///
+/// # Errors
+/// As [`render`].
+pub fn render_live(
+    resources: &Resources,
+    options: &RenderOptions,
+    dir: &str,
+) -> Result<LiveFiles, RenderError> {
     let options = &with_listener(resources, options);
+    let ctx = Ctx::new(resources, options)?;
+    if let Some(h) = resources
+        .hosts
+        .iter()
+        .find(|h| h.tls_files.is_some() || h.tls_secret.is_some())
+    {
+        return Err(render_err(
+            format!("Host {}", h.name),
+            "spec.tlsSecret",
+            "--live renders one cleartext listener: render TLS Hosts without --live",
+        ));
+    }
+    let spec = ListenerSpec {
+        name: "ingress".into(),
+        port: options.listen_port,
+        tls: false,
+        hops: options.xff_num_trusted_hops,
+    };
     let bootstrap = json!({
         "node": { "id": "gatehouse", "cluster": "gatehouse" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },
-        "static_resources": { "listeners": [listener(options, Value::String(dir.to_owned()))] },
+        "static_resources": { "listeners": [listener(&ctx, &spec, Value::String(dir.to_owned()))?] },
         "dynamic_resources": { "cds_config": file_source(dir, "cds.yaml") },
     });
     let typed = |type_url: &str, mut v: Value| {
         v["@type"] = json!(type_url);
         v
     };
-    let cds = json!({ "resources": clusters(resources)
+    let cds = json!({ "resources": clusters(&ctx)?
         .into_iter()
         .map(|c| typed("type.googleapis.com/envoy.config.cluster.v3.Cluster", c))
         .collect::<Vec<_>>() });
     let rds = json!({ "resources": [typed(
         "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        route_config(resources),
+        route_config(&ctx, false)?,
     )] });
-    LiveFiles {
+    Ok(LiveFiles {
         bootstrap: header_and(&bootstrap),
         cds: header_and(&cds),
         rds: header_and(&rds),
-    }
+    })
 }
 
-/// The route table in precedence order, one line per route: what matches
-/// and where it goes (`gatehouse routes`).
-#[must_use]
-pub fn route_table(resources: &Resources) -> String {
+/// The route table in precedence order, one line per route: what matches,
+/// where it goes, which filters run and why (`gatehouse routes`).
+///
+/// # Errors
+/// As [`render`].
+pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
+    let options = RenderOptions::default();
+    let ctx = Ctx::new(resources, &options)?;
     let mut out = String::new();
-    for g in groups(resources) {
-        let headers: Vec<String> = g
-            .method
-            .map(|m| format!(":method={m}"))
-            .into_iter()
-            .chain(g.headers.iter().map(|(k, v)| format!("{k}={v}")))
-            .chain(g.query.iter().map(|(k, v)| format!("?{k}={v}")))
-            .collect();
-        let targets: Vec<String> = g
-            .members
-            .iter()
-            .zip(weights(&g.members))
-            .map(|(m, w)| {
-                if g.members.len() == 1 {
-                    format!("{}:{} ({})", m.host, m.port, m.name)
-                } else {
-                    format!("{}:{} {w}% ({})", m.host, m.port, m.name)
-                }
-            })
-            .collect();
-        out.push_str(&format!(
-            "{host} {prefix}{headers} -> {targets}  [precedence {p}, prefix length {len}]\n",
-            host = g.hostname,
-            prefix = g.prefix,
-            headers = if headers.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", headers.join(", "))
-            },
-            targets = targets.join(", "),
-            p = g.precedence,
-            len = g.prefix.len(),
-        ));
+    let mut vhosts: BTreeSet<&str> = resources
+        .mappings
+        .iter()
+        .map(|m| m.hostname.as_str())
+        .collect();
+    for (_, _, r) in &ctx.rules {
+        vhosts.insert(&r.host);
     }
-    out
+    let specific: Vec<&str> = vhosts.iter().copied().filter(|h| *h != "*").collect();
+    for vhost in specific.into_iter().chain(std::iter::once("*")) {
+        for g in groups(resources)
+            .iter()
+            .filter(|g| g.hostname == vhost || g.hostname == "*")
+        {
+            for v in variants(&ctx, g, vhost)? {
+                let mut matches: Vec<String> = g
+                    .method
+                    .map(|m| format!(":method={m}"))
+                    .into_iter()
+                    .chain(g.headers.iter().map(|(k, v)| format!("{k}={v}")))
+                    .chain(g.regex_headers.iter().map(|(k, v)| format!("{k}~{v}")))
+                    .chain(g.query.iter().map(|(k, v)| format!("?{k}={v}")))
+                    .chain(g.regex_query.iter().map(|(k, v)| format!("?{k}~{v}")))
+                    .collect();
+                if let Some(h) = &v.header {
+                    let not = if h.negate { "!" } else { "" };
+                    matches.push(match (&h.value, &h.value_regex) {
+                        (Some(val), _) => format!("{not}{}={val}", h.name),
+                        (None, Some(re)) => format!("{not}{}~{re}", h.name),
+                        (None, None) => format!("{not}{} present", h.name),
+                    });
+                }
+                let targets: Vec<String> = g
+                    .members
+                    .iter()
+                    .zip(weights(&g.members))
+                    .map(|(m, w)| {
+                        if g.members.len() == 1 {
+                            format!("{}:{} ({})", m.host, m.port, m.name)
+                        } else {
+                            format!("{}:{} {w}% ({})", m.host, m.port, m.name)
+                        }
+                    })
+                    .collect();
+                let path = match &v.path {
+                    Some(PathMatch::Prefix(p)) => p.clone(),
+                    Some(PathMatch::Exact(p)) => format!("={p}"),
+                    _ => g.prefix.to_owned(),
+                };
+                let filters = if v.filters.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " filters {} ({})",
+                        v.filters.join(" -> "),
+                        v.because.as_deref().unwrap_or_default()
+                    )
+                };
+                out.push_str(&format!(
+                    "{vhost} {path}{headers} -> {targets}{filters}  [precedence {p}, prefix length {len}]\n",
+                    headers = if matches.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", matches.join(", "))
+                    },
+                    targets = targets.join(", "),
+                    p = g.precedence,
+                    len = g.prefix.len(),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -542,7 +1447,7 @@ mod tests {
 
     #[test]
     fn longer_prefixes_first_and_unweighted_mappings_share_the_rest() {
-        let table = route_table(&resources(TWO));
+        let table = route_table(&resources(TWO)).unwrap();
         assert_eq!(
             table,
             "* /shop/api/ -> 10.0.0.7:9000 (api)  [precedence 0, prefix length 10]\n\
@@ -556,8 +1461,8 @@ mod tests {
         let reversed = docs.iter().rev().copied().collect::<Vec<_>>().join("---\n");
         let options = RenderOptions::default();
         assert_eq!(
-            render_bootstrap(&resources(TWO), &options),
-            render_bootstrap(&resources(&reversed), &options)
+            render_bootstrap(&resources(TWO), &options).unwrap(),
+            render_bootstrap(&resources(&reversed), &options).unwrap()
         );
     }
 
@@ -586,6 +1491,13 @@ mod tests {
             add_response_headers: BTreeMap::new(),
             remove_response_headers: Vec::new(),
             allow_upgrade: Vec::new(),
+            regex_headers: BTreeMap::new(),
+            regex_query_parameters: BTreeMap::new(),
+            regex_rewrite: None,
+            tls: false,
+            grpc: false,
+            circuit_breaker: None,
+            labels: BTreeMap::new(),
         };
         for set in [
             vec![None, None, None],

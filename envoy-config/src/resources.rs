@@ -20,6 +20,33 @@ pub struct ResourceError {
     pub message: String,
 }
 
+/// A document: its kind's spec under the common head.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDoc<S> {
+    #[serde(rename = "apiVersion")]
+    _api_version: String,
+    #[serde(rename = "kind")]
+    _kind: String,
+    pub(crate) metadata: RawMetadata,
+    pub(crate) spec: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetadata {
+    pub(crate) name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    namespace: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Head {
     #[serde(rename = "apiVersion", default)]
@@ -34,28 +61,6 @@ struct Head {
 struct Metadata {
     #[serde(default)]
     name: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMappingDoc {
-    #[serde(rename = "apiVersion")]
-    _api_version: String,
-    #[serde(rename = "kind")]
-    _kind: String,
-    metadata: RawMetadata,
-    spec: RawMappingSpec,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawMetadata {
-    name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    namespace: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +104,54 @@ struct RawMappingSpec {
     remove_response_headers: Vec<String>,
     #[serde(default)]
     allow_upgrade: Vec<String>,
+    #[serde(default)]
+    regex_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    regex_query_parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    regex_rewrite: Option<RawRegexRewrite>,
+    #[serde(default)]
+    grpc: bool,
+    #[serde(default)]
+    circuit_breakers: Vec<RawCircuitBreaker>,
+    #[serde(default)]
+    labels: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegexRewrite {
+    pattern: String,
+    substitution: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCircuitBreaker {
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default)]
+    max_pending_requests: Option<u32>,
+    #[serde(default)]
+    max_requests: Option<u32>,
+    #[serde(default)]
+    max_retries: Option<u32>,
+}
+
+/// Limits on one upstream's connections and requests (Envoy's circuit
+/// breakers, default priority).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Most connections.
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for a connection.
+    pub max_pending_requests: Option<u32>,
+    /// Most requests in flight.
+    pub max_requests: Option<u32>,
+    /// Most retries in flight.
+    pub max_retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +277,21 @@ pub struct Mapping {
     pub remove_response_headers: Vec<String>,
     /// Upgrades allowed (e.g. `websocket`).
     pub allow_upgrade: Vec<String>,
+    /// Header matches by regular expression (RE2, whole value).
+    pub regex_headers: BTreeMap<String, String>,
+    /// Query parameter matches by regular expression.
+    pub regex_query_parameters: BTreeMap<String, String>,
+    /// Path rewrite by regular expression: (pattern, substitution); replaces
+    /// `rewrite`.
+    pub regex_rewrite: Option<(String, String)>,
+    /// The upstream speaks TLS (`https://` service).
+    pub tls: bool,
+    /// The upstream speaks gRPC (HTTP/2).
+    pub grpc: bool,
+    /// Circuit breakers of the upstream.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Rate-limit labels by domain.
+    pub labels: crate::limits::Labels,
 }
 
 /// Every resource of a configuration.
@@ -231,8 +299,95 @@ pub struct Mapping {
 pub struct Resources {
     /// The Mappings, in file order.
     pub mappings: Vec<Mapping>,
-    /// The Listener, if one was given (at most one today).
-    pub listener: Option<Listener>,
+    /// The Listeners (none: one HTTP listener from the render options).
+    pub listeners: Vec<Listener>,
+    /// The Hosts.
+    pub hosts: Vec<Host>,
+    /// The Filters.
+    pub filters: Vec<crate::policy::Filter>,
+    /// The FilterPolicies, in file order.
+    pub policies: Vec<crate::policy::FilterPolicy>,
+    /// The RateLimits.
+    pub rate_limits: Vec<crate::limits::RateLimit>,
+}
+
+/// What a Host does with cleartext requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insecure {
+    /// Redirect to https (the default with TLS).
+    Redirect,
+    /// Serve them too.
+    Route,
+    /// Refuse them (404).
+    Reject,
+}
+
+/// A `Host`: a name the edge serves, with its TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// `metadata.name`.
+    pub name: String,
+    /// The host name (exact).
+    pub hostname: String,
+    /// Certificate chain and key files (PEM), if it serves TLS.
+    pub tls_files: Option<(String, String)>,
+    /// Certificate from a Secret mounted at `<secrets dir>/<name>/tls.crt|tls.key`.
+    pub tls_secret: Option<String>,
+    /// Cleartext requests.
+    pub insecure: Insecure,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostSpec {
+    hostname: String,
+    #[serde(default, rename = "tlsSecret")]
+    tls_secret: Option<RawSecretRef>,
+    #[serde(default, rename = "tlsFiles")]
+    tls_files: Option<RawTlsFiles>,
+    #[serde(default, rename = "requestPolicy")]
+    request_policy: Option<RawRequestPolicy>,
+    #[serde(default, rename = "acmeProvider")]
+    acme_provider: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretRef {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsFiles {
+    #[serde(rename = "certChain")]
+    cert_chain: String,
+    #[serde(rename = "privateKey")]
+    private_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequestPolicy {
+    insecure: RawInsecure,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInsecure {
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default, rename = "additionalPort")]
+    additional_port: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    authority: String,
 }
 
 /// Where Envoy listens for traffic.
@@ -242,20 +397,11 @@ pub struct Listener {
     pub name: String,
     /// Port.
     pub port: u16,
+    /// It terminates TLS (protocol `HTTPS`).
+    pub tls: bool,
     /// Proxies in front whose `x-forwarded-for` entries are trusted
     /// (Ambassador's `l7Depth`), so the client address is the real client's.
     pub l7_depth: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawListenerDoc {
-    #[serde(rename = "apiVersion")]
-    _api_version: String,
-    #[serde(rename = "kind")]
-    _kind: String,
-    metadata: RawMetadata,
-    spec: RawListenerSpec,
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,48 +469,78 @@ pub fn load(text: &str, file: &str, into: &mut Resources) -> Result<(), Resource
         }
         match head.kind.as_str() {
             "Mapping" => {
-                let raw: RawMappingDoc = parse_document(value, &err)?;
+                let raw: RawDoc<RawMappingSpec> = parse_document(value, &err)?;
                 into.mappings.push(mapping(raw, &err)?);
             }
             "Listener" => {
-                let raw: RawListenerDoc = parse_document(value, &err)?;
-                if into.listener.is_some() {
-                    return Err(err("kind", "only one Listener is supported yet".into()));
-                }
+                let raw: RawDoc<RawListenerSpec> = parse_document(value, &err)?;
                 let spec = raw.spec;
-                if spec.protocol.as_deref().is_some_and(|p| p != "HTTP") {
-                    return Err(err(
-                        "spec.protocol",
-                        "only HTTP is supported yet (TLS comes with the Host kind)".into(),
-                    ));
-                }
+                let tls = match spec.protocol.as_deref() {
+                    None | Some("HTTP") => false,
+                    Some("HTTPS") => true,
+                    Some(other) => {
+                        return Err(err(
+                            "spec.protocol",
+                            format!(
+                                "{other:?}: HTTP or HTTPS (TCP, TLS and PROXY protocols are not supported)"
+                            ),
+                        ));
+                    }
+                };
                 if spec
                     .security_model
                     .as_deref()
-                    .is_some_and(|m| m != "XFP" && m != "INSECURE")
+                    .is_some_and(|m| !["XFP", "INSECURE", "SECURE"].contains(&m))
                 {
-                    return Err(err(
-                        "spec.securityModel",
-                        "only XFP or INSECURE are meaningful without TLS".into(),
-                    ));
+                    return Err(err("spec.securityModel", "XFP, SECURE or INSECURE".into()));
                 }
                 if spec.host_binding.is_some() {
                     return Err(err(
                         "spec.hostBinding",
-                        "not supported yet: every Mapping binds to the one Listener".into(),
+                        "not supported yet: every Host binds to every Listener".into(),
                     ));
                 }
-                into.listener = Some(Listener {
+                if into.listeners.iter().any(|l| l.port == spec.port) {
+                    return Err(err(
+                        "spec.port",
+                        format!("port {} has a Listener already", spec.port),
+                    ));
+                }
+                into.listeners.push(Listener {
                     name: raw.metadata.name,
                     port: spec.port,
+                    tls,
                     l7_depth: spec.l7_depth.unwrap_or(0),
                 });
+            }
+            "Host" => {
+                let raw: RawDoc<RawHostSpec> = parse_document(value, &err)?;
+                into.hosts.push(host(raw, &err)?);
+            }
+            "Filter" => {
+                let raw: RawDoc<crate::policy::RawFilterSpec> = parse_document(value, &err)?;
+                let f = crate::policy::filter(raw, &err)?;
+                if into.filters.iter().any(|o| o.name == f.name) {
+                    return Err(err(
+                        "metadata.name",
+                        format!("a Filter named {:?} exists already", f.name),
+                    ));
+                }
+                into.filters.push(f);
+            }
+            "FilterPolicy" => {
+                let raw: RawDoc<crate::policy::RawPolicySpec> = parse_document(value, &err)?;
+                into.policies.push(crate::policy::policy(raw, &err)?);
+            }
+            "RateLimit" => {
+                let raw: RawDoc<crate::limits::RawRateLimitSpec> = parse_document(value, &err)?;
+                into.rate_limits.push(crate::limits::rate_limit(raw, &err)?);
             }
             other => {
                 return Err(err(
                     "kind",
                     format!(
-                        "{other:?} is not supported yet: this version reads Mapping and Listener"
+                        "{other:?} is not supported: this version reads Mapping, Host, Listener, Filter, FilterPolicy and RateLimit"
                     ),
                 ));
             }
@@ -391,7 +567,7 @@ fn parse_document<T: serde::de::DeserializeOwned>(
 }
 
 fn mapping(
-    raw: RawMappingDoc,
+    raw: RawDoc<RawMappingSpec>,
     err: &dyn Fn(&str, String) -> ResourceError,
 ) -> Result<Mapping, ResourceError> {
     let spec = raw.spec;
@@ -401,24 +577,25 @@ fn mapping(
     if !spec.prefix_regex && !spec.prefix.starts_with('/') {
         return Err(err("spec.prefix", "a prefix starts with /".into()));
     }
-    // Ambassador's service: `[scheme://]host[:port]`; http only for now.
-    let service = spec
-        .service
-        .strip_prefix("http://")
-        .unwrap_or(&spec.service);
-    if service.contains("://") {
-        return Err(err(
-            "spec.service",
-            "only http:// (or no scheme) is supported yet".into(),
-        ));
-    }
+    // Ambassador's service: `[scheme://]host[:port]`.
+    let (tls, service) = match spec.service.split_once("://") {
+        None => (false, spec.service.as_str()),
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
+        Some((other, _)) => {
+            return Err(err(
+                "spec.service",
+                format!("scheme {other:?}: use http:// or https:// (gRPC: grpc: true)"),
+            ));
+        }
+    };
     let (host, port) = match service.rsplit_once(':') {
         Some((h, p)) => (
             h.to_owned(),
             p.parse::<u16>()
                 .map_err(|_| err("spec.service", format!("{p:?} is not a port")))?,
         ),
-        None => (service.to_owned(), 80),
+        None => (service.to_owned(), if tls { 443 } else { 80 }),
     };
     if host.is_empty() || host.contains('/') {
         return Err(err(
@@ -463,6 +640,39 @@ fn mapping(
             format!("{u:?}: only websocket is supported"),
         ));
     }
+    let circuit_breaker = match spec.circuit_breakers.as_slice() {
+        [] => None,
+        [cb] => {
+            if cb.priority.as_deref().is_some_and(|p| p != "default") {
+                return Err(err(
+                    "spec.circuit_breakers[0].priority",
+                    "only the default priority is supported".into(),
+                ));
+            }
+            Some(CircuitBreaker {
+                max_connections: cb.max_connections,
+                max_pending_requests: cb.max_pending_requests,
+                max_requests: cb.max_requests,
+                max_retries: cb.max_retries,
+            })
+        }
+        _ => {
+            return Err(err(
+                "spec.circuit_breakers",
+                "one entry (priority default) is supported".into(),
+            ));
+        }
+    };
+    if spec.regex_rewrite.is_some() && spec.rewrite.is_some() {
+        return Err(err(
+            "spec.regex_rewrite",
+            "rewrite or regex_rewrite, not both".into(),
+        ));
+    }
+    let labels = match &spec.labels {
+        None => crate::limits::Labels::new(),
+        Some(v) => crate::limits::labels(v, err)?,
+    };
     Ok(Mapping {
         name: raw.metadata.name,
         hostname: spec.hostname.unwrap_or_else(|| "*".into()),
@@ -486,5 +696,75 @@ fn mapping(
         add_response_headers: spec.add_response_headers,
         remove_response_headers: spec.remove_response_headers,
         allow_upgrade: spec.allow_upgrade,
+        regex_headers: spec.regex_headers,
+        regex_query_parameters: spec.regex_query_parameters,
+        regex_rewrite: spec.regex_rewrite.map(|r| (r.pattern, r.substitution)),
+        tls,
+        grpc: spec.grpc,
+        circuit_breaker,
+        labels,
+    })
+}
+
+fn host(
+    raw: RawDoc<RawHostSpec>,
+    err: &dyn Fn(&str, String) -> ResourceError,
+) -> Result<Host, ResourceError> {
+    let spec = raw.spec;
+    if spec.hostname.is_empty() || spec.hostname.contains('*') {
+        return Err(err(
+            "spec.hostname",
+            "one exact host name (wildcards are not supported yet)".into(),
+        ));
+    }
+    if let Some(acme) = &spec.acme_provider
+        && acme.authority != "none"
+    {
+        return Err(err(
+            "spec.acmeProvider.authority",
+            "ACME is not planned: get certificates with cert-manager and name the Secret in tlsSecret; write authority: none".into(),
+        ));
+    }
+    if spec.tls_secret.is_some() && spec.tls_files.is_some() {
+        return Err(err(
+            "spec.tlsFiles",
+            "tlsSecret or tlsFiles, not both".into(),
+        ));
+    }
+    let has_tls = spec.tls_secret.is_some() || spec.tls_files.is_some();
+    let insecure = match spec.request_policy {
+        None => {
+            if has_tls {
+                Insecure::Redirect
+            } else {
+                Insecure::Route
+            }
+        }
+        Some(p) => {
+            if p.insecure.additional_port.is_some_and(|port| port >= 0) {
+                return Err(err(
+                    "spec.requestPolicy.insecure.additionalPort",
+                    "not supported: cleartext is served on the HTTP Listener; write -1 or leave it out".into(),
+                ));
+            }
+            match p.insecure.action.as_deref() {
+                None | Some("Redirect") => Insecure::Redirect,
+                Some("Route") => Insecure::Route,
+                Some("Reject") => Insecure::Reject,
+                Some(other) => {
+                    return Err(err(
+                        "spec.requestPolicy.insecure.action",
+                        format!("{other:?}: Redirect, Route or Reject"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Host {
+        name: raw.metadata.name,
+        hostname: spec.hostname,
+        tls_files: spec.tls_files.map(|f| (f.cert_chain, f.private_key)),
+        tls_secret: spec.tls_secret.map(|s| s.name),
+        insecure,
     })
 }

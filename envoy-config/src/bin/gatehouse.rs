@@ -1,7 +1,7 @@
 //! `gatehouse`: render Gatehouse resources into an Envoy bootstrap.
 //!
 //! ```text
-//! gatehouse render   -f <file or dir>... -o <dir>   write <dir>/envoy.yaml
+//! gatehouse render   -f <file or dir>... -o <dir>   write <dir>/envoy.yaml, authz.yaml, ratelimit/*.yaml
 //!                    [--live [--envoy-admin H:P]]   ... with routes and clusters in files Envoy watches
 //! gatehouse validate -f <file or dir>...            render, then envoy --mode validate
 //! gatehouse routes   -f <file or dir>...            the route table, in precedence order
@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use gatehouse_config::{
-    RenderOptions, Resources, load, render_bootstrap, render_live, route_table, union_cds,
+    RenderOptions, Resources, load, render, render_bootstrap, render_live, route_table, union_cds,
 };
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [--listen-port N] [--admin-port N]\n       gatehouse validate -f <file|dir>...\n       gatehouse routes -f <file|dir>..."
+        "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]"
     );
     ExitCode::from(2)
 }
@@ -83,6 +83,98 @@ fn wait_for(admin: &str, path: &str, names: &[String]) -> std::io::Result<()> {
     }
 }
 
+fn render_files(
+    resources: &Resources,
+    options: &RenderOptions,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let rendered = render(resources, options).map_err(|e| e.to_string())?;
+    let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
+    let mut written = vec![dir.join("envoy.yaml")];
+    write_atomically(&dir.join("envoy.yaml"), &rendered.envoy).map_err(io)?;
+    if let Some(authz) = &rendered.authz {
+        write_atomically(&dir.join("authz.yaml"), authz).map_err(io)?;
+        written.push(dir.join("authz.yaml"));
+    }
+    if !rendered.ratelimit.is_empty() {
+        let rl = dir.join("ratelimit");
+        std::fs::create_dir_all(&rl).map_err(io)?;
+        for (file, text) in &rendered.ratelimit {
+            write_atomically(&rl.join(file), text).map_err(io)?;
+            written.push(rl.join(file));
+        }
+    }
+    Ok(written)
+}
+
+fn render_live_files(
+    resources: &Resources,
+    options: &RenderOptions,
+    dir: &Path,
+    admin: Option<&str>,
+) -> Result<(), String> {
+    let abs = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    let files =
+        render_live(resources, options, &abs.display().to_string()).map_err(|e| e.to_string())?;
+    let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
+    let previous = std::fs::read_to_string(dir.join("cds.yaml")).unwrap_or_default();
+    write_atomically(&dir.join("cds.yaml"), &union_cds(&previous, &files.cds)).map_err(io)?;
+    if let Some(admin) = admin {
+        wait_for(admin, "/clusters", &files.cds_names()).map_err(io)?;
+    }
+    write_atomically(&dir.join("rds.yaml"), &files.rds).map_err(io)?;
+    if let Some(admin) = admin {
+        wait_for(
+            admin,
+            "/config_dump?resource=dynamic_route_configs",
+            &files.cds_names(),
+        )
+        .map_err(io)?;
+        write_atomically(&dir.join("cds.yaml"), &files.cds).map_err(io)?;
+    }
+    write_atomically(&dir.join("envoy.yaml"), &files.bootstrap).map_err(io)
+}
+
+fn validate(resources: &Resources, options: &RenderOptions) -> ExitCode {
+    let text = match render_bootstrap(resources, options) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("gatehouse-validate-{}", std::process::id()));
+    let path = dir.join("envoy.yaml");
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
+        eprintln!("gatehouse: {e}");
+        return ExitCode::FAILURE;
+    }
+    let envoy = std::env::var_os("GATEHOUSE_ENVOY").unwrap_or_else(|| "envoy".into());
+    let status = std::process::Command::new(&envoy)
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(&path)
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+    match status {
+        Ok(s) if s.success() => {
+            println!(
+                "ok: {} mappings render to a bootstrap Envoy accepts",
+                resources.mappings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            // Rendering worked; only the Envoy check could not run.
+            println!(
+                "ok: {} mappings render (envoy not run: {e}; set GATEHOUSE_ENVOY)",
+                resources.mappings.len()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first().cloned() else {
@@ -100,18 +192,28 @@ fn main() -> ExitCode {
             continue;
         }
         let value = rest.next();
+        let port = |v: &str| v.parse::<u16>().ok();
         match (arg.as_str(), value) {
             ("-f", Some(v)) => inputs.push(PathBuf::from(v)),
             ("-o", Some(v)) => out_dir = Some(PathBuf::from(v)),
             ("--envoy-admin", Some(v)) => admin = Some(v.clone()),
-            ("--listen-port", Some(v)) => match v.parse() {
-                Ok(p) => options.listen_port = p,
-                Err(_) => return usage(),
+            ("--listen-port", Some(v)) => match port(v) {
+                Some(p) => options.listen_port = p,
+                None => return usage(),
             },
-            ("--admin-port", Some(v)) => match v.parse() {
-                Ok(p) => options.admin_port = p,
-                Err(_) => return usage(),
+            ("--https-port", Some(v)) => match port(v) {
+                Some(p) => options.https_port = p,
+                None => return usage(),
             },
+            ("--admin-port", Some(v)) => match port(v) {
+                Some(p) => options.admin_port = p,
+                None => return usage(),
+            },
+            ("--jwt-wasm", Some(v)) => options.jwt_wasm.clone_from(v),
+            ("--authz", Some(v)) => options.authz_address.clone_from(v),
+            ("--ratelimit", Some(v)) => options.ratelimit_address.clone_from(v),
+            ("--secrets-dir", Some(v)) => options.secrets_dir.clone_from(v),
+            ("--ca-file", Some(v)) => options.ca_file.clone_from(v),
             _ => return usage(),
         }
     }
@@ -126,90 +228,42 @@ fn main() -> ExitCode {
         }
     };
     match command.as_str() {
-        "routes" => {
-            print!("{}", route_table(&resources));
-            ExitCode::SUCCESS
-        }
+        "routes" => match route_table(&resources) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gatehouse: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "render" => {
             let Some(dir) = out_dir else { return usage() };
-            let result = std::fs::create_dir_all(&dir).and_then(|()| {
-                if live {
-                    // Envoy watches the directory by its absolute path.
-                    let abs = std::fs::canonicalize(&dir)?;
-                    let files = render_live(&resources, &options, &abs.display().to_string());
-                    // Old and new clusters first, so the routes in force
-                    // never name a cluster that is gone; then the routes;
-                    // then, once a running Envoy has them, the new clusters
-                    // alone.
-                    let previous =
-                        std::fs::read_to_string(dir.join("cds.yaml")).unwrap_or_default();
-                    write_atomically(&dir.join("cds.yaml"), &union_cds(&previous, &files.cds))?;
-                    if let Some(admin) = &admin {
-                        wait_for(admin, "/clusters", &files.cds_names())?;
-                    }
-                    write_atomically(&dir.join("rds.yaml"), &files.rds)?;
-                    if let Some(admin) = &admin {
-                        wait_for(
-                            admin,
-                            "/config_dump?resource=dynamic_route_configs",
-                            &files.cds_names(),
-                        )?;
-                        write_atomically(&dir.join("cds.yaml"), &files.cds)?;
-                    }
-                    write_atomically(&dir.join("envoy.yaml"), &files.bootstrap)
-                } else {
-                    write_atomically(
-                        &dir.join("envoy.yaml"),
-                        &render_bootstrap(&resources, &options),
-                    )
-                }
-            });
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                eprintln!("gatehouse: {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+            let result = if live {
+                render_live_files(&resources, &options, &dir, admin.as_deref())
+                    .map(|()| vec![dir.join("envoy.yaml")])
+            } else {
+                render_files(&resources, &options, &dir)
+            };
             match result {
-                Ok(()) => {
-                    println!("wrote {}", dir.join("envoy.yaml").display());
+                Ok(written) => {
+                    for path in written {
+                        println!("wrote {}", path.display());
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("gatehouse: writing {}: {e}", dir.display());
+                    eprintln!("gatehouse: {e}");
                     ExitCode::FAILURE
                 }
             }
         }
-        "validate" => {
-            let text = render_bootstrap(&resources, &options);
-            let dir =
-                std::env::temp_dir().join(format!("gatehouse-validate-{}", std::process::id()));
-            let path = dir.join("envoy.yaml");
-            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text))
-            {
-                eprintln!("gatehouse: {e}");
-                return ExitCode::FAILURE;
-            }
-            let envoy = std::env::var_os("GATEHOUSE_ENVOY").unwrap_or_else(|| "envoy".into());
-            let status = std::process::Command::new(&envoy)
-                .args(["--mode", "validate", "--log-level", "warn", "-c"])
-                .arg(&path)
-                .status();
-            let _ = std::fs::remove_dir_all(&dir);
-            match status {
-                Ok(s) if s.success() => {
-                    println!(
-                        "ok: {} mappings render to a bootstrap Envoy accepts",
-                        resources.mappings.len()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(_) => ExitCode::FAILURE,
-                Err(e) => {
-                    // Rendering worked; only the Envoy check could not run.
-                    println!(
-                        "ok: {} mappings render (envoy not run: {e}; set GATEHOUSE_ENVOY)",
-                        resources.mappings.len()
-                    );
-                    ExitCode::SUCCESS
-                }
-            }
-        }
+        "validate" => validate(&resources, &options),
         _ => usage(),
     }
 }

@@ -1,0 +1,349 @@
+//! Rate limits: `Mapping` labels (what a request is counted as) and
+//! `RateLimit` documents (how much of it is allowed).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::resources::{RawDoc, ResourceError};
+
+type ErrFn<'a> = &'a dyn Fn(&str, String) -> ResourceError;
+
+/// One label specifier: an Envoy rate-limit action.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Label {
+    /// A fixed label (`generic_key`).
+    Generic {
+        /// Descriptor key (default `generic_key`).
+        key: String,
+        /// Descriptor value.
+        value: String,
+    },
+    /// The client address (`remote_address`).
+    RemoteAddress,
+    /// A request header's value.
+    RequestHeader {
+        /// Descriptor key.
+        key: String,
+        /// Header to read.
+        header: String,
+        /// Leave the label out when the header is absent (otherwise the
+        /// whole group is not sent).
+        omit_if_absent: bool,
+    },
+    /// The cluster the request came in on (`source_cluster`).
+    SourceCluster,
+    /// The upstream cluster (`destination_cluster`).
+    DestinationCluster,
+}
+
+impl Label {
+    /// The Envoy `rate_limits[].actions[]` entry.
+    #[must_use]
+    pub fn action(&self) -> Value {
+        match self {
+            Self::Generic { key, value } => {
+                if key == "generic_key" {
+                    json!({ "generic_key": { "descriptor_value": value } })
+                } else {
+                    json!({ "generic_key": { "descriptor_key": key, "descriptor_value": value } })
+                }
+            }
+            Self::RemoteAddress => json!({ "remote_address": {} }),
+            Self::RequestHeader {
+                key,
+                header,
+                omit_if_absent,
+            } => json!({ "request_headers": {
+                "header_name": header,
+                "descriptor_key": key,
+                "skip_if_absent": omit_if_absent,
+            }}),
+            Self::SourceCluster => json!({ "source_cluster": {} }),
+            Self::DestinationCluster => json!({ "destination_cluster": {} }),
+        }
+    }
+}
+
+/// A Mapping's labels: per domain, the label groups (each one descriptor).
+pub type Labels = BTreeMap<String, Vec<Vec<Label>>>;
+
+fn str_field(v: &serde_yaml_ng::Value, name: &str) -> Option<String> {
+    v.get(name).and_then(|x| x.as_str()).map(str::to_owned)
+}
+
+fn label(spec: &serde_yaml_ng::Value, path: &str, err: ErrFn<'_>) -> Result<Label, ResourceError> {
+    // A bare string is a fixed label, as Ambassador reads it.
+    if let Some(s) = spec.as_str() {
+        return Ok(Label::Generic {
+            key: "generic_key".into(),
+            value: s.to_owned(),
+        });
+    }
+    let Some((kind, body)) = spec
+        .as_mapping()
+        .filter(|m| m.len() == 1)
+        .and_then(|m| m.iter().next())
+    else {
+        return Err(err(path, "a label specifier is one of generic_key, remote_address, request_headers, source_cluster, destination_cluster".into()));
+    };
+    let kind = kind.as_str().unwrap_or_default();
+    let known: &[&str] = match kind {
+        "generic_key" => &["value", "key"],
+        "remote_address" | "source_cluster" | "destination_cluster" => &["key"],
+        "request_headers" => &["key", "header_name", "omit_if_not_present"],
+        other => {
+            return Err(err(
+                path,
+                format!(
+                    "{other:?} is not a label specifier: use generic_key, remote_address, request_headers, source_cluster or destination_cluster"
+                ),
+            ));
+        }
+    };
+    if let Some(m) = body.as_mapping() {
+        for k in m.keys() {
+            let k = k.as_str().unwrap_or_default();
+            if !known.contains(&k) {
+                return Err(err(
+                    &format!("{path}.{kind}.{k}"),
+                    format!("unknown field; {kind} takes {}", known.join(", ")),
+                ));
+            }
+        }
+    }
+    let fixed_key = |want: &str| -> Result<(), ResourceError> {
+        match str_field(body, "key") {
+            Some(k) if k != want => Err(err(
+                &format!("{path}.{kind}.key"),
+                format!("Envoy names this label {want:?}; other keys are not supported"),
+            )),
+            _ => Ok(()),
+        }
+    };
+    Ok(match kind {
+        "generic_key" => Label::Generic {
+            key: str_field(body, "key").unwrap_or_else(|| "generic_key".into()),
+            value: str_field(body, "value")
+                .ok_or_else(|| err(&format!("{path}.generic_key.value"), "required".into()))?,
+        },
+        "remote_address" => {
+            fixed_key("remote_address")?;
+            Label::RemoteAddress
+        }
+        "source_cluster" => {
+            fixed_key("source_cluster")?;
+            Label::SourceCluster
+        }
+        "destination_cluster" => {
+            fixed_key("destination_cluster")?;
+            Label::DestinationCluster
+        }
+        _ => {
+            let header = str_field(body, "header_name").ok_or_else(|| {
+                err(
+                    &format!("{path}.request_headers.header_name"),
+                    "required".into(),
+                )
+            })?;
+            Label::RequestHeader {
+                key: str_field(body, "key").unwrap_or_else(|| header.clone()),
+                header,
+                omit_if_absent: body
+                    .get("omit_if_not_present")
+                    .and_then(serde_yaml_ng::Value::as_bool)
+                    .unwrap_or(false),
+            }
+        }
+    })
+}
+
+/// Reads a Mapping's `labels`: `{domain: [{group name: [specifier, ...]}]}`.
+pub(crate) fn labels(raw: &serde_yaml_ng::Value, err: ErrFn<'_>) -> Result<Labels, ResourceError> {
+    let mut out = Labels::new();
+    let domains = raw.as_mapping().ok_or_else(|| {
+        err(
+            "spec.labels",
+            "labels are {domain: [{group: [label, ...]}]}".into(),
+        )
+    })?;
+    for (domain, groups) in domains {
+        let domain = domain.as_str().unwrap_or_default().to_owned();
+        let at = format!("spec.labels.{domain}");
+        let groups = groups
+            .as_sequence()
+            .ok_or_else(|| err(&at, "a list of label groups".into()))?;
+        let mut parsed = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            let gat = format!("{at}[{i}]");
+            let (_, specs) = group
+                .as_mapping()
+                .filter(|m| m.len() == 1)
+                .and_then(|m| m.iter().next())
+                .ok_or_else(|| err(&gat, "a group is {name: [label, ...]}".into()))?;
+            let specs = specs
+                .as_sequence()
+                .ok_or_else(|| err(&gat, "a group is {name: [label, ...]}".into()))?;
+            let mut group = Vec::new();
+            for (j, s) in specs.iter().enumerate() {
+                group.push(label(s, &format!("{gat}[{j}]"), err)?);
+            }
+            parsed.push(group);
+        }
+        out.insert(domain, parsed);
+    }
+    Ok(out)
+}
+
+/// One limit of a `RateLimit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Descriptor entries in order: (key, value; `*` for every value apart).
+    pub pattern: Vec<(String, String)>,
+    /// Requests per unit.
+    pub rate: u32,
+    /// `second`, `minute`, `hour` or `day`.
+    pub unit: String,
+    /// `LogOnly`: counted and reported, never refused.
+    pub log_only: bool,
+}
+
+/// A `RateLimit` document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `metadata.name`.
+    pub name: String,
+    /// The domain its limits live in.
+    pub domain: String,
+    /// The limits.
+    pub limits: Vec<Limit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimitSpec {
+    domain: String,
+    limits: Vec<RawLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+    pattern: Vec<BTreeMap<String, String>>,
+    rate: u32,
+    unit: String,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+pub(crate) fn rate_limit(
+    raw: RawDoc<RawRateLimitSpec>,
+    err: ErrFn<'_>,
+) -> Result<RateLimit, ResourceError> {
+    let mut limits = Vec::new();
+    for (i, l) in raw.spec.limits.into_iter().enumerate() {
+        let at = |f: &str| format!("spec.limits[{i}].{f}");
+        let mut pattern = Vec::new();
+        for (j, entry) in l.pattern.into_iter().enumerate() {
+            if entry.len() != 1 {
+                return Err(err(
+                    &format!("spec.limits[{i}].pattern[{j}]"),
+                    "write one key: value per pattern entry, in the order of the Mapping's label group"
+                        .into(),
+                ));
+            }
+            pattern.extend(entry);
+        }
+        if pattern.is_empty() {
+            return Err(err(&at("pattern"), "name at least one label".into()));
+        }
+        let unit = l.unit.to_ascii_lowercase();
+        if !["second", "minute", "hour", "day"].contains(&unit.as_str()) {
+            return Err(err(
+                &at("unit"),
+                format!("{:?}: use second, minute, hour or day", l.unit),
+            ));
+        }
+        let log_only = match l.action.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("enforce") => false,
+            Some("logonly") => true,
+            Some(_) => {
+                return Err(err(&at("action"), "Enforce or LogOnly".into()));
+            }
+        };
+        limits.push(Limit {
+            pattern,
+            rate: l.rate,
+            unit,
+            log_only,
+        });
+    }
+    Ok(RateLimit {
+        name: raw.metadata.name,
+        domain: raw.spec.domain,
+        limits,
+    })
+}
+
+/// The gatehouse-ratelimit (envoyproxy/ratelimit format) configuration of
+/// every domain, by file name: the limits as a descriptor tree.
+///
+/// # Errors
+/// Two limits on the same pattern, named by their `RateLimit`s.
+pub fn service_configs(limits: &[RateLimit]) -> Result<BTreeMap<String, String>, String> {
+    #[derive(Default)]
+    struct Node {
+        limit: Option<(Limit, String)>,
+        children: BTreeMap<(String, String), Node>,
+    }
+    fn to_value(key: &(String, String), node: &Node) -> Value {
+        let mut v = json!({ "key": key.0 });
+        if key.1 != "*" {
+            v["value"] = json!(key.1);
+        }
+        if let Some((l, _)) = &node.limit {
+            v["rate_limit"] = json!({ "unit": l.unit, "requests_per_unit": l.rate });
+            if l.log_only {
+                v["shadow_mode"] = json!(true);
+            }
+        }
+        if !node.children.is_empty() {
+            v["descriptors"] =
+                Value::Array(node.children.iter().map(|(k, n)| to_value(k, n)).collect());
+        }
+        v
+    }
+    let mut domains: BTreeMap<&str, Node> = BTreeMap::new();
+    for rl in limits {
+        for l in &rl.limits {
+            let mut node = domains.entry(&rl.domain).or_default();
+            for entry in &l.pattern {
+                node = node.children.entry(entry.clone()).or_default();
+            }
+            if let Some((_, other)) = &node.limit {
+                return Err(format!(
+                    "RateLimit {} and RateLimit {other} both limit {:?} in domain {}: keep one",
+                    rl.name, l.pattern, rl.domain
+                ));
+            }
+            node.limit = Some((l.clone(), rl.name.clone()));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (domain, root) in domains {
+        let config = json!({
+            "domain": domain,
+            "descriptors": root.children.iter().map(|(k, n)| to_value(k, n)).collect::<Vec<_>>(),
+        });
+        let mut text = String::from(
+            "# Rendered by `gatehouse render`: edit the RateLimit resources, not this file.\n",
+        );
+        text.push_str(&serde_yaml_ng::to_string(&config).unwrap_or_default());
+        out.insert(format!("{domain}.yaml"), text);
+    }
+    Ok(out)
+}
