@@ -39,6 +39,9 @@ async fn every_example_renders_to_a_bootstrap_envoy_validates() -> anyhow::Resul
             jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
                 .display()
                 .to_string(),
+            router_wasm: e2e::paths::wasm_filter("gatehouse_router")?
+                .display()
+                .to_string(),
             secrets_dir: secrets.display().to_string(),
             ..RenderOptions::default()
         };
@@ -629,6 +632,101 @@ spec:
             .await?;
         assert_eq!(open.path, "/open");
         assert_eq!(open.header("x-partner"), None, "spoofed copy removed");
+        Ok(())
+    }
+
+    /// A 70/30 split of two Mappings, sticky on the user a verified JWT
+    /// names: gatehouse-jwt writes the claim, gatehouse-router hashes it.
+    #[tokio::test]
+    async fn a_sticky_claim_canary_keeps_each_user_on_one_side() -> anyhow::Result<()> {
+        let stable = Echo::start_named("shop").await?;
+        let canary = Echo::start_named("shop-v2").await?;
+        let jwks = JwksServer::start_down().await?;
+        let all: serde_json::Value = serde_json::from_slice(&testdata("jwks.json")?)?;
+        let rsa: Vec<&serde_json::Value> = all["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|k| k["kid"] == "rsa-1")
+            .collect();
+        jwks.serve(&json!({ "keys": rsa }).to_string());
+        let text = format!(
+            r#"apiVersion: gatehouse.dev/v1alpha1
+kind: Mapping
+metadata: {{name: shop}}
+spec: {{prefix: /shop/, service: 127.0.0.1:{stable}, sticky: {{header: x-gatehouse-user}}}}
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: Mapping
+metadata: {{name: shop-v2}}
+spec: {{prefix: /shop/, service: 127.0.0.1:{canary}, weight: 30, sticky: {{header: x-gatehouse-user}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: idp}}
+spec:
+  JWT:
+    jwksURI: http://127.0.0.1:{jwks}/jwks.json
+    issuer: https://idp.example
+    injectRequestHeaders:
+    - {{name: x-gatehouse-user, value: "{{{{ .token.Claims.sub }}}}"}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: shop}}
+spec:
+  rules: [{{path: /shop/*, filters: [{{name: idp}}]}}]
+"#,
+            stable = stable.port(),
+            canary = canary.port(),
+            jwks = jwks.port(),
+        );
+        let mut resources = Resources::default();
+        load(&text, "sticky.yaml", &mut resources)?;
+        let options = RenderOptions {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            admin_port: 0,
+            jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
+                .display()
+                .to_string(),
+            router_wasm: e2e::paths::wasm_filter("gatehouse_router")?
+                .display()
+                .to_string(),
+            ..RenderOptions::default()
+        };
+        let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "sticky")
+            .start()
+            .await?;
+        let mut on_canary = 0;
+        for user in 0..100 {
+            let bearer = format!("Bearer {}", token(&format!("user-{user}"))?);
+            let mut sides = std::collections::BTreeSet::new();
+            for _ in 0..3 {
+                let seen = envoy
+                    .get("/shop/cart")
+                    .header("authorization", &bearer)
+                    // A client cannot pick its side.
+                    .header("x-gatehouse-route", "127_0_0_1_1")
+                    .send()
+                    .await?
+                    .json::<Echoed>()
+                    .await?;
+                assert_eq!(seen.path, "/cart");
+                assert_eq!(seen.header("x-gatehouse-route"), None);
+                sides.insert(seen.upstream);
+            }
+            assert_eq!(sides.len(), 1, "user-{user} saw {sides:?}");
+            if sides.contains("shop-v2") {
+                on_canary += 1;
+            }
+        }
+        // 100 users at 30 %: a standard deviation of about 4.6, so 12..=48
+        // is a band of nearly four of them around 30.
+        assert!(
+            (12..=48).contains(&on_canary),
+            "{on_canary} of 100 users on the 30 % canary"
+        );
         Ok(())
     }
 }

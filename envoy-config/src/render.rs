@@ -9,7 +9,7 @@ use crate::policy::{
     Filter, FilterKind, FilterPolicy, HeaderCondition, JwtFilter, OAuth2Filter, PathMatch,
     PolicyRule,
 };
-use crate::resources::{Host, Insecure, Listener, Mapping, Resources};
+use crate::resources::{Host, Insecure, Listener, Mapping, Resources, Sticky};
 
 /// Where the rendered Envoy listens and where it finds the services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct RenderOptions {
     pub xff_num_trusted_hops: u32,
     /// The gatehouse-jwt wasm file, as Envoy sees it.
     pub jwt_wasm: String,
+    /// The gatehouse-router wasm file, as Envoy sees it.
+    pub router_wasm: String,
     /// gatehouse-authz's gRPC address (`host:port`).
     pub authz_address: String,
     /// gatehouse-ratelimit's gRPC address (`host:port`).
@@ -45,6 +47,7 @@ impl Default for RenderOptions {
             admin_port: 9901,
             xff_num_trusted_hops: 0,
             jwt_wasm: "/etc/gatehouse/wasm/gatehouse_jwt.wasm".into(),
+            router_wasm: "/etc/gatehouse/wasm/gatehouse_router.wasm".into(),
             authz_address: "127.0.0.1:9191".into(),
             ratelimit_address: "127.0.0.1:8081".into(),
             secrets_dir: "/etc/gatehouse/secrets".into(),
@@ -99,6 +102,11 @@ impl RouteGroup<'_> {
             && self.method == m.method.as_deref()
             && *self.query == m.query_parameters
             && *self.regex_query == m.regex_query_parameters
+    }
+
+    /// How the group's weights stick to a user, if they do.
+    fn sticky(&self) -> Option<&Sticky> {
+        self.members.iter().find_map(|m| m.sticky.as_ref())
     }
 
     fn match_count(&self) -> usize {
@@ -244,6 +252,38 @@ impl<'a> Ctx<'a> {
             .filters
             .iter()
             .any(|f| !matches!(f.kind, FilterKind::Jwt(_)));
+        let all = groups(resources);
+        for (i, g) in all.iter().enumerate() {
+            let Some(sticky) = g.sticky() else { continue };
+            let doc = format!("Mapping {}", g.members[0].name);
+            if g.members.len() < 2 {
+                return Err(render_err(
+                    doc,
+                    "spec.sticky",
+                    "sticky needs a weighted split: more Mappings with the same match",
+                ));
+            }
+            if g.members
+                .iter()
+                .any(|m| m.sticky.as_ref().is_some_and(|s| s != sticky))
+            {
+                return Err(render_err(
+                    doc,
+                    "spec.sticky",
+                    "the Mappings of one split name different sticky keys: give them the same",
+                ));
+            }
+            if all[..i]
+                .iter()
+                .any(|o| o.sticky().is_some() && o.prefix == g.prefix)
+            {
+                return Err(render_err(
+                    doc,
+                    "spec.prefix",
+                    "two sticky splits on one prefix (on different hosts) are not supported yet",
+                ));
+            }
+        }
         let domains: BTreeSet<String> = resources
             .mappings
             .iter()
@@ -399,7 +439,7 @@ fn seconds_text(ms: u64) -> String {
 }
 
 #[allow(clippy::too_many_lines)]
-fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>) -> Value {
+fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Mapping>) -> Value {
     let first = g.members[0];
     let mut headers: Vec<Value> = g
         .headers
@@ -413,6 +453,9 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>) -> Value {
         .collect();
     if let Some(method) = g.method {
         headers.push(string_match_exact(":method", method));
+    }
+    if let Some(m) = member {
+        headers.push(string_match_exact(ROUTE_HEADER, &cluster_name(m)));
     }
     if let Some(h) = &v.header {
         let mut m = match (&h.value, &h.value_regex) {
@@ -458,7 +501,9 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>) -> Value {
         };
         action["prefix_rewrite"] = json!(format!("{}{suffix}", first.rewrite));
     }
-    if g.members.len() == 1 {
+    if let Some(m) = member {
+        action["cluster"] = json!(cluster_name(m));
+    } else if g.members.len() == 1 {
         action["cluster"] = json!(cluster_name(first));
     } else {
         let clusters: Vec<Value> = g
@@ -503,7 +548,7 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>) -> Value {
     if !limits.is_empty() {
         action["rate_limits"] = Value::Array(limits);
     }
-    let name = match &v.path {
+    let mut name = match &v.path {
         None if v.header.is_none() => first.name.clone(),
         _ => format!(
             "{}/{}",
@@ -511,6 +556,9 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>) -> Value {
             v.because.as_deref().unwrap_or("narrowed")
         ),
     };
+    if let Some(m) = member {
+        name = format!("{name}/sticky/{}", m.name);
+    }
     let mut r = json!({ "name": name, "match": matcher, "route": action });
     let mut per_filter = serde_json::Map::new();
     if let Some(cors) = &first.cors {
@@ -567,8 +615,12 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>) -> Value {
     if !add.is_empty() {
         r["request_headers_to_add"] = Value::Array(add);
     }
-    if !first.remove_request_headers.is_empty() {
-        r["request_headers_to_remove"] = json!(first.remove_request_headers);
+    let mut remove = first.remove_request_headers.clone();
+    if member.is_some() {
+        remove.push(ROUTE_HEADER.to_owned());
+    }
+    if !remove.is_empty() {
+        r["request_headers_to_remove"] = json!(remove);
     }
     r
 }
@@ -606,6 +658,9 @@ fn filter_settings(ctx: &Ctx<'_>, uses: &[&str], per_filter: &mut serde_json::Ma
 }
 
 const AUTHZ_FILTER: &str = "gatehouse.authz";
+const ROUTER_FILTER: &str = "gatehouse.router";
+/// The header gatehouse-router names a sticky split's member in.
+const ROUTE_HEADER: &str = "x-gatehouse-route";
 const AUTHZ_CLUSTER: &str = "gatehouse_authz";
 const RATELIMIT_CLUSTER: &str = "gatehouse_ratelimit";
 /// Where an OAuth2 Filter's callback and logout live: `<prefix><filter>/…`.
@@ -782,7 +837,14 @@ fn route_config(ctx: &Ctx<'_>, secure: bool) -> Result<Value, RenderError> {
             .filter(|g| g.hostname == vhost || g.hostname == "*")
         {
             for v in variants(ctx, g, vhost)? {
-                routes.push(route(ctx, g, &v));
+                // A sticky split: gatehouse-router names the member in the
+                // route header; requests without the key split by weight.
+                if g.sticky().is_some() {
+                    for m in &g.members {
+                        routes.push(route(ctx, g, &v, Some(m)));
+                    }
+                }
+                routes.push(route(ctx, g, &v, None));
             }
         }
         if routes.is_empty() {
@@ -941,6 +1003,27 @@ fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
             },
         }));
     }
+    if let Some(config) = router_config(ctx) {
+        filters.push(json!({
+            "name": ROUTER_FILTER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": ROUTER_FILTER,
+                    "root_id": ROUTER_FILTER,
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": config,
+                    },
+                    "vm_config": {
+                        "vm_id": "gatehouse-router",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": ctx.options.router_wasm } },
+                    },
+                },
+            },
+        }));
+    }
     for (stage, domain) in ctx.domains.iter().enumerate() {
         filters.push(json!({
             "name": format!("gatehouse.ratelimit.{domain}"),
@@ -964,6 +1047,52 @@ fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
         "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
     }));
     filters
+}
+
+/// The gatehouse-router configuration of the sticky splits: per split, the
+/// members' shares as nested hash buckets (the first rule whose bucket takes
+/// the key wins), the last member for every other request with the key.
+fn router_config(ctx: &Ctx<'_>) -> Option<String> {
+    let mut rules = Vec::new();
+    for g in groups(ctx.resources) {
+        let Some(sticky) = g.sticky() else { continue };
+        let key = match (&sticky.header, &sticky.cookie) {
+            (Some(h), _) => json!({ "header": h }),
+            (None, Some(c)) => json!({ "cookie": c }),
+            (None, None) => continue,
+        };
+        let salt = sticky
+            .salt
+            .clone()
+            .unwrap_or_else(|| g.members[0].name.clone());
+        let mut cumulative = 0;
+        let shares = weights(&g.members);
+        for (i, (m, w)) in g.members.iter().zip(&shares).enumerate() {
+            cumulative += w;
+            let mut rule = json!({ "match": { "prefix": g.prefix }, "route": cluster_name(m) });
+            if i + 1 < g.members.len() {
+                let mut bucket = key.clone();
+                bucket["percent"] = json!(cumulative);
+                bucket["salt"] = json!(salt);
+                rule["bucket"] = bucket;
+            } else {
+                // What no earlier bucket took, when the key is there.
+                let present = match (&sticky.header, &sticky.cookie) {
+                    (Some(h), _) => json!({ "headers": [{ "name": h, "present": true }] }),
+                    (None, Some(c)) => json!({ "cookies": [{ "name": c, "present": true }] }),
+                    (None, None) => continue,
+                };
+                for (k, v) in present.as_object().into_iter().flatten() {
+                    rule["match"][k] = v.clone();
+                }
+            }
+            rules.push(rule);
+        }
+    }
+    if rules.is_empty() {
+        return None;
+    }
+    Some(json!({ "route_header": ROUTE_HEADER, "rules": rules }).to_string())
 }
 
 /// Headers only the stack writes, removed from every request before
@@ -1401,6 +1530,12 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
                         }
                     })
                     .collect();
+                if let Some(st) = g.sticky() {
+                    matches.push(match (&st.header, &st.cookie) {
+                        (Some(h), _) => format!("sticky by header {h}"),
+                        (_, c) => format!("sticky by cookie {}", c.as_deref().unwrap_or_default()),
+                    });
+                }
                 let path = match &v.path {
                     Some(PathMatch::Prefix(p)) => p.clone(),
                     Some(PathMatch::Exact(p)) => format!("={p}"),
@@ -1498,6 +1633,7 @@ mod tests {
             grpc: false,
             circuit_breaker: None,
             labels: BTreeMap::new(),
+            sticky: None,
         };
         for set in [
             vec![None, None, None],

@@ -116,6 +116,30 @@ struct RawMappingSpec {
     circuit_breakers: Vec<RawCircuitBreaker>,
     #[serde(default)]
     labels: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    sticky: Option<RawSticky>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSticky {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    cookie: Option<String>,
+    #[serde(default)]
+    salt: Option<String>,
+}
+
+/// What keeps a user on one side of a weighted split (Gatehouse's `sticky`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// The request header whose value is hashed (e.g. a verified claim).
+    pub header: Option<String>,
+    /// Or the cookie.
+    pub cookie: Option<String>,
+    /// Changing it reshuffles everyone.
+    pub salt: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +316,8 @@ pub struct Mapping {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// Rate-limit labels by domain.
     pub labels: crate::limits::Labels,
+    /// Sticky weights.
+    pub sticky: Option<Sticky>,
 }
 
 /// Every resource of a configuration.
@@ -669,6 +695,28 @@ fn mapping(
             "rewrite or regex_rewrite, not both".into(),
         ));
     }
+    let sticky = match spec.sticky {
+        None => None,
+        Some(st) => {
+            if usize::from(st.header.is_some()) + usize::from(st.cookie.is_some()) != 1 {
+                return Err(err(
+                    "spec.sticky",
+                    "name one header or one cookie to hash".into(),
+                ));
+            }
+            if spec.prefix_regex {
+                return Err(err(
+                    "spec.sticky",
+                    "a sticky split needs a prefix, not prefix_regex".into(),
+                ));
+            }
+            Some(Sticky {
+                header: st.header.map(|h| h.to_ascii_lowercase()),
+                cookie: st.cookie,
+                salt: st.salt,
+            })
+        }
+    };
     let labels = match &spec.labels {
         None => crate::limits::Labels::new(),
         Some(v) => crate::limits::labels(v, err)?,
@@ -703,6 +751,7 @@ fn mapping(
         grpc: spec.grpc,
         circuit_breaker,
         labels,
+        sticky,
     })
 }
 
