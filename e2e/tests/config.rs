@@ -729,4 +729,130 @@ spec:
         );
         Ok(())
     }
+
+    /// An OAuth2 Filter in Ambassador's shape, rendered: a browser-like
+    /// client logs in at the real IdP through the rendered callback route
+    /// and reaches the protected Mapping with its identity.
+    #[tokio::test]
+    async fn a_rendered_oauth2_filter_logs_in_at_the_real_idp() -> anyhow::Result<()> {
+        let echo = Echo::start_named("app").await?;
+        let resources = |issuer: &str, origin: &str| -> anyhow::Result<Resources> {
+            let text = format!(
+                r#"apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: app}}
+spec: {{prefix: /app/, service: 127.0.0.1:{echo}, rewrite: /app/}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: sso}}
+spec:
+  OAuth2:
+    authorizationURL: {issuer}
+    clientID: gatehouse
+    secretName: sso-client
+    protectedOrigins: [{{origin: "{origin}"}}]
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: app}}
+spec:
+  rules: [{{path: /app/*, filters: [{{name: sso}}]}}]
+"#,
+                echo = echo.port(),
+            );
+            let mut resources = Resources::default();
+            load(&text, "sso.yaml", &mut resources)?;
+            Ok(resources)
+        };
+        let secrets = tempfile::tempdir()?;
+        for (file, content) in [
+            ("sso-client/oauth2-client-secret", "s3cret-for-tests\n"),
+            (
+                "gatehouse-session-keys/keys",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+            ),
+        ] {
+            let path = secrets.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap_or(secrets.path()))?;
+            std::fs::write(path, content)?;
+        }
+        let mut options = RenderOptions {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            admin_port: 0,
+            secrets_dir: secrets.path().display().to_string(),
+            ..RenderOptions::default()
+        };
+        // The IdP must know the callback, which needs Envoy's port: start
+        // with a placeholder IdP and origin (the bootstrap does not depend
+        // on them), then render again once both are known.
+        let placeholder = resources("http://127.0.0.1:9/", "http://127.0.0.1:9")?;
+        let boot = render(&placeholder, &options)?
+            .authz
+            .ok_or_else(|| anyhow::anyhow!("an OAuth2 Filter renders authz.yaml"))?;
+        let authz = AuthzService::builder(&boot).start().await?;
+        options.authz_address = authz.grpc_addr().to_string();
+        let envoy = e2e::EnvoyBuilder::from_text(&render(&placeholder, &options)?.envoy, "sso")
+            .start()
+            .await?;
+        let origin = envoy.url("");
+        let origin = origin.trim_end_matches('/');
+        let callback = format!("{origin}/.gatehouse/oidc/sso/callback");
+        let idp = e2e::idp::Idp::start(
+            &json!([{
+                "client_id": "gatehouse",
+                "client_secret": "s3cret-for-tests",
+                "redirect_uris": [callback],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "client_secret_basic"
+            }]),
+            3600,
+        )
+        .await?;
+        let real = resources(idp.issuer(), origin)?;
+        assert_eq!(
+            render(&real, &options)?.envoy,
+            render(&placeholder, &options)?.envoy
+        );
+        let authz_yaml = render(&real, &options)?.authz.unwrap_or_default();
+        authz.write_file("authz.yaml", &authz_yaml)?;
+
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        // Ready when a browser is sent to the IdP: the reload went through.
+        let login_page = format!("{}/auth", idp.issuer());
+        let start = e2e::poll::until(
+            "gatehouse-authz reloaded with the IdP",
+            e2e::poll::READY_DEADLINE,
+            || async {
+                let r = client
+                    .get(envoy.url("/app/orders"))
+                    .header("accept", "text/html")
+                    .send()
+                    .await?;
+                let to_idp = r.status() == 302 && e2e::idp::location(&r).starts_with(&login_page);
+                Ok(to_idp.then_some(r))
+            },
+        )
+        .await?;
+        let back = idp
+            .sign_in(&client, &e2e::idp::location(&start), &callback)
+            .await?;
+        let r = client.get(&back).send().await?;
+        assert_eq!(r.status(), 302, "{}", r.text().await?);
+        assert_eq!(e2e::idp::location(&r), "/app/orders");
+        let seen = client
+            .get(envoy.url("/app/orders"))
+            .send()
+            .await?
+            .json::<Echoed>()
+            .await?;
+        assert_eq!(seen.header("x-gatehouse-user"), Some("alice"));
+        Ok(())
+    }
 }
