@@ -175,6 +175,21 @@ spec: {{hostname: admin.example.com, prefix: /, service: '127.0.0.1:{admin}', he
 ---
 apiVersion: getambassador.io/v3alpha1
 kind: Mapping
+metadata: {{name: preview}}
+spec: {{prefix: /shop/, service: '127.0.0.1:{admin}', query_parameters: {{preview: '1'}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: beta}}
+spec: {{prefix: /shop/, service: '127.0.0.1:{api}', headers: {{x-beta: true}}}}
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: Mapping
+metadata: {{name: status}}
+spec: {{path: /status, service: '127.0.0.1:{api}'}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
 metadata: {{name: cors}}
 spec: {{prefix: /cors/, service: '127.0.0.1:{shop}', cors: {{origins: 'https://app.example', methods: [GET, PUT], headers: [content-type], max_age: '600'}}}}
 ---
@@ -252,6 +267,27 @@ spec: {{port: 8080, protocol: HTTP, securityModel: XFP, l7Depth: 1}}
         .send()
         .await?;
     assert_eq!(other.status(), 404, "no route without the header");
+
+    // A query parameter, a header that is merely present, an exact path.
+    let preview = envoy.get("/shop/cart?preview=1").send().await?;
+    assert_eq!(preview.json::<Echoed>().await?.upstream, "admin");
+    let beta = envoy
+        .get("/shop/cart")
+        .header("x-beta", "anything")
+        .send()
+        .await?
+        .json::<Echoed>()
+        .await?;
+    assert_eq!(
+        (beta.upstream.as_str(), beta.path.as_str()),
+        ("api", "/cart")
+    );
+    let status = envoy.get("/status").send().await?.json::<Echoed>().await?;
+    assert_eq!(
+        (status.upstream.as_str(), status.path.as_str()),
+        ("api", "/status")
+    );
+    assert_eq!(envoy.get("/status/more").send().await?.status(), 404);
 
     // CORS preflight, answered by Envoy for an allowed origin only.
     let preflight = |origin: &'static str| {

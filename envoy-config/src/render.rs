@@ -97,6 +97,7 @@ impl RouteGroup<'_> {
     fn same_match(&self, m: &Mapping) -> bool {
         self.hostname == m.hostname
             && self.prefix == m.prefix
+            && self.members[0].exact_path == m.exact_path
             && *self.headers == m.headers
             && *self.regex_headers == m.regex_headers
             && self.method == m.method.as_deref()
@@ -328,6 +329,14 @@ enum Relation {
 }
 
 fn relation(rule: &PathMatch, g: &RouteGroup<'_>) -> Relation {
+    if g.members[0].exact_path {
+        return match rule {
+            PathMatch::Any => Relation::Covers,
+            PathMatch::Prefix(q) if g.prefix.starts_with(q.as_str()) => Relation::Covers,
+            PathMatch::Exact(e) if e == g.prefix => Relation::Covers,
+            _ => Relation::Disjoint,
+        };
+    }
     match rule {
         PathMatch::Any => Relation::Covers,
         PathMatch::Prefix(q) if g.prefix.starts_with(q.as_str()) => Relation::Covers,
@@ -472,6 +481,7 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
         (Some(PathMatch::Prefix(p)), _) => json!({ "prefix": p }),
         (Some(PathMatch::Exact(p)), _) => json!({ "path": p }),
         (_, true) => json!({ "safe_regex": { "regex": g.prefix } }),
+        _ if first.exact_path => json!({ "path": g.prefix }),
         _ => json!({ "prefix": g.prefix }),
     };
     if !headers.is_empty() {
@@ -1539,6 +1549,7 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
                 let path = match &v.path {
                     Some(PathMatch::Prefix(p)) => p.clone(),
                     Some(PathMatch::Exact(p)) => format!("={p}"),
+                    _ if g.members[0].exact_path => format!("={}", g.prefix),
                     _ => g.prefix.to_owned(),
                 };
                 let filters = if v.filters.is_empty() {
@@ -1612,6 +1623,7 @@ mod tests {
             rewrite: "/".into(),
             weight: w,
             timeout_ms: 1,
+            exact_path: false,
             headers: BTreeMap::new(),
             precedence: 0,
             add_request_headers: BTreeMap::new(),

@@ -68,7 +68,10 @@ struct Metadata {
 struct RawMappingSpec {
     #[serde(default)]
     hostname: Option<String>,
-    prefix: String,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
     service: String,
     #[serde(default)]
     rewrite: Option<String>,
@@ -77,7 +80,7 @@ struct RawMappingSpec {
     #[serde(default)]
     timeout_ms: Option<u64>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, TextOrPresent>,
     #[serde(default)]
     precedence: Option<i32>,
     #[serde(default)]
@@ -89,7 +92,7 @@ struct RawMappingSpec {
     #[serde(default)]
     method: Option<String>,
     #[serde(default)]
-    query_parameters: BTreeMap<String, String>,
+    query_parameters: BTreeMap<String, TextOrPresent>,
     #[serde(default)]
     host_rewrite: Option<String>,
     #[serde(default)]
@@ -189,6 +192,42 @@ struct RawRetry {
     per_try_timeout: Option<String>,
 }
 
+/// A header or query match: an exact value, or `true` for "present".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TextOrPresent {
+    Text(String),
+    Present(bool),
+}
+
+/// Splits matches into exact ones and `true` (present: any value, which
+/// Envoy matches as the regular expression `.*`).
+fn split_matches(
+    raw: BTreeMap<String, TextOrPresent>,
+    field: &str,
+    regex: &mut BTreeMap<String, String>,
+    err: &dyn Fn(&str, String) -> ResourceError,
+) -> Result<BTreeMap<String, String>, ResourceError> {
+    let mut exact = BTreeMap::new();
+    for (name, m) in raw {
+        match m {
+            TextOrPresent::Text(v) => {
+                exact.insert(name, v);
+            }
+            TextOrPresent::Present(true) => {
+                regex.insert(name, ".*".into());
+            }
+            TextOrPresent::Present(false) => {
+                return Err(err(
+                    &format!("spec.{field}.{name}"),
+                    "true (present) or a value; absence is not supported yet".into(),
+                ));
+            }
+        }
+    }
+    Ok(exact)
+}
+
 /// Ambassador accepts a list or one comma-separated string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -261,8 +300,10 @@ pub struct Mapping {
     pub name: String,
     /// Host to match (`*` for any).
     pub hostname: String,
-    /// Path prefix.
+    /// Path prefix (the whole path with `exact_path`).
     pub prefix: String,
+    /// `prefix` is an exact path (Gatehouse's `path`).
+    pub exact_path: bool,
     /// Upstream host and port.
     pub host: String,
     /// Upstream port.
@@ -600,8 +641,25 @@ fn mapping(
     if raw.metadata.name.is_empty() {
         return Err(err("metadata.name", "a Mapping needs a name".into()));
     }
-    if !spec.prefix_regex && !spec.prefix.starts_with('/') {
-        return Err(err("spec.prefix", "a prefix starts with /".into()));
+    let (prefix, exact_path) = match (spec.prefix, spec.path) {
+        (Some(p), None) => (p, false),
+        (None, Some(p)) if !spec.prefix_regex => (p, true),
+        _ => {
+            return Err(err(
+                "spec.prefix",
+                "a Mapping has a prefix or (Gatehouse) an exact path, not both".into(),
+            ));
+        }
+    };
+    if !spec.prefix_regex && !prefix.starts_with('/') {
+        return Err(err(
+            if exact_path {
+                "spec.path"
+            } else {
+                "spec.prefix"
+            },
+            "a path starts with /".into(),
+        ));
     }
     // Ambassador's service: `[scheme://]host[:port]`.
     let (tls, service) = match spec.service.split_once("://") {
@@ -717,6 +775,15 @@ fn mapping(
             })
         }
     };
+    let mut regex_headers = spec.regex_headers;
+    let headers = split_matches(spec.headers, "headers", &mut regex_headers, err)?;
+    let mut regex_query_parameters = spec.regex_query_parameters;
+    let query_parameters = split_matches(
+        spec.query_parameters,
+        "query_parameters",
+        &mut regex_query_parameters,
+        err,
+    )?;
     let labels = match &spec.labels {
         None => crate::limits::Labels::new(),
         Some(v) => crate::limits::labels(v, err)?,
@@ -724,19 +791,27 @@ fn mapping(
     Ok(Mapping {
         name: raw.metadata.name,
         hostname: spec.hostname.unwrap_or_else(|| "*".into()),
-        prefix: spec.prefix,
+        prefix: prefix.clone(),
+        exact_path,
         host,
         port,
-        rewrite: spec.rewrite.unwrap_or_else(|| "/".into()),
+        // An exact path is sent as it is unless a rewrite says otherwise.
+        rewrite: spec.rewrite.unwrap_or_else(|| {
+            if exact_path {
+                prefix.clone()
+            } else {
+                "/".into()
+            }
+        }),
         weight: spec.weight,
         timeout_ms: spec.timeout_ms.unwrap_or(3000),
-        headers: spec.headers,
+        headers,
         precedence: spec.precedence.unwrap_or(0),
         add_request_headers: spec.add_request_headers,
         remove_request_headers: spec.remove_request_headers,
         prefix_regex: spec.prefix_regex,
         method: spec.method,
-        query_parameters: spec.query_parameters,
+        query_parameters,
         host_rewrite: spec.host_rewrite,
         idle_timeout_ms: spec.idle_timeout_ms,
         retry_policy,
@@ -744,8 +819,8 @@ fn mapping(
         add_response_headers: spec.add_response_headers,
         remove_response_headers: spec.remove_response_headers,
         allow_upgrade: spec.allow_upgrade,
-        regex_headers: spec.regex_headers,
-        regex_query_parameters: spec.regex_query_parameters,
+        regex_headers,
+        regex_query_parameters,
         regex_rewrite: spec.regex_rewrite.map(|r| (r.pattern, r.substitution)),
         tls,
         grpc: spec.grpc,
