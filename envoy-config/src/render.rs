@@ -1382,16 +1382,20 @@ pub fn render_bootstrap(
 }
 
 /// The files of a live configuration in directory `dir` (an absolute path):
-/// a bootstrap whose listener reads its routes from `rds.yaml` and whose
-/// clusters come from `cds.yaml`. Rendering again into the same directory
-/// (clusters first, then routes) changes a running Envoy without a restart
-/// and without closing its listener.
+/// a bootstrap that reads its listener from `lds.yaml`, the listener's
+/// routes from `rds.yaml` and the clusters from `cds.yaml`. Rendering again
+/// into the same directory (clusters first, then the listener, then routes)
+/// changes a running Envoy without a restart: a route change keeps the
+/// listener, a filter change replaces it gracefully (Envoy drains the old
+/// one's connections).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveFiles {
     /// `envoy.yaml`: start Envoy with it once.
     pub bootstrap: String,
     /// `cds.yaml`: the clusters.
     pub cds: String,
+    /// `lds.yaml`: the listener and its filters.
+    pub lds: String,
     /// `rds.yaml`: the routes.
     pub rds: String,
 }
@@ -1465,8 +1469,10 @@ pub fn render_live(
     let bootstrap = json!({
         "node": { "id": "gatehouse", "cluster": "gatehouse" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },
-        "static_resources": { "listeners": [listener(&ctx, &spec, Value::String(dir.to_owned()))?] },
-        "dynamic_resources": { "cds_config": file_source(dir, "cds.yaml") },
+        "dynamic_resources": {
+            "lds_config": file_source(dir, "lds.yaml"),
+            "cds_config": file_source(dir, "cds.yaml"),
+        },
     });
     let typed = |type_url: &str, mut v: Value| {
         v["@type"] = json!(type_url);
@@ -1476,6 +1482,10 @@ pub fn render_live(
         .into_iter()
         .map(|c| typed("type.googleapis.com/envoy.config.cluster.v3.Cluster", c))
         .collect::<Vec<_>>() });
+    let lds = json!({ "resources": [typed(
+        "type.googleapis.com/envoy.config.listener.v3.Listener",
+        listener(&ctx, &spec, Value::String(dir.to_owned()))?,
+    )] });
     let rds = json!({ "resources": [typed(
         "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         route_config(&ctx, false)?,
@@ -1483,6 +1493,7 @@ pub fn render_live(
     Ok(LiveFiles {
         bootstrap: header_and(&bootstrap),
         cds: header_and(&cds),
+        lds: header_and(&lds),
         rds: header_and(&rds),
     })
 }

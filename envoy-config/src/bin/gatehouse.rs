@@ -122,6 +122,8 @@ fn render_live_files(
     if let Some(admin) = admin {
         wait_for(admin, "/clusters", &files.cds_names()).map_err(io)?;
     }
+    // The listener may name new clusters (a JWKS host, a service): after them.
+    write_atomically(&dir.join("lds.yaml"), &files.lds).map_err(io)?;
     write_atomically(&dir.join("rds.yaml"), &files.rds).map_err(io)?;
     if let Some(admin) = admin {
         wait_for(
