@@ -41,8 +41,8 @@ bench: wasm ## benchmark scenarios; ratio table printed and written to bench/res
 	@$(CARGO) build --locked --quiet --release -p e2e -p gatehouse-ratelimit -p gatehouse-authz --bins
 	@$(CARGO) run --locked --quiet --release -p e2e --bin bench -- $(SETS)
 
-run: wasm ## start the quickstart stack on http://127.0.0.1:8080 (Ctrl-C stops it)
-	@$(CARGO) run --locked --quiet --release -p e2e --bin quickstart
+run: build ## build everything, start the quickstart stack on http://127.0.0.1:8080 (Ctrl-C stops it)
+	@GATEHOUSE_BIN_DIR=target/release target/release/quickstart
 
 clean: ## remove build output (keeps .venv)
 	@$(CARGO) clean

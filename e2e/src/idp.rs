@@ -75,6 +75,16 @@ impl Idp {
         &self.issuer
     }
 
+    /// The pid of the IdP's process.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Whether the log is printed when the IdP stops (default yes, for tests).
+    pub fn set_log_on_drop(&mut self, on: bool) {
+        self.process.set_log_on_drop(on);
+    }
+
     /// The IdP's log so far: one line per request (method, path, status).
     pub fn log(&self) -> String {
         self.process.log()
@@ -96,36 +106,7 @@ impl Idp {
         first: &str,
         back_to: &str,
     ) -> Result<String> {
-        let mut next = first.to_owned();
-        for _ in 0..10 {
-            if next.starts_with(back_to) {
-                return Ok(next);
-            }
-            let url = if next.starts_with('/') {
-                format!("{}{next}", self.issuer)
-            } else {
-                next.clone()
-            };
-            let r = client.get(&url).send().await?;
-            if r.status().is_redirection() {
-                next = location(&r);
-                continue;
-            }
-            // The login form: post the credentials where it says.
-            let page = r.text().await?;
-            let action = page
-                .split("action=\"")
-                .nth(1)
-                .and_then(|a| a.split('"').next())
-                .with_context(|| format!("no login form in {page}"))?;
-            let r = client
-                .post(format!("{}{action}", self.issuer))
-                .form(&[("username", "alice"), ("password", "wonderland")])
-                .send()
-                .await?;
-            next = location(&r);
-        }
-        bail!("the sign-in never came back to {back_to}")
+        sign_in_at(&self.issuer, client, first, back_to).await
     }
 
     /// Where `server.js` lives.
@@ -142,4 +123,71 @@ pub fn location(response: &reqwest::Response) -> String {
         .and_then(|l| l.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// [`Idp::sign_in`] at an IdP known by its issuer URL only (one this
+/// process did not start, such as the quickstart's).
+///
+/// # Errors
+/// When the IdP never sends the browser back to `back_to`.
+pub async fn sign_in_at(
+    issuer: &str,
+    client: &reqwest::Client,
+    first: &str,
+    back_to: &str,
+) -> Result<String> {
+    let mut next = first.to_owned();
+    for _ in 0..10 {
+        if next.starts_with(back_to) {
+            return Ok(next);
+        }
+        let url = if next.starts_with('/') {
+            format!("{}{next}", issuer)
+        } else {
+            next.clone()
+        };
+        let r = client.get(&url).send().await?;
+        if r.status().is_redirection() {
+            next = location(&r);
+            continue;
+        }
+        // The login form: post the credentials where it says.
+        let page = r.text().await?;
+        let action = page
+            .split("action=\"")
+            .nth(1)
+            .and_then(|a| a.split('"').next())
+            .with_context(|| format!("no login form in {page}"))?;
+        let r = client
+            .post(format!("{}{action}", issuer))
+            .form(&[("username", "alice"), ("password", "wonderland")])
+            .send()
+            .await?;
+        next = location(&r);
+    }
+    bail!("the sign-in never came back to {back_to}")
+}
+
+/// Waits until a browser asking for `url` (through `client`, which must not
+/// follow redirects) is sent to `issuer`'s login page: the relying party
+/// loaded its configuration and discovered the IdP. Returns that redirect.
+///
+/// # Errors
+/// When it does not happen within [`crate::poll::READY_DEADLINE`].
+pub async fn until_sent_to_login(
+    client: &reqwest::Client,
+    url: &str,
+    issuer: &str,
+) -> Result<reqwest::Response> {
+    let login_page = format!("{issuer}/auth");
+    crate::poll::until(
+        "the relying party sending browsers to the IdP",
+        crate::poll::READY_DEADLINE,
+        || async {
+            let r = client.get(url).header("accept", "text/html").send().await?;
+            let to_idp = r.status() == 302 && location(&r).starts_with(&login_page);
+            Ok(to_idp.then_some(r))
+        },
+    )
+    .await
 }

@@ -1,54 +1,246 @@
-//! The smallest useful stack, as `make run` starts it: Envoy with the
-//! gatehouse-jwt filter in front of an echo upstream.
-//!
-//! The bootstrap is embedded in the binary, so `make run` needs no config file.
+//! The quickstart stack, as `make run` starts it: the resources of
+//! `deploy/quickstart/edge.yaml`, rendered by gatehouse-config, on stock
+//! Envoy with the gatehouse-jwt and gatehouse-router filters;
+//! gatehouse-authz for single sign-on; gatehouse-ratelimit on its memory
+//! store; two demo upstreams that echo what they receive; a demo token
+//! issuer (a JWKS server and a token signed with the test key); and the
+//! demo OpenID provider.
 
-use anyhow::Result;
+use std::io::Read;
+use std::path::PathBuf;
 
+use anyhow::{Context, Result, anyhow};
+use base64::Engine;
+use gatehouse_config::{RenderOptions, Resources, load, render};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use tempfile::TempDir;
+
+use crate::authz::AuthzService;
 use crate::echo::Echo;
-use crate::envoy::{Envoy, EnvoyBuilder};
+use crate::envoy::Envoy;
+use crate::idp::Idp;
+use crate::jwks::JwksServer;
+use crate::ratelimit::RateLimitService;
 
-/// The embedded quickstart bootstrap template.
-pub const TEMPLATE: &str = include_str!("../testdata/envoy/jwt-wasm.yaml");
+/// The resource file, relative to the workspace.
+pub const RESOURCES: &str = "deploy/quickstart/edge.yaml";
 
-/// A running quickstart stack. Everything stops when it drops.
+/// The issuer of the demo API tokens (the JWT Filter's `issuer`).
+pub const TOKEN_ISSUER: &str = "https://demo.gatehouse.dev";
+
+/// The OIDC client the quickstart registers at the demo IdP.
+const CLIENT_ID: &str = "gatehouse-quickstart";
+
+/// A running quickstart stack. Everything stops when it drops, Envoy first.
 #[derive(Debug)]
 pub struct Quickstart {
-    /// Envoy (dropped first, so it never forwards to a stopped upstream).
+    /// Envoy with the rendered bootstrap.
     pub envoy: Envoy,
-    /// The upstream that echoes what it receives.
-    pub echo: Echo,
+    /// gatehouse-authz with the rendered authz.yaml.
+    pub authz: AuthzService,
+    /// gatehouse-ratelimit with the rendered ratelimit directory.
+    pub ratelimit: RateLimitService,
+    /// The demo OpenID provider.
+    pub idp: Idp,
+    /// The demo token issuer's keys.
+    pub jwks: JwksServer,
+    /// The demo upstream.
+    pub demo: Echo,
+    /// The canary demo upstream.
+    pub demo_v2: Echo,
+    /// A demo API token (sub `demo-user`, valid for a day).
+    pub token: String,
+    _secrets: TempDir,
 }
 
-/// Starts the stack; port 0 picks free ports.
-pub async fn start(listen_port: u16, admin_port: u16) -> Result<Quickstart> {
-    start_with(
-        EnvoyBuilder::from_text(TEMPLATE, "embedded quickstart template"),
+fn workspace_file(relative: &str) -> Result<Vec<u8>> {
+    let path = crate::paths::workspace_root().join(relative);
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn random_base64(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(buf))
+}
+
+/// The demo token issuer's public keys: the test key `rsa-1`.
+fn demo_jwks() -> Result<String> {
+    let all: serde_json::Value =
+        serde_json::from_slice(&workspace_file("filters/jwt-core/testdata/jwks.json")?)?;
+    let keys: Vec<&serde_json::Value> = all["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| k["kid"] == "rsa-1")
+        .collect();
+    Ok(serde_json::json!({ "keys": keys }).to_string())
+}
+
+/// A demo API token for `sub`, valid for a day.
+///
+/// # Errors
+/// When the test key cannot be read.
+pub fn demo_token(sub: &str) -> Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": sub, "exp": now.as_secs() + 86_400,
+    });
+    let key =
+        EncodingKey::from_rsa_pem(&workspace_file("filters/jwt-core/testdata/keys/rsa.pem")?)?;
+    Ok(encode(&header, &claims, &key)?)
+}
+
+/// The resources with the demo parts' addresses filled in.
+fn resources(text: &str, vars: &[(&str, String)]) -> Result<Resources> {
+    let mut filled = text.to_owned();
+    for (name, value) in vars {
+        filled = filled.replace(&format!("${{{name}}}"), value);
+    }
+    let mut resources = Resources::default();
+    load(&filled, RESOURCES, &mut resources)?;
+    Ok(resources)
+}
+
+fn wasm(name: &str) -> Result<String> {
+    Ok(crate::paths::wasm_filter(name)?.display().to_string())
+}
+
+/// Starts the stack with Envoy on `listen_port` and its admin on
+/// `admin_port` (0 picks free ports); `quiet` keeps the components' logs
+/// to their files when they stop.
+///
+/// # Errors
+/// When a part does not start; the parts started so far are stopped.
+pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Quickstart> {
+    let text = String::from_utf8(workspace_file(RESOURCES)?)?;
+    let demo = Echo::start_named("demo").await?;
+    let demo_v2 = Echo::start_named("demo-v2").await?;
+    let jwks = JwksServer::start_down().await?;
+    jwks.serve(&demo_jwks()?);
+    let token = demo_token("demo-user")?;
+
+    let secrets = tempfile::Builder::new()
+        .prefix("gatehouse-quickstart-secrets-")
+        .tempdir()?;
+    let client_secret = random_base64(24)?;
+    for (file, content) in [
+        (
+            "quickstart-oidc/oauth2-client-secret",
+            client_secret.clone(),
+        ),
+        ("gatehouse-session-keys/keys", random_base64(32)?),
+    ] {
+        let path = secrets.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap_or(secrets.path()))?;
+        std::fs::write(path, format!("{content}\n"))?;
+    }
+    let vars = |idp: &str, origin: &str| {
+        vec![
+            ("DEMO", demo.addr().to_string()),
+            ("DEMO_V2", demo_v2.addr().to_string()),
+            ("JWKS", format!("http://127.0.0.1:{}", jwks.port())),
+            ("IDP", idp.to_owned()),
+            ("ORIGIN", origin.to_owned()),
+        ]
+    };
+    let mut options = RenderOptions {
+        listen_address: "127.0.0.1".into(),
         listen_port,
         admin_port,
+        jwt_wasm: wasm("gatehouse_jwt")?,
+        router_wasm: wasm("gatehouse_router")?,
+        secrets_dir: secrets.path().display().to_string(),
+        ..RenderOptions::default()
+    };
+    // The IdP must know the callback URL, which holds Envoy's port: start
+    // with placeholders for the IdP and the origin (the bootstrap does not
+    // depend on them), then give gatehouse-authz the real ones.
+    let unknown = "http://127.0.0.1:9";
+    let placeholder = resources(&text, &vars(unknown, unknown))?;
+    let first = render(&placeholder, &options)?;
+    let authz = AuthzService::builder(
+        first
+            .authz
+            .as_deref()
+            .ok_or_else(|| anyhow!("{RESOURCES} has no OAuth2 Filter"))?,
     )
-    .await
-}
+    .log_on_drop(!quiet)
+    .start()
+    .await?;
+    let mut limits = RateLimitService::builder().log_on_drop(!quiet);
+    for (file, config) in &first.ratelimit {
+        limits = limits.file(file, config);
+    }
+    let ratelimit = limits.start().await?;
+    options.authz_address = authz.grpc_addr().to_string();
+    options.ratelimit_address = ratelimit.grpc_addr().to_string();
+    let envoy = crate::envoy::EnvoyBuilder::from_text(
+        &render(&placeholder, &options)?.envoy,
+        "the rendered quickstart",
+    )
+    .log_on_drop(!quiet)
+    .start()
+    .await?;
+    let origin = envoy.url("").trim_end_matches('/').to_owned();
+    let mut idp = Idp::start(
+        &serde_json::json!([{
+            "client_id": CLIENT_ID,
+            "client_secret": client_secret,
+            "redirect_uris": [format!("{origin}{}sso/callback", gatehouse_config::OIDC_PATH_PREFIX)],
+            "post_logout_redirect_uris": [format!("{origin}/")],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic"
+        }]),
+        3600,
+    )
+    .await?;
+    idp.set_log_on_drop(!quiet);
+    let real = resources(&text, &vars(idp.issuer(), &origin))?;
+    let config = render(&real, &options)?.authz.unwrap_or_default();
+    authz.write_file("authz.yaml", &config)?;
 
-/// Starts the stack from a prepared builder (the binary turns the log dump off).
-pub async fn start_with(
-    builder: EnvoyBuilder,
-    listen_port: u16,
-    admin_port: u16,
-) -> Result<Quickstart> {
-    let echo = Echo::start_named("quickstart").await?;
-    let envoy = builder
-        .upstream(&echo)
-        .var("LISTEN_PORT", listen_port)
-        .var("ADMIN_PORT", admin_port)
-        .start()
-        .await?;
-    Ok(Quickstart { envoy, echo })
+    // Ready when a browser asking for /app/ is sent to the IdP.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    crate::idp::until_sent_to_login(&client, &format!("{origin}/app/"), idp.issuer()).await?;
+    Ok(Quickstart {
+        envoy,
+        authz,
+        ratelimit,
+        idp,
+        jwks,
+        demo,
+        demo_v2,
+        token,
+        _secrets: secrets,
+    })
 }
 
 impl Quickstart {
-    /// Base URL of the edge listener.
+    /// URL of `path` on the edge.
     pub fn url(&self, path: &str) -> String {
         self.envoy.url(path)
+    }
+
+    /// The pids of the processes the stack started (Envoy, the two
+    /// services, the IdP).
+    pub fn pids(&self) -> Vec<u32> {
+        vec![
+            self.envoy.pid(),
+            self.authz.pid(),
+            self.ratelimit.pid(),
+            self.idp.pid(),
+        ]
+    }
+
+    /// The resource file the stack renders.
+    pub fn resources_path() -> PathBuf {
+        crate::paths::workspace_root().join(RESOURCES)
     }
 }

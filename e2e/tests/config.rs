@@ -861,21 +861,8 @@ spec:
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         // Ready when a browser is sent to the IdP: the reload went through.
-        let login_page = format!("{}/auth", idp.issuer());
-        let start = e2e::poll::until(
-            "gatehouse-authz reloaded with the IdP",
-            e2e::poll::READY_DEADLINE,
-            || async {
-                let r = client
-                    .get(envoy.url("/app/orders"))
-                    .header("accept", "text/html")
-                    .send()
-                    .await?;
-                let to_idp = r.status() == 302 && e2e::idp::location(&r).starts_with(&login_page);
-                Ok(to_idp.then_some(r))
-            },
-        )
-        .await?;
+        let start =
+            e2e::idp::until_sent_to_login(&client, &envoy.url("/app/orders"), idp.issuer()).await?;
         let back = idp
             .sign_in(&client, &e2e::idp::location(&start), &callback)
             .await?;

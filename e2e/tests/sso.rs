@@ -130,25 +130,7 @@ async fn stack_as(
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let login_page = format!("{}/auth", idp.issuer());
-    e2e::poll::until(
-        "the SSO filter loaded and its IdP discovered",
-        e2e::poll::READY_DEADLINE,
-        || async {
-            let r = client
-                .get(envoy.url("/app/"))
-                .header("accept", "text/html")
-                .send()
-                .await?;
-            let to_idp = r.status() == 302
-                && r.headers()
-                    .get("location")
-                    .and_then(|l| l.to_str().ok())
-                    .is_some_and(|l| l.starts_with(&login_page));
-            Ok(to_idp.then_some(()))
-        },
-    )
-    .await?;
+    e2e::idp::until_sent_to_login(&client, &envoy.url("/app/"), idp.issuer()).await?;
     Ok(Stack {
         echo,
         authz,

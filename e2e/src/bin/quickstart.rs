@@ -1,9 +1,15 @@
-//! `make run`: starts the quickstart stack in the foreground until Ctrl-C.
+//! `make run`: the quickstart stack in the foreground until Ctrl-C (SIGINT)
+//! or SIGTERM, then every process it started is stopped.
 //!
-//! `GATEHOUSE_LISTEN_PORT` (default 8080) and `GATEHOUSE_ADMIN_PORT` (default
-//! 9901) choose the ports.
+//! It renders `deploy/quickstart/edge.yaml` and starts Envoy with the
+//! gatehouse-jwt and gatehouse-router filters, gatehouse-authz,
+//! gatehouse-ratelimit (memory store), two demo upstreams, a demo token
+//! issuer and the demo OpenID provider. `GATEHOUSE_LISTEN_PORT` (default
+//! 8080) and `GATEHOUSE_ADMIN_PORT` (default 9901) choose Envoy's ports; 0
+//! picks free ones.
 
 use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
 
 fn port(name: &str, default: u16) -> Result<u16> {
     match std::env::var(name) {
@@ -18,22 +24,45 @@ fn port(name: &str, default: u16) -> Result<u16> {
 async fn main() -> Result<()> {
     let listen = port("GATEHOUSE_LISTEN_PORT", 8080)?;
     let admin = port("GATEHOUSE_ADMIN_PORT", 9901)?;
-    let builder =
-        e2e::EnvoyBuilder::from_text(e2e::quickstart::TEMPLATE, "embedded quickstart template")
-            .log_on_drop(false);
-    let stack = e2e::quickstart::start_with(builder, listen, admin).await?;
-    println!("Gatehouse quickstart is up:");
-    println!("  edge:         {}", stack.url("/"));
-    println!("  envoy admin:  {}", stack.envoy.admin_url("/"));
-    println!("  envoy log:    {}", stack.envoy.log_path().display());
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stack = e2e::quickstart::start(listen, admin, true).await?;
+    let edge = |path: &str| stack.url(path);
     println!(
-        "  try:          curl -s -H 'x-gatehouse-user: mallory' {}",
-        stack.url("/hello")
+        "Gatehouse quickstart is up, rendered from {}:",
+        e2e::quickstart::RESOURCES
     );
     println!(
-        "                (the echo shows the spoofed x-gatehouse-user header stripped by gatehouse-jwt)"
+        "  single sign-on: open {} and log in as alice / wonderland",
+        edge("/app/")
+    );
+    println!(
+        "  JWT API:        curl -s -H 'authorization: Bearer {}' {}",
+        stack.token,
+        edge("/api/hello")
+    );
+    println!(
+        "  rate limit:     for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' {}; done   # 5 a minute: the sixth gets 429",
+        edge("/limited/")
+    );
+    println!("  demo IdP:       {}", stack.idp.issuer());
+    println!("  envoy admin:    {}", stack.envoy.admin_url("/"));
+    println!("  envoy log:      {}", stack.envoy.log_path().display());
+    println!(
+        "  processes:      {}",
+        stack
+            .pids()
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!("Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    drop(stack);
+    eprintln!("stopped");
     Ok(())
 }
