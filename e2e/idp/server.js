@@ -2,7 +2,8 @@
 //
 // Test-only: it listens on 127.0.0.1 over plain http, keeps everything in memory and makes
 // fresh signing and cookie keys on every start. Configuration comes from environment variables
-// (see README.md); once listening it writes {"issuer","port"} to IDP_READY_FILE.
+// (see README.md); once listening it writes {"issuer","port"} to IDP_READY_FILE (if set).
+// IDP_PORT picks the port (default 0: any free one).
 
 import { createHash, generateKeyPairSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
@@ -59,6 +60,14 @@ function secondsEnv(name, fallback) {
   return value;
 }
 
+function portEnv(name) {
+  const raw = process.env[name];
+  if (!raw) return 0;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0 || value > 65535) fail(`${name}: expected a port, got ${raw}`);
+  return value;
+}
+
 function loadUsers() {
   const users = jsonEnv('IDP_USERS', DEFAULT_USERS);
   if (!Array.isArray(users) || users.length === 0) fail('IDP_USERS: expected a non-empty JSON array');
@@ -76,7 +85,9 @@ function loadUsers() {
 }
 
 const config = {
-  readyFile: requiredEnv('IDP_READY_FILE'),
+  // Optional outside tests: the demo stacks (docker-compose) give a fixed port.
+  readyFile: process.env.IDP_READY_FILE,
+  port: portEnv('IDP_PORT'),
   clients: jsonEnv('IDP_CLIENTS'),
   users: loadUsers(),
   accessTokenTtl: secondsEnv('IDP_ACCESS_TOKEN_TTL', 3600),
@@ -317,6 +328,7 @@ function logRequest(req, res) {
 }
 
 function writeReadyFile(issuer, port) {
+  if (!config.readyFile) return;
   const tmp = `${config.readyFile}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify({ issuer, port }));
   renameSync(tmp, config.readyFile);
@@ -340,10 +352,10 @@ async function main() {
     return callback(req, res);
   });
 
-  // Port 0: the OS picks a free port; the issuer is only known after listening.
+  // Port 0 (tests): the OS picks a free port; the issuer is only known after listening.
   await new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, LOOPBACK, resolve);
+    server.listen(config.port, LOOPBACK, resolve);
   });
   const { port } = server.address();
   const issuer = `http://${LOOPBACK}:${port}`;

@@ -95,10 +95,12 @@ pub fn demo_token(sub: &str) -> Result<String> {
 
 /// The resources with the demo parts' addresses filled in.
 fn resources(text: &str, vars: &[(&str, String)]) -> Result<Resources> {
-    let mut filled = text.to_owned();
-    for (name, value) in vars {
-        filled = filled.replace(&format!("${{{name}}}"), value);
-    }
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let filled =
+        gatehouse_config::substitute(text, &vars).map_err(|e| anyhow!("{RESOURCES}: {e}"))?;
     let mut resources = Resources::default();
     load(&filled, RESOURCES, &mut resources)?;
     Ok(resources)

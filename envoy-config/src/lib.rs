@@ -23,5 +23,5 @@ pub use render::{
 };
 pub use resources::{
     CircuitBreaker, Cors, Host, Insecure, Listener, Mapping, ResourceError, Resources, RetryPolicy,
-    Sticky, load,
+    Sticky, load, substitute,
 };

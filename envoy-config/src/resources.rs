@@ -892,3 +892,35 @@ fn host(
         insecure,
     })
 }
+
+/// Fills `${NAME}` placeholders in resource text (as the quickstart's
+/// `deploy/quickstart/edge.yaml` has them) from `vars`.
+///
+/// # Errors
+/// The first placeholder left without a value, by name.
+pub fn substitute(text: &str, vars: &[(String, String)]) -> Result<String, String> {
+    let mut out = text.to_owned();
+    for (name, value) in vars {
+        out = out.replace(&format!("${{{name}}}"), value);
+    }
+    // Only `${` followed by a name counts: comments may still mention them.
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("${") {
+        let after = &rest[i + 2..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && after[name.len()..].starts_with('}') {
+            let line_start = out[..out.len() - rest.len() + i]
+                .rfind('\n')
+                .map_or(0, |n| n + 1);
+            let commented = out[line_start..].trim_start().starts_with('#');
+            if !commented {
+                return Err(format!("${{{name}}} has no value: pass --set {name}=..."));
+            }
+        }
+        rest = &after[name.len()..];
+    }
+    Ok(out)
+}

@@ -245,3 +245,17 @@ fn rendering_does_not_depend_on_document_order() {
         render(&loaded(&reversed), &options).unwrap()
     );
 }
+
+#[test]
+fn placeholders_are_filled_and_a_missing_one_is_named() {
+    let text = "# ${NOTE} in a comment is fine\nservice: ${DEMO}\n";
+    let vars = [("DEMO".to_owned(), "demo:8080".to_owned())];
+    assert_eq!(
+        gatehouse_config::substitute(text, &vars).unwrap(),
+        "# ${NOTE} in a comment is fine\nservice: demo:8080\n"
+    );
+    assert_eq!(
+        gatehouse_config::substitute(text, &[]).unwrap_err(),
+        "${DEMO} has no value: pass --set DEMO=..."
+    );
+}

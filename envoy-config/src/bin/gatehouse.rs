@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use gatehouse_config::{
-    RenderOptions, Resources, load, render, render_bootstrap, render_live, route_table, union_cds,
+    RenderOptions, Resources, load, render, render_bootstrap, render_live, route_table, substitute,
+    union_cds,
 };
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]"
+        "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${{NAME}} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]"
     );
     ExitCode::from(2)
 }
@@ -38,11 +39,12 @@ fn files(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn read(inputs: &[PathBuf]) -> Result<Resources, String> {
+fn read(inputs: &[PathBuf], vars: &[(String, String)]) -> Result<Resources, String> {
     let mut resources = Resources::default();
     for file in files(inputs).map_err(|e| e.to_string())? {
         let text =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = substitute(&text, vars).map_err(|e| format!("{}: {e}", file.display()))?;
         load(&text, &file.display().to_string(), &mut resources).map_err(|e| e.to_string())?;
     }
     Ok(resources)
@@ -187,6 +189,7 @@ fn main() -> ExitCode {
     let mut options = RenderOptions::default();
     let mut live = false;
     let mut admin: Option<String> = None;
+    let mut vars: Vec<(String, String)> = Vec::new();
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {
         if arg == "--live" {
@@ -198,6 +201,10 @@ fn main() -> ExitCode {
         match (arg.as_str(), value) {
             ("-f", Some(v)) => inputs.push(PathBuf::from(v)),
             ("-o", Some(v)) => out_dir = Some(PathBuf::from(v)),
+            ("--set", Some(v)) => match v.split_once('=') {
+                Some((name, value)) => vars.push((name.to_owned(), value.to_owned())),
+                None => return usage(),
+            },
             ("--envoy-admin", Some(v)) => admin = Some(v.clone()),
             ("--listen-port", Some(v)) => match port(v) {
                 Some(p) => options.listen_port = p,
@@ -223,7 +230,7 @@ fn main() -> ExitCode {
     if inputs.is_empty() {
         return usage();
     }
-    let resources = match read(&inputs) {
+    let resources = match read(&inputs, &vars) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gatehouse: {e}");

