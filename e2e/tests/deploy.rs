@@ -415,3 +415,59 @@ mod kubernetes {
         Ok(())
     }
 }
+
+/// `--help` of the CLI and both services exits 0 and names what they take:
+/// for `gatehouse`, every option its parser accepts.
+#[test]
+fn every_binary_explains_itself_with_help() -> Result<()> {
+    let help = |bin: &str| -> Result<String> {
+        let out = std::process::Command::new(e2e::paths::service_bin(bin)?)
+            .arg("--help")
+            .output()?;
+        assert!(out.status.success(), "{bin} --help: {}", out.status);
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let cli = help("gatehouse")?;
+    let source = std::fs::read_to_string(root().join("envoy-config/src/bin/gatehouse.rs"))?;
+    let accepted: BTreeSet<&str> = source
+        .split("(\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .filter(|s| s.starts_with('-'))
+        .collect();
+    assert!(accepted.len() >= 10, "{accepted:?}");
+    for flag in accepted {
+        assert!(cli.contains(flag), "gatehouse --help does not name {flag}");
+    }
+    for command in ["render", "validate", "routes"] {
+        assert!(cli.contains(&format!("gatehouse {command}")), "{command}");
+    }
+    let authz = help("gatehouse-authz")?;
+    for flag in [
+        "--config",
+        "--check-config",
+        "--grpc-addr",
+        "--http-addr",
+        "--log-format",
+    ] {
+        assert!(
+            authz.contains(flag),
+            "gatehouse-authz --help does not name {flag}"
+        );
+    }
+    let ratelimit = help("gatehouse-ratelimit")?;
+    for setting in [
+        "--check-config",
+        "RUNTIME_ROOT",
+        "GRPC_PORT",
+        "BACKEND_TYPE",
+        "REDIS_URL",
+        "LOG_LEVEL",
+    ] {
+        assert!(
+            ratelimit.contains(setting),
+            "gatehouse-ratelimit --help does not name {setting}"
+        );
+    }
+    Ok(())
+}

@@ -15,10 +15,13 @@ use gatehouse_config::{
     union_cds,
 };
 
+/// The commands and options, as `--help` prints them.
+const USAGE: &str = "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${{NAME}} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]";
+
+const ABOUT: &str = "gatehouse: Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy, RateLimit) to an Envoy bootstrap, gatehouse-authz's authz.yaml and gatehouse-ratelimit's configuration directory.\n  render    write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: cds, lds and rds files a running Envoy watches)\n  validate  render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH)\n  routes    the route table in precedence order: what matches, where it goes, which filters run and why\n";
+
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${{NAME}} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]"
-    );
+    eprintln!("{USAGE}");
     ExitCode::from(2)
 }
 
@@ -184,6 +187,17 @@ fn main() -> ExitCode {
     let Some(command) = args.first().cloned() else {
         return usage();
     };
+    match command.as_str() {
+        "-h" | "--help" | "help" => {
+            println!("{ABOUT}\n{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "-V" | "--version" => {
+            println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let mut inputs = Vec::new();
     let mut out_dir = None;
     let mut options = RenderOptions::default();

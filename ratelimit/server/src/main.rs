@@ -37,7 +37,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Envoy rate limit service, configured like envoyproxy/ratelimit (environment
 /// variables and a directory of YAML files).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Settings come from environment variables, as for envoyproxy/ratelimit \
+(every one, with defaults, in ratelimit/README.md):
+  RUNTIME_ROOT, RUNTIME_SUBDIRECTORY, RUNTIME_APPDIRECTORY, RUNTIME_WATCH_ROOT,
+  RUNTIME_IGNOREDOTFILES       where the YAML configuration directory is, and how it is watched
+  GRPC_HOST, GRPC_PORT         the RLS gRPC listener (default 0.0.0.0:8081)
+  HOST, PORT                   HTTP side port: /healthz, /readyz, /metrics, /json (default 0.0.0.0:8080)
+  DEBUG_HOST, DEBUG_PORT       debug port: /rlconfig (default 0.0.0.0:6070)
+  BACKEND_TYPE                 memory (default) or redis
+  REDIS_SOCKET_TYPE, REDIS_TYPE, REDIS_URL, REDIS_AUTH, REDIS_TLS, REDIS_POOL_SIZE,
+  REDIS_TIMEOUT, REDIS_PERSECOND*  the Redis store (single, cluster or sentinel)
+  SHADOW_MODE, NEAR_LIMIT_RATIO, LOCAL_CACHE_SIZE_IN_BYTES, EXPIRATION_JITTER_MAX_SECONDS,
+  STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT, CACHE_KEY_PREFIX, MERGE_DOMAIN_CONFIG
+  LIMIT_RESPONSE_HEADERS_ENABLED, LIMIT_LIMIT_HEADER, LIMIT_REMAINING_HEADER, LIMIT_RESET_HEADER
+  LOG_LEVEL, LOG_FORMAT, USE_STATSD
+  GATEHOUSE_STORE_TIMEOUT, GATEHOUSE_STORE_FAILURE, GATEHOUSE_RETRY_AFTER   Gatehouse's own
+Settings the reference has and this service does not are refused at start, by name."
+)]
 struct Args {
     /// Load and check a configuration directory, print the rules, and exit
     /// (non-zero with the error when it is invalid).
