@@ -196,7 +196,8 @@ impl EnvoyBuilder {
     }
 
     /// Renders the template, filling the wasm filter paths (`JWT_WASM`,
-    /// `NOOP_WASM`, `ROUTER_WASM`) the template uses.
+    /// `NOOP_WASM`, `ROUTER_WASM`) the template uses, and
+    /// `EARLY_HEADER_MUTATION` (default `[]`: none).
     pub fn render(&self) -> Result<String> {
         let mut vars = self.vars.clone();
         for (placeholder, crate_name) in [
@@ -208,6 +209,12 @@ impl EnvoyBuilder {
                 let wasm = paths::wasm_filter(crate_name)?;
                 vars.insert(placeholder.to_owned(), wasm.display().to_string());
             }
+        }
+        // No early header mutation unless a caller asks for one.
+        if self.template.contains("EARLY_HEADER_MUTATION")
+            && !vars.contains_key("EARLY_HEADER_MUTATION")
+        {
+            vars.insert("EARLY_HEADER_MUTATION".to_owned(), "[]".to_owned());
         }
         template::render(&self.template, &vars)
             .with_context(|| format!("rendering {}", self.origin))

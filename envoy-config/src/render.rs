@@ -966,6 +966,8 @@ fn jwt_config(name: &str, j: &JwtFilter) -> String {
     json!({
         "providers": { name: provider },
         "rules": [{ "requires": { "provider": name } }],
+        // Every listener removes them first (early_header_mutation).
+        "reserved_headers_stripped_by_envoy": true,
     })
     .to_string()
 }
@@ -1160,12 +1162,25 @@ fn listener_specs(resources: &Resources, options: &RenderOptions) -> Vec<Listene
     }
     let mut ls: Vec<&Listener> = resources.listeners.iter().collect();
     ls.sort_by_key(|l| l.port);
+    // A port the caller chose (not the default) replaces the first
+    // Listener's of its kind: tests and `--listen-port` use that.
+    let defaults = RenderOptions::default();
+    let mut cleartext_port =
+        (options.listen_port != defaults.listen_port).then_some(options.listen_port);
+    let mut tls_port = (options.https_port != defaults.https_port).then_some(options.https_port);
     ls.into_iter()
-        .map(|l| ListenerSpec {
-            name: l.name.clone(),
-            port: l.port,
-            tls: l.tls,
-            hops: l.l7_depth,
+        .map(|l| {
+            let chosen = if l.tls {
+                tls_port.take()
+            } else {
+                cleartext_port.take()
+            };
+            ListenerSpec {
+                name: l.name.clone(),
+                port: chosen.unwrap_or(l.port),
+                tls: l.tls,
+                hops: l.l7_depth,
+            }
         })
         .collect()
 }
@@ -1329,8 +1344,9 @@ pub struct Rendered {
     pub ratelimit: BTreeMap<String, String>,
 }
 
-/// The options a cleartext `Listener` resource sets: its port (unless the
-/// caller chose one other than the default) and its trusted hops.
+/// The options a cleartext `Listener` resource sets for `--live` (one
+/// listener): its port (unless the caller chose one other than the
+/// default) and its trusted hops.
 fn with_listener(resources: &Resources, options: &RenderOptions) -> RenderOptions {
     let mut options = options.clone();
     if let Some(l) = resources.listeners.iter().find(|l| !l.tls) {
@@ -1377,8 +1393,7 @@ pub fn render_bootstrap(
     resources: &Resources,
     options: &RenderOptions,
 ) -> Result<String, RenderError> {
-    let options = with_listener(resources, options);
-    render(resources, &options).map(|r| r.envoy)
+    render(resources, options).map(|r| r.envoy)
 }
 
 /// The files of a live configuration in directory `dir` (an absolute path):

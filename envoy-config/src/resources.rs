@@ -121,6 +121,8 @@ struct RawMappingSpec {
     labels: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     sticky: Option<RawSticky>,
+    #[serde(default, rename = "ambassador_id")]
+    _ambassador_id: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +457,12 @@ struct RawInsecure {
 #[serde(deny_unknown_fields)]
 struct RawAcme {
     authority: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    email: Option<String>,
+    #[serde(default, rename = "privateKeySecret")]
+    #[allow(dead_code)]
+    private_key_secret: Option<serde_yaml_ng::Value>,
 }
 
 /// Where Envoy listens for traffic.

@@ -158,7 +158,9 @@ async fn main() -> Result<()> {
                     ),
                 ];
                 let s = bench::run(&scenarios, &settings, pinning.as_ref()).await?;
-                let mut targets = String::from("Targets:\n");
+                let mut targets = String::from(
+                    "gatehouse-jwt runs as `gatehouse render` configures it: Envoy removes client `x-gatehouse-*` headers before any filter, and the filter reads only the headers it needs.\n\nTargets:\n",
+                );
                 let r = ratio(&s, 3, 1);
                 let _ = writeln!(
                     targets,
@@ -406,9 +408,13 @@ async fn jwt_set(
     let jwks: serde_json::Value = serde_json::from_slice(&std::fs::read(
         e2e::paths::workspace_root().join("filters/jwt-core/testdata/jwks.json"),
     )?)?;
+    // As `gatehouse render` configures it: Envoy removes the reserved client
+    // headers before any filter (early header mutation), so the filter
+    // reads only the headers it needs.
     let gatehouse = serde_json::json!({
         "providers": { "idp": { "issuer": "https://idp.example", "algorithms": ["RS256", "ES256"], "jwks": { "inline": jwks } } },
-        "rules": [ { "requires": { "provider": "idp" } } ]
+        "rules": [ { "requires": { "provider": "idp" } } ],
+        "reserved_headers_stripped_by_envoy": true
     })
     .to_string();
     let mut uncached: serde_json::Value = serde_json::from_str(&gatehouse)?;
@@ -436,8 +442,15 @@ async fn jwt_set(
             "jwt_cache_config: { jwt_cache_size: 1000 }",
         ),
     ];
-    let ours = [("JWT_CONFIG", gatehouse.as_str())];
-    let ours_uncached = [("JWT_CONFIG", uncached.as_str())];
+    let strip = r#"[{"name": "envoy.http.early_header_mutation.header_mutation", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation", "mutations": [{"remove_on_match": {"key_matcher": {"prefix": "x-gatehouse-"}}}]}}]"#;
+    let ours = [
+        ("JWT_CONFIG", gatehouse.as_str()),
+        ("EARLY_HEADER_MUTATION", strip),
+    ];
+    let ours_uncached = [
+        ("JWT_CONFIG", uncached.as_str()),
+        ("EARLY_HEADER_MUTATION", strip),
+    ];
     let scenarios = [
         make("no auth (baseline), one token", "proxy.yaml", &[], &rs_one),
         make(

@@ -16,7 +16,7 @@ use gatehouse_config::{
 };
 
 /// The commands and options, as `--help` prints them.
-const USAGE: &str = "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${{NAME}} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]";
+const USAGE: &str = "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${NAME} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]";
 
 const ABOUT: &str = "gatehouse: Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy, RateLimit) to an Envoy bootstrap, gatehouse-authz's authz.yaml and gatehouse-ratelimit's configuration directory.\n  render    write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: cds, lds and rds files a running Envoy watches)\n  validate  render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH)\n  routes    the route table in precedence order: what matches, where it goes, which filters run and why\n";
 
@@ -101,12 +101,27 @@ fn render_files(
         write_atomically(&dir.join("authz.yaml"), authz).map_err(io)?;
         written.push(dir.join("authz.yaml"));
     }
+    let rl = dir.join("ratelimit");
     if !rendered.ratelimit.is_empty() {
-        let rl = dir.join("ratelimit");
         std::fs::create_dir_all(&rl).map_err(io)?;
         for (file, text) in &rendered.ratelimit {
             write_atomically(&rl.join(file), text).map_err(io)?;
             written.push(rl.join(file));
+        }
+    }
+    // What an earlier render wrote and this one did not (a Filter or a
+    // RateLimit domain that is gone) would still be served: remove it, but
+    // only files that say they were rendered.
+    let mut stale: Vec<PathBuf> = vec![dir.join("authz.yaml")];
+    if let Ok(entries) = std::fs::read_dir(&rl) {
+        stale.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    for path in stale {
+        let rendered_here = std::fs::read_to_string(&path)
+            .is_ok_and(|t| t.starts_with("# Rendered by `gatehouse render`"));
+        if rendered_here && !written.contains(&path) {
+            std::fs::remove_file(&path).map_err(io)?;
+            println!("removed {}", path.display());
         }
     }
     Ok(written)

@@ -78,7 +78,13 @@ fn main() -> std::process::ExitCode {
         };
     }
     init_tracing(args.log_format);
-    let Some(config) = args.config.clone() else {
+    // The watcher compares the paths of changed files with this one: an
+    // absolute path, or a bare file name would never match.
+    let Some(config) = args
+        .config
+        .clone()
+        .map(|c| std::path::absolute(&c).unwrap_or(c))
+    else {
         eprintln!(
             "gatehouse-authz: name the configuration file with --config or GATEHOUSE_AUTHZ_CONFIG"
         );

@@ -23,6 +23,10 @@ pub struct FilterConfig {
     written: Vec<String>,
     /// Headers a decision reads ([`Policy::read_headers`]), collected once.
     read: Vec<String>,
+    /// Whether the filter removes reserved client headers itself (default),
+    /// or Envoy already did (`gatehouse render` strips them on every
+    /// listener before any filter runs).
+    strips_reserved_headers: bool,
 }
 
 /// Why a filter configuration was refused. `Display` names the field path.
@@ -56,6 +60,8 @@ struct RawFilterConfig {
     #[serde(default)]
     token_cache_size: Option<usize>,
     #[serde(default)]
+    reserved_headers_stripped_by_envoy: bool,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -69,6 +75,7 @@ impl Default for FilterConfig {
             token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
             written: Vec::new(),
             read: Vec::new(),
+            strips_reserved_headers: true,
         }
     }
 }
@@ -121,6 +128,20 @@ impl FilterConfig {
     #[must_use]
     pub fn reads_header(&self, name: &str) -> bool {
         self.read.iter().any(|h| h == name)
+    }
+
+    /// Whether the filter must remove reserved client headers itself: true
+    /// unless the configuration says Envoy removed them already
+    /// (`reserved_headers_stripped_by_envoy`).
+    #[must_use]
+    pub fn strips_reserved_headers(&self) -> bool {
+        self.strips_reserved_headers
+    }
+
+    /// The request headers a decision may read (lowercase, no pseudo-headers).
+    #[must_use]
+    pub fn read_headers(&self) -> &[String] {
+        &self.read
     }
 
     /// The providers and rules.
@@ -184,6 +205,7 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
             token_cache_size,
             written,
             read,
+            strips_reserved_headers: !raw.reserved_headers_stripped_by_envoy,
         })
     }
 }
@@ -192,6 +214,14 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_filter_strips_reserved_headers_unless_envoy_does() {
+        assert!(FilterConfig::parse(b"").unwrap().strips_reserved_headers());
+        let config =
+            FilterConfig::parse(br#"{"reserved_headers_stripped_by_envoy": true}"#).unwrap();
+        assert!(!config.strips_reserved_headers());
+    }
 
     #[test]
     fn empty_configuration_gives_defaults() {

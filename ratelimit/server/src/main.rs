@@ -45,8 +45,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
   RUNTIME_ROOT, RUNTIME_SUBDIRECTORY, RUNTIME_APPDIRECTORY, RUNTIME_WATCH_ROOT,
   RUNTIME_IGNOREDOTFILES       where the YAML configuration directory is, and how it is watched
   GRPC_HOST, GRPC_PORT         the RLS gRPC listener (default 0.0.0.0:8081)
-  HOST, PORT                   HTTP side port: /healthz, /readyz, /metrics, /json (default 0.0.0.0:8080)
-  DEBUG_HOST, DEBUG_PORT       debug port: /rlconfig (default 0.0.0.0:6070)
+  HOST, PORT                   HTTP side port: /json, /healthcheck, /healthz, /readyz, /metrics (default 0.0.0.0:8080)
+  DEBUG_HOST, DEBUG_PORT       debug port: /rlconfig, /metrics (default 0.0.0.0:6070)
   BACKEND_TYPE                 memory (default) or redis
   REDIS_SOCKET_TYPE, REDIS_TYPE, REDIS_URL, REDIS_AUTH, REDIS_TLS, REDIS_POOL_SIZE,
   REDIS_TIMEOUT, REDIS_PERSECOND*  the Redis store (single, cluster or sentinel)
