@@ -5,8 +5,8 @@
 # where the pods mount them. Edit the --set values for your own edge (or
 # render your own resource files the same way).
 #
-#   deploy/kubernetes/render.sh [EDGE_DIR [SIDECAR_DIR]]
-#       (defaults: deploy/kubernetes/base/config, deploy/kubernetes/overlays/sidecar/config)
+#   deploy/kubernetes/render.sh [EDGE_DIR [SIDECAR_DIR [TLS_DIR]]]
+#       (defaults: base/config, overlays/sidecar/config, overlays/tls/config)
 #   GATEHOUSE=path/to/gatehouse             (default: target/release/gatehouse, then target/debug/gatehouse)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -21,7 +21,8 @@ fi
 [ -n "$gatehouse" ] || { echo "render.sh: build the gatehouse CLI first (make build)" >&2; exit 1; }
 render() {
   local out="$1" demo="$2" demo_v2="$3"
-  "$gatehouse" render -f "$root/deploy/quickstart/edge.yaml" -o "$out" \
+  shift 3
+  "$gatehouse" render -f "$root/deploy/quickstart/edge.yaml" -o "$out" "$@" \
   --set DEMO="$demo" \
   --set DEMO_V2="$demo_v2" \
   --set JWKS=https://login.example.com \
@@ -41,3 +42,7 @@ sidecar="${2:-$here/overlays/sidecar/config}"
 render "$sidecar" 127.0.0.1:3000 127.0.0.1:3000
 # The sidecar shares the base's gatehouse-authz and gatehouse-ratelimit.
 rm -rf "$sidecar/authz.yaml" "$sidecar/ratelimit"
+# The TLS overlay's edge calls the two services over TLS.
+tls="${3:-$here/overlays/tls/config}"
+render "$tls" demo:8080 demo-v2:8080 --services-tls-ca /etc/gatehouse/services-ca/ca.crt
+rm -rf "$tls/authz.yaml" "$tls/ratelimit"

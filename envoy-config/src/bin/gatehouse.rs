@@ -16,7 +16,7 @@ use gatehouse_config::{
 };
 
 /// The commands and options, as `--help` prints them.
-const USAGE: &str = "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${NAME} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]";
+const USAGE: &str = "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${NAME} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]\n  --services-tls-ca PATH  call gatehouse-authz and gatehouse-ratelimit over TLS, their certificates checked against this CA [plain]";
 
 const ABOUT: &str = "gatehouse: Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy, RateLimit) to an Envoy bootstrap, gatehouse-authz's authz.yaml and gatehouse-ratelimit's configuration directory.\n  render    write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: cds, lds and rds files a running Envoy watches)\n  validate  render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH)\n  routes    the route table in precedence order: what matches, where it goes, which filters run and why\n";
 
@@ -253,6 +253,7 @@ fn main() -> ExitCode {
             ("--ratelimit", Some(v)) => options.ratelimit_address.clone_from(v),
             ("--secrets-dir", Some(v)) => options.secrets_dir.clone_from(v),
             ("--ca-file", Some(v)) => options.ca_file.clone_from(v),
+            ("--services-tls-ca", Some(v)) => options.services_ca_file = Some(v.clone()),
             _ => return usage(),
         }
     }
