@@ -23,6 +23,8 @@ pub struct FilterConfig {
     written: Vec<String>,
     /// Headers a decision reads ([`Policy::read_headers`]), collected once.
     read: Vec<String>,
+    /// Pseudo-headers a decision reads ([`Policy::read_pseudo_headers`]).
+    read_pseudo: Vec<&'static str>,
     /// Whether the filter removes reserved client headers itself (default),
     /// or Envoy already did (`gatehouse render` strips them on every
     /// listener before any filter runs).
@@ -75,6 +77,7 @@ impl Default for FilterConfig {
             token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
             written: Vec::new(),
             read: Vec::new(),
+            read_pseudo: Vec::new(),
             strips_reserved_headers: true,
         }
     }
@@ -144,6 +147,13 @@ impl FilterConfig {
         &self.read
     }
 
+    /// The pseudo-headers a decision may read (`:path`, `:authority`,
+    /// `:method`): only those its rules and token locations use.
+    #[must_use]
+    pub fn read_pseudo_headers(&self) -> &[&'static str] {
+        &self.read_pseudo
+    }
+
     /// The providers and rules.
     #[must_use]
     pub fn policy(&self) -> &Policy {
@@ -194,6 +204,7 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        let read_pseudo = policy.read_pseudo_headers();
         let read = policy
             .read_headers()
             .into_iter()
@@ -205,6 +216,7 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
             token_cache_size,
             written,
             read,
+            read_pseudo,
             strips_reserved_headers: !raw.reserved_headers_stripped_by_envoy,
         })
     }

@@ -583,6 +583,35 @@ impl Policy {
         names
     }
 
+    /// The pseudo-headers a decision may read: `:path` for path matches and
+    /// query-parameter tokens, `:authority` for host matches, `:method` for
+    /// method matches. An adapter may leave the others empty in
+    /// [`RequestView`].
+    #[must_use]
+    pub fn read_pseudo_headers(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        let query = self
+            .providers
+            .iter()
+            .flat_map(|p| &p.locations)
+            .any(|loc| matches!(loc, Location::Query(_)));
+        if query
+            || self
+                .rules
+                .iter()
+                .any(|r| r.prefix.is_some() || r.path.is_some())
+        {
+            names.push(":path");
+        }
+        if self.rules.iter().any(|r| r.host.is_some()) {
+            names.push(":authority");
+        }
+        if self.rules.iter().any(|r| r.method.is_some()) {
+            names.push(":method");
+        }
+        names
+    }
+
     /// Providers whose keys come from a URI, with their index.
     pub fn remote_jwks(&self) -> impl Iterator<Item = (usize, &str, &RemoteJwks)> {
         self.providers

@@ -662,9 +662,11 @@ impl JwtRequest {
     /// the whole map was the largest host cost of a cache hit.
     fn read_needed_headers(&self) -> Result<Vec<(String, String)>, Status> {
         let config = self.shared.config.borrow();
-        let mut kept = Vec::with_capacity(3 + config.read_headers().len());
-        for name in [":path", ":authority", ":method"]
-            .into_iter()
+        let pseudo = config.read_pseudo_headers();
+        let mut kept = Vec::with_capacity(pseudo.len() + config.read_headers().len());
+        for name in pseudo
+            .iter()
+            .copied()
             .chain(config.read_headers().iter().map(String::as_str))
         {
             if let Some(value) = hostcalls::get_map_value(MapType::HttpRequestHeaders, name)? {

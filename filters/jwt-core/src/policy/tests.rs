@@ -556,3 +556,18 @@ fn a_decision_needs_only_the_headers_the_policy_reads() {
     // (the partner token names the wrong issuer)
     assert_eq!(statuses, [200, 200, 401, 401]);
 }
+
+#[test]
+fn only_the_pseudo_headers_rules_and_locations_use_are_read() {
+    // Path prefixes, a method match and a query-parameter token: :path and
+    // :method, never :authority.
+    assert_eq!(config().read_pseudo_headers(), [":path", ":method"]);
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    let text = json!({
+        "providers": { "idp": { "jwks": { "inline": jwks } } },
+        "rules": [ { "requires": { "provider": "idp" } } ]
+    });
+    let bare = FilterConfig::parse(text.to_string().as_bytes()).unwrap();
+    assert!(bare.read_pseudo_headers().is_empty());
+    assert_eq!(bare.read_headers(), ["authorization"]);
+}
