@@ -9,15 +9,9 @@
 #   GATEHOUSE=path/to/gatehouse            (default: target/release/gatehouse, then target/debug/gatehouse)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../find-gatehouse.sh
+source "$here/../find-gatehouse.sh"
 out="${1:-$here/config}"
-gatehouse="${GATEHOUSE:-}"
-if [ -z "$gatehouse" ]; then
-  for candidate in "$root/target/release/gatehouse" "$root/target/debug/gatehouse"; do
-    if [ -x "$candidate" ]; then gatehouse="$candidate"; break; fi
-  done
-fi
-[ -n "$gatehouse" ] || { echo "render.sh: build the gatehouse CLI first (make build)" >&2; exit 1; }
 exec "$gatehouse" render -f "$root/deploy/quickstart/edge.yaml" -o "$out" \
   --set DEMO=127.0.0.1:8090 \
   --set DEMO_V2=127.0.0.1:8092 \

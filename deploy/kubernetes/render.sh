@@ -10,15 +10,9 @@
 #   GATEHOUSE=path/to/gatehouse             (default: target/release/gatehouse, then target/debug/gatehouse)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../find-gatehouse.sh
+source "$here/../find-gatehouse.sh"
 out="${1:-$here/base/config}"
-gatehouse="${GATEHOUSE:-}"
-if [ -z "$gatehouse" ]; then
-  for candidate in "$root/target/release/gatehouse" "$root/target/debug/gatehouse"; do
-    if [ -x "$candidate" ]; then gatehouse="$candidate"; break; fi
-  done
-fi
-[ -n "$gatehouse" ] || { echo "render.sh: build the gatehouse CLI first (make build)" >&2; exit 1; }
 render() {
   local out="$1" demo="$2" demo_v2="$3"
   shift 3

@@ -64,8 +64,12 @@ fn random_base64(bytes: usize) -> Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
 }
 
-/// The demo token issuer's public keys: the test key `rsa-1`.
-fn demo_jwks() -> Result<String> {
+/// The demo token issuer's public keys: the test key `rsa-1` (which
+/// [`demo_token`] signs with), as a JWKS document.
+///
+/// # Errors
+/// When the test JWKS cannot be read.
+pub fn demo_jwks() -> Result<String> {
     let all: serde_json::Value =
         serde_json::from_slice(&workspace_file("filters/jwt-core/testdata/jwks.json")?)?;
     let keys: Vec<&serde_json::Value> = all["keys"]

@@ -563,14 +563,7 @@ spec:
     async fn rendered_filters_policies_and_limits_run_through_envoy() -> anyhow::Result<()> {
         let echo = Echo::start_named("api").await?;
         let jwks = JwksServer::start_down().await?;
-        let all: serde_json::Value = serde_json::from_slice(&testdata("jwks.json")?)?;
-        let rsa: Vec<&serde_json::Value> = all["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|k| k["kid"] == "rsa-1")
-            .collect();
-        jwks.serve(&json!({ "keys": rsa }).to_string());
+        jwks.serve(&e2e::quickstart::demo_jwks()?);
         let secrets = tempfile::tempdir()?;
         std::fs::create_dir_all(secrets.path().join("apikeys-keys"))?;
         std::fs::write(secrets.path().join("apikeys-keys/acme"), "acme-demo-key\n")?;
@@ -678,14 +671,7 @@ spec:
         let stable = Echo::start_named("shop").await?;
         let canary = Echo::start_named("shop-v2").await?;
         let jwks = JwksServer::start_down().await?;
-        let all: serde_json::Value = serde_json::from_slice(&testdata("jwks.json")?)?;
-        let rsa: Vec<&serde_json::Value> = all["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|k| k["kid"] == "rsa-1")
-            .collect();
-        jwks.serve(&json!({ "keys": rsa }).to_string());
+        jwks.serve(&e2e::quickstart::demo_jwks()?);
         let text = format!(
             r#"apiVersion: gatehouse.dev/v1alpha1
 kind: Mapping
