@@ -197,7 +197,8 @@ impl EnvoyBuilder {
 
     /// Renders the template, filling the wasm filter paths (`JWT_WASM`,
     /// `NOOP_WASM`, `ROUTER_WASM`) the template uses, and
-    /// `EARLY_HEADER_MUTATION` (default `[]`: none).
+    /// `EARLY_HEADER_MUTATION` and `ROUTE_HEADERS_TO_REMOVE` (default `[]`:
+    /// none).
     pub fn render(&self) -> Result<String> {
         let mut vars = self.vars.clone();
         for (placeholder, crate_name) in [
@@ -210,11 +211,12 @@ impl EnvoyBuilder {
                 vars.insert(placeholder.to_owned(), wasm.display().to_string());
             }
         }
-        // No early header mutation unless a caller asks for one.
-        if self.template.contains("EARLY_HEADER_MUTATION")
-            && !vars.contains_key("EARLY_HEADER_MUTATION")
-        {
-            vars.insert("EARLY_HEADER_MUTATION".to_owned(), "[]".to_owned());
+        // No early header mutation and no route header removal unless a
+        // caller asks for them.
+        for placeholder in ["EARLY_HEADER_MUTATION", "ROUTE_HEADERS_TO_REMOVE"] {
+            if self.template.contains(placeholder) && !vars.contains_key(placeholder) {
+                vars.insert(placeholder.to_owned(), "[]".to_owned());
+            }
         }
         template::render(&self.template, &vars)
             .with_context(|| format!("rendering {}", self.origin))

@@ -655,12 +655,21 @@ spec:
             .await?;
         assert_eq!(seen.header("x-partner"), Some("globex"));
         assert_eq!(seen.path, "/list", "the Mapping's rewrite still applies");
-        let open = partners("/partners/open", None)
+        assert_eq!(
+            seen.header("authorization"),
+            None,
+            "the token stays at the edge"
+        );
+        let open = partners("/partners/open", Some(token("globex")?))
             .await?
             .json::<Echoed>()
             .await?;
         assert_eq!(open.path, "/open");
         assert_eq!(open.header("x-partner"), None, "spoofed copy removed");
+        assert!(
+            open.header("authorization").is_some(),
+            "a route without the JWT Filter leaves the header alone"
+        );
         Ok(())
     }
 
@@ -736,6 +745,7 @@ spec:
                     .await?;
                 assert_eq!(seen.path, "/cart");
                 assert_eq!(seen.header("x-gatehouse-route"), None);
+                assert_eq!(seen.header("authorization"), None);
                 sides.insert(seen.upstream);
             }
             assert_eq!(sides.len(), 1, "user-{user} saw {sides:?}");

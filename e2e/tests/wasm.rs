@@ -249,6 +249,49 @@ mod verification {
         assert_eq!(stat("cache.hits").await?, 2);
         Ok(())
     }
+
+    /// `token_headers_removed_by_envoy`: the filter leaves the token where
+    /// it is (so Envoy keeps the route it chose) and the route's
+    /// `request_headers_to_remove` keeps it off the upstream request.
+    #[tokio::test]
+    async fn the_route_can_remove_the_token_instead_of_the_filter() -> anyhow::Result<()> {
+        let echo = Echo::start().await?;
+        let mut raw: serde_json::Value = serde_json::from_str(&config())?;
+        raw["token_headers_removed_by_envoy"] = true.into();
+        let rsa = EncodingKey::from_rsa_pem(&read("keys/rsa.pem"))?;
+        let claims =
+            json!({"iss": "https://idp.example", "aud": "api", "sub": "ann", "exp": now() + 300});
+        let bearer = format!("Bearer {}", token(Algorithm::RS256, "rsa-1", &rsa, claims));
+        for (route_removes, upstream_sees) in
+            [("[]", Some(bearer.as_str())), ("[authorization]", None)]
+        {
+            let envoy = Envoy::from_template("jwt-wasm.yaml")?
+                .upstream(&echo)
+                .var("JWT_CONFIG", raw.to_string())
+                .var("ROUTE_HEADERS_TO_REMOVE", route_removes)
+                .start()
+                .await?;
+            let seen: Echoed = envoy
+                .get("/api")
+                .header("authorization", &bearer)
+                .send()
+                .await?
+                .json()
+                .await?;
+            assert_eq!(
+                seen.header("x-gatehouse-user"),
+                Some("ann"),
+                "{route_removes}"
+            );
+            assert_eq!(
+                seen.header("authorization"),
+                upstream_sees,
+                "{route_removes}"
+            );
+            assert_eq!(envoy.get("/api").send().await?.status(), 401);
+        }
+        Ok(())
+    }
 }
 
 mod remote_jwks {

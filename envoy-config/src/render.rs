@@ -634,6 +634,21 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     if member.is_some() {
         remove.push(ROUTE_HEADER.to_owned());
     }
+    // The token stays off the upstream request, as with jwt_authn, but the
+    // route removes it rather than the wasm filter: a header a wasm filter
+    // removes makes Envoy pick the route again, the largest part of a
+    // cached token's cost (`token_headers_removed_by_envoy`).
+    let jwt_here = v
+        .filters
+        .iter()
+        .any(|name| matches!(ctx.filter(name).map(|f| &f.kind), Some(FilterKind::Jwt(_))));
+    if jwt_here
+        && !remove
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(JWT_TOKEN_HEADER))
+    {
+        remove.push(JWT_TOKEN_HEADER.to_owned());
+    }
     if !remove.is_empty() {
         r["request_headers_to_remove"] = json!(remove);
     }
@@ -676,6 +691,8 @@ const AUTHZ_FILTER: &str = "gatehouse.authz";
 const ROUTER_FILTER: &str = "gatehouse.router";
 /// The header gatehouse-router names a sticky split's member in.
 const ROUTE_HEADER: &str = "x-gatehouse-route";
+/// Where a JWT Filter's token arrives; routes it guards remove it.
+const JWT_TOKEN_HEADER: &str = "authorization";
 const AUTHZ_CLUSTER: &str = "gatehouse_authz";
 const RATELIMIT_CLUSTER: &str = "gatehouse_ratelimit";
 /// Where an OAuth2 Filter's callback and logout live: `<prefix><filter>/…`.
@@ -992,6 +1009,8 @@ fn jwt_config(name: &str, j: &JwtFilter) -> String {
         "rules": [{ "requires": { "provider": name } }],
         // Every listener removes them first (early_header_mutation).
         "reserved_headers_stripped_by_envoy": true,
+        // Every route the filter is on removes the token (route()).
+        "token_headers_removed_by_envoy": true,
     })
     .to_string()
 }

@@ -64,6 +64,8 @@ struct RawFilterConfig {
     #[serde(default)]
     reserved_headers_stripped_by_envoy: bool,
     #[serde(default)]
+    token_headers_removed_by_envoy: bool,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -197,7 +199,10 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
             }
         };
         let realm = raw.realm.unwrap_or_else(|| "gatehouse".to_owned());
-        let policy = Policy::compile(raw.providers, raw.rules, realm)?;
+        let mut policy = Policy::compile(raw.providers, raw.rules, realm)?;
+        if raw.token_headers_removed_by_envoy {
+            policy.leave_token_removal_to_envoy();
+        }
         let token_cache_size = raw.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
         let written = policy
             .written_headers()

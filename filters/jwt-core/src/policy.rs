@@ -309,6 +309,9 @@ pub struct Policy {
     providers: Vec<ProviderConfig>,
     rules: Vec<Rule>,
     realm: String,
+    /// Envoy removes token headers on the way upstream (the route's
+    /// `request_headers_to_remove`): decisions never list them in `remove`.
+    token_headers_removed_by_envoy: bool,
 }
 
 fn invalid(path: String, message: impl Into<String>) -> crate::config::ConfigError {
@@ -540,7 +543,34 @@ impl Policy {
             providers,
             rules,
             realm,
+            token_headers_removed_by_envoy: false,
         })
+    }
+
+    /// Leaves the removal of header-located tokens of providers that do not
+    /// `forward` to Envoy (`token_headers_removed_by_envoy`).
+    pub(crate) fn leave_token_removal_to_envoy(&mut self) {
+        self.token_headers_removed_by_envoy = true;
+    }
+
+    /// The token headers a verified request loses on the way upstream: the
+    /// header locations of providers that do not `forward`, lowercase,
+    /// sorted. With `token_headers_removed_by_envoy` Envoy must remove these.
+    #[must_use]
+    pub fn token_headers_not_forwarded(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .providers
+            .iter()
+            .filter(|p| !p.forward)
+            .flat_map(|p| &p.locations)
+            .filter_map(|loc| match loc {
+                Location::Header { name, .. } => Some(name.as_str()),
+                Location::Cookie(_) | Location::Query(_) => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// Header names the filter may write: removed from every client request.
@@ -837,7 +867,9 @@ impl ProviderConfig {
             ));
         }
         let remove = match (self.forward, location) {
-            (false, Location::Header { name, .. }) => vec![name.clone()],
+            (false, Location::Header { name, .. }) if !policy.token_headers_removed_by_envoy => {
+                vec![name.clone()]
+            }
             _ => Vec::new(),
         };
         let _ = &self.name;

@@ -11,8 +11,12 @@ const EC256: &[u8] = include_bytes!("../../testdata/keys/ec256.pem");
 const NOW: u64 = 1_800_000_000;
 
 fn config() -> FilterConfig {
+    FilterConfig::parse(config_text().as_bytes()).unwrap()
+}
+
+fn config_text() -> String {
     let jwks: Value = serde_json::from_str(JWKS).unwrap();
-    let text = json!({
+    json!({
         "realm": "edge",
         "providers": {
             "idp": {
@@ -45,8 +49,8 @@ fn config() -> FilterConfig {
             { "match": { "prefix": "/partner", "method": "POST" }, "requires": { "any": ["partner", "idp"] } },
             { "match": { "prefix": "/" }, "requires": { "provider": "idp" } }
         ]
-    });
-    FilterConfig::parse(text.to_string().as_bytes()).unwrap()
+    })
+    .to_string()
 }
 
 fn token(claims: Value) -> String {
@@ -99,6 +103,40 @@ fn a_valid_bearer_token_sets_claim_headers_and_is_not_forwarded() {
     assert_eq!(get("x-gatehouse-roles"), Some("admin,dev"));
     assert_eq!(get("x-user-email"), Some("ann@example.com"));
     assert!(get("x-gatehouse-jwt-payload").is_some());
+}
+
+#[test]
+fn envoy_may_take_over_removing_the_token_header() {
+    let mut raw: Value = serde_json::from_str(&config_text()).unwrap();
+    raw["token_headers_removed_by_envoy"] = true.into();
+    let config = FilterConfig::parse(raw.to_string().as_bytes()).unwrap();
+    // What Envoy must then remove: the header locations of providers that
+    // do not forward ("partner" forwards its x-partner-token).
+    assert_eq!(
+        config.policy().token_headers_not_forwarded(),
+        vec!["authorization"]
+    );
+    let headers = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", token(good_claims())),
+    )];
+    let decision = config.policy().decide(
+        &RequestView {
+            path: "/api",
+            host: "api.example",
+            method: "GET",
+            headers: &headers,
+        },
+        NOW,
+    );
+    let Decision::Continue { remove, set } = decision else {
+        panic!("allowed expected, got {decision:?}")
+    };
+    assert!(remove.is_empty(), "{remove:?}");
+    assert!(
+        set.iter()
+            .any(|(n, v)| n == "x-gatehouse-user" && v == "ann")
+    );
 }
 
 #[test]
