@@ -100,6 +100,10 @@ pub struct Sample {
     pub p99_us: f64,
     /// CPU the rate-limit service spent per request, microseconds.
     pub cpu_us: Option<f64>,
+    /// CPU Envoy spent per request, microseconds (all its threads). Time the
+    /// machine gives to others does not count, so it varies less than the
+    /// rate on a busy machine.
+    pub envoy_cpu_us: Option<f64>,
 }
 
 /// A `wrk` Lua prelude that sends the tokens of `file` in turn, one per
@@ -145,6 +149,7 @@ pub fn parse_wrk_report(output: &str) -> Result<Sample> {
         p50_us: field("p50_us")?,
         p99_us: field("p99_us")?,
         cpu_us: None,
+        envoy_cpu_us: None,
     })
 }
 
@@ -166,8 +171,23 @@ pub struct Summary {
     pub name: String,
     /// Median of the runs.
     pub median: Sample,
-    /// Every run's requests/s, for the record.
+    /// Every run's requests/s, in round order.
     pub runs_rps: Vec<f64>,
+    /// Every run's p99 latency, µs, in round order.
+    pub runs_p99_us: Vec<f64>,
+    /// Every run's Envoy CPU per request, µs, in round order (empty where
+    /// not measured).
+    pub runs_envoy_cpu_us: Vec<f64>,
+}
+
+/// The median of an optional figure, when every sample has it.
+fn median_of_all(samples: &[Sample], f: fn(&Sample) -> Option<f64>) -> Option<f64> {
+    samples
+        .iter()
+        .map(f)
+        .collect::<Option<Vec<f64>>>()
+        .filter(|v| !v.is_empty())
+        .map(|v| median(&v))
 }
 
 impl Summary {
@@ -180,16 +200,27 @@ impl Summary {
                 rps: pick(|s| s.rps),
                 p50_us: pick(|s| s.p50_us),
                 p99_us: pick(|s| s.p99_us),
-                cpu_us: samples
-                    .iter()
-                    .map(|s| s.cpu_us)
-                    .collect::<Option<Vec<f64>>>()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| median(&v)),
+                cpu_us: median_of_all(samples, |s| s.cpu_us),
+                envoy_cpu_us: median_of_all(samples, |s| s.envoy_cpu_us),
             },
             runs_rps: samples.iter().map(|s| s.rps).collect(),
+            runs_p99_us: samples.iter().map(|s| s.p99_us).collect(),
+            runs_envoy_cpu_us: samples.iter().filter_map(|s| s.envoy_cpu_us).collect(),
         }
     }
+}
+
+/// The median over rounds of `of`'s value over `to`'s in the same round
+/// (`value` picks it from a summary's runs). Each round measures every
+/// scenario within a minute, so pairing cancels drift of the machine across
+/// rounds that a ratio of two medians would keep.
+pub fn paired_ratio(of: &Summary, to: &Summary, value: fn(&Summary) -> &[f64]) -> f64 {
+    let ratios: Vec<f64> = value(of)
+        .iter()
+        .zip(value(to))
+        .map(|(a, b)| a / b)
+        .collect();
+    median(&ratios)
 }
 
 /// A markdown table: one row per scenario, ratios against the first row. The
@@ -197,8 +228,8 @@ impl Summary {
 /// from the null RLS row (named `null_row`) where there is one.
 pub fn table(summaries: &[Summary], null_row: Option<usize>) -> String {
     let mut out = String::from(
-        "| scenario | requests/s | ×baseline | p50 µs | ×baseline | p99 µs | ×baseline | service CPU µs/decision | runs (requests/s) |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+        "| scenario | requests/s | ×baseline | p50 µs | ×baseline | p99 µs | ×baseline | Envoy CPU µs/request | service CPU µs/decision | runs (requests/s) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     let Some(base) = summaries.first() else {
         return out;
@@ -217,7 +248,7 @@ pub fn table(summaries: &[Summary], null_row: Option<usize>) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {} | {} |",
             s.name,
             s.median.rps,
             s.median.rps / base.median.rps,
@@ -225,6 +256,9 @@ pub fn table(summaries: &[Summary], null_row: Option<usize>) -> String {
             s.median.p50_us / base.median.p50_us,
             s.median.p99_us,
             s.median.p99_us / base.median.p99_us,
+            s.median
+                .envoy_cpu_us
+                .map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
             cpu,
             runs.join(", ")
         );
@@ -623,17 +657,21 @@ pub async fn run(
                 tokio::process::Command::from(c)
             });
         let pid = sidecar.as_ref().map(RunningSidecar::pid);
+        let envoy_pid = envoy.pid();
         async move {
             let mut command = command?;
             let cpu_before = pid.map(cpu_time).transpose()?;
+            let envoy_before = cpu_time(envoy_pid)?;
             let (status, output) =
                 run_to_completion(&mut command, duration + Duration::from_secs(30)).await?;
             if !status.success() {
                 bail!("wrk failed ({status}): {output}");
             }
+            let envoy_cpu = cpu_time(envoy_pid)? - envoy_before;
             let mut sample = parse_wrk_report(&output)?;
+            let requests = sample.rps * duration.as_secs_f64();
+            sample.envoy_cpu_us = Some(envoy_cpu.as_secs_f64() * 1e6 / requests);
             if let (Some(pid), Some(before)) = (pid, cpu_before) {
-                let requests = sample.rps * duration.as_secs_f64();
                 sample.cpu_us = Some((cpu_time(pid)? - before).as_secs_f64() * 1e6 / requests);
             }
             Ok(sample)
@@ -726,6 +764,7 @@ pub async fn run_raw(
                 p50_us: pick(0.5),
                 p99_us: pick(0.99),
                 cpu_us: Some(cpu.as_secs_f64() * 1e6 / calls.max(1) as f64),
+                envoy_cpu_us: None,
             })
         }
     })
@@ -882,6 +921,7 @@ mod tests {
                 p50_us: 600.0,
                 p99_us: 1500.0,
                 cpu_us: None,
+                envoy_cpu_us: None,
             }
         );
     }
@@ -918,6 +958,7 @@ mod tests {
             p50_us: p50,
             p99_us: p99,
             cpu_us: None,
+            envoy_cpu_us: None,
         };
         let base = Summary::of(
             "direct",
@@ -927,18 +968,43 @@ mod tests {
                 s(1100.0, 100.0, 200.0),
             ],
         );
-        let wasm = Summary::of("wasm", &[s(550.0, 150.0, 500.0)]);
+        let wasm = Summary::of(
+            "wasm",
+            &[Sample {
+                envoy_cpu_us: Some(181.8),
+                ..s(550.0, 150.0, 500.0)
+            }],
+        );
         let table = table(&[base, wasm], None);
         assert!(
             table.contains(
-                "| direct | 1100 | 1.00 | 100 | 1.00 | 200 | 1.00 | – | 1000, 1200, 1100 |"
+                "| direct | 1100 | 1.00 | 100 | 1.00 | 200 | 1.00 | – | – | 1000, 1200, 1100 |"
             ),
             "{table}"
         );
         assert!(
-            table.contains("| wasm | 550 | 0.50 | 150 | 1.50 | 500 | 2.50 | – | 550 |"),
+            table.contains("| wasm | 550 | 0.50 | 150 | 1.50 | 500 | 2.50 | 181.8 | – | 550 |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn paired_ratios_compare_runs_of_the_same_round() {
+        let s = |rps, p99| Sample {
+            rps,
+            p50_us: 1.0,
+            p99_us: p99,
+            cpu_us: None,
+            envoy_cpu_us: None,
+        };
+        // The machine slows down in round 2 for both; a ratio of medians
+        // (900 / 1000) would say 0.90, each round says 0.95 or more.
+        let base = Summary::of("base", &[s(1000.0, 10.0), s(500.0, 20.0), s(1100.0, 10.0)]);
+        let ours = Summary::of("ours", &[s(950.0, 9.0), s(490.0, 22.0), s(1100.0, 9.0)]);
+        let r = paired_ratio(&ours, &base, |x| &x.runs_rps);
+        assert!((r - 0.98).abs() < 1e-9, "{r}");
+        let p99 = paired_ratio(&ours, &base, |x| &x.runs_p99_us);
+        assert!((p99 - 0.9).abs() < 1e-9, "{p99}");
     }
 
     #[test]
@@ -948,12 +1014,13 @@ mod tests {
             p50_us: 1.0,
             p99_us: 1.0,
             cpu_us: Some(cpu),
+            envoy_cpu_us: None,
         };
         let null = Summary::of("null", &[s(20.0)]);
         let memory = Summary::of("mem", &[s(23.5), s(24.5), s(25.0)]);
         let table = table(&[null, memory], Some(0));
         assert!(
-            table.contains("| null | 1 | 1.00 | 1 | 1.00 | 1 | 1.00 | 20.0 | 1 |"),
+            table.contains("| null | 1 | 1.00 | 1 | 1.00 | 1 | 1.00 | – | 20.0 | 1 |"),
             "{table}"
         );
         assert!(table.contains("| 24.5 (null +4.5) |"), "{table}");
