@@ -636,8 +636,8 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     }
     // The token stays off the upstream request, as with jwt_authn, but the
     // route removes it rather than the wasm filter: a header a wasm filter
-    // removes makes Envoy pick the route again, the largest part of a
-    // cached token's cost (`token_headers_removed_by_envoy`).
+    // removes makes Envoy pick the route again, and an `ifRequestHeader:
+    // authorization` route would lose the request (`token_headers_removed_by_envoy`).
     let jwt_here = v
         .filters
         .iter()
