@@ -553,26 +553,6 @@ impl Policy {
         self.token_headers_removed_by_envoy = true;
     }
 
-    /// The token headers a verified request loses on the way upstream: the
-    /// header locations of providers that do not `forward`, lowercase,
-    /// sorted. With `token_headers_removed_by_envoy` Envoy must remove these.
-    #[must_use]
-    pub fn token_headers_not_forwarded(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .providers
-            .iter()
-            .filter(|p| !p.forward)
-            .flat_map(|p| &p.locations)
-            .filter_map(|loc| match loc {
-                Location::Header { name, .. } => Some(name.as_str()),
-                Location::Cookie(_) | Location::Query(_) => None,
-            })
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-    }
-
     /// Header names the filter may write: removed from every client request.
     #[must_use]
     pub fn written_headers(&self) -> Vec<&str> {
