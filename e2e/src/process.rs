@@ -144,6 +144,25 @@ pub fn processes_in_group(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Runs `<bin> --check-config <config>` for a service binary of this
+/// workspace and returns what it printed; a refused configuration is an
+/// error carrying the service's message.
+pub fn check_config(bin: &str, config: &Path) -> Result<String> {
+    let out = Command::new(crate::paths::service_bin(bin)?)
+        .arg("--check-config")
+        .arg(config)
+        .output()
+        .with_context(|| format!("running {bin}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{bin} --check-config {}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Runs a command to completion with a deadline, returning its combined output.
 pub async fn run_to_completion(
     command: &mut tokio::process::Command,

@@ -169,20 +169,7 @@ async fn the_compose_configs_are_the_rendered_quickstart_and_pass_their_checks()
     e2e::envoy::validate(&local).await?;
 
     // gatehouse-ratelimit and gatehouse-authz accept theirs.
-    let check = |bin: &str, arg: &Path| -> Result<String> {
-        let out = std::process::Command::new(e2e::paths::service_bin(bin)?)
-            .arg("--check-config")
-            .arg(arg)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "{bin} --check-config {}: {}",
-                arg.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let check = e2e::process::check_config;
     check("gatehouse-ratelimit", &committed.join("ratelimit"))?;
     let secrets = work.path().join("secrets");
     std::fs::create_dir_all(secrets.join("quickstart-oidc"))?;

@@ -9,7 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use e2e::process::check_config;
 use gatehouse_config::{RenderOptions, Resources, load, render};
 
 fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -44,17 +45,6 @@ fn yaml_blocks(text: &str) -> Vec<(usize, String)> {
     blocks
 }
 
-fn check(bin: &str, arg: &Path) -> Result<()> {
-    let out = std::process::Command::new(e2e::paths::service_bin(bin)?)
-        .arg("--check-config")
-        .arg(arg)
-        .output()?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
 #[test]
 fn every_config_block_in_the_docs_loads() -> Result<()> {
     let mut files = Vec::new();
@@ -87,13 +77,13 @@ fn every_config_block_in_the_docs_loads() -> Result<()> {
                 "# authz.yaml" => {
                     let path = work.path().join(format!("authz-{checked}.yaml"));
                     std::fs::write(&path, &block)?;
-                    check("gatehouse-authz", &path)
+                    check_config("gatehouse-authz", &path).map(drop)
                 }
                 "# ratelimit config" => {
                     let dir = work.path().join(format!("ratelimit-{checked}"));
                     std::fs::create_dir_all(&dir)?;
                     std::fs::write(dir.join("config.yaml"), &block)?;
-                    check("gatehouse-ratelimit", &dir)
+                    check_config("gatehouse-ratelimit", &dir).map(drop)
                 }
                 other => Err(anyhow::anyhow!(
                     "a yaml block must start with # gatehouse resources, # authz.yaml or # ratelimit config, not {other:?}"
