@@ -3,7 +3,7 @@
 //! bootstrap. Pure: text in, text out; the `gatehouse` binary does the files.
 //!
 //! Supported: `Mapping`, `Host`, `Listener`, `Filter` (JWT, OAuth2, APIKey),
-//! `FilterPolicy` and `RateLimit` (see `envoy-config/README.md` for the
+//! `FilterPolicy`, `RateLimit` and `RateLimitService` (see `envoy-config/README.md` for the
 //! fields and the Ambassador compatibility table). Other kinds and fields
 //! are refused with an error naming the document and the field.
 
@@ -11,8 +11,12 @@ mod limits;
 mod policy;
 mod render;
 mod resources;
+mod sanitize;
 
-pub use limits::{Label, Labels, Limit, RateLimit, service_configs};
+pub use limits::{
+    DEFAULT_RATELIMIT_TIMEOUT_MS, Label, Labels, Limit, RateLimit, RateLimitService,
+    service_configs,
+};
 pub use policy::{
     ApiKeyFilter, Filter, FilterKind, FilterPolicy, FilterUse, HeaderCondition, JwtFilter,
     OAuth2Filter, PathMatch, PolicyRule, Url,

@@ -289,6 +289,95 @@ pub(crate) fn rate_limit(
     })
 }
 
+/// A `RateLimitService` document: where Envoy finds gatehouse-ratelimit and
+/// what it does when no answer comes (Ambassador's resource of that name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitService {
+    /// `metadata.name`.
+    pub name: String,
+    /// `service`: the gRPC address, `host:port`; it replaces the render
+    /// option `--ratelimit`.
+    pub address: String,
+    /// `failure_mode_deny` (default false, as in Ambassador): when the service
+    /// errs or does not answer in time, refuse the request with 500 instead
+    /// of letting it through. No client-sent value can make the service err
+    /// (over-long values are counted, not refused), so this only decides
+    /// what an outage does.
+    pub failure_mode_deny: bool,
+    /// `timeout_ms` (default 1000): how long Envoy waits for an answer.
+    pub timeout_ms: u64,
+}
+
+impl RateLimitService {
+    /// The service as rendered when no `RateLimitService` document exists:
+    /// at `address`, failing open after one second.
+    #[must_use]
+    pub fn default_at(address: &str) -> Self {
+        Self {
+            name: String::new(),
+            address: address.to_owned(),
+            failure_mode_deny: false,
+            timeout_ms: DEFAULT_RATELIMIT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Envoy's wait for gatehouse-ratelimit unless a `RateLimitService` says.
+pub const DEFAULT_RATELIMIT_TIMEOUT_MS: u64 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimitServiceSpec {
+    service: String,
+    #[serde(default)]
+    failure_mode_deny: Option<bool>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    protocol_version: Option<String>,
+}
+
+pub(crate) fn rate_limit_service(
+    raw: RawDoc<RawRateLimitServiceSpec>,
+    err: ErrFn<'_>,
+) -> Result<RateLimitService, ResourceError> {
+    let spec = raw.spec;
+    let port = spec
+        .service
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p != 0);
+    if port.is_none() || spec.service.contains("://") {
+        return Err(err(
+            "spec.service",
+            format!(
+                "{:?}: write host:port of gatehouse-ratelimit's gRPC port (e.g. ratelimit:8081)",
+                spec.service
+            ),
+        ));
+    }
+    if spec.protocol_version.as_deref().is_some_and(|v| v != "v3") {
+        return Err(err(
+            "spec.protocol_version",
+            "only v3 is supported (Envoy dropped v2)".into(),
+        ));
+    }
+    let timeout_ms = spec.timeout_ms.unwrap_or(DEFAULT_RATELIMIT_TIMEOUT_MS);
+    if timeout_ms == 0 {
+        return Err(err(
+            "spec.timeout_ms",
+            "0 would fail every call: give milliseconds, e.g. 1000".into(),
+        ));
+    }
+    Ok(RateLimitService {
+        name: raw.metadata.name,
+        address: spec.service,
+        failure_mode_deny: spec.failure_mode_deny.unwrap_or(false),
+        timeout_ms,
+    })
+}
+
 /// The gatehouse-ratelimit (envoyproxy/ratelimit format) configuration of
 /// every domain, by file name: the limits as a descriptor tree.
 ///

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
+use crate::limits::RateLimitService;
 use crate::policy::{
     Filter, FilterKind, FilterPolicy, HeaderCondition, JwtFilter, OAuth2Filter, PathMatch,
     PolicyRule,
@@ -302,6 +303,15 @@ impl<'a> Ctx<'a> {
             has_authz,
             domains: domains.into_iter().collect(),
         })
+    }
+
+    /// The rate-limit service: the `RateLimitService` document, else the
+    /// render options' address with the documented defaults.
+    fn ratelimit_service(&self) -> RateLimitService {
+        self.resources
+            .rate_limit_service
+            .clone()
+            .unwrap_or_else(|| RateLimitService::default_at(&self.options.ratelimit_address))
     }
 
     fn filter(&self, name: &str) -> Option<&'a Filter> {
@@ -855,7 +865,9 @@ fn route_config(ctx: &Ctx<'_>, secure: bool) -> Result<Value, RenderError> {
                 Insecure::Route => {}
             }
         }
-        let mut routes = Vec::new();
+        let mut refused_filters = serde_json::Map::new();
+        filter_settings(ctx, &[], &mut refused_filters);
+        let mut routes = vec![crate::sanitize::refused_paths_route(refused_filters)];
         for (f, o) in &oauth {
             let origin_host = host_of_origin(&o.origin);
             let here = if names.contains(origin_host) {
@@ -890,7 +902,8 @@ fn route_config(ctx: &Ctx<'_>, secure: bool) -> Result<Value, RenderError> {
                 routes.push(route(ctx, g, &v, None));
             }
         }
-        if routes.is_empty() {
+        if routes.len() == 1 {
+            // Nothing but the refused-path route.
             continue;
         }
         virtual_hosts.push(json!({ "name": vhost_name, "domains": [vhost], "routes": routes }));
@@ -944,7 +957,7 @@ fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
             RATELIMIT_CLUSTER.into(),
             service_cluster(
                 RATELIMIT_CLUSTER,
-                &ctx.options.ratelimit_address,
+                &ctx.ratelimit_service().address,
                 ctx.options.services_ca_file.as_deref(),
             ),
         );
@@ -962,7 +975,7 @@ fn access_log() -> Value {
             "log_format": { "json_format": {
                 "start_time": "%START_TIME%",
                 "method": "%REQ(:METHOD)%",
-                "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                "path": crate::sanitize::LOGGED_PATH,
                 "authority": "%REQ(:AUTHORITY)%",
                 "status": "%RESPONSE_CODE%",
                 "flags": "%RESPONSE_FLAGS%",
@@ -1079,6 +1092,7 @@ fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
             },
         }));
     }
+    let service = ctx.ratelimit_service();
     for (stage, domain) in ctx.domains.iter().enumerate() {
         filters.push(json!({
             "name": format!("gatehouse.ratelimit.{domain}"),
@@ -1086,9 +1100,10 @@ fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
                 "domain": domain,
                 "stage": stage,
-                "timeout": "1s",
-                // Fail open, as Ambassador does: a limiter outage is not an outage.
-                "failure_mode_deny": false,
+                "timeout": seconds_text(service.timeout_ms),
+                // Open by default, as in Ambassador (a limiter outage is not
+                // an outage); a RateLimitService's failure_mode_deny closes it.
+                "failure_mode_deny": service.failure_mode_deny,
                 "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
                 "rate_limit_service": {
                     "transport_api_version": "V3",
@@ -1242,6 +1257,7 @@ fn hcm(ctx: &Ctx<'_>, spec: &ListenerSpec, routes: Value) -> Value {
         "early_header_mutation_extensions": early_header_mutation(ctx),
         "http_filters": http_filters(ctx),
     });
+    crate::sanitize::harden(&mut hcm);
     match routes {
         Value::String(rds_dir) => {
             hcm["rds"] = json!({

@@ -378,6 +378,8 @@ pub struct Resources {
     pub policies: Vec<crate::policy::FilterPolicy>,
     /// The RateLimits.
     pub rate_limits: Vec<crate::limits::RateLimit>,
+    /// The RateLimitService, if a document names one.
+    pub rate_limit_service: Option<crate::limits::RateLimitService>,
 }
 
 /// What a Host does with cleartext requests.
@@ -611,11 +613,25 @@ pub fn load(text: &str, file: &str, into: &mut Resources) -> Result<(), Resource
                 let raw: RawDoc<crate::limits::RawRateLimitSpec> = parse_document(value, &err)?;
                 into.rate_limits.push(crate::limits::rate_limit(raw, &err)?);
             }
+            "RateLimitService" => {
+                let raw: RawDoc<crate::limits::RawRateLimitServiceSpec> =
+                    parse_document(value, &err)?;
+                if let Some(other) = &into.rate_limit_service {
+                    return Err(err(
+                        "kind",
+                        format!(
+                            "RateLimitService {} exists already: Envoy calls one rate-limit service",
+                            other.name
+                        ),
+                    ));
+                }
+                into.rate_limit_service = Some(crate::limits::rate_limit_service(raw, &err)?);
+            }
             other => {
                 return Err(err(
                     "kind",
                     format!(
-                        "{other:?} is not supported: this version reads Mapping, Host, Listener, Filter, FilterPolicy and RateLimit"
+                        "{other:?} is not supported: this version reads Mapping, Host, Listener, Filter, FilterPolicy, RateLimit and RateLimitService"
                     ),
                 ));
             }
