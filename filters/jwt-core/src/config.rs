@@ -169,6 +169,8 @@ impl FilterConfig {
     }
 
     /// Installs freshly fetched keys for provider `index` (a JWKS refresh).
+    /// A host that caches verified tokens first calls
+    /// [`crate::TokenCache::retain_keys`] with the same keys.
     pub fn set_keys(&mut self, index: usize, keys: crate::KeySet) {
         self.policy.set_keys(index, keys);
     }

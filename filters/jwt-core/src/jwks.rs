@@ -1,6 +1,8 @@
 //! Verification keys: a JWKS as an identity provider publishes it, or an
 //! explicitly configured HMAC secret.
 
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -37,46 +39,102 @@ impl KeyKind {
     }
 }
 
-/// One verification key, decoded once when the key set loads.
+/// What makes a key the same key across two fetches of a JWKS: its `kid`,
+/// family, published `alg` and public material (SubjectPublicKeyInfo DER for
+/// RSA and EC, the point for Ed25519, the secret for HMAC). A cached token
+/// keeps the identity of the key that verified it, so a refetch drops only
+/// the tokens whose key left the set or whose `kid` now names other material
+/// ([`KeySet::contains`]). Cloning is a reference count.
 #[derive(Clone)]
-pub struct VerifyingKey {
+pub struct KeyIdentity(Arc<Identity>);
+
+#[derive(PartialEq, Eq)]
+struct Identity {
     kid: Option<String>,
     alg: Option<Algorithm>,
     kind: KeyKind,
+    material: Box<[u8]>,
+}
+
+impl PartialEq for KeyIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for KeyIdentity {}
+
+impl std::fmt::Debug for KeyIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the material: for HMAC it is the secret.
+        f.debug_struct("KeyIdentity")
+            .field("kid", &self.0.kid)
+            .field("alg", &self.0.alg)
+            .field("kind", &self.0.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One verification key, decoded once when the key set loads.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    identity: KeyIdentity,
     key: DecodingKey,
-    /// SubjectPublicKeyInfo DER, for hosts that verify natively (RSA, EC).
-    spki: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key material: secrets must not reach a log.
         f.debug_struct("VerifyingKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .field("kind", &self.kind)
+            .field("kid", &self.identity.0.kid)
+            .field("alg", &self.identity.0.alg)
+            .field("kind", &self.identity.0.kind)
             .finish()
     }
 }
 
 impl VerifyingKey {
+    fn new(
+        kid: Option<String>,
+        alg: Option<Algorithm>,
+        kind: KeyKind,
+        key: DecodingKey,
+        material: Vec<u8>,
+    ) -> Self {
+        Self {
+            identity: KeyIdentity(Arc::new(Identity {
+                kid,
+                alg,
+                kind,
+                material: material.into(),
+            })),
+            key,
+        }
+    }
+
     /// The key id.
     #[must_use]
     pub fn kid(&self) -> Option<&str> {
-        self.kid.as_deref()
+        self.identity.0.kid.as_deref()
     }
 
     /// The key family.
     #[must_use]
     pub fn kind(&self) -> KeyKind {
-        self.kind
+        self.identity.0.kind
+    }
+
+    /// What makes this key the same key in another fetch.
+    #[must_use]
+    pub fn identity(&self) -> &KeyIdentity {
+        &self.identity
     }
 
     /// Whether this key may verify a token signed with `alg`: the family
     /// allows it, and the key's own `alg`, when published, is that one.
     #[must_use]
     pub fn accepts(&self, alg: Algorithm) -> bool {
-        self.kind.verifies(alg) && self.alg.is_none_or(|a| a == alg)
+        self.kind().verifies(alg) && self.identity.0.alg.is_none_or(|a| a == alg)
     }
 
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
@@ -86,7 +144,8 @@ impl VerifyingKey {
     /// SubjectPublicKeyInfo DER of an RSA or EC key, built once at load.
     #[must_use]
     pub fn spki_der(&self) -> Option<&[u8]> {
-        self.spki.as_deref()
+        matches!(self.kind(), KeyKind::Rsa | KeyKind::P256 | KeyKind::P384)
+            .then_some(&*self.identity.0.material)
     }
 }
 
@@ -187,13 +246,13 @@ impl KeySet {
                     .decode(v)
                     .map_err(|_| bad(&format!("{what} is not base64url")))
             };
-            let (kind, key, spki) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+            let (kind, key, material) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
                 ("RSA", _) => {
                     let (n, e) = (field(&jwk.n, "n")?, field(&jwk.e, "e")?);
                     let key = DecodingKey::from_rsa_components(&n, &e)
                         .map_err(|_| bad("RSA n or e is not base64url"))?;
                     let spki = crate::native::rsa_spki(&raw(&n, "n")?, &raw(&e, "e")?);
-                    (KeyKind::Rsa, key, Some(spki))
+                    (KeyKind::Rsa, key, spki)
                 }
                 ("EC", Some(crv @ ("P-256" | "P-384"))) => {
                     let (x, y) = (field(&jwk.x, "x")?, field(&jwk.y, "y")?);
@@ -202,12 +261,13 @@ impl KeySet {
                     let p384 = crv == "P-384";
                     let spki = crate::native::ec_spki(p384, &raw(&x, "x")?, &raw(&y, "y")?);
                     let kind = if p384 { KeyKind::P384 } else { KeyKind::P256 };
-                    (kind, key, Some(spki))
+                    (kind, key, spki)
                 }
                 ("OKP", Some("Ed25519")) => {
-                    let key = DecodingKey::from_ed_components(&field(&jwk.x, "x")?)
+                    let x = field(&jwk.x, "x")?;
+                    let key = DecodingKey::from_ed_components(&x)
                         .map_err(|_| bad("Ed25519 x is not base64url"))?;
-                    (KeyKind::Ed25519, key, None)
+                    (KeyKind::Ed25519, key, raw(&x, "x")?)
                 }
                 _ => continue,
             };
@@ -220,13 +280,7 @@ impl KeySet {
             if alg.is_some_and(|a| !kind.verifies(a)) {
                 return Err(bad("alg does not fit the key type"));
             }
-            keys.push(VerifyingKey {
-                kid: jwk.kid,
-                alg,
-                kind,
-                key,
-                spki,
-            });
+            keys.push(VerifyingKey::new(jwk.kid, alg, kind, key, material));
         }
         if keys.is_empty() {
             return Err(JwksError::Empty);
@@ -238,13 +292,13 @@ impl KeySet {
     #[must_use]
     pub fn from_secret(kid: Option<String>, secret: &[u8]) -> Self {
         Self {
-            keys: vec![VerifyingKey {
+            keys: vec![VerifyingKey::new(
                 kid,
-                alg: None,
-                kind: KeyKind::Secret,
-                key: DecodingKey::from_secret(secret),
-                spki: None,
-            }],
+                None,
+                KeyKind::Secret,
+                DecodingKey::from_secret(secret),
+                secret.to_vec(),
+            )],
         }
     }
 
@@ -257,13 +311,20 @@ impl KeySet {
     ) -> impl Iterator<Item = &VerifyingKey> {
         self.keys
             .iter()
-            .filter(move |k| k.accepts(alg) && (kid.is_none() || k.kid.as_deref() == kid))
+            .filter(move |k| k.accepts(alg) && (kid.is_none() || k.kid() == kid))
     }
 
     /// Whether a key with this id exists (whatever its type).
     #[must_use]
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+        self.keys.iter().any(|k| k.kid() == Some(kid))
+    }
+
+    /// Whether this set holds the key `identity` names: same `kid`, family,
+    /// `alg` and material.
+    #[must_use]
+    pub fn contains(&self, identity: &KeyIdentity) -> bool {
+        self.keys.iter().any(|k| k.identity == *identity)
     }
 
     /// Number of keys.

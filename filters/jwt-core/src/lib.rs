@@ -21,7 +21,7 @@ mod verify;
 pub use cache::{MAX_TRUST_SECS, TokenCache};
 pub use config::{ConfigError, FilterConfig};
 pub use jsonwebtoken::Algorithm;
-pub use jwks::{JwksError, KeyKind, KeySet, VerifyingKey, parse_algorithm};
+pub use jwks::{JwksError, KeyIdentity, KeyKind, KeySet, VerifyingKey, parse_algorithm};
 pub use policy::{Decision, Location, Needs, Policy, ProviderConfig, RemoteJwks, RequestView};
 pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};
 pub use verify::{Host, NoHost, Provider, Verified, VerifyError};

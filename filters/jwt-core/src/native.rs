@@ -6,6 +6,8 @@
 //! Envoy's BoringSSL does it in tens of microseconds. The adapter hands a
 //! [`NativeCheck`] to the host and falls back to pure Rust when it cannot.
 
+use jsonwebtoken::Algorithm;
+
 /// One signature for the host to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativeCheck<'a> {
@@ -90,14 +92,51 @@ pub fn ec_spki(p384: bool, x: &[u8], y: &[u8]) -> Vec<u8> {
     spki(&[EC_PUBLIC_KEY, curve].concat(), &point)
 }
 
-/// A JWS ECDSA signature (`r‖s`, RFC 7518 §3.4) as DER, or `None` when its
-/// length is odd (it cannot be a JWS signature then).
+/// Order `n` of the P-256 group, big-endian (SEC 2 §2.4.2).
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// Order `n` of the P-384 group, big-endian (SEC 2 §2.5.1).
+const P384_ORDER: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
+    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+];
+
+/// Whether a fixed-width big-endian integer lies in `1..order`.
+fn is_scalar(bytes: &[u8], order: &[u8]) -> bool {
+    // Equal widths compare as numbers when compared as byte strings.
+    bytes.len() == order.len() && bytes.iter().any(|&b| b != 0) && bytes < order
+}
+
+/// A JWS ECDSA signature as DER for a verifier that takes DER, or `None`
+/// when the pure-Rust path would refuse it before any curve arithmetic.
+///
+/// RFC 7518 §3.4: the JWS form is `r‖s`, each exactly as wide as the
+/// curve's order (32 bytes for ES256, 48 for ES384). DER holds integer
+/// values, so converting a signature of another width would let the native
+/// path accept what the pure path refuses: `00‖r‖00‖s` is a different JWS
+/// signature (a different token) but the same DER. So the width must be
+/// exact, and `r` and `s` must lie in `1..n`, as the pure path requires
+/// (RustCrypto's `Signature::from_slice`); BoringSSL checks that range too,
+/// but the answer must not depend on it. `alg` other than ES256 or ES384:
+/// `None`.
 #[must_use]
-pub fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || !raw.len().is_multiple_of(2) {
+pub fn ecdsa_der(alg: Algorithm, raw: &[u8]) -> Option<Vec<u8>> {
+    let order: &[u8] = match alg {
+        Algorithm::ES256 => &P256_ORDER,
+        Algorithm::ES384 => &P384_ORDER,
+        _ => return None,
+    };
+    if raw.len() != 2 * order.len() {
         return None;
     }
-    let (r, s) = raw.split_at(raw.len() / 2);
+    let (r, s) = raw.split_at(order.len());
+    if !is_scalar(r, order) || !is_scalar(s, order) {
+        return None;
+    }
     let mut content = der_uint(r);
     content.extend_from_slice(&der_uint(s));
     Some(der(0x30, &content))
@@ -228,10 +267,10 @@ mod tests {
         raw[0] = 0x80; // r with the high bit set gets a zero byte
         raw[32..].copy_from_slice(&[0u8; 32]);
         raw[63] = 0x05; // s is 5 after stripping zeros
-        let der = ecdsa_der(&raw).unwrap();
+        let der = ecdsa_der(Algorithm::ES256, &raw).unwrap();
         assert_eq!(&der[..4], &[0x30, 0x26, 0x02, 0x21]);
         assert_eq!(&der[der.len() - 3..], &[0x02, 0x01, 0x05]);
-        assert_eq!(ecdsa_der(&[1, 2, 3]), None);
+        assert_eq!(ecdsa_der(Algorithm::ES256, &[1, 2, 3]), None);
     }
 
     #[test]

@@ -681,7 +681,13 @@ impl Policy {
                 Ok(verified) => {
                     let until = provider.provider.trusted_until(&verified.claims, now);
                     let claims = std::rc::Rc::new(verified.claims);
-                    host.remember(index, token, std::rc::Rc::clone(&claims), until);
+                    host.remember(
+                        index,
+                        token,
+                        &verified.key,
+                        std::rc::Rc::clone(&claims),
+                        until,
+                    );
                     return provider.allow(&claims, location, self);
                 }
                 Err(VerifyError::UnknownKid(_))
@@ -741,11 +747,9 @@ impl Policy {
 
 impl Rule {
     fn matches(&self, r: &RequestView<'_>) -> bool {
+        // The query is never part of the path a rule sees.
         let path = r.path.split('?').next().unwrap_or_default();
-        self.prefix
-            .as_ref()
-            .is_none_or(|p| path.starts_with(p.as_str()))
-            && self.path.as_ref().is_none_or(|p| path == p)
+        self.path_matches(path)
             && self
                 .host
                 .as_ref()
@@ -763,6 +767,73 @@ impl Rule {
                     (None, _) => false,
                 })
     }
+
+    /// Whether the rule lets a request through with less than a valid token
+    /// (`none`, `allow_missing`).
+    fn relaxes(&self) -> bool {
+        matches!(self.needs, Needs::Nothing | Needs::AllowMissing(_))
+    }
+
+    /// `prefix` and `path` against the path, query excluded.
+    ///
+    /// Envoy's jwt_authn matches `prefix` as a raw string prefix, so a
+    /// public rule on `/health` would also exempt `/healthz-admin`. Here the
+    /// answer depends on what matching more would do:
+    /// - a rule that relaxes matches on segment boundaries only (`/health`
+    ///   takes `/health` and `/health/...`, never `/healthz-admin` nor
+    ///   `/health;x`; a prefix ending in `/` takes what is under it), and
+    ///   only paths in plain form ([`is_plain_path`]): a path an upstream
+    ///   may read as another one is never exempted;
+    /// - a rule that requires a token keeps the raw prefix of jwt_authn:
+    ///   matching more only asks for a token more often, and `/secure;x`
+    ///   (which some servers read as `/secure`) stays protected.
+    fn path_matches(&self, path: &str) -> bool {
+        if self.relaxes() && (self.prefix.is_some() || self.path.is_some()) && !is_plain_path(path)
+        {
+            return false;
+        }
+        let prefix_holds = |p: &str| {
+            if self.relaxes() {
+                is_under(path, p)
+            } else {
+                path.starts_with(p)
+            }
+        };
+        self.prefix.as_deref().is_none_or(prefix_holds)
+            && self.path.as_deref().is_none_or(|p| path == p)
+    }
+}
+
+/// Whether `path` is `prefix` or lies under it on a segment boundary.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether a path reads the same to every server: no `.` or `..` segment
+/// (also as `..;x`, which Tomcat reads as `..`), no empty segment (`//`), no
+/// backslash, and no percent-encoded `.`, `/` or `\`, which a server may
+/// decode before resolving the path. Envoy can normalise all of this
+/// (`normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`, as
+/// `gatehouse render` sets them); a hand-written listener may not, and then a
+/// relaxing rule must not exempt `/health/..;/admin`.
+fn is_plain_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let encoded = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'e' | b'f') | (b'5', b'c')
+            )
+    });
+    // An empty last segment is a trailing slash, which is fine.
+    let inner = path.strip_suffix('/').unwrap_or(path);
+    !encoded
+        && !path.contains('\\')
+        && inner.split('/').skip(1).all(|segment| {
+            let segment = segment.split(';').next().unwrap_or_default();
+            !segment.is_empty() && segment != "." && segment != ".."
+        })
 }
 
 fn lookup<'v>(claims: &'v serde_json::Map<String, Value>, path: &[String]) -> Option<&'v Value> {

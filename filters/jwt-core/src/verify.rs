@@ -4,7 +4,7 @@
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use crate::jwks::{KeySet, VerifyingKey, parse_algorithm};
+use crate::jwks::{KeyIdentity, KeySet, VerifyingKey, parse_algorithm};
 use crate::native::{NativeCheck, ecdsa_der};
 use crate::token::{CompactJwt, TokenError};
 
@@ -73,11 +73,14 @@ pub trait Host {
     }
 
     /// Offers a freshly verified token to the host's cache, valid until
-    /// `valid_until` (Unix seconds).
+    /// `valid_until` (Unix seconds). `key` is the key that verified it: the
+    /// entry must go when new keys no longer hold that key
+    /// ([`crate::TokenCache::retain_keys`]).
     fn remember(
         &self,
         _index: usize,
         _token: &str,
+        _key: &KeyIdentity,
         _claims: std::rc::Rc<Map<String, Value>>,
         _valid_until: u64,
     ) {
@@ -110,10 +113,12 @@ fn signature_holds(
 ) -> bool {
     if let (Some(hash), Some(spki)) = (native_hash(alg), key.spki_der()) {
         let signature = if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
-            ecdsa_der(jwt.signature())
+            ecdsa_der(alg, jwt.signature())
         } else {
             Some(jwt.signature().to_vec())
         };
+        // What `ecdsa_der` refuses, the pure path refuses as well (wrong
+        // width, `r` or `s` out of range): refused without asking anyone.
         let Some(signature) = signature else {
             return false;
         };
@@ -151,6 +156,8 @@ pub struct Provider {
 pub struct Verified {
     /// Every claim of the payload.
     pub claims: Map<String, Value>,
+    /// The key whose signature holds.
+    pub key: KeyIdentity,
 }
 
 impl Provider {
@@ -222,14 +229,15 @@ impl Provider {
                 kid => VerifyError::UnknownKid(kid.map(str::to_owned)),
             });
         }
-        let verified = candidates.any(|key| signature_holds(&jwt, alg, key, host));
+        let key = candidates
+            .find(|key| signature_holds(&jwt, alg, key, host))
+            .map(|key| key.identity().clone())
+            .ok_or(VerifyError::BadSignature)?;
         drop(candidates);
-        if !verified {
-            return Err(VerifyError::BadSignature);
-        }
         self.check_claims(jwt.claims(), now)?;
         Ok(Verified {
             claims: jwt.into_claims(),
+            key,
         })
     }
 

@@ -17,7 +17,7 @@ use std::cell::Cell;
 
 use gatehouse_jwt_core::native::{NativeCheck, parse_result};
 use gatehouse_jwt_core::{
-    Decision, FilterConfig, Host, KeySet, RemoteJwks, RequestView, TokenCache,
+    Decision, FilterConfig, Host, KeyIdentity, KeySet, RemoteJwks, RequestView, TokenCache,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -145,13 +145,14 @@ impl Host for EnvoyHost<'_> {
         &self,
         index: usize,
         token: &str,
+        key: &KeyIdentity,
         claims: Rc<serde_json::Map<String, serde_json::Value>>,
         valid_until: u64,
     ) {
         self.shared
             .cache
             .borrow_mut()
-            .insert(index, token, claims, valid_until, self.now);
+            .insert(index, token, key, claims, valid_until, self.now);
     }
 
     fn may_refetch(&self, index: usize) -> bool {
@@ -247,7 +248,14 @@ impl Shared {
         token
     }
 
-    /// Takes a JWKS answer: new keys on success, the old ones kept otherwise.
+    /// Verifies `provider`'s tokens with `keys` from now on. Cached tokens
+    /// of keys that left go with them; the rest stay, so a refetch that a
+    /// forged `kid` caused (the same keys again) costs no cache.
+    fn install_keys(&self, provider: usize, keys: KeySet) {
+        self.cache.borrow_mut().retain_keys(provider, &keys);
+        self.config.borrow_mut().set_keys(provider, keys);
+    }
+
     /// Names of this provider's entries in Envoy's shared data, which every
     /// worker of the VM sees: the last keys fetched, and who is fetching.
     fn shared_keys(&self, provider: usize) -> Option<(String, String)> {
@@ -294,8 +302,7 @@ impl Shared {
         let Ok(set) = KeySet::from_jwks(body) else {
             return false;
         };
-        self.config.borrow_mut().set_keys(provider, set);
-        self.cache.borrow_mut().clear();
+        self.install_keys(provider, set);
         self.fetches
             .borrow_mut()
             .entry(provider)
@@ -323,6 +330,7 @@ impl Shared {
         hostcalls::set_shared_data(&fetching, Some(&now.to_le_bytes()), cas).is_ok()
     }
 
+    /// Takes a JWKS answer: new keys on success, the old ones kept otherwise.
     fn receive(&self, provider: usize, body_size: usize, now: u64) {
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
@@ -353,9 +361,7 @@ impl Shared {
                     LogLevel::Info,
                     &format!("gatehouse-jwt: jwks of {name} loaded: {} keys", keys.len()),
                 );
-                self.config.borrow_mut().set_keys(provider, keys);
-                // A key that left the set must not keep its tokens alive.
-                self.cache.borrow_mut().clear();
+                self.install_keys(provider, keys);
                 state.last_success = Some(now);
             }
             // Keys survive a failed refresh.

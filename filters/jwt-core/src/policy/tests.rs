@@ -248,6 +248,92 @@ fn rules_apply_in_order_first_match_wins() {
     );
 }
 
+/// Status of an anonymous GET of `path` under `rules` (provider `idp`).
+fn anonymous_status(rules: Value, path: &str) -> u16 {
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    let text = json!({
+        "providers": { "idp": { "jwks": { "inline": jwks } } },
+        "rules": rules
+    });
+    let config = FilterConfig::parse(text.to_string().as_bytes()).unwrap();
+    status(&config.policy().decide(
+        &RequestView {
+            path,
+            host: "h",
+            method: "GET",
+            headers: &[],
+        },
+        NOW,
+    ))
+}
+
+#[test]
+fn a_public_prefix_exempts_its_own_segments_only() {
+    let rules = json!([
+        { "match": { "prefix": "/health" }, "requires": { "none": {} } },
+        { "match": { "prefix": "/docs" }, "requires": { "allow_missing": "idp" } },
+        { "match": { "prefix": "/static/" }, "requires": { "none": {} } },
+        { "match": { "path": "/ready" }, "requires": { "none": {} } },
+        { "match": { "prefix": "/" }, "requires": { "provider": "idp" } }
+    ]);
+    for open in [
+        "/health",
+        "/health/",
+        "/health/live",
+        "/health?probe=1",
+        "/health?next=/admin",
+        "/docs/intro",
+        "/static/",
+        "/static/app.css",
+        "/ready?x=1",
+    ] {
+        assert_eq!(anonymous_status(rules.clone(), open), 200, "{open}");
+    }
+    for guarded in [
+        // Another segment that only starts the same.
+        "/healthz-admin",
+        "/health-admin/x",
+        "/health.json",
+        "/documents",
+        "/static",
+        "/ready/x",
+        // Paths an upstream may read as another one.
+        "/health;x",
+        "/health/../admin",
+        "/health/./x",
+        "/health/..;/admin",
+        "/health//admin",
+        "/health/%2e%2e/admin",
+        "/health/%2E%2e/admin",
+        "/health%2fadmin",
+        "/health/..%2Fadmin",
+        "/health/..%5cadmin",
+        "/health\\..\\admin",
+    ] {
+        assert_eq!(anonymous_status(rules.clone(), guarded), 401, "{guarded}");
+    }
+}
+
+#[test]
+fn a_requiring_prefix_keeps_matching_raw_prefixes() {
+    // Matching more here only asks for a token more often; matching less
+    // would let `/secure;x` (which Tomcat reads as `/secure`) through.
+    let rules = json!([
+        { "match": { "prefix": "/secure" }, "requires": { "provider": "idp" } },
+        { "match": { "prefix": "/" }, "requires": { "none": {} } }
+    ]);
+    for guarded in [
+        "/secure",
+        "/secure/x",
+        "/secure;x/y",
+        "/secure-admin",
+        "/secure?x",
+    ] {
+        assert_eq!(anonymous_status(rules.clone(), guarded), 401, "{guarded}");
+    }
+    assert_eq!(anonymous_status(rules, "/open"), 200);
+}
+
 #[test]
 fn written_headers_are_reserved_even_without_the_prefix() {
     let config = config();
@@ -413,13 +499,92 @@ impl crate::verify::Host for Caching {
         &self,
         index: usize,
         token: &str,
+        key: &crate::jwks::KeyIdentity,
         claims: std::rc::Rc<serde_json::Map<String, Value>>,
         until: u64,
     ) {
         self.cache
             .borrow_mut()
-            .insert(index, token, claims, until, NOW);
+            .insert(index, token, key, claims, until, NOW);
     }
+}
+
+/// The test JWKS with only the keys named.
+fn jwks_with(kids: &[&str]) -> KeySet {
+    let all: Value = serde_json::from_str(JWKS).unwrap();
+    let keys: Vec<&Value> = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| kids.contains(&k["kid"].as_str().unwrap()))
+        .collect();
+    KeySet::from_jwks(json!({ "keys": keys }).to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn a_refetch_for_a_forged_kid_keeps_the_verified_tokens_cached() {
+    let config = remote_config();
+    let mut policy = config.policy().clone();
+    policy.set_keys(0, jwks_with(&["rsa-1", "ec-256"]));
+    let host = Caching {
+        cache: std::cell::RefCell::new(crate::cache::TokenCache::new(16)),
+        checks: std::cell::Cell::new(0),
+    };
+    let request = |token: &str| vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    let decide = |policy: &Policy, headers: &[(String, String)], host: &dyn Host| {
+        status(&policy.decide_with(
+            &RequestView {
+                path: "/",
+                host: "h",
+                method: "GET",
+                headers,
+            },
+            NOW,
+            host,
+        ))
+    };
+    let good = request(&token(json!({"exp": NOW + 60})));
+    assert_eq!(decide(&policy, &good, &host), 200);
+    assert_eq!(host.checks.get(), 1);
+
+    // A token with a kid nobody published asks for a fetch...
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("forged".into());
+    let forged = encode(
+        &header,
+        &json!({"exp": NOW + 60}),
+        &EncodingKey::from_ec_pem(EC256).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        policy.decide_with(
+            &RequestView {
+                path: "/",
+                host: "h",
+                method: "GET",
+                headers: &request(&forged),
+            },
+            NOW,
+            &Refetch(true),
+        ),
+        Decision::FetchKeys { provider: 0 }
+    );
+    // ...which brings the same keys, installed as the adapter installs them.
+    let same = jwks_with(&["rsa-1", "ec-256"]);
+    host.cache.borrow_mut().retain_keys(0, &same);
+    policy.set_keys(0, same);
+    assert_eq!(decide(&policy, &good, &host), 200);
+    assert_eq!(
+        host.checks.get(),
+        1,
+        "the cached token needs no second signature check"
+    );
+
+    // A rotation that removes the token's key takes the token with it.
+    let rotated = jwks_with(&["rsa-1"]);
+    host.cache.borrow_mut().retain_keys(0, &rotated);
+    policy.set_keys(0, rotated);
+    assert_eq!(decide(&policy, &good, &host), 401);
 }
 
 #[test]

@@ -7,6 +7,8 @@ use serde_json::json;
 use super::*;
 use crate::jwks::{JwksError, KeyKind};
 
+mod ecdsa_parity;
+
 const JWKS: &[u8] = include_bytes!("../../testdata/jwks.json");
 const RSA: &[u8] = include_bytes!("../../testdata/keys/rsa.pem");
 const RSA_OTHER: &[u8] = include_bytes!("../../testdata/keys/rsa-other.pem");
