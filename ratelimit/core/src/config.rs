@@ -220,7 +220,9 @@ pub struct RateLimitConfig {
 pub struct Matched {
     /// The rule.
     pub rule: Arc<Rule>,
-    /// Counter key without window: `domain_key_value_..._`, as the reference.
+    /// Counter key without window: `domain_key_value_..._`, as the reference,
+    /// with `_` and `\` escaped in values and long values digested (see
+    /// `key.rs`).
     pub counter_key: String,
     /// Stats key: the rule's, or built from the request for detailed metrics
     /// and `value_to_metric`.
@@ -558,8 +560,7 @@ impl RateLimitConfig {
             });
         }
         let mut counter_key = String::with_capacity(domain.len() + 32);
-        counter_key.push_str(domain);
-        counter_key.push('_');
+        crate::key::push_name(&mut counter_key, domain);
         let mut leaf: Option<&Node> = None;
         for (i, (key, value)) in entries.iter().enumerate() {
             let (node, how) = level.step(key, value)?;
@@ -567,10 +568,8 @@ impl RateLimitConfig {
                 How::Wildcard(pattern) if node.share_threshold => pattern,
                 _ => value.as_str(),
             };
-            counter_key.push_str(key);
-            counter_key.push('_');
-            counter_key.push_str(counted);
-            counter_key.push('_');
+            crate::key::push_name(&mut counter_key, key);
+            crate::key::push_value(&mut counter_key, counted);
             if i + 1 == entries.len() {
                 leaf = Some(node);
             } else {
@@ -623,7 +622,7 @@ impl RateLimitConfig {
             out.push_str(key);
             if let Some(v) = shown {
                 out.push('_');
-                out.push_str(v);
+                out.push_str(&crate::key::shown_value(v));
             }
             level = &node.children;
         }
@@ -657,20 +656,24 @@ impl Level {
 }
 
 fn plain_key(domain: &str, entries: &[(String, String)]) -> String {
-    let mut key = format!("{domain}_");
-    for (k, v) in entries {
-        let _ = write!(key, "{k}_{v}_");
-    }
-    key
+    crate::key::counter_key(
+        domain,
+        entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 fn stat_of(domain: &str, entries: &[(String, String)]) -> String {
     let mut key = domain.to_owned();
     for (k, v) in entries {
         if v.is_empty() {
-            let _ = write!(key, ".{k}");
+            let _ = write!(key, ".{}", crate::key::shown_value(k));
         } else {
-            let _ = write!(key, ".{k}_{v}");
+            let _ = write!(
+                key,
+                ".{}_{}",
+                crate::key::shown_value(k),
+                crate::key::shown_value(v)
+            );
         }
     }
     key

@@ -8,6 +8,7 @@
 
 mod config;
 mod glob;
+mod key;
 mod limiter;
 mod request;
 mod store;
@@ -15,11 +16,13 @@ mod unit;
 
 pub use config::{Algorithm, ConfigError, Matched, RateLimitConfig, Rule, sanitize_stat_key};
 pub use glob::matches as wildcard_matches;
+pub use key::MAX_VERBATIM_BYTES;
 pub use limiter::{
     Code, CurrentLimit, Decision, HeaderNames, Limiter, LimiterSettings, Outcome, Status,
 };
 pub use request::{
-    Descriptor, LimitOverride, MAX_DESCRIPTORS, MAX_ENTRIES, MAX_FIELD_BYTES, Request, RequestError,
+    Descriptor, LimitOverride, MAX_DESCRIPTORS, MAX_DOMAIN_BYTES, MAX_ENTRIES, MAX_HITS, Request,
+    RequestError,
 };
-pub use store::{MemoryStore, Op, Store, StoreError};
+pub use store::{DEFAULT_MAX_KEYS, MemoryStore, Op, Store, StoreError};
 pub use unit::Unit;

@@ -48,7 +48,9 @@ pub struct Outcome {
     pub rule_id: usize,
     /// Stats key (with values where the rule asks for them).
     pub stat_key: String,
-    /// Whether the stat key carries request values (detailed metrics).
+    /// Whether the stat key carries request values (`detailed_metric`,
+    /// `value_to_metric`, or an Envoy limit override): such keys are not a
+    /// closed set, and the adapter must bound how many it labels.
     pub detailed: bool,
     /// Hits counted.
     pub total_hits: u64,
@@ -304,7 +306,9 @@ impl Limiter {
             let mut outcome = Outcome {
                 rule_id: rule.id(),
                 stat_key: plan.matched.stat_key.clone(),
-                detailed: rule.is_detailed(),
+                detailed: rule.is_detailed()
+                    || rule.id() == usize::MAX
+                    || plan.matched.stat_key != rule.stat_key(),
                 total_hits: plan.hits,
                 over_limit: 0,
                 near_limit: 0,
@@ -330,7 +334,7 @@ impl Limiter {
             status.duration_until_reset = unit.seconds_until_reset(now);
             let (after, before) = if plan.cached_over {
                 outcome.over_limit_with_local_cache = plan.hits;
-                (limit + plan.hits.max(1), limit + 1)
+                (limit.saturating_add(plan.hits.max(1)), limit + 1)
             } else {
                 let op = plan.op.unwrap_or_default();
                 let current = values[op];
@@ -341,7 +345,7 @@ impl Limiter {
                         let overlap = 1.0 - (elapsed / (unit.seconds() * 1000) as f64).min(1.0);
                         // Weighted previous window, rounded down: the estimate never
                         // exceeds what was really counted over the last unit.
-                        current + (values[op + 1] as f64 * overlap) as u64
+                        current.saturating_add((values[op + 1] as f64 * overlap) as u64)
                     }
                 };
                 (after, after.saturating_sub(plan.hits))
@@ -358,7 +362,9 @@ impl Limiter {
                     if rule.algorithm() == Algorithm::FixedWindow {
                         self.remember_over(
                             ops[plan.op.unwrap_or_default()].key(),
-                            (plan.window_start + unit.seconds()) * 1000,
+                            plan.window_start
+                                .saturating_add(unit.seconds())
+                                .saturating_mul(1000),
                             now_ms,
                         );
                     }

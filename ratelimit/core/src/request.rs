@@ -6,8 +6,19 @@ use crate::unit::Unit;
 pub const MAX_DESCRIPTORS: usize = 64;
 /// Most entries one descriptor may carry.
 pub const MAX_ENTRIES: usize = 32;
-/// Longest domain, key or value, in bytes.
-pub const MAX_FIELD_BYTES: usize = 4096;
+/// Longest domain, in bytes. The domain comes from Envoy's filter
+/// configuration, never from a client, so refusing a longer one cannot be a
+/// way for a client to turn limits off. Keys and values have no bound here:
+/// a client chooses header values, and refusing the call would let Envoy fail
+/// open; a long one is counted under its digest instead (see
+/// [`MAX_VERBATIM_BYTES`](crate::MAX_VERBATIM_BYTES)).
+pub const MAX_DOMAIN_BYTES: usize = 4096;
+
+/// Most hits one descriptor may add. Every limit is a `u32`, so this many is
+/// over any limit; a larger `hits_addend` (which Envoy can take from the
+/// request) counts as this many, so sums stay far from overflow in every
+/// store (Redis counters are signed 64-bit).
+pub const MAX_HITS: u64 = 1 << 32;
 
 /// A limit sent by Envoy with the descriptor, overriding the configured one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +76,9 @@ pub enum RequestError {
         /// Position of the entry.
         entry: usize,
     },
-    /// A domain, key or value is longer than [`MAX_FIELD_BYTES`].
-    #[error("{field} is {len} bytes long, at most {MAX_FIELD_BYTES} are accepted")]
-    TooLong {
-        /// Which field.
-        field: String,
+    /// The domain is longer than [`MAX_DOMAIN_BYTES`].
+    #[error("domain is {len} bytes long, at most {MAX_DOMAIN_BYTES} are accepted")]
+    DomainTooLong {
         /// Its length.
         len: usize,
     },
@@ -144,8 +153,10 @@ impl Request {
     /// addend (a wrapper type on the wire) may be 0, which only reads.
     ///
     /// # Errors
-    /// [`RequestError`] for an empty domain, no descriptors, an empty
-    /// descriptor or key, or counts and sizes past the `MAX_*` bounds.
+    /// [`RequestError`] for an empty or over-long domain, no descriptors, an
+    /// empty key, or more than [`MAX_DESCRIPTORS`] descriptors or
+    /// [`MAX_ENTRIES`] entries. All of these come from Envoy's configuration,
+    /// none from what a client sends.
     pub fn try_new(
         domain: String,
         descriptors: Vec<Descriptor>,
@@ -154,7 +165,9 @@ impl Request {
         if domain.is_empty() {
             return Err(RequestError::EmptyDomain);
         }
-        check_len("domain".to_owned(), &domain)?;
+        if domain.len() > MAX_DOMAIN_BYTES {
+            return Err(RequestError::DomainTooLong { len: domain.len() });
+        }
         if descriptors.is_empty() {
             return Err(RequestError::NoDescriptors);
         }
@@ -170,15 +183,10 @@ impl Request {
                     count: d.entries.len(),
                 });
             }
-            for (entry, (key, value)) in d.entries.iter().enumerate() {
+            for (entry, (key, _)) in d.entries.iter().enumerate() {
                 if key.is_empty() {
                     return Err(RequestError::EmptyKey { index, entry });
                 }
-                check_len(format!("descriptors[{index}].entries[{entry}].key"), key)?;
-                check_len(
-                    format!("descriptors[{index}].entries[{entry}].value"),
-                    value,
-                )?;
             }
         }
         Ok(Self {
@@ -200,21 +208,11 @@ impl Request {
         &self.descriptors
     }
 
-    /// Hits to add for descriptor `d` of this request.
+    /// Hits to add for descriptor `d` of this request, at most [`MAX_HITS`].
     #[must_use]
     pub fn hits_for(&self, d: &Descriptor) -> u64 {
-        d.hits_addend.unwrap_or(self.hits_addend)
+        d.hits_addend.unwrap_or(self.hits_addend).min(MAX_HITS)
     }
-}
-
-fn check_len(field: String, value: &str) -> Result<(), RequestError> {
-    if value.len() > MAX_FIELD_BYTES {
-        return Err(RequestError::TooLong {
-            field,
-            len: value.len(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -244,12 +242,12 @@ mod tests {
             Request::try_new("x".into(), many, 1),
             Err(RequestError::TooManyDescriptors { .. })
         ));
-        let long = "v".repeat(MAX_FIELD_BYTES + 1);
-        let err = Request::try_new("x".into(), vec![d(&[("a", &long)])], 1).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("descriptors[0].entries[0].value is 4097 bytes"),
-            "{err}"
+        let long = "v".repeat(MAX_DOMAIN_BYTES + 1);
+        assert_eq!(
+            Request::try_new(long, vec![d(&[("a", "b")])], 1),
+            Err(RequestError::DomainTooLong {
+                len: MAX_DOMAIN_BYTES + 1
+            })
         );
         // Envoy sends a descriptor without entries when `skip_if_absent`
         // skipped all its actions: accepted, it matches nothing.
@@ -258,6 +256,37 @@ mod tests {
             Request::try_new("x".into(), vec![d(&[("", "b")])], 1),
             Err(RequestError::EmptyKey { index: 0, entry: 0 })
         );
+    }
+
+    #[test]
+    fn a_client_chosen_value_of_any_length_is_accepted() {
+        // A 5000-byte header value once made the whole call INVALID_ARGUMENT,
+        // which Envoy's failure_mode_deny=false turns into "allow everything".
+        let long = "v".repeat(64 * 1024);
+        let long_key = "k".repeat(8 * 1024);
+        assert!(
+            Request::try_new(
+                "x".into(),
+                vec![d(&[("user", &long)]), d(&[(&long_key, "v")])],
+                1
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn huge_hits_addends_are_clamped_to_more_than_any_limit() {
+        let r = Request::try_new(
+            "x".into(),
+            vec![
+                d(&[("a", "b")]).with_hits_addend(u64::MAX),
+                d(&[("c", "d")]),
+            ],
+            0,
+        )
+        .unwrap();
+        assert_eq!(r.hits_for(&r.descriptors()[0]), MAX_HITS);
+        assert!(MAX_HITS > u64::from(u32::MAX));
     }
 
     #[test]

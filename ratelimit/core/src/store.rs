@@ -4,13 +4,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// One operation of a batch. A batch is one round trip to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Add `hits` to the counter `key` (creating it at 0), make it expire
-    /// `ttl_secs` after now, and return the new value.
+    /// `ttl_secs` after now, and return the new value. A store that cannot
+    /// create another counter (see [`MemoryStore::with_max_keys`]) answers
+    /// `u64::MAX`: over any limit, so a full store never lets a request
+    /// through uncounted.
     IncrBy {
         /// Counter key.
         key: String,
@@ -42,6 +45,9 @@ pub enum StoreError {
     /// The store did not answer in time.
     #[error("counter store timed out")]
     Timeout,
+    /// Too many calls already wait for the store: refused without waiting.
+    #[error("counter store has too many calls waiting")]
+    Overloaded,
     /// The store answered with an error or could not be reached.
     #[error("counter store failed: {0}")]
     Backend(String),
@@ -64,6 +70,14 @@ pub trait Store: Send + Sync {
 const SHARDS: usize = 32;
 /// Every this many operations a shard drops its expired counters.
 const SWEEP_EVERY: u64 = 4096;
+/// A full store sweeps every shard for expired counters at most this often,
+/// so a flood of new keys into a store full of live ones costs one sweep a
+/// second, not one per request.
+const FULL_SWEEP_INTERVAL_MS: u64 = 1000;
+/// Default [`MemoryStore`] capacity, in counters: about 100 to 200 MB with
+/// typical keys (a key is at most a few hundred bytes, see
+/// [`MAX_VERBATIM_BYTES`](crate::MAX_VERBATIM_BYTES)).
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -72,30 +86,142 @@ struct Entry {
 }
 
 /// Counters in this process: exact, fast, and gone on restart. Keys expire by
-/// their ttl; expired ones are swept as the store is used, so memory stays
-/// bounded by the keys of live windows.
+/// their ttl; expired ones are swept as the store is used.
+///
+/// Clients choose descriptor values, and a value under an hour or day unit
+/// lives that long, so the number of live counters is capped
+/// ([`with_max_keys`](Self::with_max_keys)). At the cap, a new key first
+/// makes the store drop expired counters (all shards at most once a second);
+/// if every counter is still live, the new key is refused: its `IncrBy`
+/// answers `u64::MAX`, over any limit. Counters that exist keep counting
+/// exactly, so nothing already limited fails open; what the cap costs is that
+/// new clients are denied until counters expire (see
+/// [`refused_keys`](Self::refused_keys), exported as a metric).
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Vec<Mutex<HashMap<String, Entry>>>,
     hasher: std::collections::hash_map::RandomState,
     ops: AtomicU64,
+    max_keys: usize,
+    keys: AtomicUsize,
+    refused: AtomicU64,
+    last_full_sweep_ms: AtomicU64,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
-            ops: AtomicU64::new(0),
-        }
+        Self::with_max_keys(DEFAULT_MAX_KEYS)
     }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store holding at most [`DEFAULT_MAX_KEYS`] counters.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store holding at most `max_keys` counters (at least 1).
+    #[must_use]
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            ops: AtomicU64::new(0),
+            max_keys: max_keys.max(1),
+            keys: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            last_full_sweep_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The most counters the store holds.
+    #[must_use]
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// How many new keys were refused (answered over limit) because the
+    /// store was full of live counters, since start.
+    #[must_use]
+    pub fn refused_keys(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for one more counter, if the store has one.
+    fn reserve(&self) -> bool {
+        self.keys
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Drops expired counters everywhere, unless another sweep of the whole
+    /// store ran less than [`FULL_SWEEP_INTERVAL_MS`] ago.
+    fn sweep_if_due(&self, now_ms: u64) {
+        let last = self.last_full_sweep_ms.load(Ordering::Acquire);
+        if now_ms < last.saturating_add(FULL_SWEEP_INTERVAL_MS) && last != 0 {
+            return;
+        }
+        if self
+            .last_full_sweep_ms
+            .compare_exchange(last, now_ms.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.sweep(now_ms);
+        }
+    }
+
+    /// `IncrBy` on a key the shard does not hold: creates it when there is
+    /// room (after dropping expired counters if needed), else refuses.
+    fn create<'a>(
+        &'a self,
+        key: &str,
+        hits: u64,
+        expires_ms: u64,
+        now_ms: u64,
+        mut shard: std::sync::MutexGuard<'a, HashMap<String, Entry>>,
+    ) -> u64 {
+        if !self.reserve() {
+            let dropped = Self::drop_expired(&mut shard, now_ms);
+            self.keys.fetch_sub(dropped, Ordering::AcqRel);
+            if !self.reserve() {
+                // Sweeping the other shards takes their locks: never while
+                // holding this one.
+                drop(shard);
+                self.sweep_if_due(now_ms);
+                if !self.reserve() {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    return u64::MAX;
+                }
+                shard = self
+                    .shard(key)
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+        match shard.entry(key.to_owned()) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Entry {
+                    count: hits,
+                    expires_ms,
+                });
+                hits
+            }
+            std::collections::hash_map::Entry::Occupied(mut held) => {
+                // Another caller created it while this one swept: give the
+                // slot back and count into theirs.
+                self.keys.fetch_sub(1, Ordering::AcqRel);
+                let entry = held.get_mut();
+                if entry.expires_ms <= now_ms {
+                    entry.count = 0;
+                }
+                entry.count = entry.count.saturating_add(hits);
+                entry.expires_ms = expires_ms;
+                entry.count
+            }
+        }
     }
 
     fn shard(&self, key: &str) -> &Mutex<HashMap<String, Entry>> {
@@ -128,10 +254,9 @@ impl MemoryStore {
                         ttl_secs,
                     } => {
                         let expires_ms = now_ms.saturating_add(ttl_secs.saturating_mul(1000));
-                        let entry = shard.entry(key.clone()).or_insert(Entry {
-                            count: 0,
-                            expires_ms,
-                        });
+                        let Some(entry) = shard.get_mut(key.as_str()) else {
+                            return self.create(key, *hits, expires_ms, now_ms, shard);
+                        };
                         if entry.expires_ms <= now_ms {
                             *entry = Entry {
                                 count: 0,
@@ -150,7 +275,7 @@ impl MemoryStore {
             })
             .collect();
         if let Some(index) = sweep {
-            Self::sweep_shard(&self.shards[index], now_ms);
+            self.sweep_shard(&self.shards[index], now_ms);
         }
         out
     }
@@ -158,28 +283,29 @@ impl MemoryStore {
     /// Drops every expired counter.
     pub fn sweep(&self, now_ms: u64) {
         for shard in &self.shards {
-            Self::sweep_shard(shard, now_ms);
+            self.sweep_shard(shard, now_ms);
         }
     }
 
-    fn sweep_shard(shard: &Mutex<HashMap<String, Entry>>, now_ms: u64) {
+    fn sweep_shard(&self, shard: &Mutex<HashMap<String, Entry>>, now_ms: u64) {
         let mut shard = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dropped = Self::drop_expired(&mut shard, now_ms);
+        self.keys.fetch_sub(dropped, Ordering::AcqRel);
+    }
+
+    /// Drops a shard's expired counters and says how many.
+    fn drop_expired(shard: &mut HashMap<String, Entry>, now_ms: u64) -> usize {
+        let before = shard.len();
         shard.retain(|_, e| e.expires_ms > now_ms);
+        before - shard.len()
     }
 
     /// Number of counters held, expired or not (for tests and metrics).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .len()
-            })
-            .sum()
+        self.keys.load(Ordering::Acquire)
     }
 
     /// Whether no counter is held.
@@ -240,6 +366,37 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(
             store.apply(&[Op::Get { key: "new".into() }], 5_000),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn a_full_store_refuses_new_keys_as_over_limit_and_keeps_counting_old_ones() {
+        let store = MemoryStore::with_max_keys(3);
+        for key in ["a", "b", "c"] {
+            assert_eq!(store.apply(&[incr(key, 1, 3600)], 0), vec![1]);
+        }
+        // Client-chosen values cannot grow the store past its cap...
+        for n in 0..100 {
+            let key = format!("attacker-{n}");
+            assert_eq!(store.apply(&[incr(&key, 1, 3600)], 1_000), vec![u64::MAX]);
+        }
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.refused_keys(), 100);
+        // ...and the counters that exist keep counting exactly.
+        assert_eq!(store.apply(&[incr("a", 1, 3600)], 2_000), vec![2]);
+        assert_eq!(store.apply(&[Op::Get { key: "b".into() }], 2_000), vec![1]);
+    }
+
+    #[test]
+    fn a_full_store_drops_expired_counters_before_refusing() {
+        let store = MemoryStore::with_max_keys(2);
+        store.apply(&[incr("short", 1, 1), incr("long", 1, 3600)], 0);
+        // "short" expired at 1 s: its slot goes to the new key.
+        assert_eq!(store.apply(&[incr("new", 1, 60)], 5_000), vec![1]);
+        assert_eq!(store.len(), 2);
+        assert_eq!(
+            store.apply(&[Op::Get { key: "long".into() }], 5_000),
             vec![1]
         );
     }

@@ -54,7 +54,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
   STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT, CACHE_KEY_PREFIX, MERGE_DOMAIN_CONFIG
   LIMIT_RESPONSE_HEADERS_ENABLED, LIMIT_LIMIT_HEADER, LIMIT_REMAINING_HEADER, LIMIT_RESET_HEADER
   LOG_LEVEL, LOG_FORMAT, USE_STATSD
-  GATEHOUSE_STORE_TIMEOUT, GATEHOUSE_STORE_FAILURE, GATEHOUSE_RETRY_AFTER   Gatehouse's own
+  GATEHOUSE_STORE_TIMEOUT, GATEHOUSE_STORE_MAX_PENDING, GATEHOUSE_STORE_FAILURE,
+  GATEHOUSE_MEMORY_MAX_KEYS, GATEHOUSE_METRIC_MAX_VALUE_LABELS, GATEHOUSE_RETRY_AFTER   Gatehouse's own
 Settings the reference has and this service does not are refused at start, by name."
 )]
 struct Args {
@@ -140,13 +141,26 @@ async fn serve(settings: Settings) -> Result<()> {
     tracing::info!(dir = %config_dir.display(), rules = live.current().rules().len(), "configuration loaded");
 
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
+    let metrics = Arc::new(metrics::Metrics::register(
+        &mut registry,
+        settings.metric_max_value_labels,
+    ));
     let store = Arc::new(match &settings.backend {
-        settings::Backend::Memory => store::Backend::Memory(MemoryStore::new()),
+        settings::Backend::Memory => {
+            store::Backend::Memory(MemoryStore::with_max_keys(settings.memory_max_keys))
+        }
         settings::Backend::Redis(redis) => {
-            store::Backend::Redis(connect_redis(redis, metrics.redis_batch_size.clone()).await)
+            let redis_metrics = store::RedisMetrics {
+                batch_sizes: metrics.redis_batch_size.clone(),
+                pending: metrics.store_pending.clone(),
+                overloaded: metrics.store_overloaded.clone(),
+            };
+            store::Backend::Redis(connect_redis(redis, redis_metrics).await)
         }
     });
+    registry
+        .sub_registry_with_prefix("gatehouse_ratelimit")
+        .register_collector(Box::new(metrics::MemoryStoreStats(store.clone())));
 
     metrics.config_load_success.inc();
     if settings.use_statsd {
@@ -261,12 +275,12 @@ fn announce((grpc, http, debug_port): (SocketAddr, SocketAddr, SocketAddr)) -> R
 
 async fn connect_redis(
     redis: &settings::RedisSettings,
-    batch_sizes: prometheus_client::metrics::histogram::Histogram,
+    metrics: store::RedisMetrics,
 ) -> store::RedisStore {
     // As the reference: wait for Redis at startup, retrying with backoff.
     let mut delay = Duration::from_millis(200);
     loop {
-        match store::RedisStore::connect(redis, batch_sizes.clone()).await {
+        match store::RedisStore::connect(redis, metrics.clone()).await {
             Ok(s) => return s,
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "redis not reachable yet");

@@ -61,8 +61,13 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// Dial timeout (`REDIS_TIMEOUT`).
     pub connect_timeout: Duration,
-    /// Bound on one decision's round trip (`GATEHOUSE_STORE_TIMEOUT`, 500ms).
+    /// Bound on one decision's wait for Redis, queue included
+    /// (`GATEHOUSE_STORE_TIMEOUT`, 500ms: below the 1 s rate-limit timeout
+    /// Gatehouse renders for Envoy, so the failure policy answers in time).
     pub op_timeout: Duration,
+    /// Most decisions waiting for Redis or in flight; more are refused at
+    /// once (`GATEHOUSE_STORE_MAX_PENDING`, 4096).
+    pub max_pending: usize,
     /// Up to this many seconds added to each key's expiry, as the reference.
     pub expiration_jitter_max_seconds: u64,
 }
@@ -85,6 +90,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("op_timeout", &self.op_timeout)
+            .field("max_pending", &self.max_pending)
             .finish()
     }
 }
@@ -140,6 +146,11 @@ pub struct Settings {
     pub limiter: LimiterSettings,
     /// Store failure policy.
     pub failure_policy: FailurePolicy,
+    /// Most counters the memory store holds (`GATEHOUSE_MEMORY_MAX_KEYS`).
+    pub memory_max_keys: usize,
+    /// Most distinct request-valued `descriptor` labels per metric
+    /// (`GATEHOUSE_METRIC_MAX_VALUE_LABELS`); more share one `overflow` label.
+    pub metric_max_value_labels: usize,
     /// `LOG_LEVEL` as a tracing filter.
     pub log_level: String,
     /// `LOG_FORMAT=json`.
@@ -325,6 +336,17 @@ impl Settings {
             if pool_size == 0 {
                 return Err(r.error("REDIS_POOL_SIZE", "must be at least 1"));
             }
+            let op_timeout = r.duration("GATEHOUSE_STORE_TIMEOUT", Duration::from_millis(500))?;
+            if op_timeout.is_zero() {
+                return Err(r.error(
+                    "GATEHOUSE_STORE_TIMEOUT",
+                    "must be more than 0: keep it below Envoy's rate-limit timeout, e.g. 500ms",
+                ));
+            }
+            let max_pending: usize = r.number("GATEHOUSE_STORE_MAX_PENDING", 4096)?;
+            if max_pending == 0 {
+                return Err(r.error("GATEHOUSE_STORE_MAX_PENDING", "must be at least 1"));
+            }
             Backend::Redis(RedisSettings {
                 socket_type,
                 url,
@@ -333,7 +355,8 @@ impl Settings {
                 tls: r.bool("REDIS_TLS", false)?,
                 pool_size,
                 connect_timeout: r.duration("REDIS_TIMEOUT", Duration::from_secs(10))?,
-                op_timeout: r.duration("GATEHOUSE_STORE_TIMEOUT", Duration::from_millis(500))?,
+                op_timeout,
+                max_pending,
                 expiration_jitter_max_seconds: r.number("EXPIRATION_JITTER_MAX_SECONDS", 300)?,
             })
         } else {
@@ -350,6 +373,15 @@ impl Settings {
                 ));
             }
         };
+
+        let memory_max_keys: usize = r.number(
+            "GATEHOUSE_MEMORY_MAX_KEYS",
+            gatehouse_ratelimit_core::DEFAULT_MAX_KEYS,
+        )?;
+        if memory_max_keys == 0 {
+            return Err(r.error("GATEHOUSE_MEMORY_MAX_KEYS", "must be at least 1"));
+        }
+        let metric_max_value_labels: usize = r.number("GATEHOUSE_METRIC_MAX_VALUE_LABELS", 1000)?;
 
         let near_limit_ratio: f64 = r.number("NEAR_LIMIT_RATIO", 0.8)?;
         if !(0.0..=1.0).contains(&near_limit_ratio) {
@@ -426,6 +458,8 @@ impl Settings {
             backend,
             limiter,
             failure_policy,
+            memory_max_keys,
+            metric_max_value_labels,
             log_level,
             log_json,
             use_statsd: r.bool("USE_STATSD", true)?,
@@ -457,6 +491,10 @@ mod tests {
         assert_eq!(s.backend, Backend::Memory);
         assert_eq!(s.limiter.near_limit_ratio, 0.8);
         assert!(s.limiter.response_headers.is_none());
+        assert_eq!(
+            (s.memory_max_keys, s.metric_max_value_labels),
+            (1_000_000, 1000)
+        );
         assert_eq!(s.log_level, "warn");
     }
 
@@ -474,6 +512,10 @@ mod tests {
             (redis.kind, redis.pool_size, redis.url.as_str()),
             (RedisType::Single, 10, "127.0.0.1:6379")
         );
+        assert_eq!(
+            (redis.op_timeout, redis.max_pending),
+            (Duration::from_millis(500), 4096)
+        );
     }
 
     #[test]
@@ -488,9 +530,13 @@ mod tests {
             ("LOG_LEVEL", "loud"),
             ("REDIS_TIMEOUT", "10"),
             ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+            ("GATEHOUSE_MEMORY_MAX_KEYS", "0"),
+            ("GATEHOUSE_METRIC_MAX_VALUE_LABELS", "many"),
+            ("GATEHOUSE_STORE_MAX_PENDING", "0"),
+            ("GATEHOUSE_STORE_TIMEOUT", "0"),
         ] {
             let mut vars = env(&[(name, value)]);
-            if name.starts_with("REDIS") {
+            if name.starts_with("REDIS") || name.starts_with("GATEHOUSE_STORE") {
                 vars.insert("BACKEND_TYPE".into(), "redis".into());
             }
             let err = Settings::from_vars(&vars).unwrap_err();

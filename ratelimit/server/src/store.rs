@@ -1,15 +1,20 @@
 //! The service's counter stores: memory (from the core) and Redis.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::resp;
 use gatehouse_ratelimit_core::{MemoryStore, Op, Store, StoreError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::settings::{RedisSettings, RedisType};
 
@@ -82,11 +87,32 @@ enum Conn {
 /// [`resp`](crate::resp) connections, one per worker thread, each owned by
 /// its batching task: while one batch is out, the next gathers. Cluster,
 /// Sentinel and TLS go through redis-rs.
+///
+/// A slow Redis must not turn into a growing queue whose every entry misses
+/// Envoy's timeout. Each decision takes one of `max_pending` slots before it
+/// is queued, holding it until answered (queue-full answers at once), and
+/// waits at most `op_timeout` in all, queue included; a decision whose caller
+/// gave up or whose deadline passed is dropped before it is sent. Either
+/// failure is [`StoreError`], answered as gRPC `UNAVAILABLE`, so the
+/// configured failure policy decides within the timeout.
 pub struct RedisStore {
     lanes: Vec<tokio::sync::mpsc::UnboundedSender<Pending>>,
     next: std::sync::atomic::AtomicUsize,
     probe: Probe,
     op_timeout: Duration,
+    slots: Arc<Semaphore>,
+    metrics: RedisMetrics,
+}
+
+/// What the Redis store reports.
+#[derive(Debug, Clone)]
+pub struct RedisMetrics {
+    /// Decisions per pipeline.
+    pub batch_sizes: Histogram,
+    /// Decisions waiting for Redis or in flight (at most `max_pending`).
+    pub pending: Gauge,
+    /// Decisions refused at once because `max_pending` were waiting.
+    pub overloaded: Counter,
 }
 
 /// How readiness checks reach Redis.
@@ -102,6 +128,38 @@ enum Probe {
 struct Pending {
     ops: Vec<Op>,
     reply: tokio::sync::oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    /// When the caller stops waiting.
+    deadline: Instant,
+    _slot: Slot,
+}
+
+/// One of the store's `max_pending` slots, given back when the decision is
+/// answered or dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    pending: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pending.dec();
+    }
+}
+
+impl Pending {
+    /// Whether anyone still waits for the answer.
+    fn is_wanted(&self, now: Instant) -> bool {
+        !self.reply.is_closed() && self.deadline > now
+    }
+}
+
+/// Keeps the decisions someone still waits for, and the latest of their
+/// deadlines (the batch's own).
+fn still_wanted(batch: Vec<Pending>) -> Option<(Vec<Pending>, Instant)> {
+    let now = Instant::now();
+    let batch: Vec<Pending> = batch.into_iter().filter(|p| p.is_wanted(now)).collect();
+    let deadline = batch.iter().map(|p| p.deadline).max()?;
+    Some((batch, deadline))
 }
 
 /// Most decisions one batch carries.
@@ -109,7 +167,9 @@ const MAX_BATCH: usize = 256;
 
 impl RedisStore {
     /// Connects (reconnecting by itself later) as the settings say.
-    pub async fn connect(settings: &RedisSettings, batch_sizes: Histogram) -> Result<Self> {
+    pub async fn connect(settings: &RedisSettings, metrics: RedisMetrics) -> Result<Self> {
+        let batch_sizes = metrics.batch_sizes.clone();
+        let slots = Arc::new(Semaphore::new(settings.max_pending.max(1)));
         // Multiplexed connections carry any number of requests at once, so
         // more than one per worker thread only splits batches.
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
@@ -137,7 +197,6 @@ impl RedisStore {
                             address: address.clone(),
                             auth: settings.auth.clone(),
                             connect_timeout: settings.connect_timeout.min(settings.op_timeout),
-                            op_timeout: settings.op_timeout,
                             jitter_max: settings.expiration_jitter_max_seconds,
                             batch_sizes: batch_sizes.clone(),
                         },
@@ -150,6 +209,8 @@ impl RedisStore {
                 next: std::sync::atomic::AtomicUsize::new(0),
                 probe,
                 op_timeout: settings.op_timeout,
+                slots,
+                metrics,
             });
         }
         if settings.tls {
@@ -205,7 +266,6 @@ impl RedisStore {
             rx,
             conns,
             settings.expiration_jitter_max_seconds,
-            settings.op_timeout,
             batch_sizes,
         ));
         Ok(Self {
@@ -213,24 +273,45 @@ impl RedisStore {
             next: std::sync::atomic::AtomicUsize::new(0),
             probe,
             op_timeout: settings.op_timeout,
+            slots,
+            metrics,
         })
     }
 
     fn run(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send + use<> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
-        let sent = self.lanes[lane].send(Pending {
-            ops: ops.to_vec(),
-            reply,
-        });
-        async move {
-            if sent.is_err() {
-                return Err(StoreError::Backend("redis batcher stopped".into()));
+        let deadline = Instant::now() + self.op_timeout;
+        let sent = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.metrics.pending.inc();
+                let slot = Slot {
+                    _permit: permit,
+                    pending: self.metrics.pending.clone(),
+                };
+                let lane =
+                    self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
+                self.lanes[lane]
+                    .send(Pending {
+                        ops: ops.to_vec(),
+                        reply,
+                        deadline,
+                        _slot: slot,
+                    })
+                    .map_err(|_| StoreError::Backend("redis batcher stopped".into()))
             }
-            // The batch enforces the timeout: one timer for all its decisions.
-            answer
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Backend("redis batch dropped".into())))
+            Err(_) => {
+                self.metrics.overloaded.inc();
+                Err(StoreError::Overloaded)
+            }
+        };
+        async move {
+            sent?;
+            // Queue and round trip together: the caller never waits longer.
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(answer) => answer
+                    .unwrap_or_else(|_| Err(StoreError::Backend("redis batch dropped".into()))),
+                Err(_) => Err(StoreError::Timeout),
+            }
         }
     }
 
@@ -309,7 +390,6 @@ struct LeanLane {
     address: resp::Address,
     auth: String,
     connect_timeout: Duration,
-    op_timeout: Duration,
     jitter_max: u64,
     batch_sizes: Histogram,
 }
@@ -317,11 +397,14 @@ struct LeanLane {
 /// Gathers decisions into batches and runs them on its own connection, one
 /// batch at a time: while Redis answers one, the next gathers. A failed or
 /// timed-out batch drops the connection; the next batch reconnects.
+/// Decisions nobody waits for any more are dropped unsent.
 async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: LeanLane) {
     let mut conn: Option<resp::Connection> = None;
     let mut out = Vec::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
-        let batch = gather(first, &mut rx).await;
+        let Some((batch, deadline)) = still_wanted(gather(first, &mut rx).await) else {
+            continue;
+        };
         lane.batch_sizes.observe(batch.len() as f64);
         out.clear();
         let mut expected = 0;
@@ -363,7 +446,7 @@ async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: 
                 None => Err(resp::RespError::Protocol("no connection".into())),
             }
         };
-        let result = match tokio::time::timeout(lane.op_timeout, exchange).await {
+        let result = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(Ok(replies)) => Ok(replies),
             Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
             Err(_) => Err(StoreError::Timeout),
@@ -417,24 +500,28 @@ fn answer_batch(batch: Vec<Pending>, replies: Vec<resp::Reply>) {
 }
 
 /// Gathers waiting decisions into pipelines until the store is dropped.
+///
+/// Each batch runs in a task of its own; the tasks are bounded with the
+/// decisions they carry, by the store's slots.
 async fn batcher(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
     conns: Vec<Conn>,
     jitter_max: u64,
-    timeout: Duration,
     batch_sizes: Histogram,
 ) {
     let mut next = 0usize;
     while let Some(first) = rx.recv().await {
-        let batch = gather(first, &mut rx).await;
+        let Some((batch, deadline)) = still_wanted(gather(first, &mut rx).await) else {
+            continue;
+        };
         batch_sizes.observe(batch.len() as f64);
         let conn = conns[next % conns.len()].clone();
         next = next.wrapping_add(1);
-        tokio::spawn(send_batch(conn, batch, jitter_max, timeout));
+        tokio::spawn(send_batch(conn, batch, jitter_max, deadline));
     }
 }
 
-async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64, timeout: Duration) {
+async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64, deadline: Instant) {
     let mut pipe = redis::pipe();
     for pending in &batch {
         for op in &pending.ops {
@@ -462,7 +549,7 @@ async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64, timeout: D
             Conn::Cluster(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,
         }
     };
-    let result = match tokio::time::timeout(timeout, query).await {
+    let result = match tokio::time::timeout_at(deadline, query).await {
         Ok(result) => result.map_err(|e| StoreError::Backend(e.to_string())),
         Err(_) => Err(StoreError::Timeout),
     };

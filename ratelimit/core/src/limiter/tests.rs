@@ -398,3 +398,120 @@ fn a_descriptor_without_entries_matches_nothing() {
     );
     assert_eq!(decision.overall, Code::OverLimit);
 }
+
+#[test]
+fn an_underscore_value_does_not_spend_another_tenants_limit() {
+    // Joined with bare `_`, both descriptors counted in `d_tenant_victim_plan_free_<window>`.
+    let f = Fixture::new(
+        "
+domain: d
+descriptors:
+  - key: tenant
+    rate_limit: { unit: minute, requests_per_unit: 1 }
+    descriptors:
+      - key: plan
+        value: free
+        rate_limit: { unit: minute, requests_per_unit: 1 }
+",
+    );
+    let attacker = req("d", vec![d(&[("tenant", "victim_plan_free")])]);
+    let victim = req("d", vec![d(&[("tenant", "victim"), ("plan", "free")])]);
+    assert_eq!(f.check(&attacker).overall, Code::Ok);
+    assert_eq!(f.check(&attacker).overall, Code::OverLimit);
+    assert_eq!(
+        f.check(&victim).overall,
+        Code::Ok,
+        "the victim's own counter is untouched"
+    );
+}
+
+#[test]
+fn over_long_values_count_under_their_digest() {
+    let f = Fixture::new(LIMITS);
+    let long = "u".repeat(5000);
+    let mut other = long.clone();
+    other.replace_range(4999.., "v");
+    let r = req("api", vec![d(&[("user", &long)])]);
+    for _ in 0..3 {
+        assert_eq!(f.check(&r).overall, Code::Ok);
+    }
+    assert_eq!(
+        f.check(&r).overall,
+        Code::OverLimit,
+        "the same value counts together"
+    );
+    assert_eq!(
+        f.check(&req("api", vec![d(&[("user", &other)])])).overall,
+        Code::Ok,
+        "another long value counts apart"
+    );
+}
+
+/// A memory store that records the hits it was asked to add.
+#[derive(Default)]
+struct Recording {
+    inner: MemoryStore,
+    hits: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Store for Recording {
+    fn execute(
+        &self,
+        ops: &[Op],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send {
+        if let Ok(mut hits) = self.hits.lock() {
+            hits.extend(ops.iter().filter_map(|op| match op {
+                Op::IncrBy { hits, .. } => Some(*hits),
+                Op::Get { .. } => None,
+            }));
+        }
+        self.inner.execute(ops, now_ms)
+    }
+}
+
+fn huge(descriptor: Descriptor) -> Request {
+    Request::try_new("api".into(), vec![descriptor.with_hits_addend(u64::MAX)], 1).unwrap()
+}
+
+#[test]
+fn a_huge_hits_addend_reaches_the_store_clamped_and_is_over_limit() {
+    // Redis refuses INCRBY past i64::MAX: unclamped, the call failed and the
+    // failure policy (often "allow") answered.
+    let store = Recording::default();
+    let limiter = Limiter::new(LimiterSettings::default());
+    let config = RateLimitConfig::load([("t.yaml", LIMITS)]).unwrap();
+    let decision =
+        block_on(limiter.check(&config, &huge(d(&[("user", "hugo")])), &store, T0)).unwrap();
+    assert_eq!(decision.overall, Code::OverLimit);
+    assert_eq!(*store.hits.lock().unwrap(), vec![crate::request::MAX_HITS]);
+}
+
+#[test]
+fn a_huge_hits_addend_is_over_limit_from_the_local_cache() {
+    let settings = LimiterSettings {
+        local_cache_entries: 100,
+        ..LimiterSettings::default()
+    };
+    let f = Fixture::with(LIMITS, settings);
+    let r = req("api", vec![d(&[("blocked", "x")])]);
+    assert_eq!(f.check(&r).overall, Code::OverLimit);
+    // Answered from the cache: `limit + hits` must not wrap to under the limit.
+    let decision = f.check(&huge(d(&[("blocked", "x")])));
+    assert_eq!(decision.overall, Code::OverLimit);
+    assert_eq!(decision.statuses[0].limit_remaining, 0);
+}
+
+#[test]
+fn a_huge_hits_addend_is_over_limit_in_a_sliding_window() {
+    let f = Fixture::new(LIMITS);
+    // The previous window is well used, the current one gets a huge addend:
+    // their weighted sum must saturate, not wrap.
+    for _ in 0..8 {
+        f.check_at(&req("api", vec![d(&[("smooth", "s")])]), T0 - 60_000);
+    }
+    for _ in 0..3 {
+        let decision = f.check_at(&huge(d(&[("smooth", "s")])), T0);
+        assert_eq!(decision.overall, Code::OverLimit);
+    }
+}
