@@ -101,6 +101,12 @@ pub enum PathMatch {
     Any,
     /// Paths starting with this (`/api/*` is the prefix `/api/`).
     Prefix(String),
+    /// This path and the paths under it, on a segment boundary: `/health*`
+    /// on a rule that exempts (no filters) covers `/health` and
+    /// `/health/live`, never `/healthz-admin` (Envoy's
+    /// `path_separated_prefix`). A glob would match any text after
+    /// `/health`; a rule that takes checks away must not reach that far.
+    Segments(String),
     /// This path only.
     Exact(String),
 }
@@ -582,6 +588,12 @@ pub(crate) fn policy(
                 "at most one filter of a rule may have ifRequestHeader yet: split the rule".into(),
             ));
         }
+        let path = match path {
+            PathMatch::Prefix(p) if filters.is_empty() && !p.ends_with('/') => {
+                PathMatch::Segments(p)
+            }
+            other => other,
+        };
         rules.push(PolicyRule {
             host,
             path,

@@ -348,6 +348,7 @@ fn relation(rule: &PathMatch, g: &RouteGroup<'_>) -> Relation {
         return match rule {
             PathMatch::Any => Relation::Covers,
             PathMatch::Prefix(q) if g.prefix.starts_with(q.as_str()) => Relation::Covers,
+            PathMatch::Segments(q) if under_segments(q, g.prefix) => Relation::Covers,
             PathMatch::Exact(e) if e == g.prefix => Relation::Covers,
             _ => Relation::Disjoint,
         };
@@ -355,18 +356,34 @@ fn relation(rule: &PathMatch, g: &RouteGroup<'_>) -> Relation {
     match rule {
         PathMatch::Any => Relation::Covers,
         PathMatch::Prefix(q) if g.prefix.starts_with(q.as_str()) => Relation::Covers,
-        PathMatch::Prefix(q) if q.starts_with(g.prefix) => Relation::Narrower(rule.clone()),
+        // `/health` covers a Mapping on `/health/`, not one on `/health`
+        // (which also matches `/healthz`).
+        PathMatch::Segments(q) if g.prefix.starts_with(&format!("{q}/")) => Relation::Covers,
+        PathMatch::Prefix(q) | PathMatch::Segments(q) if q.starts_with(g.prefix) => {
+            Relation::Narrower(rule.clone())
+        }
         PathMatch::Exact(e) if e.starts_with(g.prefix) => Relation::Narrower(rule.clone()),
         _ => Relation::Disjoint,
     }
 }
 
+/// Whether `path` is `segments` or lies under it (`segments` + `/`...).
+fn under_segments(segments: &str, path: &str) -> bool {
+    path.strip_prefix(segments)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 fn path_covers(outer: &PathMatch, inner: &PathMatch) -> bool {
     match (outer, inner) {
         (PathMatch::Any, _) => true,
-        (PathMatch::Prefix(o), PathMatch::Prefix(i) | PathMatch::Exact(i)) => {
-            i.starts_with(o.as_str())
+        (
+            PathMatch::Prefix(o),
+            PathMatch::Prefix(i) | PathMatch::Segments(i) | PathMatch::Exact(i),
+        ) => i.starts_with(o.as_str()),
+        (PathMatch::Segments(o), PathMatch::Segments(i) | PathMatch::Exact(i)) => {
+            under_segments(o, i)
         }
+        (PathMatch::Segments(o), PathMatch::Prefix(i)) => i.starts_with(&format!("{o}/")),
         (PathMatch::Exact(o), PathMatch::Exact(i)) => o == i,
         _ => false,
     }
@@ -494,6 +511,7 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     }
     let mut matcher = match (&v.path, first.prefix_regex) {
         (Some(PathMatch::Prefix(p)), _) => json!({ "prefix": p }),
+        (Some(PathMatch::Segments(p)), _) => json!({ "path_separated_prefix": p }),
         (Some(PathMatch::Exact(p)), _) => json!({ "path": p }),
         (_, true) => json!({ "safe_regex": { "regex": g.prefix } }),
         _ if first.exact_path => json!({ "path": g.prefix }),
@@ -519,7 +537,9 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
         // A narrower route keeps the Mapping's rewrite: what follows the
         // Mapping's prefix follows the rewrite.
         let suffix = match &v.path {
-            Some(PathMatch::Prefix(p) | PathMatch::Exact(p)) if !first.prefix_regex => {
+            Some(PathMatch::Prefix(p) | PathMatch::Segments(p) | PathMatch::Exact(p))
+                if !first.prefix_regex =>
+            {
                 &p[g.prefix.len()..]
             }
             _ => "",
@@ -1633,6 +1653,7 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
                 }
                 let path = match &v.path {
                     Some(PathMatch::Prefix(p)) => p.clone(),
+                    Some(PathMatch::Segments(p)) => format!("{p} (and {p}/...)"),
                     Some(PathMatch::Exact(p)) => format!("={p}"),
                     _ if g.members[0].exact_path => format!("={}", g.prefix),
                     _ => g.prefix.to_owned(),
