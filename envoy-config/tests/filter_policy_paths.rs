@@ -31,7 +31,9 @@ spec:
 
 fn resources() -> Resources {
     let mut r = Resources::default();
-    load(EDGE, "edge.yaml", &mut r).unwrap();
+    if let Err(e) = load(EDGE, "edge.yaml", &mut r) {
+        unreachable!("{e}");
+    }
     r
 }
 
