@@ -352,28 +352,35 @@ pub fn bench_session() -> gatehouse_authz_core::session::Session {
 
 /// The cookie of [`bench_session`]: the session itself, or with the Redis
 /// store a reference to id `bench`.
-pub fn bench_cookie(stored: bool) -> String {
+pub fn bench_cookie(stored: bool) -> Result<String> {
     use gatehouse_authz_core::session::{SessionKeys, SessionRef};
     let keys = SessionKeys::from_raw(&[BENCH_SESSION_KEY]);
+    let purpose = bench_purpose("gatehouse_session")?;
     let value = if stored {
-        keys.seal(
-            "gatehouse_session",
-            &SessionRef { id: "bench".into() },
-            [8; 12],
-        )
+        keys.seal(&purpose, &SessionRef { id: "bench".into() }, [8; 12])
     } else {
-        keys.seal("gatehouse_session", &bench_session(), [9; 12])
-    };
-    format!("gatehouse_session={value}")
+        keys.seal(&purpose, &bench_session(), [9; 12])
+    }?;
+    Ok(format!("gatehouse_session={value}"))
+}
+
+/// What the bench filter seals `what` for: sealed values are bound to the
+/// filter's name, client id and issuer.
+fn bench_purpose(what: &str) -> Result<String> {
+    let config = gatehouse_authz_core::AuthzConfig::parse(&bench_authz_config(), "authz.yaml")?;
+    match config.filters().get("sso") {
+        Some(gatehouse_authz_core::FilterKind::Oidc(f)) => Ok(f.seal_purpose("sso", what)),
+        _ => bail!("the bench configuration has no oidc filter sso"),
+    }
 }
 
 async fn store_bench_session(redis: &Redis) -> Result<()> {
     use gatehouse_authz_core::session::{STORED_SESSION_PURPOSE, SessionKeys};
     let sealed = SessionKeys::from_raw(&[BENCH_SESSION_KEY]).seal(
-        STORED_SESSION_PURPOSE,
+        &bench_purpose(STORED_SESSION_PURPOSE)?,
         &bench_session(),
         [7; 12],
-    );
+    )?;
     let cli = paths::tool(
         "redis-cli",
         "installs the Debian package redis-server, which brings redis-cli",
@@ -802,7 +809,7 @@ async fn check_load(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    headers.insert("cookie".into(), bench_cookie(kind == Sidecar::AuthzRedis));
+    headers.insert("cookie".into(), bench_cookie(kind == Sidecar::AuthzRedis)?);
     let request = CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(Request {

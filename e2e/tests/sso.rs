@@ -139,6 +139,18 @@ async fn stack_as(
     })
 }
 
+/// The SSO filter as the service loaded it: what its cookies are sealed for.
+fn sso_filter(authz: &AuthzService) -> anyhow::Result<gatehouse_authz_core::OidcFilter> {
+    let text = std::fs::read_to_string(authz.dir().join("authz.yaml"))?;
+    match gatehouse_authz_core::AuthzConfig::parse(&text, "authz.yaml")?
+        .filters()
+        .get("sso")
+    {
+        Some(gatehouse_authz_core::FilterKind::Oidc(f)) => Ok((**f).clone()),
+        _ => anyhow::bail!("no oidc filter sso in authz.yaml"),
+    }
+}
+
 fn echoed(page_text: &str) -> anyhow::Result<Echoed> {
     // Chromium shows JSON in its viewer; the document is between the braces.
     let start = page_text.find('{').unwrap_or(0);
@@ -359,13 +371,27 @@ async fn programs_get_401_and_forged_or_replayed_callbacks_are_refused() -> anyh
             .await?
             .contains("data-code=\"no_login_in_progress\"")
     );
+    // A copy of the login cookie with its callback is refused before any
+    // call to the IdP: a used login cannot make the IdP work again.
+    let before = idp.requests();
     let r = client()?
         .get(&callback)
         .header("cookie", login_cookie)
         .send()
         .await?;
-    assert_eq!(r.status(), 400, "the old login cookie with a used code");
-    assert!(r.text().await?.contains("data-code=\"login_failed\""));
+    assert_eq!(r.status(), 400, "the old login cookie, replayed");
+    assert!(
+        r.headers().get_all("set-cookie").iter().any(|v| v
+            .to_str()
+            .is_ok_and(|v| v.starts_with("gatehouse_session_login=;"))),
+        "the login cookie is cleared"
+    );
+    assert!(r.text().await?.contains("data-code=\"login_already_used\""));
+    assert_eq!(
+        idp.requests(),
+        before,
+        "no token-endpoint call for a replay"
+    );
     assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
 
     // Logout only as a same-site POST.
@@ -399,6 +425,7 @@ async fn programs_get_401_and_forged_or_replayed_callbacks_are_refused() -> anyh
         &std::fs::read_to_string(authz.dir().join("session-keys"))?,
         "k",
     )?;
+    let login_purpose = sso_filter(&authz)?.seal_purpose("sso", "gatehouse_session_login");
     for evil in [
         "https://evil.example/",
         "//evil.example/x",
@@ -420,10 +447,10 @@ async fn programs_get_401_and_forged_or_replayed_callbacks_are_refused() -> anyh
             .ok_or_else(|| anyhow::anyhow!("no login cookie"))?
             .to_owned();
         let mut flow: LoginFlow = keys
-            .open("gatehouse_session_login", &sealed)
+            .open(&login_purpose, &sealed)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         flow.return_to = evil.to_owned();
-        let forged = keys.seal("gatehouse_session_login", &flow, [3; 12]);
+        let forged = keys.seal(&login_purpose, &flow, [3; 12])?;
         let r = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -498,13 +525,14 @@ async fn sessions_survive_key_rotation_and_bad_cookies_do_not_pass() -> anyhow::
         created_at: 1_000,
         seen_at: 1_000,
     };
-    let foreign = SessionKeys::from_raw(&[[7; 32]]).seal("gatehouse_session", &stale, [1; 12]);
+    let purpose = sso_filter(&authz)?.seal_purpose("sso", "gatehouse_session");
+    let foreign = SessionKeys::from_raw(&[[7; 32]]).seal(&purpose, &stale, [1; 12])?;
     assert_eq!(with(&foreign)?.send().await?.status(), 401);
     let ours = SessionKeys::from_key_file(
         &std::fs::read_to_string(authz.dir().join("session-keys"))?,
         "k",
     )?;
-    let expired = ours.seal("gatehouse_session", &stale, [2; 12]);
+    let expired = ours.seal(&purpose, &stale, [2; 12])?;
     assert_eq!(with(&expired)?.send().await?.status(), 401);
 
     // Rotation: a new key first, the old one kept: the old session stays.

@@ -656,14 +656,18 @@ async fn authz_set(
         ("Host".to_owned(), e2e::oauth2::HOST.to_owned()),
         ("cookie".to_owned(), oauth2_cookie),
     ];
+    let (session_cookie, reference_cookie) = (
+        e2e::bench::bench_cookie(false)?,
+        e2e::bench::bench_cookie(true)?,
+    );
     let with_cookie = |mut s: Scenario| {
         s.headers
-            .push(("cookie".to_owned(), e2e::bench::bench_cookie(false)));
+            .push(("cookie".to_owned(), session_cookie.clone()));
         s
     };
     let with_reference = |mut s: Scenario| {
         s.headers
-            .push(("cookie".to_owned(), e2e::bench::bench_cookie(true)));
+            .push(("cookie".to_owned(), reference_cookie.clone()));
         s
     };
     let scenarios = [

@@ -195,7 +195,7 @@ pub struct RedisSessionStore {
 struct RawBearer {
     issuer: String,
     #[serde(default)]
-    audiences: Vec<String>,
+    audiences: Option<Vec<String>>,
     jwks_file: String,
 }
 
@@ -204,7 +204,8 @@ struct RawBearer {
 pub struct BearerTokens {
     /// The `iss` tokens must carry.
     pub issuer: String,
-    /// One of these must be in `aud` (none: any).
+    /// One of these must be in `aud`. Default: the filter's `client_id`;
+    /// never empty (a token minted for another service does not pass).
     pub audiences: Vec<String>,
     /// The issuer's keys, a JWKS file relative to the configuration file.
     pub jwks_file: String,
@@ -279,7 +280,9 @@ pub enum SecretSource {
 /// An OpenID Connect filter's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcFilter {
-    /// The issuer; discovery reads `<issuer>/.well-known/openid-configuration`.
+    /// The issuer exactly as configured (a trailing `/` included): OpenID
+    /// Connect Discovery §4.3 requires the discovered `issuer` to be
+    /// identical. Discovery reads `<issuer>/.well-known/openid-configuration`.
     pub issuer: String,
     /// The client id.
     pub client_id: String,
@@ -326,7 +329,8 @@ pub struct OidcFilter {
     pub groups_header: String,
     /// Send `Authorization: Bearer <access token>` upstream.
     pub forward_access_token: bool,
-    /// Path prefixes that need no login.
+    /// Path prefixes that need no login, matched on segment boundaries
+    /// (see [`OidcFilter::is_public`]).
     pub public_paths: Vec<String>,
     /// A session must be in one of these groups (none: any session).
     pub required_groups: Vec<String>,
@@ -342,6 +346,37 @@ pub struct OidcFilter {
     pub session_store: Option<RedisSessionStore>,
     /// Where the IdP posts back-channel logout tokens (Redis store only).
     pub backchannel_logout_path: String,
+}
+
+impl OidcFilter {
+    /// Whether `path` (the request's `:path`; the query is ignored) needs no
+    /// login: it is under one of `public_paths` on a segment boundary
+    /// (`/health` covers `/health`, `/health/…`, `/health?…`, not
+    /// `/healthz`; `/assets/` covers everything below it). A path with dot
+    /// segments, `//`, `\` or encoded `.`, `/`, `\` is never public.
+    #[must_use]
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_paths
+            .iter()
+            .any(|p| crate::web::is_under(path, p))
+    }
+
+    /// The associated data a value sealed for this filter's cookie (or
+    /// session store) `what` is bound to: the cookie's use, the filter's
+    /// name, the client id and the issuer. Two filters that share keys and a
+    /// cookie name still cannot open each other's sessions.
+    #[must_use]
+    pub fn seal_purpose(&self, filter_name: &str, what: &str) -> String {
+        // A JSON array: unambiguous whatever the parts contain.
+        serde_json::json!([
+            "gatehouse-authz/1",
+            what,
+            filter_name,
+            self.client_id,
+            self.issuer
+        ])
+        .to_string()
+    }
 }
 
 /// An API-key filter's settings (the keys themselves load separately).
@@ -593,6 +628,7 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
             "use letters, digits, _ and -",
         ));
     }
+    let client_id = raw.client_id;
     let idle = raw.idle_timeout_seconds.unwrap_or(8 * 3600);
     let absolute = raw.absolute_timeout_seconds.unwrap_or(24 * 3600);
     if idle == 0 || absolute == 0 {
@@ -603,8 +639,9 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
         ));
     }
     Ok(OidcFilter {
-        issuer: raw.issuer.trim_end_matches('/').to_owned(),
-        client_id: raw.client_id,
+        // Exactly as written: discovery must return this very string.
+        issuer: raw.issuer,
+        client_id: client_id.clone(),
         client_secret,
         client_auth,
         callback_url: raw.callback_url,
@@ -626,7 +663,22 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
         email_header: header(raw.email_header, "x-gatehouse-email", "email_header")?,
         groups_header: header(raw.groups_header, "x-gatehouse-groups", "groups_header")?,
         forward_access_token: raw.forward_access_token,
-        public_paths: raw.public_paths,
+        public_paths: raw
+            .public_paths
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.starts_with('/') && !p.contains(['?', '#']) {
+                    Ok(p)
+                } else {
+                    Err(ConfigError::new(
+                        file,
+                        field(&format!("public_paths[{i}]")),
+                        format!("{p:?} is not a path: write one starting with / (no query)"),
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()?,
         required_groups: raw.required_groups,
         discovery_refresh_secs: raw.discovery_refresh_seconds.unwrap_or(3600),
         forward_id_token: raw.forward_id_token,
@@ -691,9 +743,16 @@ fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigE
                     "name the issuer's JWKS file",
                 ));
             }
+            Some(b) if b.audiences.as_ref().is_some_and(Vec::is_empty) => {
+                return Err(ConfigError::new(
+                    file,
+                    field("bearer.audiences"),
+                    "name at least one audience, or leave audiences out for the client_id",
+                ));
+            }
             Some(b) => Some(BearerTokens {
                 issuer: b.issuer,
-                audiences: b.audiences,
+                audiences: b.audiences.unwrap_or_else(|| vec![client_id.clone()]),
                 jwks_file: b.jwks_file,
             }),
         },
@@ -801,7 +860,7 @@ mod tests {
         let FilterKind::Oidc(f) = &config.filters()["sso"] else {
             panic!("oidc expected")
         };
-        assert_eq!(f.issuer, "https://idp.example");
+        assert_eq!(f.issuer, "https://idp.example/", "exactly as written");
         assert_eq!(f.callback_path, "/.gatehouse/oidc/callback");
         assert_eq!(f.logout_path, "/.gatehouse/oidc/logout");
         assert_eq!(f.scopes, ["openid", "email", "profile"]);
@@ -887,6 +946,98 @@ mod tests {
             err(&OIDC.replace("callback_url: https://app.example", "callback_url: /x"))
                 .contains("filters.sso.oidc.callback_url")
         );
+    }
+
+    #[test]
+    fn an_issuer_is_kept_exactly_as_written() {
+        // OpenID Connect Discovery 1.0 §4.3: the discovered issuer must be
+        // identical to the configured one, trailing slash included.
+        for issuer in [
+            "https://idp.example/",
+            "https://idp.example",
+            "https://idp.example/realms/a/",
+        ] {
+            let config =
+                AuthzConfig::parse(&OIDC.replace("https://idp.example/", issuer), "authz.yaml")
+                    .unwrap();
+            let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+                panic!("oidc expected")
+            };
+            assert_eq!(f.issuer, issuer);
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_need_the_client_id_as_audience_unless_told_otherwise() {
+        let bearer = |extra: &str| {
+            let config = AuthzConfig::parse(
+                &format!("{OIDC}      bearer:\n        issuer: https://ci.example\n        jwks_file: j.json\n{extra}"),
+                "authz.yaml",
+            )
+            .unwrap();
+            let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+                panic!("oidc expected")
+            };
+            f.bearer.clone().unwrap()
+        };
+        assert_eq!(bearer("").audiences, ["app"], "the client id by default");
+        assert_eq!(
+            bearer("        audiences: [api, app]\n").audiences,
+            ["api", "app"]
+        );
+        assert!(
+            err(&format!("{OIDC}      bearer:\n        issuer: https://ci.example\n        jwks_file: j.json\n        audiences: []\n"))
+                .contains("filters.sso.oidc.bearer.audiences: name at least one audience")
+        );
+    }
+
+    #[test]
+    fn public_paths_are_paths_and_match_on_segment_boundaries() {
+        let config = AuthzConfig::parse(
+            &format!("{OIDC}      public_paths: [/health, /assets/]\n"),
+            "authz.yaml",
+        )
+        .unwrap();
+        let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+            panic!("oidc expected")
+        };
+        for open in ["/health", "/health/live", "/health?x=1", "/assets/a.css"] {
+            assert!(f.is_public(open), "{open}");
+        }
+        for closed in [
+            "/healthz-admin",
+            "/healthz",
+            "/assets",
+            "/health/../admin",
+            "/app?/health",
+        ] {
+            assert!(!f.is_public(closed), "{closed}");
+        }
+        assert!(
+            err(&format!("{OIDC}      public_paths: [health]\n"))
+                .contains("filters.sso.oidc.public_paths[0]: \"health\" is not a path")
+        );
+    }
+
+    #[test]
+    fn sealing_purposes_bind_the_filter_identity() {
+        let config = AuthzConfig::parse(OIDC, "authz.yaml").unwrap();
+        let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+            panic!("oidc expected")
+        };
+        let other_client = OidcFilter {
+            client_id: "other".into(),
+            ..(**f).clone()
+        };
+        let other_issuer = OidcFilter {
+            issuer: "https://idp2.example".into(),
+            ..(**f).clone()
+        };
+        let base = f.seal_purpose("sso", "gatehouse_session");
+        assert_ne!(base, f.seal_purpose("sso2", "gatehouse_session"));
+        assert_ne!(base, f.seal_purpose("sso", "gatehouse_session_login"));
+        assert_ne!(base, other_client.seal_purpose("sso", "gatehouse_session"));
+        assert_ne!(base, other_issuer.seal_purpose("sso", "gatehouse_session"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod apikeys;
 mod check;
 mod config;
+pub mod identity;
 pub mod session;
 pub mod web;
 

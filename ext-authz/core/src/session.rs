@@ -32,6 +32,10 @@ pub enum SealError {
     /// Not base64url, too short, no key opens it, or not the expected shape.
     #[error("the sealed value does not open")]
     Invalid,
+    /// Sealing failed (no key, or the value does not serialize): nothing
+    /// is sealed, never an empty or half-made value.
+    #[error("the value cannot be sealed")]
+    Seal,
 }
 
 /// Version byte in front of every sealed value, so the format can change.
@@ -89,29 +93,37 @@ impl SessionKeys {
         }
     }
 
-    /// Seals `value` for the cookie `purpose` (its name: a value sealed for
-    /// one cookie does not open as another) with the newest key. `nonce`
-    /// must be fresh random bytes for every call.
-    #[must_use]
-    pub fn seal<T: Serialize>(&self, purpose: &str, value: &T, nonce: [u8; 12]) -> String {
-        let plain = serde_json::to_vec(value).unwrap_or_default();
-        let Some(key) = self.keys.first() else {
-            return String::new();
-        };
-        let Ok(sealed) = key.encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: &plain,
-                aad: purpose.as_bytes(),
-            },
-        ) else {
-            return String::new();
-        };
+    /// Seals `value` for `purpose` (the associated data: a value sealed for
+    /// one purpose does not open for another; see
+    /// [`crate::OidcFilter::seal_purpose`]) with the newest key. `nonce`
+    /// must be fresh random bytes for every call: the caller gets them from
+    /// the OS and refuses to seal when it cannot (never a fixed nonce).
+    ///
+    /// # Errors
+    /// [`SealError::Seal`] when there is no key or the value does not
+    /// serialize.
+    pub fn seal<T: Serialize>(
+        &self,
+        purpose: &str,
+        value: &T,
+        nonce: [u8; 12],
+    ) -> Result<String, SealError> {
+        let plain = serde_json::to_vec(value).map_err(|_| SealError::Seal)?;
+        let key = self.keys.first().ok_or(SealError::Seal)?;
+        let sealed = key
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &plain,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Seal)?;
         let mut out = Vec::with_capacity(1 + 12 + sealed.len());
         out.push(VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        URL_SAFE_NO_PAD.encode(out)
+        Ok(URL_SAFE_NO_PAD.encode(out))
     }
 
     /// Opens a value [`SessionKeys::seal`] made for `purpose`, with any key.
@@ -256,6 +268,119 @@ pub struct SessionRef {
 /// How long a login may take, from redirect to callback.
 pub const LOGIN_FLOW_SECS: u64 = 600;
 
+/// The key a login's `state` is remembered under once its callback came:
+/// hex SHA-256, so the set (or Redis) never holds a live `state`.
+#[must_use]
+pub fn state_key(state: &str) -> String {
+    crate::apikeys::sha256_hex(state.as_bytes())
+}
+
+/// Whether a callback's `state` is used for the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateUse {
+    /// First use: go on to the IdP.
+    First,
+    /// Used before: refuse before any IdP call (a replay).
+    Replayed,
+    /// The set is full of states still inside their login window: refuse
+    /// (fail closed) rather than forget one and allow its replay.
+    Full,
+}
+
+/// The login `state`s whose callbacks came, each remembered until its login
+/// flow expires (after that its cookie does not open anyway). Bounded: at
+/// most `capacity` entries. Time comes in as a parameter.
+#[derive(Debug, Clone)]
+pub struct UsedStates {
+    until: std::collections::HashMap<String, u64>,
+    capacity: usize,
+}
+
+/// How many used states a filter remembers at most (about 100 bytes each).
+pub const USED_STATES_CAPACITY: usize = 100_000;
+
+impl UsedStates {
+    /// An empty set holding at most `capacity` states.
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            until: std::collections::HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Marks `state` used, to be remembered until `until` (Unix seconds, the
+    /// flow's expiry), and says whether this was its first use at `now`.
+    pub fn first_use(&mut self, state: &str, until: u64, now: u64) -> StateUse {
+        let key = state_key(state);
+        if self.until.get(&key).is_some_and(|&u| now < u) {
+            return StateUse::Replayed;
+        }
+        if self.until.len() >= self.capacity {
+            self.until.retain(|_, &mut u| now < u);
+            if self.until.len() >= self.capacity {
+                return StateUse::Full;
+            }
+        }
+        self.until.insert(key, until);
+        StateUse::First
+    }
+
+    /// How many states are remembered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.until.len()
+    }
+
+    /// Whether none is.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
+    }
+}
+
+/// What a refresh at the IdP came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// New tokens: the session with them.
+    Refreshed(Session),
+    /// The IdP answered and refused (`invalid_grant`: the refresh token is
+    /// spent, revoked or expired).
+    Refused,
+    /// The IdP did not answer (down, timed out, not discovered yet).
+    Unreachable,
+}
+
+/// What to do with a session after a refresh attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterRefresh {
+    /// Go on with this session (refreshed, or unchanged while still valid).
+    Use(Session),
+    /// The session is over: clear the cookie (and the stored session) and
+    /// send the user to log in. Retrying a refused refresh token on every
+    /// request would only hammer the IdP.
+    End,
+    /// No usable session now, but keep the cookie: the refresh token may
+    /// still work once the IdP answers again.
+    Login,
+}
+
+/// Decides what follows a refresh of `before` at `now`: a refused refresh
+/// ends the session; an unreachable IdP keeps it while its access token is
+/// still valid (the service backs off before asking again), else the user
+/// logs in without losing the cookie.
+#[must_use]
+pub fn after_refresh(before: Session, outcome: RefreshOutcome, now: u64) -> AfterRefresh {
+    match outcome {
+        RefreshOutcome::Refreshed(s) => AfterRefresh::Use(s),
+        RefreshOutcome::Refused => AfterRefresh::End,
+        RefreshOutcome::Unreachable => match before.access_expires_at {
+            Some(exp) if now >= exp => AfterRefresh::Login,
+            _ => AfterRefresh::Use(before),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,13 +403,15 @@ mod tests {
     #[test]
     fn sealed_sessions_open_with_any_key_of_the_ring() {
         let (old, new) = ([1u8; 32], [2u8; 32]);
-        let sealed_with_old = SessionKeys::from_raw(&[old]).seal("s", &session(), [7; 12]);
+        let sealed_with_old = SessionKeys::from_raw(&[old])
+            .seal("s", &session(), [7; 12])
+            .unwrap();
         let rotated = SessionKeys::from_raw(&[new, old]);
         assert_eq!(
             rotated.open::<Session>("s", &sealed_with_old),
             Ok(session())
         );
-        let resealed = rotated.seal("s", &session(), [8; 12]);
+        let resealed = rotated.seal("s", &session(), [8; 12]).unwrap();
         assert_eq!(
             SessionKeys::from_raw(&[new]).open::<Session>("s", &resealed),
             Ok(session()),
@@ -300,7 +427,7 @@ mod tests {
     #[test]
     fn tampered_foreign_and_misplaced_values_do_not_open() {
         let keys = SessionKeys::from_raw(&[[1; 32]]);
-        let sealed = keys.seal("s", &session(), [7; 12]);
+        let sealed = keys.seal("s", &session(), [7; 12]).unwrap();
         let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
         for i in [0, 1, 13, bytes.len() - 1] {
             bytes[i] ^= 1;
@@ -351,6 +478,60 @@ mod tests {
         };
         assert_eq!(no_refresh.state(950, l), SessionState::Valid);
         assert_eq!(no_refresh.state(1_000, l), SessionState::Expired);
+    }
+
+    #[test]
+    fn a_state_is_used_once_and_remembered_until_its_flow_expires() {
+        let mut used = UsedStates::new(2);
+        assert_eq!(used.first_use("s1", 700, 100), StateUse::First);
+        assert_eq!(used.first_use("s1", 700, 101), StateUse::Replayed);
+        assert_eq!(used.first_use("s1", 700, 699), StateUse::Replayed);
+        assert_eq!(used.first_use("s2", 710, 120), StateUse::First);
+        assert_eq!(
+            used.first_use("s3", 720, 130),
+            StateUse::Full,
+            "full of live states: refused, none forgotten"
+        );
+        assert_eq!(used.first_use("s1", 700, 130), StateUse::Replayed);
+        assert_eq!(
+            used.first_use("s3", 1_300, 705),
+            StateUse::First,
+            "s1 expired and made room"
+        );
+        assert_eq!(used.len(), 2);
+        assert!(
+            !used
+                .until
+                .keys()
+                .any(|k| k.contains("s1") || k.contains("s3")),
+            "only hashes are kept"
+        );
+    }
+
+    #[test]
+    fn a_refused_refresh_ends_the_session_and_an_unreachable_idp_keeps_it_while_valid() {
+        let s = session();
+        let newer = Session {
+            access_token: "at2".into(),
+            ..s.clone()
+        };
+        assert_eq!(
+            after_refresh(s.clone(), RefreshOutcome::Refreshed(newer.clone()), 950),
+            AfterRefresh::Use(newer)
+        );
+        assert_eq!(
+            after_refresh(s.clone(), RefreshOutcome::Refused, 950),
+            AfterRefresh::End
+        );
+        assert_eq!(
+            after_refresh(s.clone(), RefreshOutcome::Unreachable, 950),
+            AfterRefresh::Use(s.clone()),
+            "the access token is still good"
+        );
+        assert_eq!(
+            after_refresh(s, RefreshOutcome::Unreachable, 1_000),
+            AfterRefresh::Login
+        );
     }
 
     #[test]

@@ -79,6 +79,103 @@ pub fn safe_return_path(path: &str) -> String {
     if ok { path.to_owned() } else { "/".to_owned() }
 }
 
+/// The path part of a request target: everything before `?` or `#`.
+#[must_use]
+pub fn path_only(target: &str) -> &str {
+    let end = target.find(['?', '#']).unwrap_or(target.len());
+    target.get(..end).unwrap_or(target)
+}
+
+/// Whether `path` (a request target; its query is ignored) is under the
+/// configured prefix `prefix`, on a segment boundary: `/health` matches
+/// `/health`, `/health/…` and `/health?…`, never `/healthz`; a prefix ending
+/// in `/` (`/assets/`) matches everything below it.
+///
+/// A path that a server could resolve to somewhere else is never under
+/// anything: dot segments (`/health/../admin`), empty segments (`//`),
+/// backslashes and encoded `.`, `/` or `\` (`%2e`, `%2f`, `%5c`) make the
+/// answer `false`, so such a path gets the full check.
+#[must_use]
+pub fn is_under(path: &str, prefix: &str) -> bool {
+    let path = path_only(path);
+    if !is_plain_path(path) {
+        return false;
+    }
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(_) if prefix.ends_with('/') => true,
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+    }
+}
+
+/// A path with nothing a server could resolve differently from how it reads:
+/// starts with `/`, no dot or empty segments, no backslash, no encoded
+/// `.`, `/` or `\`.
+fn is_plain_path(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return false;
+    }
+    // Skip the leading `/`; a trailing `/` leaves one empty last segment,
+    // which is fine (`/assets/`).
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+/// What a request's `Authorization` header says about a bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerHeader<'a> {
+    /// No header, or another scheme (`Basic …`): not a bearer request.
+    Absent,
+    /// `Bearer <token>`, the scheme in any case (RFC 7235 §2.1).
+    Token(&'a str),
+    /// The bearer scheme with no token, or something that is not one token
+    /// (spaces inside, two headers joined by a comma): refused, never
+    /// treated as no token.
+    Malformed,
+}
+
+/// Reads an `Authorization` header value: the auth scheme is
+/// case-insensitive (RFC 7235 §2.1), so `BEARER x` and `bearer x` are bearer
+/// tokens as much as `Bearer x`.
+#[must_use]
+pub fn bearer_token(header: Option<&str>) -> BearerHeader<'_> {
+    let Some(value) = header else {
+        return BearerHeader::Absent;
+    };
+    let value = value.trim_matches([' ', '\t']);
+    let (scheme, rest) = match value.find([' ', '\t']) {
+        Some(i) => (
+            value.get(..i).unwrap_or(value),
+            value.get(i..).unwrap_or(""),
+        ),
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return BearerHeader::Absent;
+    }
+    let token = rest.trim_matches([' ', '\t']);
+    // b64token (RFC 6750 §2.1): no spaces, no commas.
+    let is_token = !token.is_empty()
+        && token.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+        });
+    if is_token {
+        BearerHeader::Token(token)
+    } else {
+        BearerHeader::Malformed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +251,79 @@ mod tests {
         ] {
             assert_eq!(safe_return_path(bad), "/", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn public_prefixes_match_on_segment_boundaries() {
+        assert!(is_under("/health", "/health"));
+        assert!(is_under("/health/live", "/health"));
+        assert!(is_under("/health?probe=1", "/health"));
+        assert!(is_under("/health#x", "/health"));
+        assert!(!is_under("/healthz", "/health"));
+        assert!(!is_under("/healthz-admin", "/health"));
+        assert!(!is_under("/healthz-admin?x=/health", "/health"));
+        assert!(is_under("/assets/app.js", "/assets/"));
+        assert!(is_under("/assets/", "/assets/"));
+        assert!(!is_under("/assets", "/assets/"));
+        assert!(!is_under("/assetsX/app.js", "/assets/"));
+        assert!(
+            !is_under("/x?/health", "/health"),
+            "the query is not the path"
+        );
+    }
+
+    #[test]
+    fn paths_that_resolve_elsewhere_are_never_public() {
+        for tricky in [
+            "/health/../admin",
+            "/health/./x",
+            "/health/%2e%2e/admin",
+            "/health/%2E%2E/admin",
+            "/health%2fadmin",
+            "/health/..%2fadmin",
+            "/health//admin",
+            "/health/\\admin",
+            "/assets/%5c..%5cadmin",
+            "health",
+        ] {
+            assert!(!is_under(tricky, "/health"), "{tricky}");
+            assert!(!is_under(tricky, "/assets/"), "{tricky}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_malformed_tokens_are_refused() {
+        for header in [
+            "Bearer abc.def",
+            "bearer abc.def",
+            "BEARER abc.def",
+            "BeArEr   abc.def ",
+        ] {
+            assert_eq!(
+                bearer_token(Some(header)),
+                BearerHeader::Token("abc.def"),
+                "{header}"
+            );
+        }
+        for header in [
+            "Bearer",
+            "BEARER ",
+            "Bearer a b",
+            "Bearer a, Bearer b",
+            "bearer a\r\nx",
+        ] {
+            assert_eq!(
+                bearer_token(Some(header)),
+                BearerHeader::Malformed,
+                "{header:?}"
+            );
+        }
+        assert_eq!(bearer_token(None), BearerHeader::Absent);
+        assert_eq!(
+            bearer_token(Some("Basic YWxpY2U6cHc=")),
+            BearerHeader::Absent
+        );
+        assert_eq!(bearer_token(Some("Bearerish x")), BearerHeader::Absent);
     }
 
     proptest! {

@@ -69,6 +69,16 @@ pub struct Loaded {
 /// Reads `config` and every key file or secret directory it names (relative
 /// paths are relative to the configuration file's directory).
 pub fn load(config: &Path) -> Result<Loaded, LoadError> {
+    load_after(config, &BTreeMap::new())
+}
+
+/// As [`load`], for a reload: an OIDC filter keeps what its runtime in
+/// `previous` (by name) discovered, when its issuer did not change, so a
+/// reload (even of an API-key file) does not forget the IdP.
+fn load_after(
+    config: &Path,
+    previous: &BTreeMap<String, Arc<OidcRuntime>>,
+) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(config).map_err(io(config))?;
     let parsed = AuthzConfig::parse(&text, &config.display().to_string())?;
     let base = config.parent().unwrap_or(Path::new("."));
@@ -129,8 +139,16 @@ pub fn load(config: &Path) -> Result<Loaded, LoadError> {
                         ))
                     }
                 };
-                let runtime = OidcRuntime::new((**f).clone(), ring, secret, bearer, assertion)
-                    .map_err(LoadError::Secret)?;
+                let runtime = OidcRuntime::new(
+                    name,
+                    (**f).clone(),
+                    ring,
+                    secret,
+                    bearer,
+                    assertion,
+                    previous.get(name).map(Arc::as_ref),
+                )
+                .map_err(LoadError::Secret)?;
                 oidc.insert(name.clone(), Arc::new(runtime));
             }
             FilterKind::ApiKeys(f) => {
@@ -230,7 +248,7 @@ impl LiveFilters {
 
     /// Reads everything again; on error the previous filters stay.
     pub fn reload(&self) -> Result<(), LoadError> {
-        let loaded = load(&self.config)?;
+        let loaded = load_after(&self.config, &self.current().oidc)?;
         start(&loaded, &self.metrics);
         self.current.store(Arc::new(Snapshot {
             filters: loaded.filters,

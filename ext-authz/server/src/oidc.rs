@@ -1,17 +1,25 @@
 //! OpenID Connect single sign-on inside `Check`: the login redirect, the
 //! callback, sessions, refresh and logout, all answered through Envoy's
 //! ext_authz responses, so no extra listener is needed.
+//!
+//! Logs here never carry a query string, a code, a `state`, a token or a
+//! cookie: only outcomes and error kinds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use base64::Engine as _;
+use gatehouse_authz_core::identity::{bearer_identity, identity_headers};
 use gatehouse_authz_core::session::{
-    LOGIN_FLOW_SECS, Lifetimes, LoginFlow, Session, SessionKeys, SessionRef, SessionState,
+    AfterRefresh, LOGIN_FLOW_SECS, Lifetimes, LoginFlow, RefreshOutcome, Session, SessionKeys,
+    SessionRef, SessionState, StateUse, USED_STATES_CAPACITY, UsedStates, after_refresh, state_key,
 };
 use gatehouse_authz_core::web::{
-    CookieAttributes, cookie, cookies_without, is_api_client, safe_return_path,
+    BearerHeader, CookieAttributes, bearer_token, cookie, cookies_without, is_api_client,
+    path_only, safe_return_path,
 };
 use gatehouse_authz_core::{ClientAuth, OidcFilter, Verdict};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
@@ -25,10 +33,22 @@ use subtle::ConstantTimeEq;
 use crate::metrics::Metrics;
 use crate::store::{RedisSessions, StoreDown};
 
-use gatehouse_authz_core::session::STORED_SESSION_PURPOSE as STORED_SESSION;
-
 /// The back-channel logout event (OpenID Connect Back-Channel Logout 1.0 §2.4).
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// How long a refresh's outcome is reused for requests that carry the same
+/// (old) refresh token: parallel requests of one page, and those that left
+/// the browser before the new cookie came back, share one IdP call instead
+/// of spending the refresh token again (rotating IdPs revoke a token spent
+/// twice). Also the back-off after the IdP did not answer.
+const REFRESH_REUSE: Duration = Duration::from_secs(15);
+
+/// At most one rediscovery a login triggers in this interval, while the
+/// IdP is marked down.
+const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a login waits for that rediscovery.
+const REDISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The client type discovery gives: authorization endpoint set, token and
 /// userinfo endpoints as the IdP announced them.
@@ -41,8 +61,11 @@ type OidcClient = CoreClient<
     EndpointMaybeSet,
 >;
 
-/// What discovery found.
+/// What discovery found, and the client made from it.
 struct Discovered {
+    /// The provider's metadata (with its keys), kept so that a reload with
+    /// the same issuer makes its client without asking the IdP again.
+    metadata: ProviderMetadataWithLogout,
     client: OidcClient,
     end_session: Option<String>,
     /// The token endpoint: the audience of client assertions.
@@ -85,10 +108,7 @@ impl AssertionKey {
     }
 
     /// A one-minute client assertion for the token endpoint `audience`.
-    fn sign(&self, client_id: &str, audience: &str, now: u64) -> Option<String> {
-        let mut jti = [0u8; 16];
-        getrandom::getrandom(&mut jti).ok()?;
-        let jti: String = jti.iter().map(|b| format!("{b:02x}")).collect();
+    fn sign(&self, client_id: &str, audience: &str, now: u64, jti: &str) -> Option<String> {
         let mut header = jsonwebtoken::Header::new(self.algorithm);
         header.kid = self.key_id.clone();
         let claims = serde_json::json!({
@@ -111,10 +131,34 @@ const LOGOUT_TOKEN_ALGORITHMS: [gatehouse_jwt_core::Algorithm; 9] = {
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// The OS random source, or a failing one in tests.
+pub type RandomSource = fn(&mut [u8]) -> Result<(), getrandom::Error>;
+
+/// The operating system's random source gave nothing: nothing may be
+/// sealed or started, the check fails closed.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the operating system's random source failed")]
+pub struct NoRandom;
+
+/// One refresh in flight (or just done) for one refresh token.
+struct Flight {
+    outcome: Arc<tokio::sync::OnceCell<RefreshOutcome>>,
+    started: Instant,
+}
+
+/// What outlives a reload of the same filter (same name, issuer and client
+/// id): used login states and refreshes in flight.
+#[derive(Default)]
+struct Shared {
+    used_states: Mutex<Option<UsedStates>>,
+    flights: Mutex<HashMap<String, Flight>>,
+}
+
 /// One OIDC filter at run time: its settings, keys, secret and what
 /// discovery found (none until the IdP answered once).
 pub struct OidcRuntime {
     pub filter: OidcFilter,
+    name: String,
     keys: SessionKeys,
     secret: String,
     discovered: ArcSwapOption<Discovered>,
@@ -124,13 +168,20 @@ pub struct OidcRuntime {
     store: Option<RedisSessions>,
     /// Whether the IdP answered the last discovery: new logins are not
     /// sent to an IdP known to be down.
-    idp_up: std::sync::atomic::AtomicBool,
+    idp_up: AtomicBool,
+    /// When a login last made a rediscovery (single flight: held while it runs).
+    rediscovered: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether discovery came from the runtime this one replaced (a reload).
+    inherited: AtomicBool,
+    shared: Arc<Shared>,
+    random: RandomSource,
 }
 
 impl std::fmt::Debug for OidcRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // No secret, no keys.
         f.debug_struct("OidcRuntime")
+            .field("name", &self.name)
             .field("issuer", &self.filter.issuer)
             .field("discovered", &self.discovered.load().is_some())
             .finish_non_exhaustive()
@@ -164,20 +215,23 @@ impl From<Verdict> for Answer {
     }
 }
 
+impl Answer {
+    /// The same answer, also setting `cookie` in the browser.
+    fn with_cookie(mut self, cookie: String) -> Self {
+        match &mut self.verdict {
+            Verdict::Deny { headers, .. } => headers.push(("set-cookie".to_owned(), cookie)),
+            Verdict::Allow { .. } => self
+                .response_headers
+                .push(("set-cookie".to_owned(), cookie)),
+        }
+        self
+    }
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn nonce() -> [u8; 12] {
-    let mut n = [0u8; 12];
-    // A failing OS RNG leaves zeros: sealing still works but would repeat
-    // nonces, so say so loudly.
-    if getrandom::getrandom(&mut n).is_err() {
-        tracing::error!("the operating system's random source failed");
-    }
-    n
 }
 
 fn redirect(location: &str, cookies: Vec<String>) -> Verdict {
@@ -213,14 +267,39 @@ fn page(status: u16, code: &str, message: &str, cookies: Vec<String>) -> Verdict
     }
 }
 
+/// The answer when the OS random source fails: nothing can be sealed, so
+/// nothing is; the request is refused whatever Envoy's failure mode.
+fn no_random() -> Verdict {
+    tracing::error!("the operating system's random source failed: refusing to seal");
+    Verdict::deny(503, "unavailable", "the service cannot answer now")
+}
+
+/// Why a session could not be saved.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreDown),
+    /// The stored session was deleted meanwhile (a logout): not written back.
+    #[error("the session was ended meanwhile")]
+    Ended,
+    #[error(transparent)]
+    Random(#[from] NoRandom),
+}
+
 impl OidcRuntime {
-    /// A runtime for `filter`; nothing is fetched until [`OidcRuntime::spawn_discovery`].
+    /// A runtime for the filter `name`; nothing is fetched until
+    /// [`OidcRuntime::spawn_discovery`]. With `previous` (the runtime of the
+    /// same name before a reload) and the same issuer, what it discovered
+    /// is kept; with the same client id too, so are its used login states
+    /// and refreshes in flight.
     pub fn new(
+        name: &str,
         filter: OidcFilter,
         keys: SessionKeys,
         secret: String,
         bearer: Option<gatehouse_jwt_core::Provider>,
         assertion: Option<AssertionKey>,
+        previous: Option<&OidcRuntime>,
     ) -> Result<Self, String> {
         let store = filter
             .session_store
@@ -234,8 +313,9 @@ impl OidcRuntime {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self {
+        let runtime = Self {
             filter,
+            name: name.to_owned(),
             keys,
             secret,
             discovered: ArcSwapOption::empty(),
@@ -243,8 +323,73 @@ impl OidcRuntime {
             bearer,
             assertion,
             store,
-            idp_up: std::sync::atomic::AtomicBool::new(false),
+            idp_up: AtomicBool::new(false),
+            rediscovered: tokio::sync::Mutex::new(None),
+            inherited: AtomicBool::new(false),
+            shared: Arc::new(Shared::default()),
+            random: getrandom::getrandom,
+        };
+        Ok(match previous {
+            Some(old) => runtime.inherit(old),
+            None => runtime,
         })
+    }
+
+    /// Keeps what `old` (this filter before a reload) knew, where it still
+    /// holds: discovery when the issuer is the same (the client is made
+    /// again from the kept metadata, so a new secret or callback applies),
+    /// used states and refreshes in flight when the client is the same too.
+    fn inherit(mut self, old: &OidcRuntime) -> Self {
+        if old.filter.issuer != self.filter.issuer {
+            return self;
+        }
+        if let Some(found) = old.discovered.load_full()
+            && let Ok(rebuilt) = self.discovered_from(found.metadata.clone())
+        {
+            self.discovered.store(Some(Arc::new(rebuilt)));
+            self.idp_up
+                .store(old.idp_up.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.inherited.store(true, Ordering::Relaxed);
+        }
+        if old.filter.client_id == self.filter.client_id && old.name == self.name {
+            self.shared = old.shared.clone();
+        }
+        self
+    }
+
+    #[cfg(test)]
+    fn set_random_for_test(&mut self, random: RandomSource) {
+        self.random = random;
+    }
+
+    fn random_bytes<const N: usize>(&self) -> Result<[u8; N], NoRandom> {
+        let mut out = [0u8; N];
+        (self.random)(&mut out).map_err(|_| NoRandom)?;
+        Ok(out)
+    }
+
+    /// A fresh random value, base64url: `state`, `nonce`, PKCE verifier.
+    fn random_text<const N: usize>(&self) -> Result<String, NoRandom> {
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.random_bytes::<N>()?))
+    }
+
+    /// Seals `value` for `what` (a cookie name, or the session store) of
+    /// this filter, with a fresh nonce from the OS, or not at all.
+    fn seal<T: serde::Serialize>(&self, what: &str, value: &T) -> Result<String, NoRandom> {
+        let nonce = self.random_bytes::<12>()?;
+        // A serialization failure of our own types would be a bug: also
+        // refused rather than sealed empty.
+        self.keys
+            .seal(&self.purpose(what), value, nonce)
+            .map_err(|_| NoRandom)
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(&self, what: &str, sealed: &str) -> Option<T> {
+        self.keys.open(&self.purpose(what), sealed).ok()
+    }
+
+    fn purpose(&self, what: &str) -> String {
+        self.filter.seal_purpose(&self.name, what)
     }
 
     fn cookies(&self) -> CookieAttributes {
@@ -259,6 +404,11 @@ impl OidcRuntime {
         format!("{}_login", self.filter.cookie_name)
     }
 
+    fn clear_session_cookie(&self) -> String {
+        self.cookies()
+            .set_cookie(&self.filter.cookie_name, "", Some(0))
+    }
+
     fn lifetimes(&self) -> Lifetimes {
         Lifetimes {
             idle_secs: self.filter.idle_timeout_secs,
@@ -267,12 +417,8 @@ impl OidcRuntime {
         }
     }
 
-    /// Reads discovery once.
-    async fn discover(&self) -> Result<(), String> {
-        let issuer = IssuerUrl::new(self.filter.issuer.clone()).map_err(|e| e.to_string())?;
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
-            .await
-            .map_err(|e| format!("discovery failed: {e}"))?;
+    /// The client and helpers made from discovered `metadata`.
+    fn discovered_from(&self, metadata: ProviderMetadataWithLogout) -> Result<Discovered, String> {
         let end_session = metadata
             .additional_metadata()
             .end_session_endpoint
@@ -298,7 +444,7 @@ impl OidcRuntime {
             });
         let secret = (!self.secret.is_empty()).then(|| ClientSecret::new(self.secret.clone()));
         let client = CoreClient::from_provider_metadata(
-            metadata,
+            metadata.clone(),
             ClientId::new(self.filter.client_id.clone()),
             secret,
         )
@@ -308,27 +454,46 @@ impl OidcRuntime {
             // With a key, the body carries the client id and the assertion.
             ClientAuth::SecretPost | ClientAuth::PrivateKeyJwt { .. } => AuthType::RequestBody,
         });
-        self.discovered.store(Some(Arc::new(Discovered {
+        Ok(Discovered {
+            metadata,
             client,
             end_session,
             token_url,
             logout_tokens,
-        })));
+        })
+    }
+
+    /// Reads discovery once. The issuer is compared exactly as configured
+    /// (OpenID Connect Discovery §4.3), a trailing `/` included.
+    async fn discover(&self) -> Result<(), String> {
+        let issuer = IssuerUrl::new(self.filter.issuer.clone()).map_err(|e| e.to_string())?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| format!("discovery failed: {e}"))?;
+        self.discovered
+            .store(Some(Arc::new(self.discovered_from(metadata)?)));
         Ok(())
     }
 
     /// Reads discovery now and then again every `discovery_refresh_secs`
     /// (sooner, with backoff, after a failure), keeping what it had when the
-    /// IdP does not answer. Stops when the runtime is dropped (a reload).
+    /// IdP does not answer. A runtime that kept its predecessor's discovery
+    /// (a reload) starts with the wait. Stops when the runtime is dropped.
     pub fn spawn_discovery(self: &Arc<Self>, metrics: Arc<Metrics>) {
         let weak: Weak<Self> = Arc::downgrade(self);
+        let first_wait = self
+            .inherited
+            .load(Ordering::Relaxed)
+            .then(|| Duration::from_secs(self.filter.discovery_refresh_secs.max(1)));
         tokio::spawn(async move {
+            if let Some(wait) = first_wait {
+                tokio::time::sleep(wait).await;
+            }
             let mut retry = Duration::from_millis(250);
             loop {
                 let Some(rt) = weak.upgrade() else { return };
                 let result = rt.discover().await;
-                rt.idp_up
-                    .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                rt.idp_up.store(result.is_ok(), Ordering::Relaxed);
                 let wait = match result {
                     Ok(()) => {
                         tracing::info!(issuer = %rt.filter.issuer, "openid provider discovered");
@@ -349,10 +514,39 @@ impl OidcRuntime {
         });
     }
 
+    /// What discovery found, for a new login. While the IdP is marked down,
+    /// a login makes one rediscovery (single flight: the others wait for
+    /// it; at most one per [`REDISCOVERY_INTERVAL`]), so logins work again
+    /// as soon as the IdP is back instead of after the discovery backoff.
+    async fn discovered_for_login(&self, metrics: &Metrics) -> Option<Arc<Discovered>> {
+        if self.idp_up.load(Ordering::Relaxed) {
+            return self.discovered.load_full();
+        }
+        let mut last = self.rediscovered.lock().await;
+        if self.idp_up.load(Ordering::Relaxed) {
+            // Another login's rediscovery, finished while this one waited.
+            return self.discovered.load_full();
+        }
+        if last.is_some_and(|t| t.elapsed() < REDISCOVERY_INTERVAL) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        let result = tokio::time::timeout(REDISCOVERY_TIMEOUT, self.discover()).await;
+        let ok = matches!(result, Ok(Ok(())));
+        self.idp_up.store(ok, Ordering::Relaxed);
+        if ok {
+            tracing::info!(issuer = %self.filter.issuer, "openid provider back, found by a login");
+            self.discovered.load_full()
+        } else {
+            metrics.idp_errors.inc();
+            None
+        }
+    }
+
     /// Decides one request for this filter.
     pub async fn check(&self, request: &HttpView<'_>, metrics: &Metrics) -> Answer {
         let now = now_secs();
-        let path = request.path.split('?').next().unwrap_or("/");
+        let path = path_only(request.path);
         if path == self.filter.callback_path {
             return self.callback(request, now, metrics).await.into();
         }
@@ -362,13 +556,14 @@ impl OidcRuntime {
         if path == self.filter.backchannel_logout_path && self.store.is_some() {
             return self.backchannel_logout(request, now).await.into();
         }
-        if let Some(provider) = &self.bearer
-            && let Some(token) = request.headers.get("authorization").and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-        {
-            return self.bearer_check(provider, token.trim(), now).into();
+        if let Some(provider) = &self.bearer {
+            match bearer_token(request.headers.get("authorization").map(String::as_str)) {
+                BearerHeader::Absent => {}
+                BearerHeader::Token(token) => {
+                    return self.bearer_check(provider, token, now).into();
+                }
+                BearerHeader::Malformed => return invalid_token().into(),
+            }
         }
         let cookie_header = request.headers.get("cookie").map(String::as_str);
         let (session, id) = match self.read_session(cookie_header).await {
@@ -379,18 +574,22 @@ impl OidcRuntime {
                 return self.store_down(request);
             }
         };
-        let public = self
-            .filter
-            .public_paths
-            .iter()
-            .any(|p| path.starts_with(p.as_str()));
+        let public = self.filter.is_public(request.path);
         let mut session = match session.map(|s| (s.state(now, self.lifetimes()), s)) {
             Some((SessionState::Valid, s)) => s,
-            Some((SessionState::Refresh, s)) => match self.refresh(s, now, metrics).await {
-                Some(s) => s,
-                None => return self.login(request, now, public),
-            },
-            Some((SessionState::Expired, _)) | None => return self.login(request, now, public),
+            Some((SessionState::Refresh, s)) => {
+                let outcome = self.refresh_once(&s, now, metrics).await;
+                match after_refresh(s, outcome, now) {
+                    AfterRefresh::Use(s) => s,
+                    AfterRefresh::Login => return self.login(request, now, public, metrics).await,
+                    AfterRefresh::End => {
+                        return self.end_session(request, id, now, public, metrics).await;
+                    }
+                }
+            }
+            Some((SessionState::Expired, _)) | None => {
+                return self.login(request, now, public, metrics).await;
+            }
         };
         if !self.filter.required_groups.is_empty()
             && !session
@@ -405,13 +604,19 @@ impl OidcRuntime {
         // every request (a refresh set `seen_at` back to force it).
         if session.seen_at.saturating_add(60) <= now {
             session.seen_at = now;
-            match self.write_session(&session, id, now).await {
+            match self.write_session(&session, id.clone(), now).await {
                 Ok(Some(set)) => response_headers.push(("set-cookie".to_owned(), set)),
                 Ok(None) => {}
-                Err(e) => {
+                Err(WriteError::Store(e)) => {
                     tracing::warn!(error = %e, "session store unreachable");
                     return self.store_down(request);
                 }
+                Err(WriteError::Ended) => {
+                    // Logged out (or back-channel logged out) while this
+                    // request was on its way: the session is not revived.
+                    return self.end_session(request, None, now, public, metrics).await;
+                }
+                Err(WriteError::Random(_)) => return no_random().into(),
             }
         }
         Answer {
@@ -420,10 +625,31 @@ impl OidcRuntime {
         }
     }
 
+    /// The session is over: the stored copy is deleted, the cookie cleared,
+    /// and the request answered as one without a session.
+    async fn end_session(
+        &self,
+        request: &HttpView<'_>,
+        id: Option<String>,
+        now: u64,
+        public: bool,
+        metrics: &Metrics,
+    ) -> Answer {
+        if let (Some(store), Some(id)) = (&self.store, id)
+            && let Err(e) = store.delete(&id).await
+        {
+            tracing::warn!(error = %e, "session store unreachable while ending a session");
+        }
+        self.login(request, now, public, metrics)
+            .await
+            .with_cookie(self.clear_session_cookie())
+    }
+
     /// A fresh client assertion when the filter authenticates with a key.
     fn client_assertion(&self, discovered: &Discovered, now: u64) -> Option<String> {
         let key = self.assertion.as_ref()?;
-        let signed = key.sign(&self.filter.client_id, &discovered.token_url, now);
+        let jti = self.random_text::<16>().ok()?;
+        let signed = key.sign(&self.filter.client_id, &discovered.token_url, now, &jti);
         if signed.is_none() {
             tracing::error!("cannot sign the client assertion");
         }
@@ -438,72 +664,24 @@ impl OidcRuntime {
         token: &str,
         now: u64,
     ) -> Verdict {
-        let f = &self.filter;
-        match provider.verify(token, now) {
-            Ok(verified) if !f.required_claims.iter().all(|r| r.holds(&verified.claims)) => {
-                Verdict::deny(403, "forbidden", "the token lacks a required claim")
-            }
-            Ok(verified) => {
-                let text = |name: &str| {
-                    verified
-                        .claims
-                        .get(name)
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned)
-                };
-                let groups: Vec<String> = verified
-                    .claims
-                    .get("groups")
-                    .and_then(|g| g.as_array())
-                    .map(|g| {
-                        g.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if !f.required_groups.is_empty()
-                    && !groups.iter().any(|g| f.required_groups.contains(g))
-                {
-                    return Verdict::deny(403, "forbidden", "the token lacks a required group");
-                }
-                let mut set = vec![(f.user_header.clone(), text("sub").unwrap_or_default())];
-                let mut remove = Vec::new();
-                match text("email") {
-                    Some(e) => set.push((f.email_header.clone(), e)),
-                    None => remove.push(f.email_header.clone()),
-                }
-                if groups.is_empty() {
-                    remove.push(f.groups_header.clone());
-                } else {
-                    set.push((f.groups_header.clone(), groups.join(",")));
-                }
-                Verdict::Allow {
-                    set,
-                    remove,
-                    remove_query: Vec::new(),
-                }
-            }
+        let verified = match provider.verify(token, now) {
+            Ok(v) => v,
             Err(e) => {
                 tracing::debug!(error = %e, "bearer token refused");
-                let Verdict::Deny {
-                    status,
-                    mut headers,
-                    body,
-                } = Verdict::deny(401, "invalid_token", "the bearer token is not valid")
-                else {
-                    return Verdict::deny(401, "invalid_token", "the bearer token is not valid");
-                };
-                headers.push((
-                    "www-authenticate".to_owned(),
-                    "Bearer error=\"invalid_token\", error_description=\"the token is not valid\""
-                        .to_owned(),
-                ));
-                Verdict::Deny {
-                    status,
-                    headers,
-                    body,
-                }
+                return invalid_token();
             }
+        };
+        match bearer_identity(&self.filter, &verified.claims) {
+            Ok(identity) => Verdict::Allow {
+                set: identity.set,
+                remove: identity.remove,
+                remove_query: Vec::new(),
+            },
+            Err(refusal) if refusal.status() == 401 => {
+                tracing::debug!(error = %refusal, "bearer token refused");
+                invalid_token()
+            }
+            Err(refusal) => Verdict::deny(refusal.status(), "forbidden", &refusal.to_string()),
         }
     }
 
@@ -518,63 +696,57 @@ impl OidcRuntime {
         };
         let Some(store) = &self.store else {
             return Ok(self
-                .keys
                 .open::<Session>(&self.filter.cookie_name, value)
-                .ok()
                 .map(|s| (s, None)));
         };
-        let Ok(reference) = self
-            .keys
-            .open::<SessionRef>(&self.filter.cookie_name, value)
-        else {
+        let Some(reference) = self.open::<SessionRef>(&self.filter.cookie_name, value) else {
             return Ok(None);
         };
         let stored = store.get(&reference.id).await?;
         Ok(stored
-            .and_then(|sealed| self.keys.open::<Session>(STORED_SESSION, &sealed).ok())
+            .and_then(|sealed| self.open::<Session>(STORED_SESSION, &sealed))
             .map(|s| (s, Some(reference.id))))
     }
 
     /// Saves a session: a new cookie when the cookie holds it (or holds a
-    /// new Redis id); nothing to set when only the Redis entry changed.
+    /// new Redis id); nothing to set when only the Redis entry changed. An
+    /// existing Redis entry is only overwritten while it exists (`SET XX`):
+    /// a logout meanwhile wins.
     async fn write_session(
         &self,
         session: &Session,
         id: Option<String>,
         now: u64,
-    ) -> Result<Option<String>, StoreDown> {
+    ) -> Result<Option<String>, WriteError> {
         let Some(store) = &self.store else {
-            return Ok(Some(self.session_cookie(session)));
-        };
-        let (id, new) = match id {
-            Some(id) => (id, false),
-            None => {
-                let mut raw = [0u8; 32];
-                getrandom::getrandom(&mut raw).map_err(|e| StoreDown(e.to_string()))?;
-                (
-                    raw.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                    true,
-                )
-            }
+            return Ok(Some(self.session_cookie(session)?));
         };
         let ttl = session
             .created_at
             .saturating_add(self.filter.absolute_timeout_secs)
             .saturating_sub(now);
-        let sealed = self.keys.seal(STORED_SESSION, session, nonce());
+        let sealed = self.seal(STORED_SESSION, session)?;
+        if let Some(id) = id {
+            return if store.update(&id, &sealed, ttl).await? {
+                Ok(None)
+            } else {
+                Err(WriteError::Ended)
+            };
+        }
+        let id: String = self
+            .random_bytes::<32>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         store
-            .put(&id, &sealed, ttl, session.sid.as_deref(), &session.sub)
+            .create(&id, &sealed, ttl, session.sid.as_deref(), &session.sub)
             .await?;
-        Ok(new.then(|| {
-            let reference = self
-                .keys
-                .seal(&self.filter.cookie_name, &SessionRef { id }, nonce());
-            self.cookies().set_cookie(
-                &self.filter.cookie_name,
-                &reference,
-                Some(self.filter.absolute_timeout_secs),
-            )
-        }))
+        let reference = self.seal(&self.filter.cookie_name, &SessionRef { id })?;
+        Ok(Some(self.cookies().set_cookie(
+            &self.filter.cookie_name,
+            &reference,
+            Some(self.filter.absolute_timeout_secs),
+        )))
     }
 
     fn store_down(&self, request: &HttpView<'_>) -> Answer {
@@ -655,29 +827,20 @@ impl OidcRuntime {
         }
     }
 
-    fn session_cookie(&self, session: &Session) -> String {
-        let sealed = self.keys.seal(&self.filter.cookie_name, session, nonce());
-        self.cookies().set_cookie(
+    fn session_cookie(&self, session: &Session) -> Result<String, NoRandom> {
+        let sealed = self.seal(&self.filter.cookie_name, session)?;
+        Ok(self.cookies().set_cookie(
             &self.filter.cookie_name,
             &sealed,
             Some(self.filter.absolute_timeout_secs),
-        )
+        ))
     }
 
     /// Identity headers upstream; our cookies stay at the edge.
     fn allow(&self, session: &Session, cookie_header: Option<&str>) -> Verdict {
         let f = &self.filter;
-        let mut set = vec![(f.user_header.clone(), session.sub.clone())];
-        let mut remove = Vec::new();
-        match &session.email {
-            Some(e) => set.push((f.email_header.clone(), e.clone())),
-            None => remove.push(f.email_header.clone()),
-        }
-        if session.groups.is_empty() {
-            remove.push(f.groups_header.clone());
-        } else {
-            set.push((f.groups_header.clone(), session.groups.join(",")));
-        }
+        let identity = identity_headers(f, &session.sub, session.email.as_deref(), &session.groups);
+        let (mut set, mut remove) = (identity.set, identity.remove);
         if f.forward_id_token {
             set.push((
                 "authorization".to_owned(),
@@ -704,7 +867,13 @@ impl OidcRuntime {
 
     /// No session: a public path goes on anonymously (identity headers
     /// removed), a program gets 401, a browser goes to the IdP.
-    fn login(&self, request: &HttpView<'_>, now: u64, public: bool) -> Answer {
+    async fn login(
+        &self,
+        request: &HttpView<'_>,
+        now: u64,
+        public: bool,
+        metrics: &Metrics,
+    ) -> Answer {
         let f = &self.filter;
         if public {
             return Verdict::Allow {
@@ -721,8 +890,7 @@ impl OidcRuntime {
         if is_api_client(request.method, request.headers) {
             return Verdict::deny(401, "login_required", "sign in first: no valid session").into();
         }
-        let up = self.idp_up.load(std::sync::atomic::Ordering::Relaxed);
-        let Some(discovered) = self.discovered.load_full().filter(|_| up) else {
+        let Some(discovered) = self.discovered_for_login(metrics).await else {
             // Existing sessions keep working; only new logins wait.
             return page(
                 503,
@@ -732,13 +900,28 @@ impl OidcRuntime {
             )
             .into();
         };
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        // Every secret of the flow comes from the OS, or there is no flow.
+        let (Ok(state), Ok(nonce_value), Ok(verifier)) = (
+            self.random_text::<16>(),
+            self.random_text::<16>(),
+            self.random_text::<32>(),
+        ) else {
+            return no_random().into();
+        };
+        let verifier = PkceCodeVerifier::new(verifier);
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
         let mut auth = discovered
             .client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
-                CsrfToken::new_random,
-                Nonce::new_random,
+                {
+                    let state = state.clone();
+                    move || CsrfToken::new(state)
+                },
+                {
+                    let nonce_value = nonce_value.clone();
+                    move || Nonce::new(nonce_value)
+                },
             )
             .set_pkce_challenge(challenge);
         for scope in f.scopes.iter().filter(|s| *s != "openid") {
@@ -747,24 +930,50 @@ impl OidcRuntime {
         for (k, v) in &f.extra_auth_params {
             auth = auth.add_extra_param(k.as_str(), v.as_str());
         }
-        let (url, state, nonce_value) = auth.url();
+        let (url, _, _) = auth.url();
         let flow = LoginFlow {
-            state: state.secret().clone(),
-            nonce: nonce_value.secret().clone(),
+            state,
+            nonce: nonce_value,
             pkce_verifier: verifier.secret().clone(),
             return_to: safe_return_path(request.path),
             started_at: now,
         };
         let login = self.login_cookie();
-        let sealed = self.keys.seal(&login, &flow, nonce());
+        let Ok(sealed) = self.seal(&login, &flow) else {
+            return no_random().into();
+        };
         let set = self
             .cookies()
             .set_cookie(&login, &sealed, Some(LOGIN_FLOW_SECS));
         redirect(url.as_str(), vec![set]).into()
     }
 
+    /// Marks a login's `state` used: in Redis when sessions live there (so
+    /// every replica knows), else in this process. `Err` when that cannot
+    /// be known (Redis down): the callback is refused.
+    async fn first_use_of(&self, flow: &LoginFlow, now: u64) -> Result<StateUse, StoreDown> {
+        let until = flow.started_at.saturating_add(LOGIN_FLOW_SECS);
+        if let Some(store) = &self.store {
+            let ttl = until.saturating_sub(now).max(1);
+            return Ok(if store.first_use(&state_key(&flow.state), ttl).await? {
+                StateUse::First
+            } else {
+                StateUse::Replayed
+            });
+        }
+        let Ok(mut used) = self.shared.used_states.lock() else {
+            // A poisoned lock: someone panicked holding it. Refuse.
+            return Ok(StateUse::Full);
+        };
+        Ok(used
+            .get_or_insert_with(|| UsedStates::new(USED_STATES_CAPACITY))
+            .first_use(&flow.state, until, now))
+    }
+
     async fn callback(&self, request: &HttpView<'_>, now: u64, metrics: &Metrics) -> Verdict {
         let login = self.login_cookie();
+        // Every answer of the callback clears the login cookie: a flow is
+        // used once.
         let clear = self.cookies().set_cookie(&login, "", Some(0));
         let query = request.path.split_once('?').map_or("", |(_, q)| q);
         let param = |name: &str| {
@@ -774,7 +983,7 @@ impl OidcRuntime {
             })
         };
         let flow = cookie(request.headers.get("cookie").map(String::as_str), &login)
-            .and_then(|v| self.keys.open::<LoginFlow>(&login, v).ok())
+            .and_then(|v| self.open::<LoginFlow>(&login, v))
             .filter(|f| now < f.started_at.saturating_add(LOGIN_FLOW_SECS));
         let Some(flow) = flow else {
             // No login of this browser is waiting: a replayed or forged
@@ -795,6 +1004,38 @@ impl OidcRuntime {
                 "the sign-in answer does not belong to this browser",
                 vec![clear],
             );
+        }
+        // Single use, decided before any IdP call: a copied login cookie
+        // and callback URL cannot make the IdP work again and again.
+        match self.first_use_of(&flow, now).await {
+            Ok(StateUse::First) => {}
+            Ok(StateUse::Replayed) => {
+                tracing::info!("login callback replayed, refused");
+                return page(
+                    400,
+                    "login_already_used",
+                    "this sign-in was already used: start again",
+                    vec![clear],
+                );
+            }
+            Ok(StateUse::Full) => {
+                tracing::warn!("too many logins in progress to remember, callback refused");
+                return page(
+                    503,
+                    "busy",
+                    "too many sign-ins at once: try again shortly",
+                    vec![clear],
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unreachable at login");
+                return page(
+                    503,
+                    "session_store_unavailable",
+                    "sessions cannot be stored: try again shortly",
+                    vec![clear],
+                );
+            }
         }
         if param("error").is_some() {
             return page(
@@ -913,6 +1154,7 @@ impl OidcRuntime {
         };
         let set = match self.write_session(&session, None, now).await {
             Ok(set) => set,
+            Err(WriteError::Random(_)) => return no_random(),
             Err(e) => {
                 tracing::warn!(error = %e, "session store unreachable at login");
                 return page(
@@ -932,12 +1174,46 @@ impl OidcRuntime {
         )
     }
 
-    /// A new access token from the refresh token; `None` sends the user
-    /// back to log in.
-    async fn refresh(&self, mut session: Session, now: u64, metrics: &Metrics) -> Option<Session> {
-        let discovered = self.discovered.load_full()?;
-        let refresh = RefreshToken::new(session.refresh_token.clone()?);
-        let mut request = discovered.client.exchange_refresh_token(&refresh).ok()?;
+    /// Refreshes `session` once per refresh token: the first request that
+    /// needs it asks the IdP, the others wait for that answer and share it,
+    /// and requests with the same old token within [`REFRESH_REUSE`] get it
+    /// too (no second spend of a rotating refresh token, and a back-off
+    /// after the IdP did not answer).
+    async fn refresh_once(&self, session: &Session, now: u64, metrics: &Metrics) -> RefreshOutcome {
+        let Some(token) = session.refresh_token.as_deref() else {
+            return RefreshOutcome::Refused;
+        };
+        let key = state_key(token);
+        let cell = {
+            let Ok(mut flights) = self.shared.flights.lock() else {
+                return RefreshOutcome::Unreachable;
+            };
+            flights.retain(|_, f| f.started.elapsed() < REFRESH_REUSE || !f.outcome.initialized());
+            flights
+                .entry(key)
+                .or_insert_with(|| Flight {
+                    outcome: Arc::new(tokio::sync::OnceCell::new()),
+                    started: Instant::now(),
+                })
+                .outcome
+                .clone()
+        };
+        cell.get_or_init(|| self.refresh(session.clone(), now, metrics))
+            .await
+            .clone()
+    }
+
+    /// One refresh at the IdP.
+    async fn refresh(&self, mut session: Session, now: u64, metrics: &Metrics) -> RefreshOutcome {
+        let Some(discovered) = self.discovered.load_full() else {
+            return RefreshOutcome::Unreachable;
+        };
+        let Some(refresh) = session.refresh_token.clone().map(RefreshToken::new) else {
+            return RefreshOutcome::Refused;
+        };
+        let Ok(mut request) = discovered.client.exchange_refresh_token(&refresh) else {
+            return RefreshOutcome::Unreachable;
+        };
         if let Some(assertion) = self.client_assertion(&discovered, now) {
             request = request
                 .add_extra_param("client_assertion_type", ASSERTION_TYPE)
@@ -954,14 +1230,16 @@ impl OidcRuntime {
                 }
                 // Reseal now: the answer carries the new cookie.
                 session.seen_at = now.saturating_sub(60);
-                Some(session)
+                RefreshOutcome::Refreshed(session)
+            }
+            Err(openidconnect::RequestTokenError::ServerResponse(e)) => {
+                tracing::info!(error = %e.error(), "refresh refused, the session ends");
+                RefreshOutcome::Refused
             }
             Err(e) => {
-                if !matches!(e, openidconnect::RequestTokenError::ServerResponse(_)) {
-                    metrics.idp_errors.inc();
-                }
-                tracing::info!(error = %e, "refresh refused, the user signs in again");
-                None
+                metrics.idp_errors.inc();
+                tracing::warn!(error = %e, "refresh failed, the IdP did not answer");
+                RefreshOutcome::Unreachable
             }
         }
     }
@@ -1002,9 +1280,7 @@ impl OidcRuntime {
             }
             Ok(None) | Err(_) => None,
         };
-        let clear = self
-            .cookies()
-            .set_cookie(&self.filter.cookie_name, "", Some(0));
+        let clear = self.clear_session_cookie();
         let after = self.filter.post_logout_redirect_url.clone();
         let end_session = self
             .discovered
@@ -1031,6 +1307,23 @@ impl OidcRuntime {
         redirect(&location, vec![clear])
     }
 }
+
+/// 401 for a bad bearer token, as RFC 6750 §3 says.
+fn invalid_token() -> Verdict {
+    let mut verdict = Verdict::deny(401, "invalid_token", "the bearer token is not valid");
+    if let Verdict::Deny { headers, .. } = &mut verdict {
+        headers.push((
+            "www-authenticate".to_owned(),
+            "Bearer error=\"invalid_token\", error_description=\"the token is not valid\""
+                .to_owned(),
+        ));
+    }
+    verdict
+}
+
+/// What the Redis store holds sessions for: sealed under its own purpose,
+/// so a stored session does not open as a cookie, nor a cookie as one.
+const STORED_SESSION: &str = gatehouse_authz_core::session::STORED_SESSION_PURPOSE;
 
 /// The claims of a verified ID token (the core claims type of
 /// `openidconnect` has no field for `groups`, `sid` or custom claims).
@@ -1099,3 +1392,6 @@ fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

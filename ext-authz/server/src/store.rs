@@ -74,8 +74,8 @@ impl RedisSessions {
         bounded(conn.get(self.key(id))).await
     }
 
-    /// Stores a sealed session for `ttl_secs`, indexed by `sid` and `sub`.
-    pub async fn put(
+    /// Stores a new sealed session for `ttl_secs`, indexed by `sid` and `sub`.
+    pub async fn create(
         &self,
         id: &str,
         sealed: &str,
@@ -99,6 +99,32 @@ impl RedisSessions {
                 .ignore();
         }
         bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Rewrites an existing session (a refresh, the idle clock) only while
+    /// it still exists: `SET … XX`. A session deleted meanwhile (logout,
+    /// back-channel logout) stays deleted; `Ok(false)` says so.
+    pub async fn update(&self, id: &str, sealed: &str, ttl_secs: u64) -> Result<bool, StoreDown> {
+        let mut conn = self.conn().await?;
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::XX)
+            .with_expiration(redis::SetExpiry::EX(ttl_secs.max(1)));
+        let written: Option<String> =
+            bounded(conn.set_options(self.key(id), sealed, options)).await?;
+        Ok(written.is_some())
+    }
+
+    /// Records the first use of a login `state` (by its hash) for
+    /// `ttl_secs`: `SET … NX`. `Ok(false)` when it was used before, by any
+    /// replica sharing this Redis.
+    pub async fn first_use(&self, state_hash: &str, ttl_secs: u64) -> Result<bool, StoreDown> {
+        let mut conn = self.conn().await?;
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(ttl_secs.max(1)));
+        let written: Option<String> =
+            bounded(conn.set_options(self.index("used-state", state_hash), "1", options)).await?;
+        Ok(written.is_some())
     }
 
     /// Ends one session.
