@@ -118,6 +118,26 @@ impl Redis {
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
+
+    /// Freezes the server (SIGSTOP to its pid only): connections stay open
+    /// and nothing answers, as with a Redis stuck on a slow disk or a long
+    /// command. [`resume`](Self::resume) lets it go on; a drop kills it anyway.
+    pub fn pause(&self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.pid())?),
+            nix::sys::signal::Signal::SIGSTOP,
+        )?;
+        Ok(())
+    }
+
+    /// Lets a [`pause`](Self::pause)d server go on (SIGCONT to its pid).
+    pub fn resume(&self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.pid())?),
+            nix::sys::signal::Signal::SIGCONT,
+        )?;
+        Ok(())
+    }
 }
 
 /// A port that was free a moment ago.
