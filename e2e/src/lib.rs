@@ -27,6 +27,7 @@ pub mod poll;
 pub mod process;
 pub mod quickstart;
 pub mod ratelimit;
+pub mod raw;
 pub mod redis;
 pub mod template;
 

@@ -48,6 +48,7 @@ async fn shipped_templates_pass_envoy_validate() -> anyhow::Result<()> {
     let jwks = serde_json::from_str::<serde_json::Value>(&jwks)?.to_string();
     for template in [
         "proxy.yaml",
+        "proxy-hardened.yaml",
         "jwt-wasm.yaml",
         "noop-wasm.yaml",
         "jwt-authn.yaml",
