@@ -960,3 +960,137 @@ async fn the_client_secret_can_go_in_the_form_body() -> anyhow::Result<()> {
     assert_eq!(authz.metric("gatehouse_authz_logins_total").await?, 1.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn hostile_paths_and_bearer_headers_do_not_pass_the_sso_filter() -> anyhow::Result<()> {
+    // Issue 13: public paths on segment boundaries; the bearer scheme in any
+    // case; a token for another audience or without expiry is refused.
+    let extra = "      public_paths: [/app/health]\n      bearer:\n        issuer: https://machines.example\n        jwks_file: machines-jwks.json\n";
+    let Stack {
+        echo: _echo,
+        authz: _authz,
+        envoy,
+        idp: _idp,
+    } = stack(3600, extra).await?;
+    let anon = client()?;
+    for open in ["/app/health", "/app/health/live", "/app/health?probe=1"] {
+        assert_eq!(user_seen(&anon, &envoy, open).await?, (200, None), "{open}");
+    }
+    for closed in ["/app/healthz-admin", "/app/healthz"] {
+        assert_eq!(user_seen(&anon, &envoy, closed).await?.0, 401, "{closed}");
+    }
+    // Paths an upstream may resolve elsewhere: refused by gatehouse-authz
+    // (401) or by a hardened Envoy before it (400/404): never passed.
+    for tricky in ["/app/health/%2e%2e/admin", "/app/health%2fadmin"] {
+        let (status, _) = user_seen(&anon, &envoy, tricky).await?;
+        assert!(status != 200 && status >= 400, "{tricky}: {status}");
+    }
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let token = |claims: serde_json::Value| machine_token(claims);
+    let good = token(serde_json::json!({
+        "iss": "https://machines.example", "aud": "gatehouse", "sub": "ci-bot", "exp": now + 300
+    }))?;
+    let bearer = |path: &str, value: String| {
+        anon.get(envoy.url(path))
+            .header("accept", "application/json")
+            .header("authorization", value)
+            .send()
+    };
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = bearer("/app/deploy", format!("{scheme} {good}")).await?;
+        assert_eq!(r.status(), 200, "{scheme}");
+        assert_eq!(
+            r.json::<Echoed>().await?.header("x-gatehouse-user"),
+            Some("ci-bot")
+        );
+    }
+    let refused = [
+        (
+            "BEARER with a bad token on a public path",
+            "/app/health",
+            "BEARER not.a.token".to_owned(),
+        ),
+        ("no token", "/app/deploy", "Bearer".to_owned()),
+        (
+            "another audience (the default is the client id)",
+            "/app/deploy",
+            format!(
+                "Bearer {}",
+                token(serde_json::json!({
+                    "iss": "https://machines.example", "aud": "billing", "sub": "x", "exp": now + 300
+                }))?
+            ),
+        ),
+        (
+            "no expiry",
+            "/app/deploy",
+            format!(
+                "Bearer {}",
+                token(serde_json::json!({
+                    "iss": "https://machines.example", "aud": "gatehouse", "sub": "x"
+                }))?
+            ),
+        ),
+    ];
+    for (what, path, value) in refused {
+        let r = bearer(path, value).await?;
+        assert_eq!(r.status(), 401, "{what}");
+        assert!(
+            r.headers()
+                .get("www-authenticate")
+                .is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token"))),
+            "{what}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn parallel_requests_of_one_session_spend_its_refresh_token_once() -> anyhow::Result<()> {
+    // Every access token is inside the refresh margin: each request below
+    // needs a refresh, and they all carry the same cookie.
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack(120, "      refresh_margin_seconds: 3600\n").await?;
+    let c = client()?;
+    login(&c, &envoy, &idp, "/app/home").await?;
+    let seen: Echoed = c
+        .get(envoy.url("/public/peek"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cookie = session_cookie(seen.header("cookie").unwrap_or_default())
+        .ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let url = envoy.url(&format!("/app/asset-{i}"));
+        let cookie = cookie.clone();
+        tasks.spawn(async move {
+            let r = reqwest::Client::builder()
+                .no_proxy()
+                .build()?
+                .get(url)
+                .header("accept", "application/json")
+                .header("cookie", format!("gatehouse_session={cookie}"))
+                .send()
+                .await?;
+            anyhow::Ok(r.status().as_u16())
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status??, 200);
+    }
+    assert_eq!(
+        authz.metric("gatehouse_authz_refreshes_total").await?,
+        1.0,
+        "one refresh for six parallel requests"
+    );
+    Ok(())
+}
