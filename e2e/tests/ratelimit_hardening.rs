@@ -193,6 +193,8 @@ async fn timed_call(
 async fn a_frozen_redis_gets_unavailable_within_the_store_timeout_with_bounded_waiting()
 -> anyhow::Result<()> {
     const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+    // Scheduling on a shared machine, on top of the store timeout.
+    const SLACK: Duration = Duration::from_secs(2);
     const MAX_PENDING: usize = 64;
     // Enough calls that a queue without bound, drained one batch of 256 per
     // store timeout, answers the last ones several timeouts late.
@@ -240,9 +242,10 @@ async fn a_frozen_redis_gets_unavailable_within_the_store_timeout_with_bounded_w
         slowest = slowest.max(took);
     }
     // The store timeout, plus room for a busy machine; a queue drained one
-    // batch per timeout answers its last calls after several timeouts.
+    // batch per timeout answers its last calls after several timeouts (7 s
+    // here before the bound).
     assert!(
-        slowest < STORE_TIMEOUT + Duration::from_millis(1500),
+        slowest < STORE_TIMEOUT + SLACK,
         "the slowest of {} calls took {slowest:?}",
         CONNECTIONS * CALLS_PER_CONNECTION
     );
@@ -259,10 +262,7 @@ async fn a_frozen_redis_gets_unavailable_within_the_store_timeout_with_bounded_w
     // Still frozen: a new call is not stuck behind the earlier ones.
     let (outcome, took) = timed_call(clients[0].clone(), KEY).await;
     assert_eq!(outcome, Err(Code::Unavailable));
-    assert!(
-        took < STORE_TIMEOUT + Duration::from_millis(1500),
-        "{took:?}"
-    );
+    assert!(took < STORE_TIMEOUT + SLACK, "{took:?}");
 
     // Redis goes on: counting resumes without a restart.
     redis.resume()?;

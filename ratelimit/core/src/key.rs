@@ -138,7 +138,10 @@ mod tests {
         assert!(ka.starts_with("d_user_\\#"), "{ka}");
         assert_eq!(ka, key("d", &[("user", &a)]));
         assert_ne!(ka, key("d", &[("user", &b)]));
-        // At the bound the part is still written as it is.
+        // A short value spelled like a digest is escaped, so it stays apart.
+        let lookalike = ka["d_user_".len()..ka.len() - 1].to_owned();
+        assert_ne!(key("d", &[("user", &lookalike)]), ka);
+        // At the bound the value is still written as it is.
         let edge = "e".repeat(MAX_VERBATIM_BYTES);
         assert_eq!(key("d", &[("user", &edge)]), format!("d_user_{edge}_"));
     }

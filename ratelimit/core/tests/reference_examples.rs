@@ -750,13 +750,15 @@ fn value_to_metric_builds_stat_keys_from_values() {
         stat_keys(&flagged),
         vec!["vtm_paths.endpoint_orders.verb_GET.caller"]
     );
-    assert!(!flagged.outcomes[0].detailed);
+    // Request values are in the key: the adapter bounds how many such labels it keeps.
+    assert!(flagged.outcomes[0].detailed);
     let plain = ex.check(vec![d(&[
         ("service", "orders"),
         ("verb", "GET"),
         ("caller", "u123"),
     ])]);
     assert_eq!(stat_keys(&plain), vec!["vtm_paths.service.verb.caller"]);
+    assert!(!plain.outcomes[0].detailed);
 }
 
 #[test]
