@@ -147,6 +147,11 @@ fn label(spec: &serde_yaml_ng::Value, path: &str, err: ErrFn<'_>) -> Result<Labe
                     "required".into(),
                 )
             })?;
+            crate::resources::readable_header(
+                &header,
+                &format!("{path}.request_headers.header_name"),
+                err,
+            )?;
             Label::RequestHeader {
                 key: str_field(body, "key").unwrap_or_else(|| header.clone()),
                 header,

@@ -380,6 +380,9 @@ pub(crate) fn filter(raw: RawDoc<RawFilterSpec>, err: ErrFn<'_>) -> Result<Filte
         if a.keys.is_empty() {
             return Err(err("spec.APIKey.keys", "name at least one Secret".into()));
         }
+        if let Some(h) = &a.http_header {
+            crate::resources::readable_header(h, "spec.APIKey.httpHeader", err)?;
+        }
         FilterKind::ApiKey(ApiKeyFilter {
             header: a
                 .http_header
@@ -557,6 +560,7 @@ pub(crate) fn policy(
             let if_header = match f.if_request_header {
                 None => None,
                 Some(h) => {
+                    crate::resources::readable_header(&h.name, &fat("ifRequestHeader.name"), err)?;
                     if h.value.is_some() && h.value_regex.is_some() {
                         return Err(err(
                             &fat("ifRequestHeader"),

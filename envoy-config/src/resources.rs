@@ -230,6 +230,26 @@ fn split_matches(
     Ok(exact)
 }
 
+/// Refuses a request header name that no route or filter could ever read:
+/// every rendered listener drops headers with `_` in their names
+/// (`docs/security.md`), so a match on one would silently never hold.
+pub(crate) fn readable_header(
+    name: &str,
+    path: &str,
+    err: &dyn Fn(&str, String) -> ResourceError,
+) -> Result<(), ResourceError> {
+    if name.contains('_') {
+        return Err(err(
+            path,
+            format!(
+                "{name:?}: Envoy drops request headers with underscores before routing; use {:?}",
+                name.replace('_', "-")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Ambassador accepts a list or one comma-separated string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -792,6 +812,9 @@ fn mapping(
                     "a sticky split needs a prefix, not prefix_regex".into(),
                 ));
             }
+            if let Some(h) = &st.header {
+                readable_header(h, "spec.sticky.header", err)?;
+            }
             Some(Sticky {
                 header: st.header.map(|h| h.to_ascii_lowercase()),
                 cookie: st.cookie,
@@ -801,6 +824,11 @@ fn mapping(
     };
     let mut regex_headers = spec.regex_headers;
     let headers = split_matches(spec.headers, "headers", &mut regex_headers, err)?;
+    for (field, names) in [("headers", &headers), ("regex_headers", &regex_headers)] {
+        for name in names.keys() {
+            readable_header(name, &format!("spec.{field}.{name}"), err)?;
+        }
+    }
     let mut regex_query_parameters = spec.regex_query_parameters;
     let query_parameters = split_matches(
         spec.query_parameters,
