@@ -43,6 +43,9 @@ const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-log
 /// twice). Also the back-off after the IdP did not answer.
 const REFRESH_REUSE: Duration = Duration::from_secs(15);
 
+/// A refresh still not done after this long was abandoned.
+const ABANDONED_FLIGHT: Duration = Duration::from_secs(60);
+
 /// At most one rediscovery a login triggers in this interval, while the
 /// IdP is marked down.
 const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -347,9 +350,11 @@ impl OidcRuntime {
             && let Ok(rebuilt) = self.discovered_from(found.metadata.clone())
         {
             self.discovered.store(Some(Arc::new(rebuilt)));
-            self.idp_up
-                .store(old.idp_up.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.inherited.store(true, Ordering::Relaxed);
+            let up = old.idp_up.load(Ordering::Relaxed);
+            self.idp_up.store(up, Ordering::Relaxed);
+            // Only a known-good discovery waits for its next turn; an IdP
+            // marked down is retried at once, as it would have been.
+            self.inherited.store(up, Ordering::Relaxed);
         }
         if old.filter.client_id == self.filter.client_id && old.name == self.name {
             self.shared = old.shared.clone();
@@ -1010,7 +1015,7 @@ impl OidcRuntime {
         match self.first_use_of(&flow, now).await {
             Ok(StateUse::First) => {}
             Ok(StateUse::Replayed) => {
-                tracing::info!("login callback replayed, refused");
+                tracing::debug!("login callback replayed, refused");
                 return page(
                     400,
                     "login_already_used",
@@ -1188,7 +1193,13 @@ impl OidcRuntime {
             let Ok(mut flights) = self.shared.flights.lock() else {
                 return RefreshOutcome::Unreachable;
             };
-            flights.retain(|_, f| f.started.elapsed() < REFRESH_REUSE || !f.outcome.initialized());
+            // Done flights are kept for REFRESH_REUSE; one whose every
+            // waiter went away (requests cancelled) never completes and is
+            // dropped after the HTTP client's timeout has surely passed.
+            flights.retain(|_, f| {
+                let age = f.started.elapsed();
+                age < REFRESH_REUSE || (!f.outcome.initialized() && age < ABANDONED_FLIGHT)
+            });
             flights
                 .entry(key)
                 .or_insert_with(|| Flight {

@@ -800,3 +800,77 @@ async fn a_callback_state_is_used_once_across_replicas_sharing_redis() {
     assert!(body(&ask(&two, &callback).await).contains("login_already_used"));
     assert_eq!(idp.token_calls(), 1);
 }
+
+// === logs ===
+
+/// A `Write` into a shared buffer, for capturing logs.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_carry_no_codes_states_tokens_or_cookies() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runs on one thread (current-thread runtime): the default
+    // subscriber holds across its awaits.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let idp = FakeIdp::start(false).await;
+    idp.state.refuse_tokens.store(true, Ordering::SeqCst);
+    let rt = discovered(
+        &idp,
+        &format!(
+            "      refresh_margin_seconds: 7200\n{}",
+            BEARER.replace("      public_paths: [/public]\n", "")
+        ),
+    )
+    .await;
+    let now = now_secs();
+    let login = login_cookie(&rt, "s3cr3t-state", now);
+    let callback = Req::browser("/.gatehouse/oidc/callback?code=s3cr3t-code&state=s3cr3t-state")
+        .header("cookie", &login);
+    ask(&rt, &callback).await;
+    ask(&rt, &callback).await;
+    let session_value = session_cookie(&rt, &session(now));
+    ask(
+        &rt,
+        &Req::api("/app?q=s3cr3t-query").header("cookie", &session_value),
+    )
+    .await;
+    let expired = mint(serde_json::json!({"iss": "https://ci.example", "aud": "app", "exp": 1}));
+    ask(
+        &rt,
+        &Req::api("/app").header("authorization", &format!("Bearer {expired}")),
+    )
+    .await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("code exchange refused"), "{text}");
+    assert!(text.contains("refresh refused"), "{text}");
+    for secret in [
+        "s3cr3t-code",
+        "s3cr3t-state",
+        "s3cr3t-query",
+        "rt-0",
+        "at-0",
+        expired.as_str(),
+        login.split('=').nth(1).unwrap(),
+        session_value.split('=').nth(1).unwrap(),
+    ] {
+        assert!(!text.contains(secret), "{secret} logged:\n{text}");
+    }
+}
