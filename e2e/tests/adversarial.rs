@@ -51,6 +51,11 @@ impl Edge {
 /// its FilterPolicy, and starts Envoy (and gatehouse-ratelimit when the
 /// resources have limits) on it.
 async fn edge(extra: &str) -> anyhow::Result<Edge> {
+    edge_with(extra, |_| {}).await
+}
+
+/// As [`edge`], with the render options changed by `tweak` first.
+async fn edge_with(extra: &str, tweak: impl FnOnce(&mut RenderOptions)) -> anyhow::Result<Edge> {
     let echo = Echo::start_named("app").await?;
     let jwks = JwksServer::start_down().await?;
     jwks.serve(&e2e::quickstart::demo_jwks()?);
@@ -93,6 +98,7 @@ spec:
             .to_string(),
         ..RenderOptions::default()
     };
+    tweak(&mut options);
     let files = render(&resources, &options)?;
     let ratelimit = if files.ratelimit.is_empty() {
         None
@@ -388,10 +394,7 @@ spec:
 /// requests through.
 #[tokio::test]
 async fn a_rate_limit_outage_follows_the_configured_failure_mode() -> anyhow::Result<()> {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
+    let closed = closed_port()?;
     let limited = |deny: Option<bool>| {
         let mode = deny.map_or(String::new(), |d| format!("\n  failure_mode_deny: {d}"));
         format!(
@@ -470,5 +473,44 @@ spec:
         let status = edge.get(guarded, &[]).await?.status;
         assert!(status == 401 || status == 400, "{guarded}: {status}");
     }
+    Ok(())
+}
+
+/// A port on loopback that nothing listens on.
+fn closed_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// ext_authz fails closed: with gatehouse-authz unreachable, a route with an
+/// APIKey Filter is refused (403) whatever the client sends, and routes
+/// without one are unaffected.
+#[tokio::test]
+async fn an_unreachable_authz_service_refuses_its_routes() -> anyhow::Result<()> {
+    let closed = closed_port()?;
+    let edge = edge_with(
+        r#"---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {name: keys}
+spec:
+  APIKey:
+    keys: [{secretName: acme}]
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {name: keyed}
+spec:
+  rules:
+  - path: /keyed/*
+    filters: [{name: keys}]
+"#,
+        |o| o.authz_address = format!("127.0.0.1:{closed}"),
+    )
+    .await?;
+    for headers in [vec![], vec![("x-api-key", "acme-demo-key")]] {
+        assert_eq!(edge.get("/keyed/x", &headers).await?.status, 403);
+    }
+    assert_eq!(edge.get("/public/x", &[]).await?.status, 200);
     Ok(())
 }
