@@ -99,3 +99,37 @@ fn every_config_block_in_the_docs_loads() -> Result<()> {
     assert!(checked >= 3, "only {checked} config blocks in docs/");
     Ok(())
 }
+
+/// `docs/security.md` backs each claim with a test, written as a link
+/// ``[`test_name`](../path/file.rs)``: the file exists and defines it, so a
+/// renamed or removed test breaks this test, not the claim.
+#[test]
+fn every_test_the_threat_model_names_exists() -> Result<()> {
+    let root = e2e::paths::workspace_root();
+    let text = std::fs::read_to_string(root.join("docs/security.md"))?;
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for link in text.split("[`").skip(1) {
+        let Some((name, rest)) = link.split_once("`](") else {
+            continue;
+        };
+        let Some((target, _)) = rest.split_once(')') else {
+            continue;
+        };
+        if !target.ends_with(".rs") || name.contains('/') || name.contains('.') {
+            continue;
+        }
+        let file = root.join("docs").join(target);
+        let source = std::fs::read_to_string(&file).unwrap_or_default();
+        if !source.contains(&format!("fn {name}(")) {
+            missing.push(format!("{name} in {target}"));
+        }
+        named += 1;
+    }
+    assert!(
+        missing.is_empty(),
+        "named in docs/security.md but not found: {missing:?}"
+    );
+    assert!(named >= 30, "only {named} tests named");
+    Ok(())
+}
