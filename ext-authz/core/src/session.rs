@@ -282,30 +282,33 @@ pub enum StateUse {
     First,
     /// Used before: refuse before any IdP call (a replay).
     Replayed,
-    /// The set is full of states still inside their login window: refuse
-    /// (fail closed) rather than forget one and allow its replay.
-    Full,
 }
 
 /// The login `state`s whose callbacks came, each remembered until its login
 /// flow expires (after that its cookie does not open anyway). Bounded: at
-/// most `capacity` entries. Time comes in as a parameter.
+/// most `capacity` entries; when full, the oldest is forgotten. That lets
+/// its replay through only after `capacity` newer logins, which costs an
+/// attacker more than starting fresh logins would, while a flood of logins
+/// never locks real users out. Time comes in as a parameter.
 #[derive(Debug, Clone)]
 pub struct UsedStates {
     until: std::collections::HashMap<String, u64>,
+    /// Keys in the order they were remembered, with their expiry.
+    order: std::collections::VecDeque<(String, u64)>,
     capacity: usize,
 }
 
-/// How many used states a filter remembers at most (about 100 bytes each).
+/// How many used states a filter remembers at most (about 150 bytes each).
 pub const USED_STATES_CAPACITY: usize = 100_000;
 
 impl UsedStates {
-    /// An empty set holding at most `capacity` states.
+    /// An empty set holding at most `capacity` states (at least one).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
             until: std::collections::HashMap::new(),
-            capacity,
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
         }
     }
 
@@ -316,14 +319,22 @@ impl UsedStates {
         if self.until.get(&key).is_some_and(|&u| now < u) {
             return StateUse::Replayed;
         }
-        if self.until.len() >= self.capacity {
-            self.until.retain(|_, &mut u| now < u);
-            if self.until.len() >= self.capacity {
-                return StateUse::Full;
-            }
+        while let Some((_, u)) = self.order.front()
+            && (*u <= now || self.order.len() >= self.capacity)
+        {
+            self.forget_oldest();
         }
-        self.until.insert(key, until);
+        self.until.insert(key.clone(), until);
+        self.order.push_back((key, until));
         StateUse::First
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((key, u)) = self.order.pop_front()
+            && self.until.get(&key) == Some(&u)
+        {
+            self.until.remove(&key);
+        }
     }
 
     /// How many states are remembered.
@@ -487,24 +498,36 @@ mod tests {
         assert_eq!(used.first_use("s1", 700, 101), StateUse::Replayed);
         assert_eq!(used.first_use("s1", 700, 699), StateUse::Replayed);
         assert_eq!(used.first_use("s2", 710, 120), StateUse::First);
+        assert_eq!(used.first_use("s2", 710, 130), StateUse::Replayed);
         assert_eq!(
-            used.first_use("s3", 720, 130),
-            StateUse::Full,
-            "full of live states: refused, none forgotten"
-        );
-        assert_eq!(used.first_use("s1", 700, 130), StateUse::Replayed);
-        assert_eq!(
-            used.first_use("s3", 1_300, 705),
+            used.first_use("s1", 1_400, 700),
             StateUse::First,
-            "s1 expired and made room"
+            "after its flow expired, a state is nobody's"
         );
-        assert_eq!(used.len(), 2);
+        assert_eq!(used.len(), 2, "s1 once, s2");
         assert!(
             !used
                 .until
                 .keys()
-                .any(|k| k.contains("s1") || k.contains("s3")),
+                .any(|k| k.contains("s1") || k.contains("s2")),
             "only hashes are kept"
+        );
+    }
+
+    #[test]
+    fn a_full_set_forgets_its_oldest_state_first() {
+        let mut used = UsedStates::new(3);
+        for (i, s) in ["a", "b", "c", "d"].iter().enumerate() {
+            assert_eq!(used.first_use(s, 1_000, 100 + i as u64), StateUse::First);
+        }
+        assert_eq!(used.len(), 3, "bounded");
+        for s in ["b", "c", "d"] {
+            assert_eq!(used.first_use(s, 1_000, 200), StateUse::Replayed, "{s}");
+        }
+        assert_eq!(
+            used.first_use("a", 1_000, 200),
+            StateUse::First,
+            "the oldest went"
         );
     }
 

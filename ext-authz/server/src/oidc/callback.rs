@@ -7,7 +7,11 @@ impl OidcRuntime {
     /// Marks a login's `state` used: in Redis when sessions live there (so
     /// every replica knows), else in this process. `Err` when that cannot
     /// be known (Redis down): the callback is refused.
-    pub(super) async fn first_use_of(&self, flow: &LoginFlow, now: u64) -> Result<StateUse, StoreDown> {
+    pub(super) async fn first_use_of(
+        &self,
+        flow: &LoginFlow,
+        now: u64,
+    ) -> Result<StateUse, StoreDown> {
         let until = flow.started_at.saturating_add(LOGIN_FLOW_SECS);
         if let Some(store) = &self.store {
             let ttl = until.saturating_sub(now).max(1);
@@ -17,16 +21,23 @@ impl OidcRuntime {
                 StateUse::Replayed
             });
         }
-        let Ok(mut used) = self.shared.used_states.lock() else {
-            // A poisoned lock: someone panicked holding it. Refuse.
-            return Ok(StateUse::Full);
-        };
+        // A poisoned lock only means a panic elsewhere: the set is intact.
+        let mut used = self
+            .shared
+            .used_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(used
             .get_or_insert_with(|| UsedStates::new(USED_STATES_CAPACITY))
             .first_use(&flow.state, until, now))
     }
 
-    pub(super) async fn callback(&self, request: &HttpView<'_>, now: u64, metrics: &Metrics) -> Verdict {
+    pub(super) async fn callback(
+        &self,
+        request: &HttpView<'_>,
+        now: u64,
+        metrics: &Metrics,
+    ) -> Verdict {
         let login = self.login_cookie();
         // Every answer of the callback clears the login cookie: a flow is
         // used once.
@@ -71,15 +82,6 @@ impl OidcRuntime {
                     400,
                     "login_already_used",
                     "this sign-in was already used: start again",
-                    vec![clear],
-                );
-            }
-            Ok(StateUse::Full) => {
-                tracing::warn!("too many logins in progress to remember, callback refused");
-                return page(
-                    503,
-                    "busy",
-                    "too many sign-ins at once: try again shortly",
                     vec![clear],
                 );
             }
