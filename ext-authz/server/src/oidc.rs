@@ -155,6 +155,9 @@ pub struct OidcRuntime {
     inherited: AtomicBool,
     shared: Arc<Shared>,
     random: RandomSource,
+    /// What each of our sealed values is bound to, made once: the session
+    /// cookie, the login cookie, the stored session.
+    purposes: [(String, String); 3],
 }
 
 impl std::fmt::Debug for OidcRuntime {
@@ -293,6 +296,15 @@ impl OidcRuntime {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let purposes = [
+            filter.cookie_name.clone(),
+            format!("{}_login", filter.cookie_name),
+            STORED_SESSION.to_owned(),
+        ]
+        .map(|what| {
+            let purpose = filter.seal_purpose(name, &what);
+            (what, purpose)
+        });
         let runtime = Self {
             filter,
             name: name.to_owned(),
@@ -307,6 +319,7 @@ impl OidcRuntime {
             rediscovered: tokio::sync::Mutex::new(None),
             inherited: AtomicBool::new(false),
             shared: Arc::new(Shared::default()),
+            purposes,
             random: getrandom::getrandom,
         };
         Ok(match previous {
@@ -370,8 +383,11 @@ impl OidcRuntime {
         self.keys.open(&self.purpose(what), sealed).ok()
     }
 
-    fn purpose(&self, what: &str) -> String {
-        self.filter.seal_purpose(&self.name, what)
+    fn purpose(&self, what: &str) -> std::borrow::Cow<'_, str> {
+        match self.purposes.iter().find(|(w, _)| w == what) {
+            Some((_, purpose)) => purpose.as_str().into(),
+            None => self.filter.seal_purpose(&self.name, what).into(),
+        }
     }
 
     fn cookies(&self) -> CookieAttributes {
