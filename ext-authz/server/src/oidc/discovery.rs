@@ -12,7 +12,10 @@ const REDISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl OidcRuntime {
     /// The client and helpers made from discovered `metadata`.
-    pub(super) fn discovered_from(&self, metadata: ProviderMetadataWithLogout) -> Result<Discovered, String> {
+    pub(super) fn discovered_from(
+        &self,
+        metadata: ProviderMetadataWithLogout,
+    ) -> Result<Discovered, String> {
         let end_session = metadata
             .additional_metadata()
             .end_session_endpoint

@@ -24,7 +24,12 @@ impl OidcRuntime {
     /// and requests with the same old token within [`REFRESH_REUSE`] get it
     /// too (no second spend of a rotating refresh token, and a back-off
     /// after the IdP did not answer).
-    pub(super) async fn refresh_once(&self, session: &Session, now: u64, metrics: &Metrics) -> RefreshOutcome {
+    pub(super) async fn refresh_once(
+        &self,
+        session: &Session,
+        now: u64,
+        metrics: &Metrics,
+    ) -> RefreshOutcome {
         let Some(token) = session.refresh_token.as_deref() else {
             return RefreshOutcome::Refused;
         };
