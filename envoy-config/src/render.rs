@@ -259,6 +259,25 @@ impl<'a> Ctx<'a> {
             .filters
             .iter()
             .any(|f| !matches!(f.kind, FilterKind::Jwt(_)));
+        // Two OAuth2 Filters whose names map to one cookie would overwrite
+        // each other's sessions in the browser: a login to one logs out of
+        // the other.
+        let mut cookies: BTreeMap<String, &str> = BTreeMap::new();
+        for f in &resources.filters {
+            if !matches!(f.kind, FilterKind::OAuth2(_)) {
+                continue;
+            }
+            let cookie = session_cookie_name(&f.name);
+            if let Some(other) = cookies.insert(cookie.clone(), &f.name) {
+                return Err(render_err(
+                    format!("Filter {}", f.name),
+                    "metadata.name",
+                    format!(
+                        "Filter {other} keeps its session in the cookie {cookie} too: rename one (names differing only in punctuation share a cookie)"
+                    ),
+                ));
+            }
+        }
         let all = groups(resources);
         for (i, g) in all.iter().enumerate() {
             let Some(sticky) = g.sticky() else { continue };
@@ -1368,6 +1387,15 @@ fn header_and(value: &Value) -> String {
     out
 }
 
+/// The session cookie of the OAuth2 Filter `filter`: a cookie name holds
+/// only letters, digits and `_`.
+fn session_cookie_name(filter: &str) -> String {
+    format!(
+        "gatehouse_{}",
+        filter.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+}
+
 /// The gatehouse-authz configuration of the OAuth2 and APIKey Filters.
 fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
     let secrets = &ctx.options.secrets_dir;
@@ -1383,7 +1411,7 @@ fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                     "callback_url": format!("{}{OIDC_PATH_PREFIX}{}/callback", o.origin, f.name),
                     "logout_path": format!("{OIDC_PATH_PREFIX}{}/logout", f.name),
                     "session_keys_file": format!("{secrets}/gatehouse-session-keys/keys"),
-                    "cookie_name": format!("gatehouse_{}", f.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
+                    "cookie_name": session_cookie_name(&f.name),
                     "scopes": o.scopes,
                     // Browsers drop Secure cookies over plain http.
                     "cookie_secure": o.origin.starts_with("https://"),
