@@ -137,6 +137,36 @@ impl RateLimitService {
         .await
     }
 
+    /// Waits, if needed, until the window of `entries` in `domain` has at
+    /// least 20 seconds left, so counting to a limit never straddles a window
+    /// boundary by luck. Asks the service's `/json` with `hits_addend: 0`.
+    pub async fn fresh_window(&self, domain: &str, entries: &[(&str, &str)]) -> Result<()> {
+        let peek = serde_json::json!({
+            "domain": domain,
+            "descriptors": [{
+                "entries": entries.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                "hits_addend": 0
+            }]
+        });
+        let answer: serde_json::Value = self
+            .http()
+            .post(self.http_url("/json"))
+            .json(&peek)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let left = answer["statuses"][0]["durationUntilReset"]
+            .as_str()
+            .and_then(|d| d.trim_end_matches('s').parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        if left < 20 {
+            // Deliberately waits out the clock (not a readiness wait): at most 20 s.
+            tokio::time::sleep(std::time::Duration::from_secs(left + 1)).await;
+        }
+        Ok(())
+    }
+
     /// The counter a metric line reports, 0 when absent.
     pub async fn metric(&self, line_prefix: &str) -> Result<f64> {
         let text = self

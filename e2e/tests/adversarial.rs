@@ -11,23 +11,11 @@
 use std::net::SocketAddr;
 
 use e2e::jwks::JwksServer;
+use e2e::quickstart::{TOKEN_ISSUER, demo_token as token};
 use e2e::ratelimit::RateLimitService;
 use e2e::raw::{self, RawResponse};
 use e2e::{Echo, Echoed, Envoy};
 use gatehouse_config::{RenderOptions, Resources, load, render};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use serde_json::json;
-
-/// An RS256 token of the test key `rsa-1` for `sub`, valid for ten minutes.
-fn token(sub: &str) -> anyhow::Result<String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    let claims = json!({"iss": "https://idp.example", "sub": sub, "exp": now.as_secs() + 600});
-    let pem =
-        std::fs::read(e2e::paths::workspace_root().join("filters/jwt-core/testdata/keys/rsa.pem"))?;
-    Ok(encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem)?)?)
-}
 
 /// The edge under attack, with its parts kept alive.
 struct Edge {
@@ -71,7 +59,7 @@ metadata: {{name: idp}}
 spec:
   JWT:
     jwksURI: http://127.0.0.1:{jwks}/jwks.json
-    issuer: https://idp.example
+    issuer: {issuer}
     validAlgorithms: [RS256]
     injectRequestHeaders:
     - {{name: X-Gatehouse-User, value: "{{{{ .token.Claims.sub }}}}"}}
@@ -86,6 +74,7 @@ spec:
 {extra}"#,
         echo = echo.port(),
         jwks = jwks.port(),
+        issuer = TOKEN_ISSUER,
     );
     let mut resources = Resources::default();
     load(&text, "edge.yaml", &mut resources)?;

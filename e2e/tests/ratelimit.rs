@@ -19,39 +19,6 @@ descriptors:
     rate_limit: { unit: hour, requests_per_unit: 3 }
 ";
 
-/// Waits, if needed, until the window of `entries` has at least a minute left,
-/// so counting to a limit never straddles a window boundary by luck.
-async fn fresh_window(
-    rls: &RateLimitService,
-    domain: &str,
-    entries: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    let peek = serde_json::json!({
-        "domain": domain,
-        "descriptors": [{
-            "entries": entries.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
-            "hits_addend": 0
-        }]
-    });
-    let answer: serde_json::Value = rls
-        .http()
-        .post(rls.http_url("/json"))
-        .json(&peek)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let left = answer["statuses"][0]["durationUntilReset"]
-        .as_str()
-        .and_then(|d| d.trim_end_matches('s').parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    if left < 20 {
-        // Deliberately waits out the clock (not a readiness wait): at most 20 s.
-        tokio::time::sleep(Duration::from_secs(left + 1)).await;
-    }
-    Ok(())
-}
-
 async fn limits_through_envoy(redis: Option<&Redis>) -> anyhow::Result<()> {
     let echo = Echo::start().await?;
     let mut builder = RateLimitService::builder().file("edge.yaml", EDGE);
@@ -70,7 +37,7 @@ async fn limits_through_envoy(redis: Option<&Redis>) -> anyhow::Result<()> {
         ("/user", [("user", "ursula")]),
         ("/ip", [("remote_address", "127.0.0.1")]),
     ] {
-        fresh_window(&rls, "edge", &entries).await?;
+        rls.fresh_window("edge", &entries).await?;
         let send = || envoy.get(path).header("x-user", "ursula").send();
         for n in 1..=3 {
             let response = send().await?;
@@ -185,7 +152,7 @@ async fn hot_reload_applies_and_a_bad_reload_keeps_the_old_limits() -> anyhow::R
         .ratelimit(&rls)
         .start()
         .await?;
-    fresh_window(&rls, "edge", &[("user", "rita")]).await?;
+    rls.fresh_window("edge", &[("user", "rita")]).await?;
     let send = |user: &'static str| envoy.get("/user").header("x-user", user).send();
     assert_eq!(send("rita").await?.status(), 200);
 
@@ -247,7 +214,7 @@ async fn two_replicas_sharing_redis_allow_exactly_the_limit() -> anyhow::Result<
         .redis(&redis)
         .start()
         .await?;
-    fresh_window(&a, "exact", &[("tenant", "t1")]).await?;
+    a.fresh_window("exact", &[("tenant", "t1")]).await?;
 
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..32 {
@@ -581,7 +548,8 @@ async fn shipped_bootstrap_validates_and_limits_with_the_shipped_example() -> an
         .start()
         .await?;
 
-    fresh_window(&rls, "edge", &[("path", "/login"), ("user", "lee")]).await?;
+    rls.fresh_window("edge", &[("path", "/login"), ("user", "lee")])
+        .await?;
     for _ in 0..5 {
         assert_eq!(
             envoy
@@ -644,7 +612,7 @@ async fn redis_with_a_password_and_redis_cluster_count_the_same() -> anyhow::Res
         .env("REDIS_AUTH", "s3cret-pass")
         .start()
         .await?;
-    fresh_window(&rls, "t", &[("tenant", "a")]).await?;
+    rls.fresh_window("t", &[("tenant", "a")]).await?;
     assert_eq!(count_allowed(&rls, "t", &[("tenant", "a")], 7).await?, 5);
     assert!(
         !rls.log().contains("s3cret-pass"),
@@ -660,7 +628,7 @@ async fn redis_with_a_password_and_redis_cluster_count_the_same() -> anyhow::Res
         .env("REDIS_URL", cluster.url())
         .start()
         .await?;
-    fresh_window(&rls, "t", &[("tenant", "a")]).await?;
+    rls.fresh_window("t", &[("tenant", "a")]).await?;
     // Many tenants, so the keys spread over every node's slots.
     for tenant in ["a", "b", "c", "d", "e", "f"] {
         assert_eq!(
@@ -686,7 +654,7 @@ async fn redis_over_a_unix_socket_counts_as_the_reference_default() -> anyhow::R
         .env("REDIS_URL", &socket_arg)
         .start()
         .await?;
-    fresh_window(&rls, "t", &[("tenant", "u")]).await?;
+    rls.fresh_window("t", &[("tenant", "u")]).await?;
     assert_eq!(count_allowed(&rls, "t", &[("tenant", "u")], 7).await?, 5);
     drop(redis);
     Ok(())
@@ -704,7 +672,7 @@ async fn redis_sentinel_leads_to_the_master() -> anyhow::Result<()> {
         .env("REDIS_URL", sentinel.url())
         .start()
         .await?;
-    fresh_window(&rls, "t", &[("tenant", "s")]).await?;
+    rls.fresh_window("t", &[("tenant", "s")]).await?;
     assert_eq!(count_allowed(&rls, "t", &[("tenant", "s")], 7).await?, 5);
     // The counter lives in the master the sentinel named.
     let keys = std::process::Command::new("redis-cli")

@@ -10,39 +10,6 @@ use e2e::ratelimit::request;
 use e2e::{Echo, EnvoyBuilder, RateLimitService, Redis};
 use tonic::Code;
 
-/// Waits, if needed, until the window of `entries` has at least 20 s left,
-/// so counting to a limit never straddles a window boundary by luck.
-async fn fresh_window(
-    rls: &RateLimitService,
-    domain: &str,
-    entries: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    let peek = serde_json::json!({
-        "domain": domain,
-        "descriptors": [{
-            "entries": entries.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
-            "hits_addend": 0
-        }]
-    });
-    let answer: serde_json::Value = rls
-        .http()
-        .post(rls.http_url("/json"))
-        .json(&peek)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let left = answer["statuses"][0]["durationUntilReset"]
-        .as_str()
-        .and_then(|d| d.trim_end_matches('s').parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    if left < 20 {
-        // Deliberately waits out the clock (not a readiness wait): at most 20 s.
-        tokio::time::sleep(Duration::from_secs(left + 1)).await;
-    }
-    Ok(())
-}
-
 /// The harness's rate-limit bootstrap, but failing open as the rendered
 /// stack does (`failure_mode_deny: false`): an error from the service lets
 /// the request through, so only counting can stop it.
@@ -77,7 +44,7 @@ async fn a_5000_byte_header_value_is_limited_by_an_envoy_that_fails_open() -> an
         .start()
         .await?;
     let long = "u".repeat(5000);
-    fresh_window(&rls, "edge", &[("user", &long)]).await?;
+    rls.fresh_window("edge", &[("user", &long)]).await?;
     let send = |user: String| envoy.get("/user").header("x-user", user).send();
     for n in 1..=3 {
         assert_eq!(send(long.clone()).await?.status(), 200, "request {n}");

@@ -296,6 +296,19 @@ async fn user_seen(
     Ok((status, user))
 }
 
+/// The session cookie in `client`'s jar, as a public route's upstream sees
+/// it (the jar keeps cookies for the host Envoy answers on).
+async fn jar_session_cookie(client: &reqwest::Client, envoy: &Envoy) -> anyhow::Result<String> {
+    let seen: Echoed = client
+        .get(envoy.url("/public/peek"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    session_cookie(seen.header("cookie").unwrap_or_default())
+        .ok_or_else(|| anyhow::anyhow!("no session cookie"))
+}
+
 fn session_cookie(client_jar_header: &str) -> Option<String> {
     client_jar_header.split(';').find_map(|kv| {
         kv.trim()
@@ -475,14 +488,7 @@ async fn sessions_survive_key_rotation_and_bad_cookies_do_not_pass() -> anyhow::
     } = stack(3600, "").await?;
     let c = client()?;
     login(&c, &envoy, &idp, "/app/home").await?;
-    let seen: Echoed = c
-        .get(envoy.url("/public/peek"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cookie = session_cookie(seen.header("cookie").unwrap_or_default())
-        .ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let cookie = jar_session_cookie(&c, &envoy).await?;
     let with = |value: &str| {
         reqwest::Client::builder()
             .no_proxy()
@@ -788,9 +794,7 @@ async fn redis_sessions_end_on_logout_everywhere_and_on_back_channel_logout() ->
     // The cookie holds a reference, not the session.
     let b = client()?;
     login(&b, &envoy, &idp, "/app/home").await?;
-    let seen: Echoed = api(&b, "/public/peek").await?.json().await?;
-    let cookie = session_cookie(seen.header("cookie").unwrap_or_default())
-        .ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let cookie = jar_session_cookie(&b, &envoy).await?;
     assert!(cookie.len() < 200, "a reference, {} bytes", cookie.len());
     assert_eq!(api(&b, "/app/data").await?.status(), 200);
 
@@ -1060,14 +1064,7 @@ async fn parallel_requests_of_one_session_spend_its_refresh_token_once() -> anyh
     } = stack(120, "      refresh_margin_seconds: 3600\n").await?;
     let c = client()?;
     login(&c, &envoy, &idp, "/app/home").await?;
-    let seen: Echoed = c
-        .get(envoy.url("/public/peek"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cookie = session_cookie(seen.header("cookie").unwrap_or_default())
-        .ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let cookie = jar_session_cookie(&c, &envoy).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..6 {
         let url = envoy.url(&format!("/app/asset-{i}"));
