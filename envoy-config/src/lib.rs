@@ -6,17 +6,35 @@
 //! `FilterPolicy`, `RateLimit` and `RateLimitService` (see `envoy-config/README.md` for the
 //! fields and the Ambassador compatibility table). Other kinds and fields
 //! are refused with an error naming the document and the field.
+//!
+//! What lives here, bottom up (a module imports only the ones above it):
+//! - `doc`: the document layer: [`ResourceError`], the common head, parse helpers;
+//! - `limits`, `policy`, `host`, `mapping`: one kind (or two close ones) each,
+//!   raw document to domain type;
+//! - `resources`: [`load`] hands each document to its kind; [`substitute`];
+//! - `sanitize`: what every listener does to a request before routing;
+//! - `render`: domain types to Envoy's configuration and the services'.
+//!
+//! What does not: files, processes and the command line (`src/bin/gatehouse.rs`),
+//! the services themselves (they read the text rendered here), and anything
+//! that talks to Envoy.
 
+mod doc;
+mod host;
 mod limits;
+mod mapping;
 mod policy;
 mod render;
 mod resources;
 mod sanitize;
 
+pub use doc::ResourceError;
+pub use host::{Host, Insecure, Listener};
 pub use limits::{
     DEFAULT_RATELIMIT_TIMEOUT_MS, Label, Labels, Limit, RateLimit, RateLimitService,
     service_configs,
 };
+pub use mapping::{CircuitBreaker, Cors, Mapping, RetryPolicy, Sticky};
 pub use policy::{
     ApiKeyFilter, Filter, FilterKind, FilterPolicy, FilterUse, HeaderCondition, JwtFilter,
     OAuth2Filter, PathMatch, PolicyRule, Url,
@@ -25,7 +43,4 @@ pub use render::{
     LiveFiles, OIDC_PATH_PREFIX, RenderError, RenderOptions, Rendered, render, render_bootstrap,
     render_live, route_table, union_cds,
 };
-pub use resources::{
-    CircuitBreaker, Cors, Host, Insecure, Listener, Mapping, ResourceError, Resources, RetryPolicy,
-    Sticky, load, substitute,
-};
+pub use resources::{Resources, load, substitute};

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::resources::{RawDoc, ResourceError};
-
-type ErrFn<'a> = &'a dyn Fn(&str, String) -> ResourceError;
+use crate::doc::{ErrFn, RawDoc, ResourceError, readable_header};
 
 /// One label specifier: an Envoy rate-limit action.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -147,11 +145,7 @@ fn label(spec: &serde_yaml_ng::Value, path: &str, err: ErrFn<'_>) -> Result<Labe
                     "required".into(),
                 )
             })?;
-            crate::resources::readable_header(
-                &header,
-                &format!("{path}.request_headers.header_name"),
-                err,
-            )?;
+            readable_header(&header, &format!("{path}.request_headers.header_name"), err)?;
             Label::RequestHeader {
                 key: str_field(body, "key").unwrap_or_else(|| header.clone()),
                 header,

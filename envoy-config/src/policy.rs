@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::resources::{RawDoc, ResourceError};
-
-type ErrFn<'a> = &'a dyn Fn(&str, String) -> ResourceError;
+use crate::doc::{ErrFn, RawDoc, ResourceError, readable_header};
 
 /// A named check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,7 +379,7 @@ pub(crate) fn filter(raw: RawDoc<RawFilterSpec>, err: ErrFn<'_>) -> Result<Filte
             return Err(err("spec.APIKey.keys", "name at least one Secret".into()));
         }
         if let Some(h) = &a.http_header {
-            crate::resources::readable_header(h, "spec.APIKey.httpHeader", err)?;
+            readable_header(h, "spec.APIKey.httpHeader", err)?;
         }
         FilterKind::ApiKey(ApiKeyFilter {
             header: a
@@ -560,7 +558,7 @@ pub(crate) fn policy(
             let if_header = match f.if_request_header {
                 None => None,
                 Some(h) => {
-                    crate::resources::readable_header(&h.name, &fat("ifRequestHeader.name"), err)?;
+                    readable_header(&h.name, &fat("ifRequestHeader.name"), err)?;
                     if h.value.is_some() && h.value_regex.is_some() {
                         return Err(err(
                             &fat("ifRequestHeader"),

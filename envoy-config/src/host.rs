@@ -1,0 +1,220 @@
+//! `Host` documents (the names the edge serves, their certificates, what
+//! cleartext gets) and `Listener` documents (where Envoy listens).
+
+use serde::Deserialize;
+
+use crate::doc::{ErrFn, RawDoc, ResourceError};
+
+/// What a Host does with cleartext requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insecure {
+    /// Redirect to https (the default with TLS).
+    Redirect,
+    /// Serve them too.
+    Route,
+    /// Refuse them (404).
+    Reject,
+}
+
+/// A `Host`: a name the edge serves, with its TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// `metadata.name`.
+    pub name: String,
+    /// The host name (exact).
+    pub hostname: String,
+    /// Certificate chain and key files (PEM), if it serves TLS.
+    pub tls_files: Option<(String, String)>,
+    /// Certificate from a Secret mounted at `<secrets dir>/<name>/tls.crt|tls.key`.
+    pub tls_secret: Option<String>,
+    /// Cleartext requests.
+    pub insecure: Insecure,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHostSpec {
+    hostname: String,
+    #[serde(default, rename = "tlsSecret")]
+    tls_secret: Option<RawSecretRef>,
+    #[serde(default, rename = "tlsFiles")]
+    tls_files: Option<RawTlsFiles>,
+    #[serde(default, rename = "requestPolicy")]
+    request_policy: Option<RawRequestPolicy>,
+    #[serde(default, rename = "acmeProvider")]
+    acme_provider: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretRef {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsFiles {
+    #[serde(rename = "certChain")]
+    cert_chain: String,
+    #[serde(rename = "privateKey")]
+    private_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequestPolicy {
+    insecure: RawInsecure,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInsecure {
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default, rename = "additionalPort")]
+    additional_port: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    authority: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    email: Option<String>,
+    #[serde(default, rename = "privateKeySecret")]
+    #[allow(dead_code)]
+    private_key_secret: Option<serde_yaml_ng::Value>,
+}
+
+/// Where Envoy listens for traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// `metadata.name`.
+    pub name: String,
+    /// Port.
+    pub port: u16,
+    /// It terminates TLS (protocol `HTTPS`).
+    pub tls: bool,
+    /// Proxies in front whose `x-forwarded-for` entries are trusted
+    /// (Ambassador's `l7Depth`), so the client address is the real client's.
+    pub l7_depth: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListenerSpec {
+    port: u16,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default, rename = "securityModel")]
+    security_model: Option<String>,
+    #[serde(default, rename = "l7Depth")]
+    l7_depth: Option<u32>,
+    #[serde(default, rename = "hostBinding")]
+    host_binding: Option<serde_yaml_ng::Value>,
+}
+
+/// A Host from its document.
+pub(crate) fn host(raw: RawDoc<RawHostSpec>, err: ErrFn<'_>) -> Result<Host, ResourceError> {
+    let spec = raw.spec;
+    if spec.hostname.is_empty() || spec.hostname.contains('*') {
+        return Err(err(
+            "spec.hostname",
+            "one exact host name (wildcards are not supported yet)".into(),
+        ));
+    }
+    if let Some(acme) = &spec.acme_provider
+        && acme.authority != "none"
+    {
+        return Err(err(
+            "spec.acmeProvider.authority",
+            "ACME is not planned: get certificates with cert-manager and name the Secret in tlsSecret; write authority: none".into(),
+        ));
+    }
+    if spec.tls_secret.is_some() && spec.tls_files.is_some() {
+        return Err(err(
+            "spec.tlsFiles",
+            "tlsSecret or tlsFiles, not both".into(),
+        ));
+    }
+    let has_tls = spec.tls_secret.is_some() || spec.tls_files.is_some();
+    let insecure = match spec.request_policy {
+        None => {
+            if has_tls {
+                Insecure::Redirect
+            } else {
+                Insecure::Route
+            }
+        }
+        Some(p) => {
+            if p.insecure.additional_port.is_some_and(|port| port >= 0) {
+                return Err(err(
+                    "spec.requestPolicy.insecure.additionalPort",
+                    "not supported: cleartext is served on the HTTP Listener; write -1 or leave it out".into(),
+                ));
+            }
+            match p.insecure.action.as_deref() {
+                None | Some("Redirect") => Insecure::Redirect,
+                Some("Route") => Insecure::Route,
+                Some("Reject") => Insecure::Reject,
+                Some(other) => {
+                    return Err(err(
+                        "spec.requestPolicy.insecure.action",
+                        format!("{other:?}: Redirect, Route or Reject"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Host {
+        name: raw.metadata.name,
+        hostname: spec.hostname,
+        tls_files: spec.tls_files.map(|f| (f.cert_chain, f.private_key)),
+        tls_secret: spec.tls_secret.map(|s| s.name),
+        insecure,
+    })
+}
+
+/// A Listener from its document. That no other Listener has its port is
+/// checked as it joins the others.
+pub(crate) fn listener(
+    raw: RawDoc<RawListenerSpec>,
+    err: ErrFn<'_>,
+) -> Result<Listener, ResourceError> {
+    let spec = raw.spec;
+    let tls = match spec.protocol.as_deref() {
+        None | Some("HTTP") => false,
+        Some("HTTPS") => true,
+        Some(other) => {
+            return Err(err(
+                "spec.protocol",
+                format!(
+                    "{other:?}: HTTP or HTTPS (TCP, TLS and PROXY protocols are not supported)"
+                ),
+            ));
+        }
+    };
+    if spec
+        .security_model
+        .as_deref()
+        .is_some_and(|m| !["XFP", "INSECURE", "SECURE"].contains(&m))
+    {
+        return Err(err("spec.securityModel", "XFP, SECURE or INSECURE".into()));
+    }
+    if spec.host_binding.is_some() {
+        return Err(err(
+            "spec.hostBinding",
+            "not supported yet: every Host binds to every Listener".into(),
+        ));
+    }
+    Ok(Listener {
+        name: raw.metadata.name,
+        port: spec.port,
+        tls,
+        l7_depth: spec.l7_depth.unwrap_or(0),
+    })
+}

@@ -1,0 +1,515 @@
+//! `Mapping` documents: which requests go to which service, and how
+//! (rewrites, timeouts, retries, CORS, headers, circuit breakers, weights).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::doc::{ErrFn, RawDoc, ResourceError, readable_header};
+use crate::limits::{Labels, labels};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMappingSpec {
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    service: String,
+    #[serde(default)]
+    rewrite: Option<String>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    headers: BTreeMap<String, TextOrPresent>,
+    #[serde(default)]
+    precedence: Option<i32>,
+    #[serde(default)]
+    add_request_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    remove_request_headers: Vec<String>,
+    #[serde(default)]
+    prefix_regex: bool,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    query_parameters: BTreeMap<String, TextOrPresent>,
+    #[serde(default)]
+    host_rewrite: Option<String>,
+    #[serde(default)]
+    idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    retry_policy: Option<RawRetry>,
+    #[serde(default)]
+    cors: Option<RawCors>,
+    #[serde(default)]
+    add_response_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    remove_response_headers: Vec<String>,
+    #[serde(default)]
+    allow_upgrade: Vec<String>,
+    #[serde(default)]
+    regex_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    regex_query_parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    regex_rewrite: Option<RawRegexRewrite>,
+    #[serde(default)]
+    grpc: bool,
+    #[serde(default)]
+    circuit_breakers: Vec<RawCircuitBreaker>,
+    #[serde(default)]
+    labels: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    sticky: Option<RawSticky>,
+    #[serde(default, rename = "ambassador_id")]
+    _ambassador_id: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSticky {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    cookie: Option<String>,
+    #[serde(default)]
+    salt: Option<String>,
+}
+
+/// What keeps a user on one side of a weighted split (Gatehouse's `sticky`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// The request header whose value is hashed (e.g. a verified claim).
+    pub header: Option<String>,
+    /// Or the cookie.
+    pub cookie: Option<String>,
+    /// Changing it reshuffles everyone.
+    pub salt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegexRewrite {
+    pattern: String,
+    substitution: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCircuitBreaker {
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default)]
+    max_pending_requests: Option<u32>,
+    #[serde(default)]
+    max_requests: Option<u32>,
+    #[serde(default)]
+    max_retries: Option<u32>,
+}
+
+/// Limits on one upstream's connections and requests (Envoy's circuit
+/// breakers, default priority).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Most connections.
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for a connection.
+    pub max_pending_requests: Option<u32>,
+    /// Most requests in flight.
+    pub max_requests: Option<u32>,
+    /// Most retries in flight.
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default)]
+    retry_on: Option<String>,
+    #[serde(default)]
+    num_retries: Option<u32>,
+    #[serde(default)]
+    per_try_timeout: Option<String>,
+}
+
+/// A header or query match: an exact value, or `true` for "present".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TextOrPresent {
+    Text(String),
+    Present(bool),
+}
+
+/// Splits matches into exact ones and `true` (present: any value, which
+/// Envoy matches as the regular expression `.*`).
+fn split_matches(
+    raw: BTreeMap<String, TextOrPresent>,
+    field: &str,
+    regex: &mut BTreeMap<String, String>,
+    err: ErrFn<'_>,
+) -> Result<BTreeMap<String, String>, ResourceError> {
+    let mut exact = BTreeMap::new();
+    for (name, m) in raw {
+        match m {
+            TextOrPresent::Text(v) => {
+                exact.insert(name, v);
+            }
+            TextOrPresent::Present(true) => {
+                regex.insert(name, ".*".into());
+            }
+            TextOrPresent::Present(false) => {
+                return Err(err(
+                    &format!("spec.{field}.{name}"),
+                    "true (present) or a value; absence is not supported yet".into(),
+                ));
+            }
+        }
+    }
+    Ok(exact)
+}
+
+/// Ambassador accepts a list or one comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ListOrString {
+    List(Vec<String>),
+    One(String),
+}
+
+impl ListOrString {
+    fn items(self) -> Vec<String> {
+        match self {
+            Self::List(l) => l,
+            Self::One(s) => s
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    origins: ListOrString,
+    #[serde(default)]
+    methods: Option<ListOrString>,
+    #[serde(default)]
+    headers: Option<ListOrString>,
+    #[serde(default)]
+    exposed_headers: Option<ListOrString>,
+    #[serde(default)]
+    credentials: bool,
+    #[serde(default)]
+    max_age: Option<String>,
+}
+
+/// A route's retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Envoy's `retry_on` (e.g. `5xx`, `gateway-error`).
+    pub retry_on: String,
+    /// How many retries.
+    pub num_retries: u32,
+    /// Timeout of each try, e.g. `0.5s`.
+    pub per_try_timeout: Option<String>,
+}
+
+/// A route's CORS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins, exact (`*` for any).
+    pub origins: Vec<String>,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed request headers.
+    pub headers: Vec<String>,
+    /// Response headers the browser may read.
+    pub exposed_headers: Vec<String>,
+    /// Whether credentials are allowed.
+    pub credentials: bool,
+    /// Preflight cache time, seconds, as text.
+    pub max_age: Option<String>,
+}
+
+/// A `Mapping`: requests matching host, prefix and headers go to a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// `metadata.name`.
+    pub name: String,
+    /// Host to match (`*` for any).
+    pub hostname: String,
+    /// Path prefix (the whole path with `exact_path`).
+    pub prefix: String,
+    /// `prefix` is an exact path (Gatehouse's `path`).
+    pub exact_path: bool,
+    /// Upstream host and port.
+    pub host: String,
+    /// Upstream port.
+    pub port: u16,
+    /// Path prefix sent upstream instead of `prefix` (Ambassador's default `/`).
+    pub rewrite: String,
+    /// Share of traffic among Mappings with the same match, if set.
+    pub weight: Option<u32>,
+    /// Request timeout, milliseconds (Ambassador's default 3000).
+    pub timeout_ms: u64,
+    /// Exact header matches.
+    pub headers: BTreeMap<String, String>,
+    /// Higher first, before the length rule.
+    pub precedence: i32,
+    /// Headers added to the request.
+    pub add_request_headers: BTreeMap<String, String>,
+    /// Headers removed from the request.
+    pub remove_request_headers: Vec<String>,
+    /// `prefix` is a regular expression (RE2) over the whole path.
+    pub prefix_regex: bool,
+    /// Method to match.
+    pub method: Option<String>,
+    /// Exact query parameter matches.
+    pub query_parameters: BTreeMap<String, String>,
+    /// `Host` sent upstream.
+    pub host_rewrite: Option<String>,
+    /// Stream idle timeout, milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Retries.
+    pub retry_policy: Option<RetryPolicy>,
+    /// CORS.
+    pub cors: Option<Cors>,
+    /// Headers added to the response.
+    pub add_response_headers: BTreeMap<String, String>,
+    /// Headers removed from the response.
+    pub remove_response_headers: Vec<String>,
+    /// Upgrades allowed (e.g. `websocket`).
+    pub allow_upgrade: Vec<String>,
+    /// Header matches by regular expression (RE2, whole value).
+    pub regex_headers: BTreeMap<String, String>,
+    /// Query parameter matches by regular expression.
+    pub regex_query_parameters: BTreeMap<String, String>,
+    /// Path rewrite by regular expression: (pattern, substitution); replaces
+    /// `rewrite`.
+    pub regex_rewrite: Option<(String, String)>,
+    /// The upstream speaks TLS (`https://` service).
+    pub tls: bool,
+    /// The upstream speaks gRPC (HTTP/2).
+    pub grpc: bool,
+    /// Circuit breakers of the upstream.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Rate-limit labels by domain.
+    pub labels: Labels,
+    /// Sticky weights.
+    pub sticky: Option<Sticky>,
+}
+
+/// A Mapping from its document.
+pub(crate) fn mapping(
+    raw: RawDoc<RawMappingSpec>,
+    err: ErrFn<'_>,
+) -> Result<Mapping, ResourceError> {
+    let spec = raw.spec;
+    if raw.metadata.name.is_empty() {
+        return Err(err("metadata.name", "a Mapping needs a name".into()));
+    }
+    let (prefix, exact_path) = match (spec.prefix, spec.path) {
+        (Some(p), None) => (p, false),
+        (None, Some(p)) if !spec.prefix_regex => (p, true),
+        _ => {
+            return Err(err(
+                "spec.prefix",
+                "a Mapping has a prefix or (Gatehouse) an exact path, not both".into(),
+            ));
+        }
+    };
+    if !spec.prefix_regex && !prefix.starts_with('/') {
+        return Err(err(
+            if exact_path {
+                "spec.path"
+            } else {
+                "spec.prefix"
+            },
+            "a path starts with /".into(),
+        ));
+    }
+    // Ambassador's service: `[scheme://]host[:port]`.
+    let (tls, service) = match spec.service.split_once("://") {
+        None => (false, spec.service.as_str()),
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
+        Some((other, _)) => {
+            return Err(err(
+                "spec.service",
+                format!("scheme {other:?}: use http:// or https:// (gRPC: grpc: true)"),
+            ));
+        }
+    };
+    let (host, port) = match service.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_owned(),
+            p.parse::<u16>()
+                .map_err(|_| err("spec.service", format!("{p:?} is not a port")))?,
+        ),
+        None => (service.to_owned(), if tls { 443 } else { 80 }),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(err(
+            "spec.service",
+            "write host:port, e.g. billing:8080".into(),
+        ));
+    }
+    if spec.weight.is_some_and(|w| w > 100) {
+        return Err(err(
+            "spec.weight",
+            "a weight is a percentage, 0 to 100".into(),
+        ));
+    }
+    let retry_policy = match spec.retry_policy {
+        None => None,
+        Some(r) => Some(RetryPolicy {
+            retry_on: r.retry_on.unwrap_or_else(|| "5xx".into()),
+            num_retries: r.num_retries.unwrap_or(1),
+            per_try_timeout: r.per_try_timeout,
+        }),
+    };
+    let cors = spec.cors.map(|c| Cors {
+        origins: c.origins.items(),
+        methods: c.methods.map(ListOrString::items).unwrap_or_default(),
+        headers: c.headers.map(ListOrString::items).unwrap_or_default(),
+        exposed_headers: c
+            .exposed_headers
+            .map(ListOrString::items)
+            .unwrap_or_default(),
+        credentials: c.credentials,
+        max_age: c.max_age,
+    });
+    if cors.as_ref().is_some_and(|c| c.origins.is_empty()) {
+        return Err(err(
+            "spec.cors.origins",
+            "name at least one origin (or *)".into(),
+        ));
+    }
+    if let Some(u) = spec.allow_upgrade.iter().find(|u| *u != "websocket") {
+        return Err(err(
+            "spec.allow_upgrade",
+            format!("{u:?}: only websocket is supported"),
+        ));
+    }
+    let circuit_breaker = match spec.circuit_breakers.as_slice() {
+        [] => None,
+        [cb] => {
+            if cb.priority.as_deref().is_some_and(|p| p != "default") {
+                return Err(err(
+                    "spec.circuit_breakers[0].priority",
+                    "only the default priority is supported".into(),
+                ));
+            }
+            Some(CircuitBreaker {
+                max_connections: cb.max_connections,
+                max_pending_requests: cb.max_pending_requests,
+                max_requests: cb.max_requests,
+                max_retries: cb.max_retries,
+            })
+        }
+        _ => {
+            return Err(err(
+                "spec.circuit_breakers",
+                "one entry (priority default) is supported".into(),
+            ));
+        }
+    };
+    if spec.regex_rewrite.is_some() && spec.rewrite.is_some() {
+        return Err(err(
+            "spec.regex_rewrite",
+            "rewrite or regex_rewrite, not both".into(),
+        ));
+    }
+    let sticky = match spec.sticky {
+        None => None,
+        Some(st) => {
+            if usize::from(st.header.is_some()) + usize::from(st.cookie.is_some()) != 1 {
+                return Err(err(
+                    "spec.sticky",
+                    "name one header or one cookie to hash".into(),
+                ));
+            }
+            if spec.prefix_regex {
+                return Err(err(
+                    "spec.sticky",
+                    "a sticky split needs a prefix, not prefix_regex".into(),
+                ));
+            }
+            if let Some(h) = &st.header {
+                readable_header(h, "spec.sticky.header", err)?;
+            }
+            Some(Sticky {
+                header: st.header.map(|h| h.to_ascii_lowercase()),
+                cookie: st.cookie,
+                salt: st.salt,
+            })
+        }
+    };
+    let mut regex_headers = spec.regex_headers;
+    let headers = split_matches(spec.headers, "headers", &mut regex_headers, err)?;
+    for (field, names) in [("headers", &headers), ("regex_headers", &regex_headers)] {
+        for name in names.keys() {
+            readable_header(name, &format!("spec.{field}.{name}"), err)?;
+        }
+    }
+    let mut regex_query_parameters = spec.regex_query_parameters;
+    let query_parameters = split_matches(
+        spec.query_parameters,
+        "query_parameters",
+        &mut regex_query_parameters,
+        err,
+    )?;
+    let labels = match &spec.labels {
+        None => Labels::new(),
+        Some(v) => labels(v, err)?,
+    };
+    Ok(Mapping {
+        name: raw.metadata.name,
+        hostname: spec.hostname.unwrap_or_else(|| "*".into()),
+        prefix: prefix.clone(),
+        exact_path,
+        host,
+        port,
+        // An exact path is sent as it is unless a rewrite says otherwise.
+        rewrite: spec.rewrite.unwrap_or_else(|| {
+            if exact_path {
+                prefix.clone()
+            } else {
+                "/".into()
+            }
+        }),
+        weight: spec.weight,
+        timeout_ms: spec.timeout_ms.unwrap_or(3000),
+        headers,
+        precedence: spec.precedence.unwrap_or(0),
+        add_request_headers: spec.add_request_headers,
+        remove_request_headers: spec.remove_request_headers,
+        prefix_regex: spec.prefix_regex,
+        method: spec.method,
+        query_parameters,
+        host_rewrite: spec.host_rewrite,
+        idle_timeout_ms: spec.idle_timeout_ms,
+        retry_policy,
+        cors,
+        add_response_headers: spec.add_response_headers,
+        remove_response_headers: spec.remove_response_headers,
+        allow_upgrade: spec.allow_upgrade,
+        regex_headers,
+        regex_query_parameters,
+        regex_rewrite: spec.regex_rewrite.map(|r| (r.pattern, r.substitution)),
+        tls,
+        grpc: spec.grpc,
+        circuit_breaker,
+        labels,
+        sticky,
+    })
+}

@@ -1,0 +1,148 @@
+//! The clusters: one per upstream of the Mappings, one per JWKS host, and
+//! the two services'.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::mapping::Mapping;
+
+use super::context::Ctx;
+use super::names::{AUTHZ_CLUSTER, RATELIMIT_CLUSTER, cluster_name, jwks_cluster_name};
+use super::options::{RenderError, RenderOptions, render_err};
+
+/// Every cluster, by name.
+pub(super) fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
+    let mut clusters: BTreeMap<String, (Value, &str)> = BTreeMap::new();
+    for m in &ctx.resources.mappings {
+        let c = cluster(ctx.options, m);
+        match clusters.get(&cluster_name(m)) {
+            Some((existing, other)) if *existing != c => {
+                return Err(render_err(
+                    format!("Mapping {}", m.name),
+                    "spec.circuit_breakers",
+                    format!(
+                        "Mapping {other} sends to the same service with other circuit breakers: give both the same"
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                clusters.insert(cluster_name(m), (c, &m.name));
+            }
+        }
+    }
+    let mut out: BTreeMap<String, Value> = clusters.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    for (_, j) in ctx.jwt_filters() {
+        let name = jwks_cluster_name(&j.jwks_uri);
+        let mut c = plain_cluster(&name, &j.jwks_uri.host, j.jwks_uri.port);
+        if j.jwks_uri.scheme == "https" {
+            c["transport_socket"] = upstream_tls(ctx.options, &j.jwks_uri.host);
+        }
+        out.insert(name, c);
+    }
+    if ctx.has_authz {
+        out.insert(
+            AUTHZ_CLUSTER.into(),
+            service_cluster(
+                AUTHZ_CLUSTER,
+                &ctx.options.authz_address,
+                ctx.options.services_ca_file.as_deref(),
+            ),
+        );
+    }
+    if !ctx.domains.is_empty() {
+        out.insert(
+            RATELIMIT_CLUSTER.into(),
+            service_cluster(
+                RATELIMIT_CLUSTER,
+                &ctx.ratelimit_service().address,
+                ctx.options.services_ca_file.as_deref(),
+            ),
+        );
+    }
+    Ok(out.into_values().collect())
+}
+
+fn upstream_tls(ctx_options: &RenderOptions, sni: &str) -> Value {
+    upstream_tls_with(&ctx_options.ca_file, sni)
+}
+
+/// TLS to an upstream named `sni`, its certificate checked against `ca`.
+fn upstream_tls_with(ca: &str, sni: &str) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": sni,
+            "common_tls_context": { "validation_context": {
+                "trusted_ca": { "filename": ca },
+                "match_typed_subject_alt_names": [{ "san_type": "DNS", "matcher": { "exact": sni } }],
+            }},
+        }
+    })
+}
+
+fn http2_options() -> Value {
+    json!({ "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": { "http2_protocol_options": {} },
+    }})
+}
+
+fn plain_cluster(name: &str, host: &str, port: u16) -> Value {
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    json!({
+        "name": name,
+        "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": host, "port_value": port }
+            }}}]}]
+        }
+    })
+}
+
+fn cluster(options: &RenderOptions, m: &Mapping) -> Value {
+    let mut c = plain_cluster(&cluster_name(m), &m.host, m.port);
+    if m.tls {
+        c["transport_socket"] = upstream_tls(options, &m.host);
+    }
+    if m.grpc {
+        c["typed_extension_protocol_options"] = http2_options();
+    }
+    if let Some(cb) = &m.circuit_breaker {
+        let mut t = json!({ "priority": "DEFAULT" });
+        for (field, v) in [
+            ("max_connections", cb.max_connections),
+            ("max_pending_requests", cb.max_pending_requests),
+            ("max_requests", cb.max_requests),
+            ("max_retries", cb.max_retries),
+        ] {
+            if let Some(v) = v {
+                t[field] = json!(v);
+            }
+        }
+        c["circuit_breakers"] = json!({ "thresholds": [t] });
+    }
+    c
+}
+
+/// A service address `host:port` as a cluster speaking gRPC, over TLS
+/// checked against `ca` when given.
+fn service_cluster(name: &str, address: &str, ca: Option<&str>) -> Value {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
+        .unwrap_or((address, 80));
+    let mut c = plain_cluster(name, host, port);
+    c["typed_extension_protocol_options"] = http2_options();
+    if let Some(ca) = ca {
+        let mut tls = upstream_tls_with(ca, host);
+        tls["typed_config"]["common_tls_context"]["alpn_protocols"] = json!(["h2"]);
+        c["transport_socket"] = tls;
+    }
+    c
+}

@@ -1,0 +1,153 @@
+//! [`Ctx`]: what every part of the rendering needs to know about the
+//! resources, and the checks that only hold across them (a FilterPolicy
+//! names Filters that exist, two OAuth2 Filters keep apart cookies, the
+//! Mappings of a sticky split agree).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::limits::RateLimitService;
+use crate::policy::{Filter, FilterKind, FilterPolicy, JwtFilter, PolicyRule};
+use crate::resources::Resources;
+
+use super::groups::groups;
+use super::names::session_cookie_name;
+use super::options::{RenderError, RenderOptions, render_err};
+
+/// Everything a route needs to know about the filters of the listener.
+pub(super) struct Ctx<'a> {
+    pub(super) resources: &'a Resources,
+    pub(super) options: &'a RenderOptions,
+    /// FilterPolicy rules in force, in order (policies by name).
+    pub(super) rules: Vec<(&'a FilterPolicy, usize, &'a PolicyRule)>,
+    pub(super) has_authz: bool,
+    /// Rate-limit domains in filter order (their stage is the index).
+    pub(super) domains: Vec<String>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(
+        resources: &'a Resources,
+        options: &'a RenderOptions,
+    ) -> Result<Self, RenderError> {
+        let mut policies: Vec<&FilterPolicy> = resources.policies.iter().collect();
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut rules = Vec::new();
+        for p in policies {
+            for (i, r) in p.rules.iter().enumerate() {
+                let mut ext = 0;
+                for (j, u) in r.filters.iter().enumerate() {
+                    let at = format!("spec.rules[{i}].filters[{j}].name");
+                    let f = resources
+                        .filters
+                        .iter()
+                        .find(|f| f.name == u.name)
+                        .ok_or_else(|| {
+                            render_err(
+                                format!("FilterPolicy {}", p.name),
+                                at.clone(),
+                                format!("no Filter is named {:?}", u.name),
+                            )
+                        })?;
+                    if !matches!(f.kind, FilterKind::Jwt(_)) {
+                        ext += 1;
+                    }
+                }
+                if ext > 1 {
+                    return Err(render_err(
+                        format!("FilterPolicy {}", p.name),
+                        format!("spec.rules[{i}].filters"),
+                        "one OAuth2 or APIKey Filter per rule: gatehouse-authz answers with one",
+                    ));
+                }
+                rules.push((p, i, r));
+            }
+        }
+        let has_authz = resources
+            .filters
+            .iter()
+            .any(|f| !matches!(f.kind, FilterKind::Jwt(_)));
+        // Two OAuth2 Filters whose names map to one cookie would overwrite
+        // each other's sessions in the browser: a login to one logs out of
+        // the other.
+        let mut cookies: BTreeMap<String, &str> = BTreeMap::new();
+        for f in &resources.filters {
+            if !matches!(f.kind, FilterKind::OAuth2(_)) {
+                continue;
+            }
+            let cookie = session_cookie_name(&f.name);
+            if let Some(other) = cookies.insert(cookie.clone(), &f.name) {
+                return Err(render_err(
+                    format!("Filter {}", f.name),
+                    "metadata.name",
+                    format!(
+                        "Filter {other} keeps its session in the cookie {cookie} too: rename one (names differing only in punctuation share a cookie)"
+                    ),
+                ));
+            }
+        }
+        let all = groups(resources);
+        for (i, g) in all.iter().enumerate() {
+            let Some(sticky) = g.sticky() else { continue };
+            let doc = format!("Mapping {}", g.members[0].name);
+            if g.members.len() < 2 {
+                return Err(render_err(
+                    doc,
+                    "spec.sticky",
+                    "sticky needs a weighted split: more Mappings with the same match",
+                ));
+            }
+            if g.members
+                .iter()
+                .any(|m| m.sticky.as_ref().is_some_and(|s| s != sticky))
+            {
+                return Err(render_err(
+                    doc,
+                    "spec.sticky",
+                    "the Mappings of one split name different sticky keys: give them the same",
+                ));
+            }
+            if all[..i]
+                .iter()
+                .any(|o| o.sticky().is_some() && o.prefix == g.prefix)
+            {
+                return Err(render_err(
+                    doc,
+                    "spec.prefix",
+                    "two sticky splits on one prefix (on different hosts) are not supported yet",
+                ));
+            }
+        }
+        let domains: BTreeSet<String> = resources
+            .mappings
+            .iter()
+            .flat_map(|m| m.labels.keys().cloned())
+            .collect();
+        Ok(Self {
+            resources,
+            options,
+            rules,
+            has_authz,
+            domains: domains.into_iter().collect(),
+        })
+    }
+
+    /// The rate-limit service: the `RateLimitService` document, else the
+    /// render options' address with the documented defaults.
+    pub(super) fn ratelimit_service(&self) -> RateLimitService {
+        self.resources
+            .rate_limit_service
+            .clone()
+            .unwrap_or_else(|| RateLimitService::default_at(&self.options.ratelimit_address))
+    }
+
+    pub(super) fn filter(&self, name: &str) -> Option<&'a Filter> {
+        self.resources.filters.iter().find(|f| f.name == name)
+    }
+
+    pub(super) fn jwt_filters(&self) -> impl Iterator<Item = (&'a Filter, &'a JwtFilter)> {
+        self.resources.filters.iter().filter_map(|f| match &f.kind {
+            FilterKind::Jwt(j) => Some((f, j)),
+            _ => None,
+        })
+    }
+}

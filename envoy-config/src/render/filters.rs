@@ -1,0 +1,268 @@
+//! The HTTP filters: the chain every listener runs, the per-route settings
+//! that switch them on and off, and the configurations of gatehouse-jwt,
+//! gatehouse-router (inside the bootstrap) and gatehouse-authz (`authz.yaml`).
+
+use serde_json::{Value, json};
+
+use crate::policy::{FilterKind, JwtFilter};
+
+use super::context::Ctx;
+use super::groups::{groups, weights};
+use super::names::{
+    AUTHZ_CLUSTER, AUTHZ_FILTER, OIDC_PATH_PREFIX, RATELIMIT_CLUSTER, ROUTE_HEADER, ROUTER_FILTER,
+    cluster_name, jwks_cluster_name, jwt_filter_name, seconds_text, session_cookie_name,
+};
+
+/// The HTTP filters of every listener, in request order.
+pub(super) fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
+    let mut filters = vec![json!({
+        // CORS first: a preflight needs no credentials. Policies live on
+        // the routes; the filter does nothing on routes without one.
+        "name": "envoy.filters.http.cors",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
+    })];
+    for (f, j) in ctx.jwt_filters() {
+        filters.push(json!({
+            "name": jwt_filter_name(&f.name),
+            // On only where a FilterPolicy rule names it.
+            "disabled": true,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": jwt_filter_name(&f.name),
+                    "root_id": jwt_filter_name(&f.name),
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": jwt_config(&f.name, j),
+                    },
+                    "vm_config": {
+                        "vm_id": "gatehouse-jwt",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": ctx.options.jwt_wasm } },
+                    },
+                },
+            },
+        }));
+    }
+    if ctx.has_authz {
+        filters.push(json!({
+            "name": AUTHZ_FILTER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                // Fail closed: no answer from gatehouse-authz is no access.
+                "failure_mode_allow": false,
+                "grpc_service": { "envoy_grpc": { "cluster_name": AUTHZ_CLUSTER }, "timeout": "2s" },
+            },
+        }));
+    }
+    if let Some(config) = router_config(ctx) {
+        filters.push(json!({
+            "name": ROUTER_FILTER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": ROUTER_FILTER,
+                    "root_id": ROUTER_FILTER,
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": config,
+                    },
+                    "vm_config": {
+                        "vm_id": "gatehouse-router",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": ctx.options.router_wasm } },
+                    },
+                },
+            },
+        }));
+    }
+    let service = ctx.ratelimit_service();
+    for (stage, domain) in ctx.domains.iter().enumerate() {
+        filters.push(json!({
+            "name": format!("gatehouse.ratelimit.{domain}"),
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                "domain": domain,
+                "stage": stage,
+                "timeout": seconds_text(service.timeout_ms),
+                // Open by default, as in Ambassador (a limiter outage is not
+                // an outage); a RateLimitService's failure_mode_deny closes it.
+                "failure_mode_deny": service.failure_mode_deny,
+                "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                "rate_limit_service": {
+                    "transport_api_version": "V3",
+                    "grpc_service": { "envoy_grpc": { "cluster_name": RATELIMIT_CLUSTER } },
+                },
+            },
+        }));
+    }
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    filters
+}
+
+/// The per-route settings that switch the filters named in `uses` on, and
+/// gatehouse-authz off where no Filter of its asks for it.
+pub(super) fn filter_settings(
+    ctx: &Ctx<'_>,
+    uses: &[&str],
+    per_filter: &mut serde_json::Map<String, Value>,
+) {
+    let mut authz = None;
+    // Every name was checked against the Filters in Ctx::new.
+    for name in uses {
+        match ctx.filter(name).map(|f| &f.kind) {
+            None => {}
+            Some(FilterKind::Jwt(_)) => {
+                per_filter.insert(
+                    jwt_filter_name(name),
+                    json!({ "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {} }),
+                );
+            }
+            _ => authz = Some(*name),
+        }
+    }
+    if ctx.has_authz {
+        let setting = match authz {
+            Some(name) => json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "check_settings": { "context_extensions": { "gatehouse_filter": name } },
+            }),
+            None => json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "disabled": true,
+            }),
+        };
+        per_filter.insert(AUTHZ_FILTER.into(), setting);
+    }
+}
+
+/// The gatehouse-jwt configuration of one JWT Filter: one provider, required
+/// wherever a route switches the filter on.
+fn jwt_config(name: &str, j: &JwtFilter) -> String {
+    let mut provider = json!({
+        "jwks": { "remote": { "uri": j.jwks_uri.full, "cluster": jwks_cluster_name(&j.jwks_uri) } },
+    });
+    if let Some(iss) = &j.issuer {
+        provider["issuer"] = json!(iss);
+    }
+    if let Some(aud) = &j.audience {
+        provider["audiences"] = json!([aud]);
+    }
+    if !j.algorithms.is_empty() {
+        provider["algorithms"] = json!(j.algorithms);
+    }
+    if let Some(s) = j.leeway_seconds {
+        provider["clock_skew_seconds"] = json!(s);
+    }
+    if !j.inject.is_empty() {
+        provider["claim_to_headers"] = Value::Array(
+            j.inject
+                .iter()
+                .map(|(header, claim)| json!({ "claim": claim, "header": header }))
+                .collect(),
+        );
+    }
+    json!({
+        "providers": { name: provider },
+        "rules": [{ "requires": { "provider": name } }],
+        // Every listener removes them first (early_header_mutation).
+        "reserved_headers_stripped_by_envoy": true,
+        // Every route the filter is on removes the token (route()).
+        "token_headers_removed_by_envoy": true,
+    })
+    .to_string()
+}
+
+/// The gatehouse-router configuration of the sticky splits: per split, the
+/// members' shares as nested hash buckets (the first rule whose bucket takes
+/// the key wins), the last member for every other request with the key.
+fn router_config(ctx: &Ctx<'_>) -> Option<String> {
+    let mut rules = Vec::new();
+    for g in groups(ctx.resources) {
+        let Some(sticky) = g.sticky() else { continue };
+        let key = match (&sticky.header, &sticky.cookie) {
+            (Some(h), _) => json!({ "header": h }),
+            (None, Some(c)) => json!({ "cookie": c }),
+            (None, None) => continue,
+        };
+        let salt = sticky
+            .salt
+            .clone()
+            .unwrap_or_else(|| g.members[0].name.clone());
+        let mut cumulative = 0;
+        let shares = weights(&g.members);
+        for (i, (m, w)) in g.members.iter().zip(&shares).enumerate() {
+            cumulative += w;
+            let mut rule = json!({ "match": { "prefix": g.prefix }, "route": cluster_name(m) });
+            if i + 1 < g.members.len() {
+                let mut bucket = key.clone();
+                bucket["percent"] = json!(cumulative);
+                bucket["salt"] = json!(salt);
+                rule["bucket"] = bucket;
+            } else {
+                // What no earlier bucket took, when the key is there.
+                let present = match (&sticky.header, &sticky.cookie) {
+                    (Some(h), _) => json!({ "headers": [{ "name": h, "present": true }] }),
+                    (None, Some(c)) => json!({ "cookies": [{ "name": c, "present": true }] }),
+                    (None, None) => continue,
+                };
+                for (k, v) in present.as_object().into_iter().flatten() {
+                    rule["match"][k] = v.clone();
+                }
+            }
+            rules.push(rule);
+        }
+    }
+    if rules.is_empty() {
+        return None;
+    }
+    Some(json!({ "route_header": ROUTE_HEADER, "rules": rules }).to_string())
+}
+
+/// The gatehouse-authz configuration of the OAuth2 and APIKey Filters.
+pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
+    let secrets = &ctx.options.secrets_dir;
+    let mut filters = serde_json::Map::new();
+    for f in &ctx.resources.filters {
+        let v = match &f.kind {
+            FilterKind::Jwt(_) => continue,
+            FilterKind::OAuth2(o) => {
+                let mut oidc = json!({
+                    "issuer": o.authorization_url,
+                    "client_id": o.client_id,
+                    "client_secret_file": format!("{secrets}/{}/oauth2-client-secret", o.secret_name),
+                    "callback_url": format!("{}{OIDC_PATH_PREFIX}{}/callback", o.origin, f.name),
+                    "logout_path": format!("{OIDC_PATH_PREFIX}{}/logout", f.name),
+                    "session_keys_file": format!("{secrets}/gatehouse-session-keys/keys"),
+                    "cookie_name": session_cookie_name(&f.name),
+                    "scopes": o.scopes,
+                    // Browsers drop Secure cookies over plain http.
+                    "cookie_secure": o.origin.starts_with("https://"),
+                });
+                if !o.extra_params.is_empty() {
+                    oidc["extra_auth_params"] = json!(o.extra_params);
+                }
+                json!({ "oidc": oidc })
+            }
+            FilterKind::ApiKey(a) => json!({ "api_keys": {
+                "from": [{ "header": a.header }],
+                // A projected volume puts each client's Secret (key `key`)
+                // at <dir>/<secret name>: one file per client.
+                "keys_dir": format!("{secrets}/apikeys-{}", f.name),
+            }}),
+        };
+        filters.insert(f.name.clone(), v);
+    }
+    if filters.is_empty() {
+        return None;
+    }
+    let mut text = String::from(
+        "# Rendered by `gatehouse render` for gatehouse-authz: edit the Filter resources, not this file.\n",
+    );
+    text.push_str(&serde_yaml_ng::to_string(&json!({ "filters": filters })).unwrap_or_default());
+    Some(text)
+}

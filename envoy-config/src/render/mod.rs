@@ -1,0 +1,35 @@
+//! Resources to an Envoy bootstrap. Deterministic: the same resources give
+//! byte-identical output (objects are written with sorted keys).
+//!
+//! One concern a file; each uses only files above it in this list:
+//! - `options`: what the caller chooses, and [`RenderError`];
+//! - `names`: the cluster, filter and header names the parts agree on;
+//! - `groups`: Mappings with one match as one route, their order and weights;
+//! - `context`: what every part needs to know, and the checks across resources;
+//! - `rules`: FilterPolicy rules onto route groups;
+//! - `filters`: the HTTP filter chain, per-route filter settings, and the
+//!   gatehouse-jwt, gatehouse-router and gatehouse-authz configurations;
+//! - `clusters`, `routes`, `listener` (with `crate::sanitize`);
+//! - `bootstrap` ([`render`]), `live` ([`render_live`]) and `table`
+//!   ([`route_table`]): the three outputs.
+
+mod bootstrap;
+mod clusters;
+mod context;
+mod filters;
+mod groups;
+mod listener;
+mod live;
+mod names;
+mod options;
+mod routes;
+mod rules;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use bootstrap::{Rendered, render, render_bootstrap};
+pub use live::{LiveFiles, render_live, union_cds};
+pub use names::OIDC_PATH_PREFIX;
+pub use options::{RenderError, RenderOptions};
+pub use table::route_table;

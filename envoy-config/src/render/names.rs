@@ -1,0 +1,68 @@
+//! The names and formats the parts of a rendered configuration must agree
+//! on: a route names the cluster `clusters` defines and switches on the
+//! filter `filters` puts in the chain; gatehouse-router writes the header a
+//! sticky route matches; gatehouse-authz serves the OIDC paths a route
+//! leaves to it.
+
+use crate::mapping::Mapping;
+use crate::policy::Url;
+
+/// The ext_authz filter in the chain, and in routes that set it.
+pub(super) const AUTHZ_FILTER: &str = "gatehouse.authz";
+/// The gatehouse-router wasm filter in the chain.
+pub(super) const ROUTER_FILTER: &str = "gatehouse.router";
+/// The header gatehouse-router names a sticky split's member in.
+pub(super) const ROUTE_HEADER: &str = "x-gatehouse-route";
+/// Where a JWT Filter's token arrives; routes it guards remove it.
+pub(super) const JWT_TOKEN_HEADER: &str = "authorization";
+/// The clusters of gatehouse-authz and gatehouse-ratelimit.
+pub(super) const AUTHZ_CLUSTER: &str = "gatehouse_authz";
+pub(super) const RATELIMIT_CLUSTER: &str = "gatehouse_ratelimit";
+/// Where an OAuth2 Filter's callback and logout live: `<prefix><filter>/…`.
+pub const OIDC_PATH_PREFIX: &str = "/.gatehouse/oidc/";
+
+/// The cluster of a Mapping's upstream: one per host, port, TLS and gRPC.
+pub(super) fn cluster_name(m: &Mapping) -> String {
+    let host: String = m
+        .host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut name = format!("{host}_{}", m.port);
+    if m.tls {
+        name.push_str("_tls");
+    }
+    if m.grpc {
+        name.push_str("_grpc");
+    }
+    name
+}
+
+/// The name of a JWT Filter's wasm filter in the chain and in routes.
+pub(super) fn jwt_filter_name(filter: &str) -> String {
+    format!("gatehouse.jwt.{filter}")
+}
+
+/// The cluster Envoy fetches a JWKS through.
+pub(super) fn jwks_cluster_name(u: &Url) -> String {
+    let host: String = u
+        .host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("jwks_{host}_{}", u.port)
+}
+
+/// The session cookie of the OAuth2 Filter `filter`: a cookie name holds
+/// only letters, digits and `_`.
+pub(super) fn session_cookie_name(filter: &str) -> String {
+    format!(
+        "gatehouse_{}",
+        filter.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+}
+
+/// A duration as Envoy reads it: seconds with a fraction (`1.5s`).
+pub(super) fn seconds_text(ms: u64) -> String {
+    format!("{}s", ms as f64 / 1000.0)
+}
