@@ -131,6 +131,61 @@ fn is_plain_path(path: &str) -> bool {
     true
 }
 
+/// The first value of `name` in a form (`a=1&b=2`: a query string, or an
+/// `application/x-www-form-urlencoded` body), percent-decoded
+/// ([`percent_decode`]). A pair without `=` is skipped.
+#[must_use]
+pub fn form_value(form: &str, name: &str) -> Option<String> {
+    form.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// Decodes `%XX` and `+` (a space); a `%` not followed by two hex digits
+/// stays as it is, and bytes that are not UTF-8 become U+FFFD.
+#[must_use]
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes every byte but the unreserved ones (RFC 3986 §2.3), for
+/// a value in a query string.
+#[must_use]
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// What a request's `Authorization` header says about a bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BearerHeader<'a> {
@@ -326,11 +381,43 @@ mod tests {
         assert_eq!(bearer_token(Some("Bearerish x")), BearerHeader::Absent);
     }
 
+    #[test]
+    fn form_values_are_found_by_exact_name_and_decoded() {
+        let form = "code=a%2Fb+c&state=s1&state=s2&flag&x_state=no";
+        assert_eq!(form_value(form, "code").as_deref(), Some("a/b c"));
+        assert_eq!(
+            form_value(form, "state").as_deref(),
+            Some("s1"),
+            "the first"
+        );
+        assert_eq!(form_value(form, "flag"), None, "no `=`, no value");
+        assert_eq!(form_value(form, "x"), None);
+        assert_eq!(form_value("", "code"), None);
+        assert_eq!(percent_decode("100%"), "100%", "a stray % stays");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_bytes() {
+        assert_eq!(percent_encode("aZ0-_.~"), "aZ0-_.~");
+        assert_eq!(
+            percent_encode("https://x/?a=b&c d"),
+            "https%3A%2F%2Fx%2F%3Fa%3Db%26c%20d"
+        );
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
+
     proptest! {
         #[test]
         fn a_return_path_never_leaves_the_host(p in "\\PC{0,40}") {
             let r = safe_return_path(&p);
             prop_assert!(r.starts_with('/') && !r.starts_with("//") && !r.contains('\\'));
+        }
+
+        #[test]
+        fn percent_encoding_round_trips(s in "\\PC{0,40}") {
+            prop_assert_eq!(percent_decode(&percent_encode(&s)), s);
         }
     }
 }
