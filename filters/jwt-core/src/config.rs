@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::policy::{Policy, RawProvider, RawRule};
+use crate::TokenCache;
+use crate::error::ConfigError;
+use crate::policy::Policy;
+use crate::policy::compile::{RawProvider, RawRule};
 
 /// Verified tokens a worker remembers unless configured otherwise.
 pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 1000;
@@ -29,27 +32,6 @@ pub struct FilterConfig {
     /// or Envoy already did (`gatehouse render` strips them on every
     /// listener before any filter runs).
     strips_reserved_headers: bool,
-}
-
-/// Why a filter configuration was refused. `Display` names the field path.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The bytes are not JSON of the expected shape (unknown field, wrong type).
-    #[error("{path}: {message}")]
-    Syntax {
-        /// Field path where parsing stopped, `.` for the document itself.
-        path: String,
-        /// What serde found wrong there.
-        message: String,
-    },
-    /// The JSON has the right shape but a value is not allowed.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// Field path of the offending value.
-        path: String,
-        /// What is wrong and what to write instead.
-        message: String,
-    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +155,15 @@ impl FilterConfig {
     /// [`crate::TokenCache::retain_keys`] with the same keys.
     pub fn set_keys(&mut self, index: usize, keys: crate::KeySet) {
         self.policy.set_keys(index, keys);
+    }
+
+    /// Verifies provider `index`'s tokens with `keys` from now on, and keeps
+    /// `cache` in step: cached tokens of keys that left go with them, the
+    /// rest stay, so a refetch that a forged `kid` caused (the same keys
+    /// again) costs no cache.
+    pub fn install_keys(&mut self, index: usize, keys: crate::KeySet, cache: &mut TokenCache) {
+        cache.retain_keys(index, &keys);
+        self.set_keys(index, keys);
     }
 }
 

@@ -7,11 +7,14 @@
 //!
 //! It holds the filter's configuration, the rule that protects every header the
 //! stack writes from verified data (client-sent copies are removed before
-//! anything else runs, see `../shared/DESIGN.md`, "Contracts"), and token
-//! verification: compact JWS parsing, JWKS keys, signatures and claims.
+//! anything else runs, see `../shared/DESIGN.md`, "Contracts"), token
+//! verification (compact JWS parsing, JWKS keys, signatures and claims), the
+//! per-request decision with its refusal reasons, and the verified-token cache.
+//! What it does not hold: host calls, logs and stats, which stay in the adapter.
 
 mod cache;
 mod config;
+mod error;
 mod jwks;
 pub mod native;
 mod policy;
@@ -19,9 +22,12 @@ mod token;
 mod verify;
 
 pub use cache::{MAX_TRUST_SECS, TokenCache};
-pub use config::{ConfigError, FilterConfig};
+pub use config::FilterConfig;
+pub use error::ConfigError;
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksError, KeyIdentity, KeyKind, KeySet, VerifyingKey, parse_algorithm};
-pub use policy::{Decision, Location, Needs, Policy, ProviderConfig, RemoteJwks, RequestView};
+pub use policy::{
+    Decision, DenyReason, Location, Needs, Policy, ProviderConfig, RemoteJwks, RequestView,
+};
 pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};
 pub use verify::{Host, NoHost, Provider, Verified, VerifyError};

@@ -1,141 +1,12 @@
 //! Providers, token locations, rules and the per-request decision.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::Algorithm;
-use crate::jwks::{KeySet, parse_algorithm};
+use crate::jwks::KeySet;
 use crate::verify::{Host, NoHost, Provider, VerifyError};
 
-// === raw configuration ===
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawProvider {
-    #[serde(default)]
-    issuer: Option<String>,
-    #[serde(default)]
-    audiences: Vec<String>,
-    #[serde(default)]
-    algorithms: Option<Vec<String>>,
-    jwks: RawJwks,
-    #[serde(default)]
-    clock_skew_seconds: Option<u64>,
-    #[serde(default)]
-    from: Option<Vec<RawLocation>>,
-    #[serde(default)]
-    forward: bool,
-    #[serde(default)]
-    claim_to_headers: Vec<RawClaimHeader>,
-    #[serde(default)]
-    payload_in_header: Option<String>,
-    #[serde(default)]
-    required_claims: Vec<RawRequiredClaim>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJwks {
-    #[serde(default)]
-    inline: Option<Value>,
-    #[serde(default)]
-    remote: Option<RawRemote>,
-    #[serde(default)]
-    hmac_secret_base64url: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRemote {
-    uri: String,
-    cluster: String,
-    #[serde(default)]
-    cache_duration_seconds: Option<u64>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    refetch_interval_seconds: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLocation {
-    #[serde(default)]
-    header: Option<String>,
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    cookie: Option<String>,
-    #[serde(default)]
-    query: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClaimHeader {
-    claim: String,
-    header: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRequiredClaim {
-    claim: String,
-    #[serde(default)]
-    equals: Option<Value>,
-    #[serde(default)]
-    one_of: Option<Vec<Value>>,
-    #[serde(default)]
-    contains: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRule {
-    #[serde(default, rename = "match")]
-    matcher: RawMatch,
-    requires: RawRequirement,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMatch {
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    headers: Vec<RawHeaderMatch>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHeaderMatch {
-    name: String,
-    #[serde(default)]
-    exact: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRequirement {
-    #[serde(default)]
-    provider: Option<String>,
-    #[serde(default)]
-    any: Option<Vec<String>>,
-    #[serde(default)]
-    allow_missing: Option<String>,
-    #[serde(default)]
-    none: Option<serde_json::Map<String, Value>>,
-}
-
-// === domain ===
+pub(crate) mod compile;
+mod deny;
 
 /// Where a token may be found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,43 +63,6 @@ pub struct RemoteJwks {
     /// Least time between two fetches caused by unknown `kid`s or failures,
     /// seconds (default 10): a flood of forged `kid`s cannot flood the IdP.
     pub refetch_interval_secs: u64,
-}
-
-impl RemoteJwks {
-    fn try_from_raw(raw: RawRemote, at: &str) -> Result<Self, crate::config::ConfigError> {
-        let (scheme, rest) = raw
-            .uri
-            .split_once("://")
-            .filter(|(s, _)| *s == "http" || *s == "https")
-            .ok_or_else(|| {
-                invalid(
-                    format!("{at}.uri"),
-                    format!("{:?} is not an http(s) URI", raw.uri),
-                )
-            })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() {
-            return Err(invalid(format!("{at}.uri"), "the URI has no host"));
-        }
-        if raw.cluster.is_empty() {
-            return Err(invalid(
-                format!("{at}.cluster"),
-                "name the Envoy cluster that reaches the JWKS host",
-            ));
-        }
-        Ok(Self {
-            cluster: raw.cluster,
-            authority: authority.to_owned(),
-            path: path.to_owned(),
-            scheme: scheme.to_owned(),
-            cache_duration_secs: raw.cache_duration_seconds.unwrap_or(300).max(1),
-            timeout_ms: raw.timeout_ms.unwrap_or(2000).max(1),
-            refetch_interval_secs: raw.refetch_interval_seconds.unwrap_or(10),
-        })
-    }
 }
 
 /// What a rule asks for.
@@ -294,13 +128,49 @@ pub enum Decision {
     },
     /// Answer it here.
     Deny {
-        /// 401 for a missing or bad token, 403 for a claim that does not hold.
+        /// Why: what adapters count and log by (never the body's text).
+        reason: DenyReason,
+        /// 401 for a missing or bad token, 403 for a claim that does not hold
+        /// (`reason.status()`).
         status: u16,
         /// Response headers (`www-authenticate`, `content-type`).
         headers: Vec<(String, String)>,
         /// A small JSON body with a stable `code`.
         body: String,
     },
+}
+
+/// Why a request was refused. Adapters count and log by it; each reason has
+/// its own status and the stable `code` of the JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No token where the rule's providers look: 401, `missing_token`.
+    MissingToken,
+    /// A token that does not verify: 401, `invalid_token`.
+    InvalidToken,
+    /// A valid token without a required claim: 403, `insufficient_claims`.
+    InsufficientClaims,
+}
+
+impl DenyReason {
+    /// The HTTP status of the answer.
+    #[must_use]
+    pub fn status(self) -> u16 {
+        match self {
+            Self::MissingToken | Self::InvalidToken => 401,
+            Self::InsufficientClaims => 403,
+        }
+    }
+
+    /// The stable `code` of the answer's JSON body.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientClaims => "insufficient_claims",
+        }
+    }
 }
 
 /// Providers and rules, compiled.
@@ -314,239 +184,7 @@ pub struct Policy {
     token_headers_removed_by_envoy: bool,
 }
 
-fn invalid(path: String, message: impl Into<String>) -> crate::config::ConfigError {
-    crate::config::ConfigError::Invalid {
-        path,
-        message: message.into(),
-    }
-}
-
-fn claim_path(claim: &str) -> Vec<String> {
-    claim.split('.').map(str::to_owned).collect()
-}
-
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 impl Policy {
-    pub(crate) fn compile(
-        raw_providers: BTreeMap<String, RawProvider>,
-        raw_rules: Vec<RawRule>,
-        realm: String,
-    ) -> Result<Self, crate::config::ConfigError> {
-        let mut providers = Vec::new();
-        let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        for (name, raw) in raw_providers {
-            let at = format!("providers.{name}");
-            let hmac = raw.jwks.hmac_secret_base64url.is_some();
-            let (keys, remote) = match (
-                raw.jwks.inline,
-                raw.jwks.remote,
-                raw.jwks.hmac_secret_base64url,
-            ) {
-                (None, None, Some(secret)) => {
-                    use base64::Engine as _;
-                    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(secret.trim_end_matches('='))
-                        .map_err(|_| {
-                            invalid(format!("{at}.jwks.hmac_secret_base64url"), "not base64url")
-                        })?;
-                    // RFC 7518 §3.2: an HMAC key at least as long as the hash.
-                    if bytes.len() < 32 {
-                        return Err(invalid(
-                            format!("{at}.jwks.hmac_secret_base64url"),
-                            format!("{} bytes; an HMAC secret needs at least 32", bytes.len()),
-                        ));
-                    }
-                    (KeySet::from_secret(None, &bytes), None)
-                }
-                (Some(inline), None, None) => {
-                    let jwks = serde_json::to_vec(&inline).unwrap_or_default();
-                    let keys = KeySet::from_jwks(&jwks)
-                        .map_err(|e| invalid(format!("{at}.jwks.inline"), e.to_string()))?;
-                    (keys, None)
-                }
-                (None, Some(r), None) => (
-                    KeySet::default(),
-                    Some(RemoteJwks::try_from_raw(r, &format!("{at}.jwks.remote"))?),
-                ),
-                _ => {
-                    return Err(invalid(
-                        format!("{at}.jwks"),
-                        "name exactly one of inline, remote or hmac_secret_base64url",
-                    ));
-                }
-            };
-            let is_hmac =
-                |a: Algorithm| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-            let algorithms = match raw.algorithms {
-                None if hmac => vec![Algorithm::HS256],
-                None => vec![Algorithm::RS256, Algorithm::ES256],
-                Some(list) => list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| {
-                        let alg = parse_algorithm(a).ok_or_else(|| {
-                            invalid(format!("{at}.algorithms[{i}]"), format!("unknown algorithm {a:?}: use RS256, ES256, PS256, EdDSA, ..."))
-                        })?;
-                        // HMAC only with a configured secret, and a secret only
-                        // for HMAC: the two never mix (algorithm confusion).
-                        if is_hmac(alg) != hmac {
-                            return Err(invalid(
-                                format!("{at}.algorithms[{i}]"),
-                                if hmac {
-                                    "a provider with an HMAC secret takes HS256, HS384 or HS512 only"
-                                } else {
-                                    "HMAC algorithms need jwks.hmac_secret_base64url"
-                                },
-                            ));
-                        }
-                        Ok(alg)
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            let locations = match raw.from {
-                None => vec![Location::Header {
-                    name: "authorization".into(),
-                    prefix: "Bearer ".into(),
-                }],
-                Some(list) => list
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, l)| match (l.header, l.cookie, l.query) {
-                        (Some(h), None, None) if is_header_name(&h.to_ascii_lowercase()) => {
-                            Ok(Location::Header {
-                                name: h.to_ascii_lowercase(),
-                                prefix: l.prefix.unwrap_or_default(),
-                            })
-                        }
-                        (None, Some(c), None) if l.prefix.is_none() && !c.is_empty() => {
-                            Ok(Location::Cookie(c))
-                        }
-                        (None, None, Some(q)) if l.prefix.is_none() && !q.is_empty() => {
-                            Ok(Location::Query(q))
-                        }
-                        _ => Err(invalid(
-                            format!("{at}.from[{i}]"),
-                            "name exactly one of header (with an optional prefix), cookie or query",
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            let mut claim_headers = Vec::new();
-            for (i, c) in raw.claim_to_headers.into_iter().enumerate() {
-                if !is_header_name(&c.header) || c.claim.is_empty() {
-                    return Err(invalid(
-                        format!("{at}.claim_to_headers[{i}]"),
-                        "claim and a lowercase header name are required",
-                    ));
-                }
-                claim_headers.push((claim_path(&c.claim), c.header));
-            }
-            if let Some(h) = &raw.payload_in_header
-                && !is_header_name(h)
-            {
-                return Err(invalid(
-                    format!("{at}.payload_in_header"),
-                    "a lowercase header name",
-                ));
-            }
-            let mut required = Vec::new();
-            for (i, r) in raw.required_claims.into_iter().enumerate() {
-                let req = match (r.equals, r.one_of, r.contains) {
-                    (Some(v), None, None) => Requirement::Equals(v),
-                    (None, Some(v), None) => Requirement::OneOf(v),
-                    (None, None, Some(v)) => Requirement::Contains(v),
-                    _ => {
-                        return Err(invalid(
-                            format!("{at}.required_claims[{i}]"),
-                            "name exactly one of equals, one_of or contains",
-                        ));
-                    }
-                };
-                required.push((claim_path(&r.claim), req));
-            }
-            let provider = Provider::new(
-                raw.issuer,
-                raw.audiences,
-                algorithms,
-                keys,
-                raw.clock_skew_seconds.unwrap_or(60),
-            );
-            names.insert(name.clone(), providers.len());
-            providers.push(ProviderConfig {
-                name,
-                provider,
-                remote,
-                locations,
-                forward: raw.forward,
-                claim_headers,
-                payload_header: raw.payload_in_header,
-                required,
-            });
-        }
-        let lookup = |name: &str, at: &str| {
-            names
-                .get(name)
-                .copied()
-                .ok_or_else(|| invalid(at.to_owned(), format!("unknown provider {name:?}")))
-        };
-        let mut rules = Vec::new();
-        for (i, r) in raw_rules.into_iter().enumerate() {
-            let at = format!("rules[{i}].requires");
-            let q = r.requires;
-            let needs = match (q.provider, q.any, q.allow_missing, q.none) {
-                (Some(p), None, None, None) => {
-                    Needs::Provider(lookup(&p, &format!("{at}.provider"))?)
-                }
-                (None, Some(list), None, None) if !list.is_empty() => Needs::Any(
-                    list.iter()
-                        .map(|p| lookup(p, &format!("{at}.any")))
-                        .collect::<Result<_, _>>()?,
-                ),
-                (None, None, Some(p), None) => {
-                    Needs::AllowMissing(lookup(&p, &format!("{at}.allow_missing"))?)
-                }
-                (None, None, None, Some(_)) => Needs::Nothing,
-                _ => {
-                    return Err(invalid(
-                        at,
-                        "name exactly one of provider, any (non-empty), allow_missing or none",
-                    ));
-                }
-            };
-            let m = r.matcher;
-            if m.prefix.is_some() && m.path.is_some() {
-                return Err(invalid(
-                    format!("rules[{i}].match"),
-                    "prefix and path exclude each other",
-                ));
-            }
-            rules.push(Rule {
-                prefix: m.prefix,
-                path: m.path,
-                host: m.host.map(|h| h.to_ascii_lowercase()),
-                method: m.method.map(|h| h.to_ascii_uppercase()),
-                headers: m
-                    .headers
-                    .into_iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), h.exact))
-                    .collect(),
-                needs,
-            });
-        }
-        Ok(Self {
-            providers,
-            rules,
-            realm,
-            token_headers_removed_by_envoy: false,
-        })
-    }
-
     /// Leaves the removal of header-located tokens of providers that do not
     /// `forward` to Envoy (`token_headers_removed_by_envoy`).
     pub(crate) fn leave_token_removal_to_envoy(&mut self) {
@@ -703,44 +341,8 @@ impl Policy {
                 remove: Vec::new(),
                 set: Vec::new(),
             },
-            (false, false, _) => self.deny(401, "missing_token", None),
-            (true, _, Some(e)) => self.deny(401, "invalid_token", Some(&e)),
-            (true, _, None) => self.deny(401, "invalid_token", None),
-        }
-    }
-
-    fn deny(&self, status: u16, code: &str, error: Option<&VerifyError>) -> Decision {
-        // RFC 6750 §3: a request without credentials gets the challenge
-        // without an error code; a bad token gets invalid_token. The
-        // description is generic on purpose: it must not help forging.
-        let description = match error {
-            _ if status == 403 => "the token lacks a required claim",
-            Some(VerifyError::Expired) => "the token has expired",
-            Some(VerifyError::NotYetValid) => "the token is not valid yet",
-            Some(_) => "the token is not valid",
-            None if code == "missing_token" => "a bearer token is required",
-            None => "the token is not valid",
-        };
-        let challenge = if code == "missing_token" {
-            format!("Bearer realm=\"{}\"", self.realm)
-        } else if status == 403 {
-            format!(
-                "Bearer realm=\"{}\", error=\"insufficient_scope\", error_description=\"{description}\"",
-                self.realm
-            )
-        } else {
-            format!(
-                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{description}\"",
-                self.realm
-            )
-        };
-        Decision::Deny {
-            status,
-            headers: vec![
-                ("www-authenticate".into(), challenge),
-                ("content-type".into(), "application/json".into()),
-            ],
-            body: serde_json::json!({ "code": code, "message": description }).to_string(),
+            (false, false, _) => self.deny(DenyReason::MissingToken, None),
+            (true, _, e) => self.deny(DenyReason::InvalidToken, e.as_ref()),
         }
     }
 }
@@ -899,7 +501,7 @@ impl ProviderConfig {
                 _ => false,
             };
             if !holds {
-                return policy.deny(403, "insufficient_claims", None);
+                return policy.deny(DenyReason::InsufficientClaims, None);
             }
         }
         let mut set: Vec<(String, String)> = self

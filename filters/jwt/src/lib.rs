@@ -17,7 +17,8 @@ use std::cell::Cell;
 
 use gatehouse_jwt_core::native::{NativeCheck, parse_result};
 use gatehouse_jwt_core::{
-    Decision, FilterConfig, Host, KeyIdentity, KeySet, RemoteJwks, RequestView, TokenCache,
+    Decision, DenyReason, FilterConfig, Host, KeyIdentity, KeySet, RemoteJwks, RequestView,
+    TokenCache,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -617,17 +618,16 @@ impl JwtRequest {
                 Ok(Action::Continue)
             }
             Decision::Deny {
+                reason,
                 status,
                 headers,
                 body,
             } => {
                 let stats = shared.stats;
-                Stats::add(if status == 403 {
-                    stats.denied_forbidden
-                } else if body.contains("missing_token") {
-                    stats.denied_missing
-                } else {
-                    stats.denied_invalid
+                Stats::add(match reason {
+                    DenyReason::MissingToken => stats.denied_missing,
+                    DenyReason::InvalidToken => stats.denied_invalid,
+                    DenyReason::InsufficientClaims => stats.denied_forbidden,
                 });
                 let headers: Vec<(&str, &str)> = headers
                     .iter()

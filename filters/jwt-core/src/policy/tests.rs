@@ -4,6 +4,7 @@ use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
 use super::*;
+use crate::Algorithm;
 use crate::config::FilterConfig;
 
 const JWKS: &str = include_str!("../../testdata/jwks.json");
@@ -156,6 +157,7 @@ fn missing_and_bad_tokens_get_401_with_an_rfc6750_challenge() {
         status,
         headers,
         body,
+        ..
     } = decide("/api", "GET", &[])
     else {
         panic!("denied expected")
@@ -175,6 +177,7 @@ fn missing_and_bad_tokens_get_401_with_an_rfc6750_challenge() {
         status,
         headers,
         body,
+        ..
     } = decide("/api", "GET", &[("authorization", &expired)])
     else {
         panic!("denied expected")
@@ -201,6 +204,7 @@ fn a_missing_required_claim_gets_403() {
         status,
         headers,
         body,
+        ..
     } = decide(
         "/api",
         "GET",
@@ -767,4 +771,44 @@ fn only_the_pseudo_headers_rules_and_locations_use_are_read() {
     let bare = FilterConfig::parse(text.to_string().as_bytes()).unwrap();
     assert!(bare.read_pseudo_headers().is_empty());
     assert_eq!(bare.read_headers(), ["authorization"]);
+}
+
+#[test]
+fn every_refusal_carries_its_reason_status_and_code() {
+    let cases = [
+        (decide("/api", "GET", &[]), DenyReason::MissingToken),
+        (
+            decide("/api", "GET", &[("authorization", "Bearer garbage")]),
+            DenyReason::InvalidToken,
+        ),
+        (
+            decide(
+                "/api",
+                "GET",
+                &[(
+                    "authorization",
+                    &format!(
+                        "Bearer {}",
+                        token(json!({"iss": "https://idp.example", "aud": "api", "exp": NOW + 60}))
+                    ),
+                )],
+            ),
+            DenyReason::InsufficientClaims,
+        ),
+    ];
+    for (decision, want) in cases {
+        let Decision::Deny {
+            reason,
+            status,
+            body,
+            ..
+        } = decision
+        else {
+            panic!("denied expected")
+        };
+        assert_eq!(reason, want);
+        assert_eq!(status, want.status());
+        let code = format!("\"code\":\"{}\"", want.code());
+        assert!(body.contains(&code), "{body}");
+    }
 }
