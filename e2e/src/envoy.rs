@@ -1,4 +1,9 @@
 //! Stock Envoy as a child process, configured from a template.
+//!
+//! Templates fill `${NAME}` placeholders with gatehouse-config's own
+//! [`gatehouse_config::substitute`], the one `gatehouse render --set` uses, so
+//! the harness and the CLI agree on what a placeholder is and an unfilled one
+//! fails loudly in both.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +18,6 @@ use crate::echo::Echo;
 use crate::paths;
 use crate::poll;
 use crate::process::{ChildProcess, run_to_completion};
-use crate::template;
 
 /// How to start one Envoy. Create with [`Envoy::from_template`].
 #[derive(Debug)]
@@ -43,7 +47,7 @@ pub struct Envoy {
 impl Envoy {
     /// A builder for the template `e2e/testdata/envoy/<name>`.
     ///
-    /// Templates use `{{NAME}}` placeholders. `LISTEN_PORT` and `ADMIN_PORT`
+    /// Templates use `${NAME}` placeholders. `LISTEN_PORT` and `ADMIN_PORT`
     /// default to 0 (Envoy binds a free port and the harness reads it back);
     /// `JWT_WASM` is the built jwt filter and `JWT_CONFIG` its configuration
     /// (default `{}`), filled in when the template uses them.
@@ -156,19 +160,19 @@ impl EnvoyBuilder {
         self
     }
 
-    /// Points `{{UPSTREAM_PORT}}` at an echo upstream.
+    /// Points `${UPSTREAM_PORT}` at an echo upstream.
     #[must_use]
     pub fn upstream(self, echo: &Echo) -> Self {
         self.var("UPSTREAM_PORT", echo.port())
     }
 
-    /// Points `{{RLS_PORT}}` at a rate-limit service.
+    /// Points `${RLS_PORT}` at a rate-limit service.
     #[must_use]
     pub fn ratelimit(self, rls: &crate::ratelimit::RateLimitService) -> Self {
         self.var("RLS_PORT", rls.grpc_port())
     }
 
-    /// Points `{{AUTHZ_PORT}}` at an ext_authz service.
+    /// Points `${AUTHZ_PORT}` at an ext_authz service.
     #[must_use]
     pub fn authz(self, authz: &crate::authz::AuthzService) -> Self {
         self.var("AUTHZ_PORT", authz.grpc_port())
@@ -218,8 +222,12 @@ impl EnvoyBuilder {
                 vars.insert(placeholder.to_owned(), "[]".to_owned());
             }
         }
-        template::render(&self.template, &vars)
-            .with_context(|| format!("rendering {}", self.origin))
+        // A placeholder left without a value is an error naming it (only
+        // YAML comments may mention one), so a template never reaches Envoy
+        // half-filled.
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        gatehouse_config::substitute(&self.template, &vars)
+            .map_err(|e| anyhow!("rendering {}: {e}", self.origin))
     }
 
     /// Starts Envoy and waits until its admin `/ready` says LIVE.
@@ -374,5 +382,48 @@ pub async fn validate(config: &Path) -> Result<()> {
         Ok(())
     } else {
         bail!("envoy rejected {}: {}", config.display(), output.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_with_the_defaults_and_the_set_values() {
+        let out = EnvoyBuilder::from_text("port: ${LISTEN_PORT} / ${HOST}\n", "t.yaml")
+            .var("HOST", "h")
+            .render()
+            .unwrap();
+        assert_eq!(out, "port: 0 / h\n");
+    }
+
+    #[test]
+    fn an_unfilled_placeholder_fails_naming_it_and_the_template() {
+        let err = EnvoyBuilder::from_text("a: ${NOPE}\n", "t.yaml")
+            .render()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rendering t.yaml"), "{err}");
+        assert!(err.contains("${NOPE} has no value"), "{err}");
+    }
+
+    #[test]
+    fn every_template_uses_only_the_placeholder_syntax_that_fails_when_unfilled() {
+        // `{{NAME}}` was the harness's own syntax once; it is plain text to
+        // `substitute`, so one left behind would reach Envoy unfilled.
+        let dir = paths::testdata("envoy");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains("{{"),
+                "{} has a `{{{{` placeholder: write `${{NAME}}`",
+                path.display()
+            );
+            checked += 1;
+        }
+        assert!(checked > 0, "no templates in {}", dir.display());
     }
 }

@@ -29,7 +29,6 @@ pub mod quickstart;
 pub mod ratelimit;
 pub mod raw;
 pub mod redis;
-pub mod template;
 
 pub use authz::AuthzService;
 pub use echo::{Echo, Echoed};
