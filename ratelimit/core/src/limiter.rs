@@ -471,6 +471,3 @@ impl Limiter {
         cache.insert(key.to_owned(), until_ms);
     }
 }
-
-#[cfg(test)]
-mod tests;

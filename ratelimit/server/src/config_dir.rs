@@ -1,31 +1,18 @@
-//! The configuration directory: reading every file, and reloading on change.
+//! The configuration directory: reading every file, and reloading on change
+//! (the watcher itself is the service kit's: this file says what to read,
+//! what to watch and which paths count).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use gatehouse_ratelimit_core::RateLimitConfig;
-use notify::{RecursiveMode, Watcher};
+use gatehouse_ratelimit_core::{ConfigError, RateLimitConfig};
+use gatehouse_service_kit::{Reload, WatchPlan};
 
 use crate::settings::RuntimeSettings;
 
 /// Why the directory could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// A file or directory could not be read.
-    #[error("reading {path}: {source}")]
-    Io {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The files do not make a valid configuration.
-    #[error(transparent)]
-    Config(#[from] gatehouse_ratelimit_core::ConfigError),
-}
+pub type LoadError = gatehouse_service_kit::LoadError<ConfigError>;
 
 /// The files of a configuration: (name relative to the directory, text).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,10 +39,7 @@ fn walk(
     ignore_dotfiles: bool,
     out: &mut Vec<(String, String)>,
 ) -> Result<(), LoadError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| LoadError::Io { path, source }
-    };
+    let io = LoadError::reading;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -83,10 +67,11 @@ fn walk(
 impl Snapshot {
     /// Builds the configuration from these files.
     pub fn load(&self, merge_domains: bool) -> Result<RateLimitConfig, LoadError> {
-        Ok(RateLimitConfig::load_with(
+        RateLimitConfig::load_with(
             self.files.iter().map(|(n, t)| (n.as_str(), t.as_str())),
             merge_domains,
-        )?)
+        )
+        .map_err(LoadError::invalid)
     }
 
     /// Number of files.
@@ -149,84 +134,40 @@ impl LiveConfig {
         *last = snapshot;
         Ok(Reloaded::Applied { files })
     }
+}
 
-    /// The directories to watch: the config directory (recursively, for
-    /// edits in place and ConfigMap `..data` swaps) and the parent of
-    /// `RUNTIME_ROOT` (for the reference's symlink swap of the root itself).
-    pub fn watch_paths(&self) -> Vec<(PathBuf, RecursiveMode)> {
-        let mut paths = vec![(self.runtime.config_dir(), RecursiveMode::Recursive)];
-        if self.runtime.watch_root
-            && let Some(parent) = self.runtime.root.parent()
-        {
-            paths.push((parent.to_path_buf(), RecursiveMode::NonRecursive));
+impl Reload for LiveConfig {
+    type Outcome = Reloaded;
+    type Error = LoadError;
+
+    fn reload(&self) -> Result<Reloaded, LoadError> {
+        // The inherent method: re-reads, swaps only a valid, changed config.
+        LiveConfig::reload(self)
+    }
+
+    fn is_source(&self, path: &Path) -> bool {
+        is_source(path, &self.runtime.root)
+    }
+
+    /// The config directory, recursively (edits in place and ConfigMap
+    /// `..data` swaps), and the parent of `RUNTIME_ROOT` (the reference's
+    /// symlink swap of the root itself). The kit watches them again when the
+    /// root's symlink points elsewhere.
+    fn watch_plan(&self) -> WatchPlan {
+        let plan = WatchPlan::new().tree(self.runtime.config_dir());
+        match self.runtime.root.parent() {
+            Some(parent) if self.runtime.watch_root => plan.path(parent.to_path_buf()),
+            _ => plan,
         }
-        paths
     }
 }
 
-/// Watches the configuration and reloads on change until the process ends.
-/// Bursts of events (an editor's save, a ConfigMap swap) become one reload.
-/// The watches are renewed after each reload, so a swapped `RUNTIME_ROOT`
-/// symlink is followed to the new directory.
-pub fn spawn_watcher(
-    live: Arc<LiveConfig>,
-    on_result: impl Fn(Result<Reloaded, LoadError>) + Send + 'static,
-) -> notify::Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let root = live.runtime.root.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| is_change(&e, &root)) {
-            let _ = tx.send(());
-        }
-    })?;
-    let mut watched = watch_all(&mut watcher, &live, None);
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Coalesce the burst: wait until events stop for a moment.
-            while tokio::time::timeout(Duration::from_millis(50), rx.recv())
-                .await
-                .is_ok_and(|e| e.is_some())
-            {}
-            let reloading = live.clone();
-            if let Ok(result) = tokio::task::spawn_blocking(move || reloading.reload()).await {
-                on_result(result);
-            }
-            watched = watch_all(&mut watcher, &live, watched);
-        }
-    });
-    Ok(())
-}
-
-/// Whether a file event may change the configuration: it touches
+/// Whether an event about `path` may change the configuration: it touches
 /// `RUNTIME_ROOT` or something below it (the root's parent is watched too,
-/// and may hold unrelated files), and is not a mere read. Reading the files
-/// during a reload opens them: were those access events counted, every reload
-/// would trigger the next one, forever.
-fn is_change(event: &notify::Event, root: &Path) -> bool {
-    !matches!(event.kind, notify::EventKind::Access(_))
-        && event.paths.iter().any(|p| p.starts_with(root))
-}
-
-/// (Re)watches the paths when the directory they resolve to changed (a
-/// swapped `RUNTIME_ROOT` symlink), and returns what they resolve to now.
-fn watch_all(
-    watcher: &mut notify::RecommendedWatcher,
-    live: &LiveConfig,
-    watched: Option<PathBuf>,
-) -> Option<PathBuf> {
-    let target = std::fs::canonicalize(live.runtime.config_dir()).ok();
-    if watched.is_some() && watched == target {
-        return watched;
-    }
-    for (path, mode) in live.watch_paths() {
-        let _ = watcher.unwatch(&path);
-        // A missing directory is not fatal: the other watch still works, and
-        // the next event renews this one.
-        if let Err(e) = watcher.watch(&path, mode) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot watch configuration path");
-        }
-    }
-    target
+/// and may hold unrelated files). Reads never count: see
+/// [`gatehouse_service_kit::watch::is_change`].
+fn is_source(path: &Path, root: &Path) -> bool {
+    path.starts_with(root)
 }
 
 #[cfg(test)]
@@ -298,7 +239,8 @@ mod tests {
         use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
         let root = Path::new("/srv/runtime/current");
         let event = |kind| notify::Event::new(kind).add_path(root.join("config/a.yaml"));
-        let is_change = |e: &notify::Event| is_change(e, root);
+        let is_change =
+            |e: &notify::Event| gatehouse_service_kit::watch::is_change(e, |p| is_source(p, root));
         assert!(!is_change(&event(notify::EventKind::Access(
             AccessKind::Open(AccessMode::Read)
         ))));
@@ -316,6 +258,9 @@ mod tests {
     #[test]
     fn only_paths_under_the_root_count() {
         let root = Path::new("/srv/runtime/current");
+        let is_change = |e: &notify::Event, root: &Path| {
+            gatehouse_service_kit::watch::is_change(e, |p| is_source(p, root))
+        };
         let modify = notify::EventKind::Modify(notify::event::ModifyKind::Any);
         let swap = notify::Event::new(modify).add_path(root.to_path_buf());
         assert!(

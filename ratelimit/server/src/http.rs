@@ -1,94 +1,72 @@
-//! HTTP side ports: the reference's `/json` and `/healthcheck`, our
-//! `/healthz`, `/readyz` and `/metrics`; on the debug port, `/rlconfig`.
+//! HTTP side ports: the reference's `/json` and `/healthcheck`, and the
+//! service kit's `/healthz`, `/readyz` and `/metrics`; on the debug port,
+//! `/rlconfig` and `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use gatehouse_ratelimit_core::{Code, Decision, Descriptor, LimitOverride, Request, Unit};
-use prometheus_client::registry::Registry;
+use gatehouse_service_kit::{Readiness, SidePort};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::service::{CheckError, RlsHandler};
+use crate::store::Backend;
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The decision handler.
     pub handler: Arc<RlsHandler>,
-    /// Metrics registry.
-    pub registry: Arc<Registry>,
-    /// Set on SIGTERM: health turns to not ready.
-    pub draining: Arc<AtomicBool>,
+    /// Metrics, draining and the store's readiness.
+    pub side: SidePort<StoreReadiness>,
+}
+
+/// Ready while the counter store answers.
+#[derive(Debug, Clone)]
+pub struct StoreReadiness(pub Arc<Backend>);
+
+impl Readiness for StoreReadiness {
+    async fn check(&self) -> Result<(), &'static str> {
+        if self.0.is_ready().await {
+            Ok(())
+        } else {
+            Err("counter store unreachable")
+        }
+    }
 }
 
 /// The main HTTP port (`PORT`).
 pub fn router(state: AppState) -> Router {
+    let side = state.side.clone();
     Router::new()
         .route("/json", any(json_check))
         .route("/healthcheck", get(healthcheck))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(side.router())
 }
 
 /// The debug port (`DEBUG_PORT`).
 pub fn debug_router(state: AppState) -> Router {
+    let side = state.side.clone();
     Router::new()
         .route("/rlconfig", get(rlconfig))
-        .route("/metrics", get(metrics))
+        .with_state(state)
+        .merge(side.metrics_router())
         .fallback(|| async {
             "/metrics: print out metrics\n/rlconfig: print out the currently loaded configuration for debugging\n"
         })
-        .with_state(state)
 }
 
-async fn is_ready(state: &AppState) -> Result<(), &'static str> {
-    if state.draining.load(Ordering::Relaxed) {
-        return Err("draining");
-    }
-    if !state.handler.store.is_ready().await {
-        return Err("counter store unreachable");
-    }
-    Ok(())
-}
-
+/// The reference's health check: 200 `OK`, or a bare 500.
 async fn healthcheck(State(state): State<AppState>) -> Response {
-    match is_ready(&state).await {
+    match state.side.is_ready().await {
         Ok(()) => (StatusCode::OK, "OK").into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    match is_ready(&state).await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -268,3 +246,6 @@ fn decision_json(decision: &Decision) -> Value {
     }
     out.into()
 }
+
+#[cfg(test)]
+mod tests;

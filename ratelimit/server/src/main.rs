@@ -3,27 +3,32 @@
 //!
 //! Configuration comes from the same environment variables and the same
 //! directory of YAML files as the reference (see `ratelimit/README.md`).
+//!
+//! Here: the command line and the wiring of the gRPC server, the side and
+//! debug ports, the store and the watcher. Not here: decisions
+//! (`gatehouse-ratelimit-core`), nor the process plumbing both services share
+//! (shutdown, logging, ready file, side port, watcher: `gatehouse-service-kit`).
 
 mod config_dir;
 mod http;
+#[cfg(test)]
+mod limiter_tests;
 mod metrics;
 mod resp;
 mod service;
 mod settings;
 mod store;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use gatehouse_ratelimit_core::{Limiter, MemoryStore};
+use gatehouse_service_kit::{Listening, LogFormat, Shutdown, SidePort};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config_dir::{LiveConfig, Reloaded};
 use crate::settings::Settings;
@@ -77,7 +82,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(&settings);
+    let log_format = if settings.log_json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    gatehouse_service_kit::init_tracing(&settings.log_level, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,19 +126,6 @@ fn check_config(dir: &std::path::Path) -> std::process::ExitCode {
             eprintln!("{}: {e}", dir.display());
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if settings.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -179,7 +176,7 @@ async fn serve(settings: Settings) -> Result<()> {
 
     {
         let metrics = metrics.clone();
-        config_dir::spawn_watcher(live.clone(), move |result| match result {
+        gatehouse_service_kit::spawn_watcher(live.clone(), move |result| match result {
             Ok(Reloaded::Applied { files }) => {
                 metrics.config_load_success.inc();
                 tracing::info!(files, "configuration reloaded");
@@ -202,14 +199,21 @@ async fn serve(settings: Settings) -> Result<()> {
     let debug = TcpListener::bind(settings.debug_addr)
         .await
         .with_context(|| format!("binding debug on {}", settings.debug_addr))?;
-    let addrs = (grpc.local_addr()?, http.local_addr()?, debug.local_addr()?);
-    announce(addrs)?;
+    Listening {
+        grpc: grpc.local_addr()?,
+        http: http.local_addr()?,
+        debug: Some(debug.local_addr()?),
+    }
+    .announce()?;
 
-    let draining = Arc::new(AtomicBool::new(false));
+    let shutdown = Shutdown::new();
     let state = http::AppState {
         handler: handler.clone(),
-        registry: Arc::new(registry),
-        draining: draining.clone(),
+        side: SidePort::new(
+            Arc::new(registry),
+            shutdown.clone(),
+            http::StoreReadiness(handler.store.clone()),
+        ),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -219,32 +223,24 @@ async fn serve(settings: Settings) -> Result<()> {
         .set_service_status("ratelimit", tonic_health::ServingStatus::Serving)
         .await;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(RateLimitServiceServer::new(service::RlsService(handler)))
-        .serve_with_incoming_shutdown(tokio_stream_from(grpc), stopped(stop_rx.clone()));
-    let http_server = axum::serve(http, http::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(tokio_stream_from(grpc), shutdown.stopped());
+    let http_server =
+        axum::serve(http, http::router(state.clone())).with_graceful_shutdown(shutdown.stopped());
     let debug_server =
-        axum::serve(debug, http::debug_router(state)).with_graceful_shutdown(stopped(stop_rx));
+        axum::serve(debug, http::debug_router(state)).with_graceful_shutdown(shutdown.stopped());
 
-    let signals = async {
-        wait_for_termination().await;
-        tracing::info!("termination signal: draining");
-        draining.store(true, Ordering::Relaxed);
+    let signals = shutdown.on_signal(async {
         health_reporter
             .set_not_serving::<RateLimitServiceServer<service::RlsService>>()
             .await;
         health_reporter
             .set_service_status("ratelimit", tonic_health::ServingStatus::NotServing)
             .await;
-        let _ = stop_tx.send(true);
-    };
+    });
     let (grpc_result, http_result, debug_result, ()) =
         tokio::join!(grpc_server, http_server, debug_server, signals);
     grpc_result.context("gRPC server")?;
@@ -256,21 +252,6 @@ async fn serve(settings: Settings) -> Result<()> {
 
 fn tokio_stream_from(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-/// Logs the bound addresses and, when `GATEHOUSE_READY_FILE` is set, writes
-/// them there as JSON (tests bind port 0 and read the ports back).
-fn announce((grpc, http, debug_port): (SocketAddr, SocketAddr, SocketAddr)) -> Result<()> {
-    tracing::info!(%grpc, %http, debug = %debug_port, "listening");
-    if let Some(path) = std::env::var_os("GATEHOUSE_READY_FILE") {
-        let body =
-            serde_json::json!({ "grpc": grpc, "http": http, "debug": debug_port }).to_string();
-        // Write then rename, so a reader never sees half a file.
-        let tmp = PathBuf::from(&path).with_extension("tmp");
-        std::fs::write(&tmp, body).context("writing GATEHOUSE_READY_FILE")?;
-        std::fs::rename(&tmp, &path).context("writing GATEHOUSE_READY_FILE")?;
-    }
-    Ok(())
 }
 
 async fn connect_redis(
@@ -287,21 +268,6 @@ async fn connect_redis(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-        }
-    }
-}
-
-async fn wait_for_termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
         }
     }
 }
