@@ -8,15 +8,22 @@
 //! of a test that passes, fails or panics. Each child's log is printed when its
 //! handle drops; the test runner shows that output only for failing tests.
 //!
-//! Later issues add the Gatehouse services and the OpenID provider here.
+//! What lives here: one module per thing a test starts (Envoy from the
+//! templates in `testdata/envoy/`, the two services, Redis, the OpenID
+//! provider, echo upstreams, a JWKS server, Chromium), the demo token issuer,
+//! and the scenario tests in `tests/`. What does not: the benchmark runner and
+//! its null services (`bench/`, crate gatehouse-bench) and the `make run`
+//! quickstart (`deploy/quickstart/`, crate gatehouse-quickstart), which use
+//! this harness but are not tests; and Gatehouse itself: the harness runs
+//! the real binaries and wasm filters, built by `make test`.
 
 // Test support: failing loudly is the point, and an unwrap in a helper reads better
 // than plumbing. The lints stay on for the rest of the workspace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod authz;
-pub mod bench;
 pub mod browser;
+pub mod demo;
 pub mod echo;
 pub mod envoy;
 pub mod idp;
@@ -25,7 +32,6 @@ pub mod oauth2;
 pub mod paths;
 pub mod poll;
 pub mod process;
-pub mod quickstart;
 pub mod ratelimit;
 pub mod raw;
 pub mod redis;

@@ -10,8 +10,8 @@
 
 use std::net::SocketAddr;
 
+use e2e::demo::{TOKEN_ISSUER, token};
 use e2e::jwks::JwksServer;
-use e2e::quickstart::{TOKEN_ISSUER, demo_token as token};
 use e2e::ratelimit::RateLimitService;
 use e2e::raw::{self, RawResponse};
 use e2e::{Echo, Echoed, Envoy};
@@ -46,7 +46,7 @@ async fn edge(extra: &str) -> anyhow::Result<Edge> {
 async fn edge_with(extra: &str, tweak: impl FnOnce(&mut RenderOptions)) -> anyhow::Result<Edge> {
     let echo = Echo::start_named("app").await?;
     let jwks = JwksServer::start_down().await?;
-    jwks.serve(&e2e::quickstart::demo_jwks()?);
+    jwks.serve(&e2e::demo::jwks()?);
     let text = format!(
         r#"apiVersion: getambassador.io/v3alpha1
 kind: Mapping

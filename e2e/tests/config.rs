@@ -563,7 +563,7 @@ spec:
     async fn rendered_filters_policies_and_limits_run_through_envoy() -> anyhow::Result<()> {
         let echo = Echo::start_named("api").await?;
         let jwks = JwksServer::start_down().await?;
-        jwks.serve(&e2e::quickstart::demo_jwks()?);
+        jwks.serve(&e2e::demo::jwks()?);
         let secrets = tempfile::tempdir()?;
         std::fs::create_dir_all(secrets.path().join("apikeys-keys"))?;
         std::fs::write(secrets.path().join("apikeys-keys/acme"), "acme-demo-key\n")?;
@@ -680,7 +680,7 @@ spec:
         let stable = Echo::start_named("shop").await?;
         let canary = Echo::start_named("shop-v2").await?;
         let jwks = JwksServer::start_down().await?;
-        jwks.serve(&e2e::quickstart::demo_jwks()?);
+        jwks.serve(&e2e::demo::jwks()?);
         let text = format!(
             r#"apiVersion: gatehouse.dev/v1alpha1
 kind: Mapping

@@ -7,6 +7,9 @@
 //! issuer and the demo OpenID provider. `GATEHOUSE_LISTEN_PORT` (default
 //! 8080) and `GATEHOUSE_ADMIN_PORT` (default 9901) choose Envoy's ports; 0
 //! picks free ones.
+//!
+//! Only the banner and the signals live here; the stack is this crate's
+//! library (`src/lib.rs`).
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -26,11 +29,11 @@ async fn main() -> Result<()> {
     let admin = port("GATEHOUSE_ADMIN_PORT", 9901)?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let stack = e2e::quickstart::start(listen, admin, true).await?;
+    let stack = gatehouse_quickstart::start(listen, admin, true).await?;
     let edge = |path: &str| stack.url(path);
     println!(
         "Gatehouse quickstart is up, rendered from {}:",
-        e2e::quickstart::RESOURCES
+        gatehouse_quickstart::RESOURCES
     );
     println!(
         "  single sign-on: open {} and log in as alice / wonderland",

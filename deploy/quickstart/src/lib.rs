@@ -5,28 +5,28 @@
 //! store; two demo upstreams that echo what they receive; a demo token
 //! issuer (a JWKS server and a token signed with the test key); and the
 //! demo OpenID provider.
+//!
+//! What lives here: the user-facing `quickstart` binary (`src/main.rs`) and
+//! the wiring of its parts. What does not: starting and stopping each part
+//! (Envoy, the services, the IdP, the upstreams as child processes), which is
+//! the `e2e` harness's and shared with the tests; the demo token issuer's key
+//! set and tokens (`e2e::demo`), which tests use too; the resources
+//! themselves, in `edge.yaml` beside this crate. `e2e/tests/quickstart.rs`
+//! runs the binary headless.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use base64::Engine;
+use e2e::idp::Idp;
+use e2e::jwks::JwksServer;
+use e2e::{AuthzService, Echo, Envoy, EnvoyBuilder, RateLimitService};
 use gatehouse_config::{RenderOptions, Resources, load, render};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use tempfile::TempDir;
-
-use crate::authz::AuthzService;
-use crate::echo::Echo;
-use crate::envoy::Envoy;
-use crate::idp::Idp;
-use crate::jwks::JwksServer;
-use crate::ratelimit::RateLimitService;
 
 /// The resource file, relative to the workspace.
 pub const RESOURCES: &str = "deploy/quickstart/edge.yaml";
-
-/// The issuer of the demo API tokens (the JWT Filter's `issuer`).
-pub const TOKEN_ISSUER: &str = "https://demo.gatehouse.dev";
 
 /// The OIDC client the quickstart registers at the demo IdP.
 const CLIENT_ID: &str = "gatehouse-quickstart";
@@ -54,7 +54,7 @@ pub struct Quickstart {
 }
 
 fn workspace_file(relative: &str) -> Result<Vec<u8>> {
-    let path = crate::paths::workspace_root().join(relative);
+    let path = e2e::paths::workspace_root().join(relative);
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
 
@@ -62,39 +62,6 @@ fn random_base64(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
-}
-
-/// The demo token issuer's public keys: the test key `rsa-1` (which
-/// [`demo_token`] signs with), as a JWKS document.
-///
-/// # Errors
-/// When the test JWKS cannot be read.
-pub fn demo_jwks() -> Result<String> {
-    let all: serde_json::Value =
-        serde_json::from_slice(&workspace_file("filters/jwt-core/testdata/jwks.json")?)?;
-    let keys: Vec<&serde_json::Value> = all["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|k| k["kid"] == "rsa-1")
-        .collect();
-    Ok(serde_json::json!({ "keys": keys }).to_string())
-}
-
-/// A demo API token for `sub`, valid for a day.
-///
-/// # Errors
-/// When the test key cannot be read.
-pub fn demo_token(sub: &str) -> Result<String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    let claims = serde_json::json!({
-        "iss": TOKEN_ISSUER, "sub": sub, "exp": now.as_secs() + 86_400,
-    });
-    let key =
-        EncodingKey::from_rsa_pem(&workspace_file("filters/jwt-core/testdata/keys/rsa.pem")?)?;
-    Ok(encode(&header, &claims, &key)?)
 }
 
 /// The resources with the demo parts' addresses filled in.
@@ -111,7 +78,7 @@ fn resources(text: &str, vars: &[(&str, String)]) -> Result<Resources> {
 }
 
 fn wasm(name: &str) -> Result<String> {
-    Ok(crate::paths::wasm_filter(name)?.display().to_string())
+    Ok(e2e::paths::wasm_filter(name)?.display().to_string())
 }
 
 /// Starts the stack with Envoy on `listen_port` and its admin on
@@ -125,8 +92,8 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
     let demo = Echo::start_named("demo").await?;
     let demo_v2 = Echo::start_named("demo-v2").await?;
     let jwks = JwksServer::start_down().await?;
-    jwks.serve(&demo_jwks()?);
-    let token = demo_token("demo-user")?;
+    jwks.serve(&e2e::demo::jwks()?);
+    let token = e2e::demo::token("demo-user")?;
 
     let secrets = tempfile::Builder::new()
         .prefix("gatehouse-quickstart-secrets-")
@@ -183,7 +150,7 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
     let ratelimit = limits.start().await?;
     options.authz_address = authz.grpc_addr().to_string();
     options.ratelimit_address = ratelimit.grpc_addr().to_string();
-    let envoy = crate::envoy::EnvoyBuilder::from_text(
+    let envoy = EnvoyBuilder::from_text(
         &render(&placeholder, &options)?.envoy,
         "the rendered quickstart",
     )
@@ -214,7 +181,7 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    crate::idp::until_sent_to_login(&client, &format!("{origin}/app/"), idp.issuer()).await?;
+    e2e::idp::until_sent_to_login(&client, &format!("{origin}/app/"), idp.issuer()).await?;
     Ok(Quickstart {
         envoy,
         authz,
@@ -247,6 +214,6 @@ impl Quickstart {
 
     /// The resource file the stack renders.
     pub fn resources_path() -> PathBuf {
-        crate::paths::workspace_root().join(RESOURCES)
+        e2e::paths::workspace_root().join(RESOURCES)
     }
 }
