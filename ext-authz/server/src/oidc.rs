@@ -2,6 +2,10 @@
 //! callback, sessions, refresh and logout, all answered through Envoy's
 //! ext_authz responses, so no extra listener is needed.
 //!
+//! Here only the I/O: the IdP (discovery, code exchange, refresh), the
+//! session store, sealing with the OS random source, the clock and the
+//! logs. Every decision on the way is `gatehouse_authz_core::oidc`'s.
+//!
 //! Logs here never carry a query string, a code, a `state`, a token or a
 //! cookie: only outcomes and error kinds.
 
@@ -12,29 +16,25 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
-use gatehouse_authz_core::identity::{bearer_identity, identity_headers};
+use gatehouse_authz_core::identity::bearer_identity;
+use gatehouse_authz_core::oidc::access::{self, LoginSecrets, NoSession, SessionStep};
+use gatehouse_authz_core::oidc::{self as flow, Route};
+use gatehouse_authz_core::oidc::{Answer, HttpView};
 use gatehouse_authz_core::session::{
-    AfterRefresh, LOGIN_FLOW_SECS, Lifetimes, LoginFlow, RefreshOutcome, Session, SessionKeys,
-    SessionRef, SessionState, StateUse, USED_STATES_CAPACITY, UsedStates, after_refresh, state_key,
+    AfterRefresh, LOGIN_FLOW_SECS, LoginFlow, RefreshOutcome, Session, SessionKeys, SessionRef,
+    StateUse, USED_STATES_CAPACITY, UsedStates, after_refresh, state_key,
 };
-use gatehouse_authz_core::web::{
-    BearerHeader, CookieAttributes, bearer_token, cookie, cookies_without, is_api_client,
-    path_only, safe_return_path,
-};
+use gatehouse_authz_core::web::cookie;
 use gatehouse_authz_core::{ClientAuth, OidcFilter, Verdict};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
     PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RefreshToken, Scope, TokenResponse,
 };
-use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
 use crate::store::{RedisSessions, StoreDown};
-
-/// The back-channel logout event (OpenID Connect Back-Channel Logout 1.0 §2.4).
-const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// The client type discovery gives: authorization endpoint set, token and
 /// userinfo endpoints as the IdP announced them.
@@ -105,16 +105,6 @@ impl AssertionKey {
     }
 }
 
-/// What an IdP may sign logout tokens with: the asymmetric algorithms.
-const LOGOUT_TOKEN_ALGORITHMS: [gatehouse_jwt_core::Algorithm; 9] = {
-    use gatehouse_jwt_core::Algorithm::{
-        ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512,
-    };
-    [
-        RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
-    ]
-};
-
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The OS random source, or a failing one in tests.
@@ -171,102 +161,16 @@ impl std::fmt::Debug for OidcRuntime {
     }
 }
 
-/// The request as the SSO flow needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpView<'a> {
-    pub body: &'a str,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub headers: &'a HashMap<String, String>,
-}
-
-/// A verdict plus headers for the upstream's response (`Set-Cookie` after
-/// a refresh).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub verdict: Verdict,
-    pub response_headers: Vec<(String, String)>,
-}
-
-impl From<Verdict> for Answer {
-    fn from(verdict: Verdict) -> Self {
-        Self {
-            verdict,
-            response_headers: Vec::new(),
-        }
-    }
-}
-
-impl Answer {
-    /// The same answer, also setting `cookie` in the browser.
-    fn with_cookie(mut self, cookie: String) -> Self {
-        match &mut self.verdict {
-            Verdict::Deny { headers, .. } => headers.push(("set-cookie".to_owned(), cookie)),
-            Verdict::Allow { .. } => self
-                .response_headers
-                .push(("set-cookie".to_owned(), cookie)),
-        }
-        self
-    }
-}
-
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn redirect(location: &str, cookies: Vec<String>) -> Verdict {
-    let mut headers = vec![("location".to_owned(), location.to_owned())];
-    headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_owned(), c)));
-    Verdict::Deny {
-        status: 302,
-        headers,
-        body: String::new(),
-    }
-}
-
-/// A page for a person in a browser: what went wrong, what to do. The
-/// `code` is in the page (`data-code`) for tests and support.
-fn page(status: u16, code: &str, message: &str, cookies: Vec<String>) -> Verdict {
-    // `code` and `message` are our own constants: nothing to escape.
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in</title></head>\
-         <body><h1>Sign-in</h1><p data-code=\"{code}\">{message}</p></body></html>\n"
-    );
-    let mut headers = vec![
-        (
-            "content-type".to_owned(),
-            "text/html; charset=utf-8".to_owned(),
-        ),
-        ("cache-control".to_owned(), "no-store".to_owned()),
-    ];
-    headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_owned(), c)));
-    Verdict::Deny {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// The answer when the OS random source fails: nothing can be sealed, so
-/// nothing is; the request is refused whatever Envoy's failure mode.
+/// The answer when the OS random source fails, logged once.
 fn no_random() -> Verdict {
     tracing::error!("the operating system's random source failed: refusing to seal");
-    Verdict::deny(503, "unavailable", "the service cannot answer now")
-}
-
-/// Why a session could not be saved.
-#[derive(Debug, thiserror::Error)]
-enum WriteError {
-    #[error(transparent)]
-    Store(#[from] StoreDown),
-    /// The stored session was deleted meanwhile (a logout): not written back.
-    #[error("the session was ended meanwhile")]
-    Ended,
-    #[error(transparent)]
-    Random(#[from] NoRandom),
+    flow::no_random()
 }
 
 impl OidcRuntime {
@@ -298,7 +202,7 @@ impl OidcRuntime {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let purposes = [
             filter.cookie_name.clone(),
-            format!("{}_login", filter.cookie_name),
+            flow::login_cookie_name(&filter),
             STORED_SESSION.to_owned(),
         ]
         .map(|what| {
@@ -333,7 +237,7 @@ impl OidcRuntime {
     /// again from the kept metadata, so a new secret or callback applies),
     /// used states and refreshes in flight when the client is the same too.
     fn inherit(mut self, old: &OidcRuntime) -> Self {
-        if old.filter.issuer != self.filter.issuer {
+        if !flow::discovery::keeps_discovery(&old.filter, &self.filter) {
             return self;
         }
         if let Some(found) = old.discovered.load_full()
@@ -346,7 +250,7 @@ impl OidcRuntime {
             // marked down is retried at once, as it would have been.
             self.inherited.store(up, Ordering::Relaxed);
         }
-        if old.filter.client_id == self.filter.client_id && old.name == self.name {
+        if flow::discovery::keeps_flows(&old.name, &old.filter, &self.name, &self.filter) {
             self.shared = old.shared.clone();
         }
         self
@@ -390,109 +294,67 @@ impl OidcRuntime {
         }
     }
 
-    fn cookies(&self) -> CookieAttributes {
-        CookieAttributes {
-            domain: self.filter.cookie_domain.clone(),
-            path: self.filter.cookie_path.clone(),
-            secure: self.filter.cookie_secure,
-        }
-    }
-
-    fn login_cookie(&self) -> String {
-        format!("{}_login", self.filter.cookie_name)
-    }
-
-    fn clear_session_cookie(&self) -> String {
-        self.cookies()
-            .set_cookie(&self.filter.cookie_name, "", Some(0))
-    }
-
-    fn lifetimes(&self) -> Lifetimes {
-        Lifetimes {
-            idle_secs: self.filter.idle_timeout_secs,
-            absolute_secs: self.filter.absolute_timeout_secs,
-            refresh_margin_secs: self.filter.refresh_margin_secs,
-        }
-    }
-
     /// Decides one request for this filter.
     pub async fn check(&self, request: &HttpView<'_>, metrics: &Metrics) -> Answer {
         let now = now_secs();
-        let path = path_only(request.path);
-        if path == self.filter.callback_path {
-            return self.callback(request, now, metrics).await.into();
-        }
-        if path == self.filter.logout_path {
-            return self.logout(request).await.into();
-        }
-        if path == self.filter.backchannel_logout_path && self.store.is_some() {
-            return self.backchannel_logout(request, now).await.into();
-        }
-        if let Some(provider) = &self.bearer {
-            match bearer_token(request.headers.get("authorization").map(String::as_str)) {
-                BearerHeader::Absent => {}
-                BearerHeader::Token(token) => {
-                    return self.bearer_check(provider, token, now).into();
+        let route = flow::route(
+            &self.filter,
+            request,
+            self.store.is_some(),
+            self.bearer.is_some(),
+        );
+        let cookie_header = request.header("cookie");
+        let (session, id) = match route {
+            Route::Callback => return self.callback(request, now, metrics).await.into(),
+            Route::Logout => return self.logout(request).await.into(),
+            Route::BackchannelLogout => return self.backchannel_logout(request, now).await.into(),
+            Route::Bearer(token) => return self.bearer_check(token, now).into(),
+            Route::InvalidBearer => return flow::invalid_token().into(),
+            Route::Session => match self.read_session(cookie_header).await {
+                Ok(Some((s, id))) => (Some(s), id),
+                Ok(None) => (None, None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store unreachable");
+                    return flow::store_unavailable(request).into();
                 }
-                BearerHeader::Malformed => return invalid_token().into(),
-            }
-        }
-        let cookie_header = request.headers.get("cookie").map(String::as_str);
-        let (session, id) = match self.read_session(cookie_header).await {
-            Ok(Some((s, id))) => (Some(s), id),
-            Ok(None) => (None, None),
-            Err(e) => {
-                tracing::warn!(error = %e, "session store unreachable");
-                return self.store_down(request);
-            }
+            },
         };
-        let public = self.filter.is_public(request.path);
-        let mut session = match session.map(|s| (s.state(now, self.lifetimes()), s)) {
-            Some((SessionState::Valid, s)) => s,
-            Some((SessionState::Refresh, s)) => {
+        let mut session = match access::session_step(&self.filter, session, now) {
+            SessionStep::Use(s) => s,
+            SessionStep::Refresh(s) => {
                 let outcome = self.refresh_once(&s, now, metrics).await;
                 match after_refresh(s, outcome, now) {
                     AfterRefresh::Use(s) => s,
-                    AfterRefresh::Login => return self.login(request, now, public, metrics).await,
-                    AfterRefresh::End => {
-                        return self.end_session(request, id, now, public, metrics).await;
-                    }
+                    AfterRefresh::Login => return self.login(request, now, metrics).await,
+                    AfterRefresh::End => return self.end_session(request, id, now, metrics).await,
                 }
             }
-            Some((SessionState::Expired, _)) | None => {
-                return self.login(request, now, public, metrics).await;
-            }
+            SessionStep::None => return self.login(request, now, metrics).await,
         };
-        if !self.filter.required_groups.is_empty()
-            && !session
-                .groups
-                .iter()
-                .any(|g| self.filter.required_groups.contains(g))
-        {
-            return Verdict::deny(403, "forbidden", "your account lacks a required group").into();
+        if let Err(forbidden) = access::admit(&self.filter, &session) {
+            return forbidden.into();
         }
         let mut response_headers = Vec::new();
         // Idle tracking rewrites the session at most once a minute, not on
         // every request (a refresh set `seen_at` back to force it).
-        if session.seen_at.saturating_add(60) <= now {
-            session.seen_at = now;
+        if access::touch(&mut session, now) {
             match self.write_session(&session, id.clone(), now).await {
                 Ok(Some(set)) => response_headers.push(("set-cookie".to_owned(), set)),
                 Ok(None) => {}
                 Err(WriteError::Store(e)) => {
                     tracing::warn!(error = %e, "session store unreachable");
-                    return self.store_down(request);
+                    return flow::store_unavailable(request).into();
                 }
                 Err(WriteError::Ended) => {
                     // Logged out (or back-channel logged out) while this
                     // request was on its way: the session is not revived.
-                    return self.end_session(request, None, now, public, metrics).await;
+                    return self.end_session(request, None, now, metrics).await;
                 }
                 Err(WriteError::Random(_)) => return no_random().into(),
             }
         }
         Answer {
-            verdict: self.allow(&session, cookie_header),
+            verdict: access::allow(&self.filter, &session, cookie_header),
             response_headers,
         }
     }
@@ -504,7 +366,6 @@ impl OidcRuntime {
         request: &HttpView<'_>,
         id: Option<String>,
         now: u64,
-        public: bool,
         metrics: &Metrics,
     ) -> Answer {
         if let (Some(store), Some(id)) = (&self.store, id)
@@ -512,9 +373,9 @@ impl OidcRuntime {
         {
             tracing::warn!(error = %e, "session store unreachable while ending a session");
         }
-        self.login(request, now, public, metrics)
+        self.login(request, now, metrics)
             .await
-            .with_cookie(self.clear_session_cookie())
+            .with_cookie(flow::clear_session_cookie(&self.filter))
     }
 
     /// A fresh client assertion when the filter authenticates with a key.
@@ -530,17 +391,15 @@ impl OidcRuntime {
 
     /// A machine client's bearer JWT: valid, it passes with its identity;
     /// invalid, 401 as RFC 6750 says (never a login page).
-    fn bearer_check(
-        &self,
-        provider: &gatehouse_jwt_core::Provider,
-        token: &str,
-        now: u64,
-    ) -> Verdict {
+    fn bearer_check(&self, token: &str, now: u64) -> Verdict {
+        let Some(provider) = &self.bearer else {
+            return flow::invalid_token();
+        };
         let verified = match provider.verify(token, now) {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(error = %e, "bearer token refused");
-                return invalid_token();
+                return flow::invalid_token();
             }
         };
         match bearer_identity(&self.filter, &verified.claims) {
@@ -551,428 +410,85 @@ impl OidcRuntime {
             },
             Err(refusal) if refusal.status() == 401 => {
                 tracing::debug!(error = %refusal, "bearer token refused");
-                invalid_token()
+                flow::invalid_token()
             }
             Err(refusal) => Verdict::deny(refusal.status(), "forbidden", &refusal.to_string()),
         }
     }
 
-    /// The session a request's cookie names: sealed in the cookie itself,
-    /// or in Redis under the id the cookie holds (`Some(id)` then).
-    async fn read_session(
-        &self,
-        cookie_header: Option<&str>,
-    ) -> Result<Option<(Session, Option<String>)>, StoreDown> {
-        let Some(value) = cookie(cookie_header, &self.filter.cookie_name) else {
-            return Ok(None);
-        };
-        let Some(store) = &self.store else {
-            return Ok(self
-                .open::<Session>(&self.filter.cookie_name, value)
-                .map(|s| (s, None)));
-        };
-        let Some(reference) = self.open::<SessionRef>(&self.filter.cookie_name, value) else {
-            return Ok(None);
-        };
-        let stored = store.get(&reference.id).await?;
-        Ok(stored
-            .and_then(|sealed| self.open::<Session>(STORED_SESSION, &sealed))
-            .map(|s| (s, Some(reference.id))))
-    }
-
-    /// Saves a session: a new cookie when the cookie holds it (or holds a
-    /// new Redis id); nothing to set when only the Redis entry changed. An
-    /// existing Redis entry is only overwritten while it exists (`SET XX`):
-    /// a logout meanwhile wins.
-    async fn write_session(
-        &self,
-        session: &Session,
-        id: Option<String>,
-        now: u64,
-    ) -> Result<Option<String>, WriteError> {
-        let Some(store) = &self.store else {
-            return Ok(Some(self.session_cookie(session)?));
-        };
-        let ttl = session
-            .created_at
-            .saturating_add(self.filter.absolute_timeout_secs)
-            .saturating_sub(now);
-        let sealed = self.seal(STORED_SESSION, session)?;
-        if let Some(id) = id {
-            return if store.update(&id, &sealed, ttl).await? {
-                Ok(None)
-            } else {
-                Err(WriteError::Ended)
-            };
-        }
-        let id: String = self
-            .random_bytes::<32>()?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        store
-            .create(&id, &sealed, ttl, session.sid.as_deref(), &session.sub)
-            .await?;
-        let reference = self.seal(&self.filter.cookie_name, &SessionRef { id })?;
-        Ok(Some(self.cookies().set_cookie(
-            &self.filter.cookie_name,
-            &reference,
-            Some(self.filter.absolute_timeout_secs),
-        )))
-    }
-
-    fn store_down(&self, request: &HttpView<'_>) -> Answer {
-        if is_api_client(request.method, request.headers) {
-            return Verdict::deny(
-                503,
-                "session_store_unavailable",
-                "sessions cannot be read: try again shortly",
-            )
-            .into();
-        }
-        page(
-            503,
-            "session_store_unavailable",
-            "sessions cannot be read: try again shortly",
-            Vec::new(),
-        )
-        .into()
-    }
-
-    /// OpenID Connect Back-Channel Logout: the IdP posts a signed logout
-    /// token; every session of its `sid` (or, without one, its `sub`) ends.
-    async fn backchannel_logout(&self, request: &HttpView<'_>, now: u64) -> Verdict {
-        let answer = |status: u16, error: &str| Verdict::Deny {
-            status,
-            headers: vec![
-                ("content-type".to_owned(), "application/json".to_owned()),
-                ("cache-control".to_owned(), "no-store".to_owned()),
-            ],
-            body: if error.is_empty() {
-                String::new()
-            } else {
-                format!(r#"{{"error":"{error}"}}"#)
-            },
-        };
-        if !request.method.eq_ignore_ascii_case("POST") {
-            return answer(405, "invalid_request");
-        }
-        let token = request.body.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == "logout_token").then(|| percent_decode(v))
-        });
-        let (Some(token), Some(discovered), Some(store)) =
-            (token, self.discovered.load_full(), &self.store)
-        else {
-            return answer(400, "invalid_request");
-        };
-        let Some(verifier) = &discovered.logout_tokens else {
-            return answer(400, "invalid_request");
-        };
-        let claims = match verifier.verify(&token, now) {
-            Ok(v) => v.claims,
-            Err(e) => {
-                tracing::info!(error = %e, "logout token refused");
-                return answer(400, "invalid_request");
-            }
-        };
-        // §2.6: the event must be there, a nonce must not, and sid or sub
-        // must say whose sessions end.
-        let has_event = claims
-            .get("events")
-            .and_then(|e| e.as_object())
-            .is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
-        let sid = claims.get("sid").and_then(|v| v.as_str());
-        let sub = claims.get("sub").and_then(|v| v.as_str());
-        if !has_event || claims.contains_key("nonce") || (sid.is_none() && sub.is_none()) {
-            return answer(400, "invalid_request");
-        }
-        match store.end_all(sid, sub).await {
-            Ok(n) => {
-                tracing::info!(sessions = n, "back-channel logout");
-                answer(200, "")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "back-channel logout could not reach the session store");
-                answer(501, "temporarily_unavailable")
-            }
+    /// No usable session: what [`access::without_session`] says, or a
+    /// login at the IdP for a browser.
+    async fn login(&self, request: &HttpView<'_>, now: u64, metrics: &Metrics) -> Answer {
+        match access::without_session(&self.filter, request) {
+            NoSession::Answer(verdict) => verdict.into(),
+            NoSession::SignIn => self.start_login(request, now, metrics).await.into(),
         }
     }
 
-    fn session_cookie(&self, session: &Session) -> Result<String, NoRandom> {
-        let sealed = self.seal(&self.filter.cookie_name, session)?;
-        Ok(self.cookies().set_cookie(
-            &self.filter.cookie_name,
-            &sealed,
-            Some(self.filter.absolute_timeout_secs),
-        ))
-    }
-
-    /// Identity headers upstream; our cookies stay at the edge.
-    fn allow(&self, session: &Session, cookie_header: Option<&str>) -> Verdict {
-        let f = &self.filter;
-        let identity = identity_headers(f, &session.sub, session.email.as_deref(), &session.groups);
-        let (mut set, mut remove) = (identity.set, identity.remove);
-        if f.forward_id_token {
-            set.push((
-                "authorization".to_owned(),
-                format!("Bearer {}", session.id_token),
-            ));
-        }
-        if f.forward_access_token {
-            set.push((
-                "authorization".to_owned(),
-                format!("Bearer {}", session.access_token),
-            ));
-        }
-        let login = self.login_cookie();
-        match cookie_header.and_then(|h| cookies_without(h, |n| n == f.cookie_name || n == login)) {
-            Some(rest) => set.push(("cookie".to_owned(), rest)),
-            None => remove.push("cookie".to_owned()),
-        }
-        Verdict::Allow {
-            set,
-            remove,
-            remove_query: Vec::new(),
-        }
-    }
-
-    /// No session: a public path goes on anonymously (identity headers
-    /// removed), a program gets 401, a browser goes to the IdP.
-    async fn login(
-        &self,
-        request: &HttpView<'_>,
-        now: u64,
-        public: bool,
-        metrics: &Metrics,
-    ) -> Answer {
-        let f = &self.filter;
-        if public {
-            return Verdict::Allow {
-                set: Vec::new(),
-                remove: vec![
-                    f.user_header.clone(),
-                    f.email_header.clone(),
-                    f.groups_header.clone(),
-                ],
-                remove_query: Vec::new(),
-            }
-            .into();
-        }
-        if is_api_client(request.method, request.headers) {
-            return Verdict::deny(401, "login_required", "sign in first: no valid session").into();
-        }
+    /// Sends the browser to the IdP, the flow sealed in the login cookie.
+    async fn start_login(&self, request: &HttpView<'_>, now: u64, metrics: &Metrics) -> Verdict {
         let Some(discovered) = self.discovered_for_login(metrics).await else {
             // Existing sessions keep working; only new logins wait.
-            return page(
-                503,
-                "idp_unavailable",
-                "the sign-in service is not reachable: try again shortly",
-                Vec::new(),
-            )
-            .into();
+            return flow::idp_unavailable(Vec::new());
         };
         // Every secret of the flow comes from the OS, or there is no flow.
-        let (Ok(state), Ok(nonce_value), Ok(verifier)) = (
+        let (Ok(state), Ok(nonce), Ok(pkce_verifier)) = (
             self.random_text::<16>(),
             self.random_text::<16>(),
             self.random_text::<32>(),
         ) else {
-            return no_random().into();
+            return no_random();
         };
-        let verifier = PkceCodeVerifier::new(verifier);
+        let secrets = LoginSecrets {
+            state,
+            nonce,
+            pkce_verifier,
+        };
+        let login = access::start_login(secrets, request.path, now);
+        let verifier = PkceCodeVerifier::new(login.pkce_verifier.clone());
         let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
         let mut auth = discovered
             .client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 {
-                    let state = state.clone();
+                    let state = login.state.clone();
                     move || CsrfToken::new(state)
                 },
                 {
-                    let nonce_value = nonce_value.clone();
-                    move || Nonce::new(nonce_value)
+                    let nonce = login.nonce.clone();
+                    move || Nonce::new(nonce)
                 },
             )
             .set_pkce_challenge(challenge);
-        for scope in f.scopes.iter().filter(|s| *s != "openid") {
-            auth = auth.add_scope(Scope::new(scope.clone()));
+        for scope in access::extra_scopes(&self.filter) {
+            auth = auth.add_scope(Scope::new(scope.to_owned()));
         }
-        for (k, v) in &f.extra_auth_params {
+        for (k, v) in &self.filter.extra_auth_params {
             auth = auth.add_extra_param(k.as_str(), v.as_str());
         }
         let (url, _, _) = auth.url();
-        let flow = LoginFlow {
-            state,
-            nonce: nonce_value,
-            pkce_verifier: verifier.secret().clone(),
-            return_to: safe_return_path(request.path),
-            started_at: now,
+        let name = flow::login_cookie_name(&self.filter);
+        let Ok(sealed) = self.seal(&name, &login) else {
+            return no_random();
         };
-        let login = self.login_cookie();
-        let Ok(sealed) = self.seal(&login, &flow) else {
-            return no_random().into();
-        };
-        let set = self
-            .cookies()
-            .set_cookie(&login, &sealed, Some(LOGIN_FLOW_SECS));
-        redirect(url.as_str(), vec![set]).into()
+        let set =
+            flow::cookie_attributes(&self.filter).set_cookie(&name, &sealed, Some(LOGIN_FLOW_SECS));
+        flow::redirect(url.as_str(), vec![set])
     }
-
-    /// POST only, and only from this site: a cross-site form cannot log
-    /// anyone out.
-    async fn logout(&self, request: &HttpView<'_>) -> Verdict {
-        if !request.method.eq_ignore_ascii_case("POST") {
-            return Verdict::deny(405, "method_not_allowed", "log out with POST");
-        }
-        let same_site = request.headers.get("sec-fetch-site").map(String::as_str);
-        let origin_host = request
-            .headers
-            .get("origin")
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, h)| h);
-        let from_here = match (same_site, origin_host) {
-            (Some(site), _) => site == "same-origin",
-            (None, Some(host)) => host.eq_ignore_ascii_case(request.host),
-            (None, None) => false,
-        };
-        if !from_here {
-            return Verdict::deny(403, "cross_site_logout", "log out from this site");
-        }
-        // Server-side revocation: with the Redis store, the session is gone
-        // for every copy of the cookie.
-        let session = match self
-            .read_session(request.headers.get("cookie").map(String::as_str))
-            .await
-        {
-            Ok(Some((session, id))) => {
-                if let (Some(store), Some(id)) = (&self.store, id)
-                    && let Err(e) = store.delete(&id).await
-                {
-                    tracing::warn!(error = %e, "session store unreachable at logout");
-                }
-                Some(session)
-            }
-            Ok(None) | Err(_) => None,
-        };
-        let clear = self.clear_session_cookie();
-        let after = self.filter.post_logout_redirect_url.clone();
-        let end_session = self
-            .discovered
-            .load()
-            .as_ref()
-            .and_then(|d| d.end_session.clone())
-            .filter(|_| self.filter.rp_initiated_logout);
-        let location = match (end_session, session) {
-            (Some(endpoint), Some(session)) => {
-                let mut url = format!(
-                    "{endpoint}{}id_token_hint={}&client_id={}",
-                    if endpoint.contains('?') { '&' } else { '?' },
-                    percent_encode(&session.id_token),
-                    percent_encode(&self.filter.client_id)
-                );
-                if let Some(after) = &after {
-                    url.push_str("&post_logout_redirect_uri=");
-                    url.push_str(&percent_encode(after));
-                }
-                url
-            }
-            _ => after.unwrap_or_else(|| "/".to_owned()),
-        };
-        redirect(&location, vec![clear])
-    }
-}
-
-/// 401 for a bad bearer token, as RFC 6750 §3 says.
-fn invalid_token() -> Verdict {
-    let mut verdict = Verdict::deny(401, "invalid_token", "the bearer token is not valid");
-    if let Verdict::Deny { headers, .. } = &mut verdict {
-        headers.push((
-            "www-authenticate".to_owned(),
-            "Bearer error=\"invalid_token\", error_description=\"the token is not valid\""
-                .to_owned(),
-        ));
-    }
-    verdict
 }
 
 /// What the Redis store holds sessions for: sealed under its own purpose,
 /// so a stored session does not open as a cookie, nor a cookie as one.
 const STORED_SESSION: &str = gatehouse_authz_core::session::STORED_SESSION_PURPOSE;
 
-/// The claims of a verified ID token (the core claims type of
-/// `openidconnect` has no field for `groups`, `sid` or custom claims).
-fn payload_of(id_token: &CoreIdToken) -> serde_json::Map<String, serde_json::Value> {
-    use base64::Engine as _;
-    let text = id_token.to_string();
-    let payload = text.split('.').nth(1).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()
-        .and_then(|p| serde_json::from_slice(&p).ok())
-        .unwrap_or_default()
-}
-
-/// `sid` from a verified ID token's payload.
-fn sid_of(id_token: &CoreIdToken) -> Option<String> {
-    payload_of(id_token)
-        .get("sid")
-        .and_then(|s| s.as_str())
-        .map(str::to_owned)
-}
-
-/// `groups` from a verified ID token's payload.
-fn groups_of(id_token: &CoreIdToken) -> Vec<String> {
-    payload_of(id_token)
-        .get("groups")
-        .cloned()
-        .and_then(|g| serde_json::from_value::<Vec<String>>(g).ok())
-        .unwrap_or_default()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 mod callback;
 mod discovery;
+mod logout;
 mod refresh;
+mod sessions;
 #[cfg(test)]
 mod tests;
 
 use refresh::Flight;
+use sessions::WriteError;

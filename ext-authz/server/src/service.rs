@@ -13,7 +13,7 @@ use gatehouse_authz_core::{CheckInput, FILTER_EXTENSION, Selected, Verdict};
 
 use crate::load::LiveFilters;
 use crate::metrics::Metrics;
-use crate::oidc::{Answer, HttpView};
+use gatehouse_authz_core::oidc::{Answer, HttpView};
 
 /// Decides checks against the live filters.
 #[derive(Debug)]

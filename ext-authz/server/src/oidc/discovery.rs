@@ -1,14 +1,12 @@
 //! Discovery: reading the IdP's metadata at start and on a schedule, and
-//! again when a login finds the IdP marked down.
+//! again when a login finds the IdP marked down. The schedule is
+//! `gatehouse_authz_core::oidc::discovery`'s.
 
 use super::*;
 
-/// At most one rediscovery a login triggers in this interval, while the
-/// IdP is marked down.
-const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a login waits for that rediscovery.
-const REDISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+use gatehouse_authz_core::oidc::discovery::{
+    FIRST_RETRY, REDISCOVERY_TIMEOUT, may_rediscover, next_retry, refresh_interval,
+};
 
 impl OidcRuntime {
     /// The client and helpers made from discovered `metadata`.
@@ -29,16 +27,7 @@ impl OidcRuntime {
             .unwrap_or_default();
         let logout_tokens = serde_json::to_vec(metadata.jwks())
             .ok()
-            .and_then(|jwks| gatehouse_jwt_core::KeySet::from_jwks(&jwks).ok())
-            .map(|keys| {
-                gatehouse_jwt_core::Provider::new(
-                    Some(self.filter.issuer.clone()),
-                    vec![self.filter.client_id.clone()],
-                    LOGOUT_TOKEN_ALGORITHMS.to_vec(),
-                    keys,
-                    30,
-                )
-            });
+            .and_then(|jwks| flow::backchannel::verifier(&self.filter, &jwks));
         let secret = (!self.secret.is_empty()).then(|| ClientSecret::new(self.secret.clone()));
         let client = CoreClient::from_provider_metadata(
             metadata.clone(),
@@ -81,12 +70,12 @@ impl OidcRuntime {
         let first_wait = self
             .inherited
             .load(Ordering::Relaxed)
-            .then(|| Duration::from_secs(self.filter.discovery_refresh_secs.max(1)));
+            .then(|| refresh_interval(&self.filter));
         tokio::spawn(async move {
             if let Some(wait) = first_wait {
                 tokio::time::sleep(wait).await;
             }
-            let mut retry = Duration::from_millis(250);
+            let mut retry = FIRST_RETRY;
             loop {
                 let Some(rt) = weak.upgrade() else { return };
                 let result = rt.discover().await;
@@ -94,14 +83,14 @@ impl OidcRuntime {
                 let wait = match result {
                     Ok(()) => {
                         tracing::info!(issuer = %rt.filter.issuer, "openid provider discovered");
-                        retry = Duration::from_millis(250);
-                        Duration::from_secs(rt.filter.discovery_refresh_secs.max(1))
+                        retry = FIRST_RETRY;
+                        refresh_interval(&rt.filter)
                     }
                     Err(e) => {
                         metrics.idp_errors.inc();
                         tracing::warn!(issuer = %rt.filter.issuer, error = %e, retry_in = ?retry, "openid provider not reachable, keeping what was discovered before");
                         let wait = retry;
-                        retry = (retry * 2).min(Duration::from_secs(30));
+                        retry = next_retry(retry);
                         wait
                     }
                 };
@@ -113,7 +102,7 @@ impl OidcRuntime {
 
     /// What discovery found, for a new login. While the IdP is marked down,
     /// a login makes one rediscovery (single flight: the others wait for
-    /// it; at most one per [`REDISCOVERY_INTERVAL`]), so logins work again
+    /// it; at most one a second, see [`may_rediscover`]), so logins work again
     /// as soon as the IdP is back instead of after the discovery backoff.
     pub(super) async fn discovered_for_login(&self, metrics: &Metrics) -> Option<Arc<Discovered>> {
         if self.idp_up.load(Ordering::Relaxed) {
@@ -124,7 +113,7 @@ impl OidcRuntime {
             // Another login's rediscovery, finished while this one waited.
             return self.discovered.load_full();
         }
-        if last.is_some_and(|t| t.elapsed() < REDISCOVERY_INTERVAL) {
+        if !may_rediscover(last.map(|t| t.elapsed())) {
             return None;
         }
         *last = Some(Instant::now());

@@ -1,16 +1,11 @@
-//! Refreshing access tokens: single flight per refresh token.
+//! Refreshing access tokens: single flight per refresh token. What an
+//! answer means, and how long it is shared, is
+//! `gatehouse_authz_core::oidc::refresh`'s.
 
 use super::*;
-
-/// How long a refresh's outcome is reused for requests that carry the same
-/// (old) refresh token: parallel requests of one page, and those that left
-/// the browser before the new cookie came back, share one IdP call instead
-/// of spending the refresh token again (rotating IdPs revoke a token spent
-/// twice). Also the back-off after the IdP did not answer.
-const REFRESH_REUSE: Duration = Duration::from_secs(15);
-
-/// A refresh still not done after this long was abandoned.
-const ABANDONED_FLIGHT: Duration = Duration::from_secs(60);
+use gatehouse_authz_core::oidc::refresh::{
+    RefreshedTokens, TokenAnswer, flight_is_kept, refresh_outcome,
+};
 
 /// One refresh in flight (or just done) for one refresh token.
 pub(super) struct Flight {
@@ -21,7 +16,7 @@ pub(super) struct Flight {
 impl OidcRuntime {
     /// Refreshes `session` once per refresh token: the first request that
     /// needs it asks the IdP, the others wait for that answer and share it,
-    /// and requests with the same old token within [`REFRESH_REUSE`] get it
+    /// and requests with the same old token within the reuse window get it
     /// too (no second spend of a rotating refresh token, and a back-off
     /// after the IdP did not answer).
     pub(super) async fn refresh_once(
@@ -38,13 +33,10 @@ impl OidcRuntime {
             let Ok(mut flights) = self.shared.flights.lock() else {
                 return RefreshOutcome::Unreachable;
             };
-            // Done flights are kept for REFRESH_REUSE; one whose every
+            // Done flights are kept for the reuse window; one whose every
             // waiter went away (requests cancelled) never completes and is
             // dropped after the HTTP client's timeout has surely passed.
-            flights.retain(|_, f| {
-                let age = f.started.elapsed();
-                age < REFRESH_REUSE || (!f.outcome.initialized() && age < ABANDONED_FLIGHT)
-            });
+            flights.retain(|_, f| flight_is_kept(f.started.elapsed(), f.outcome.initialized()));
             flights
                 .entry(key)
                 .or_insert_with(|| Flight {
@@ -60,15 +52,26 @@ impl OidcRuntime {
     }
 
     /// One refresh at the IdP.
-    async fn refresh(&self, mut session: Session, now: u64, metrics: &Metrics) -> RefreshOutcome {
+    async fn refresh(&self, session: Session, now: u64, metrics: &Metrics) -> RefreshOutcome {
+        let answer = self.ask_refresh(&session, now, metrics).await;
+        refresh_outcome(session, answer, now)
+    }
+
+    /// The token endpoint's answer to `session`'s refresh token.
+    async fn ask_refresh(
+        &self,
+        session: &Session,
+        now: u64,
+        metrics: &Metrics,
+    ) -> TokenAnswer<RefreshedTokens> {
         let Some(discovered) = self.discovered.load_full() else {
-            return RefreshOutcome::Unreachable;
+            return TokenAnswer::Unreachable;
         };
         let Some(refresh) = session.refresh_token.clone().map(RefreshToken::new) else {
-            return RefreshOutcome::Refused;
+            return TokenAnswer::Refused;
         };
         let Ok(mut request) = discovered.client.exchange_refresh_token(&refresh) else {
-            return RefreshOutcome::Unreachable;
+            return TokenAnswer::Unreachable;
         };
         if let Some(assertion) = self.client_assertion(&discovered, now) {
             request = request
@@ -78,24 +81,20 @@ impl OidcRuntime {
         match request.request_async(&self.http).await {
             Ok(token) => {
                 metrics.refreshes.inc();
-                session.access_token = token.access_token().secret().clone();
-                session.access_expires_at =
-                    token.expires_in().map(|d| now.saturating_add(d.as_secs()));
-                if let Some(r) = token.refresh_token() {
-                    session.refresh_token = Some(r.secret().clone());
-                }
-                // Reseal now: the answer carries the new cookie.
-                session.seen_at = now.saturating_sub(60);
-                RefreshOutcome::Refreshed(session)
+                TokenAnswer::Tokens(RefreshedTokens {
+                    access_token: token.access_token().secret().clone(),
+                    expires_in: token.expires_in().map(|d| d.as_secs()),
+                    refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+                })
             }
             Err(openidconnect::RequestTokenError::ServerResponse(e)) => {
                 tracing::info!(error = %e.error(), "refresh refused, the session ends");
-                RefreshOutcome::Refused
+                TokenAnswer::Refused
             }
             Err(e) => {
                 metrics.idp_errors.inc();
                 tracing::warn!(error = %e, "refresh failed, the IdP did not answer");
-                RefreshOutcome::Unreachable
+                TokenAnswer::Unreachable
             }
         }
     }
