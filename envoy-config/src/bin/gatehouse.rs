@@ -44,7 +44,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: the cds, lds and rds files a running Envoy watches)
+    // `about` rather than a doc comment: rustdoc would read <dir> as HTML.
+    #[command(
+        about = "Write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: the cds, lds and rds files a running Envoy watches)"
+    )]
     Render(RenderArgs),
     /// Render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH)
     Validate(CheckArgs),
@@ -123,8 +126,14 @@ struct Options {
     /// gatehouse-ratelimit's gRPC address
     #[arg(long, value_name = "HOST:PORT", global = true, default_value_t = RenderOptions::default().ratelimit_address)]
     ratelimit: String,
-    /// Where Secrets are mounted: <DIR>/<secret name>/<key>
-    #[arg(long, value_name = "DIR", global = true, default_value_t = RenderOptions::default().secrets_dir)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        global = true,
+        default_value_t = RenderOptions::default().secrets_dir,
+        // `help` rather than a doc comment: rustdoc would read <DIR> as HTML.
+        help = "Where Secrets are mounted: <DIR>/<secret name>/<key>"
+    )]
     secrets_dir: String,
     /// The CAs that https:// services and JWKS URIs are checked against
     #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().ca_file)]

@@ -75,7 +75,7 @@ pub fn union_cds(previous: &str, next: &str) -> String {
 /// listener (TLS Hosts are refused here: render a static bootstrap for them).
 ///
 /// # Errors
-/// As [`render`](super::render).
+/// As [`render`](super::bootstrap::render).
 pub fn render_live(
     resources: &Resources,
     options: &RenderOptions,

@@ -16,7 +16,7 @@ use super::rules::variants;
 /// where it goes, which filters run and why (`gatehouse routes`).
 ///
 /// # Errors
-/// As [`render`](super::render).
+/// As [`render`](super::bootstrap::render).
 pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
     let options = RenderOptions::default();
     let ctx = Ctx::new(resources, &options)?;
