@@ -9,7 +9,9 @@
 //! stack writes from verified data (client-sent copies are removed before
 //! anything else runs, see `../shared/DESIGN.md`, "Contracts"), token
 //! verification (compact JWS parsing, JWKS keys, signatures and claims), the
-//! per-request decision with its refusal reasons, and the verified-token cache.
+//! per-request decision with its refusal reasons, the verified-token cache, and
+//! the schedule of remote JWKS fetches shared by Envoy's workers ([`refresh`],
+//! behind the [`JwksHost`] trait the adapter implements with proxy-wasm calls).
 //! What it does not hold: host calls, logs and stats, which stay in the adapter.
 
 mod cache;
@@ -18,6 +20,7 @@ mod error;
 mod jwks;
 pub mod native;
 mod policy;
+pub mod refresh;
 mod token;
 mod verify;
 
@@ -29,5 +32,6 @@ pub use jwks::{JwksError, KeyIdentity, KeyKind, KeySet, VerifyingKey, parse_algo
 pub use policy::{
     Decision, DenyReason, Location, Needs, Policy, ProviderConfig, RemoteJwks, RequestView,
 };
+pub use refresh::{FetchError, JwksHost, JwksRefresh, RequestFetch, SharedEntry};
 pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};
 pub use verify::{Host, NoHost, Provider, Verified, VerifyError};

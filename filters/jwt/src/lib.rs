@@ -1,24 +1,29 @@
 //! `gatehouse-jwt`: the proxy-wasm adapter of `gatehouse-jwt-core`.
 //!
 //! It reads the plugin configuration in `on_configure` (refusing the plugin when
-//! it is invalid), fetches remote JWKS through Envoy clusters, and on every
-//! request gathers the headers, asks the core what to do and applies it. No
-//! decision lives here that is not a translation.
+//! it is invalid), and on every request gathers the headers, asks the core what
+//! to do and applies it. For remote JWKS it implements the core's `JwksHost`
+//! (shared data, HTTP calls through Envoy clusters, installing keys) and runs
+//! the core's `JwksRefresh` on the tick and when a request asks for keys.
+//! Logs and Envoy stats live here too.
+//!
+//! What does not live here: any decision that is not a translation. Which
+//! rule applies, whether a token verifies, why a request is refused, and when
+//! to fetch, back off, or take keys another worker fetched are all decided
+//! (and unit-tested) in the core.
 //!
 //! Host calls go through `proxy_wasm::hostcalls`, which return `Result`; the
 //! SDK's trait conveniences unwrap inside and would trap on a failed call.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use std::cell::Cell;
-
 use gatehouse_jwt_core::native::{NativeCheck, parse_result};
 use gatehouse_jwt_core::{
-    Decision, DenyReason, FilterConfig, Host, KeyIdentity, KeySet, RemoteJwks, RequestView,
-    TokenCache,
+    Decision, DenyReason, FilterConfig, Host, JwksHost, JwksRefresh, KeyIdentity, KeySet,
+    RemoteJwks, RequestFetch, RequestView, SharedEntry, TokenCache,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -33,46 +38,12 @@ proxy_wasm::main! {{
 /// How often the root context looks at its remote JWKS.
 const TICK: Duration = Duration::from_millis(500);
 
-/// Fetch bookkeeping of one remote provider (per worker).
-#[derive(Debug, Default, Clone, Copy)]
-struct FetchState {
-    last_success: Option<u64>,
-    last_attempt: Option<u64>,
-    in_flight: bool,
-}
-
-impl FetchState {
-    /// A fetch is out and not overdue. An answer can be lost (the request
-    /// that started it went away), so a fetch older than its timeout no
-    /// longer blocks the next one.
-    fn is_busy(&self, remote: &RemoteJwks, now: u64) -> bool {
-        self.in_flight
-            && self
-                .last_attempt
-                .is_some_and(|t| now.saturating_sub(t) <= remote.timeout_ms / 1000 + 1)
-    }
-
-    /// The last attempt failed and the refetch interval has not passed.
-    fn is_backing_off(&self, remote: &RemoteJwks, now: u64) -> bool {
-        self.last_attempt.is_some_and(|t| {
-            self.last_success.is_none_or(|s| s < t)
-                && now.saturating_sub(t) < remote.refetch_interval_secs
-        })
-    }
-
-    /// The keys are missing or older than the cache duration.
-    fn is_stale(&self, remote: &RemoteJwks, now: u64) -> bool {
-        self.last_success
-            .is_none_or(|t| now.saturating_sub(t) >= remote.cache_duration_secs)
-    }
-}
-
 /// What the root and request contexts of one worker share.
 #[derive(Debug, Default)]
 struct Shared {
     config: RefCell<FilterConfig>,
-    remotes: RefCell<Vec<(usize, String, RemoteJwks)>>,
-    fetches: RefCell<HashMap<usize, FetchState>>,
+    /// When this worker fetches which remote JWKS (decided in the core).
+    refresh: RefCell<JwksRefresh>,
     /// Set once Envoy said it has no `verify_signature` foreign function.
     no_native: Cell<bool>,
     stats: Stats,
@@ -157,7 +128,7 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn may_refetch(&self, index: usize) -> bool {
-        self.may_fetch && self.shared.refetch_allowed(index, self.now)
+        self.may_fetch && self.shared.refresh.borrow().may_refetch(index, self.now)
     }
 
     /// RS*/ES* through Envoy's BoringSSL (`verify_signature`), some fifty
@@ -193,40 +164,24 @@ impl Host for EnvoyHost<'_> {
     }
 }
 
-impl Shared {
-    /// Whether a fetch for `provider` may start now: none in flight, and the
-    /// last attempt is older than the provider's refetch interval.
-    fn refetch_allowed(&self, provider: usize, now: u64) -> bool {
-        let Some(remote) = self.remote(provider) else {
-            return false;
-        };
-        let state = self.state(provider);
-        !state.is_busy(&remote, now)
-            && state
-                .last_attempt
-                .is_none_or(|t| now.saturating_sub(t) >= remote.refetch_interval_secs)
+/// Envoy as the JWKS schedule of the core sees it: shared data, HTTP calls
+/// through the provider's cluster, and this worker's keys.
+struct EnvoyJwks<'a> {
+    shared: &'a Shared,
+}
+
+impl JwksHost for EnvoyJwks<'_> {
+    type Error = Status;
+
+    fn shared_get(&self, key: &str) -> Result<SharedEntry, Status> {
+        hostcalls::get_shared_data(key)
     }
 
-    fn state(&self, provider: usize) -> FetchState {
-        self.fetches
-            .borrow()
-            .get(&provider)
-            .copied()
-            .unwrap_or_default()
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+        hostcalls::set_shared_data(key, Some(value), cas)
     }
 
-    fn remote(&self, provider: usize) -> Option<RemoteJwks> {
-        self.remotes
-            .borrow()
-            .iter()
-            .find(|(i, _, _)| *i == provider)
-            .map(|(_, _, r)| r.clone())
-    }
-
-    /// Starts a fetch of `provider`'s JWKS from the current context; the
-    /// answer comes to that context's `on_http_call_response`.
-    fn dispatch(&self, provider: usize, now: u64) -> Result<u32, Status> {
-        let remote = self.remote(provider).ok_or(Status::NotFound)?;
+    fn dispatch_fetch(&mut self, remote: &RemoteJwks) -> Result<u32, Status> {
         let headers = vec![
             (":method", "GET"),
             (":path", remote.path.as_str()),
@@ -241,94 +196,22 @@ impl Shared {
             vec![],
             Duration::from_millis(remote.timeout_ms),
         );
-        Stats::add(self.stats.jwks_fetches);
-        let mut fetches = self.fetches.borrow_mut();
-        let state = fetches.entry(provider).or_default();
-        state.last_attempt = Some(now);
-        state.in_flight = token.is_ok();
+        Stats::add(self.shared.stats.jwks_fetches);
         token
     }
 
-    /// Verifies `provider`'s tokens with `keys` from now on. Cached tokens
-    /// of keys that left go with them; the rest stay, so a refetch that a
-    /// forged `kid` caused (the same keys again) costs no cache.
-    fn install_keys(&self, provider: usize, keys: KeySet) {
-        self.cache.borrow_mut().retain_keys(provider, &keys);
-        self.config.borrow_mut().set_keys(provider, keys);
+    fn install_keys(&mut self, index: usize, keys: KeySet) {
+        self.shared.config.borrow_mut().install_keys(
+            index,
+            keys,
+            &mut self.shared.cache.borrow_mut(),
+        );
     }
+}
 
-    /// Names of this provider's entries in Envoy's shared data, which every
-    /// worker of the VM sees: the last keys fetched, and who is fetching.
-    fn shared_keys(&self, provider: usize) -> Option<(String, String)> {
-        let remotes = self.remotes.borrow();
-        let (_, name, remote) = remotes.iter().find(|(i, _, _)| *i == provider)?;
-        let base = format!("gatehouse-jwt/{name}/{}{}", remote.authority, remote.path);
-        Some((format!("{base}/keys"), format!("{base}/fetching")))
-    }
-
-    /// Shares a fetched JWKS with the other workers: fetch time, then body.
-    fn publish(&self, provider: usize, now: u64, body: &[u8]) {
-        if let Some((keys, _)) = self.shared_keys(provider) {
-            let mut value = now.to_le_bytes().to_vec();
-            value.extend_from_slice(body);
-            let _ = hostcalls::set_shared_data(&keys, Some(&value), None);
-        }
-    }
-
-    fn release(&self, provider: usize) {
-        if let Some((_, fetching)) = self.shared_keys(provider) {
-            let _ = hostcalls::set_shared_data(&fetching, Some(&[]), None);
-        }
-    }
-
-    /// Takes the keys another worker fetched, when newer than this worker's.
-    fn adopt_shared(&self, provider: usize) -> bool {
-        let Some((keys, _)) = self.shared_keys(provider) else {
-            return false;
-        };
-        let Ok((Some(value), _)) = hostcalls::get_shared_data(&keys) else {
-            return false;
-        };
-        let Some((stamp, body)) = value.split_first_chunk::<8>() else {
-            return false;
-        };
-        let fetched_at = u64::from_le_bytes(*stamp);
-        if self
-            .state(provider)
-            .last_success
-            .is_some_and(|t| t >= fetched_at)
-        {
-            return false;
-        }
-        let Ok(set) = KeySet::from_jwks(body) else {
-            return false;
-        };
-        self.install_keys(provider, set);
-        self.fetches
-            .borrow_mut()
-            .entry(provider)
-            .or_default()
-            .last_success = Some(fetched_at);
-        true
-    }
-
-    /// Claims the next fetch for every worker: false while another worker's
-    /// fetch is out (and not overdue), so one fetch serves them all.
-    fn claim_fetch(&self, provider: usize, now: u64) -> bool {
-        let (Some((_, fetching)), Some(remote)) =
-            (self.shared_keys(provider), self.remote(provider))
-        else {
-            return false;
-        };
-        let Ok((value, cas)) = hostcalls::get_shared_data(&fetching) else {
-            return true;
-        };
-        if let Some(stamp) = value.as_deref().and_then(|v| v.first_chunk::<8>())
-            && now.saturating_sub(u64::from_le_bytes(*stamp)) <= remote.timeout_ms / 1000 + 1
-        {
-            return false;
-        }
-        hostcalls::set_shared_data(&fetching, Some(&now.to_le_bytes()), cas).is_ok()
+impl Shared {
+    fn jwks_host(&self) -> EnvoyJwks<'_> {
+        EnvoyJwks { shared: self }
     }
 
     /// Takes a JWKS answer: new keys on success, the old ones kept otherwise.
@@ -339,32 +222,20 @@ impl Shared {
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
             .ok()
             .flatten();
-        let name = self
-            .remotes
-            .borrow()
-            .iter()
-            .find(|(i, _, _)| *i == provider)
-            .map(|(_, n, _)| n.clone())
-            .unwrap_or_default();
-        let keys = match (status.as_deref(), body) {
-            (Some("200"), Some(body)) => KeySet::from_jwks(&body)
-                .inspect(|_| self.publish(provider, now, &body))
-                .map_err(|e| e.to_string()),
-            (status, _) => Err(format!("status {}", status.unwrap_or("none"))),
-        };
-        self.release(provider);
-        let mut fetches = self.fetches.borrow_mut();
-        let state = fetches.entry(provider).or_default();
-        state.in_flight = false;
-        match keys {
-            Ok(keys) => {
-                log(
-                    LogLevel::Info,
-                    &format!("gatehouse-jwt: jwks of {name} loaded: {} keys", keys.len()),
-                );
-                self.install_keys(provider, keys);
-                state.last_success = Some(now);
-            }
+        let mut refresh = self.refresh.borrow_mut();
+        let received = refresh.receive(
+            provider,
+            status.as_deref(),
+            body.as_deref(),
+            now,
+            &mut self.jwks_host(),
+        );
+        let name = refresh.name(provider);
+        match received {
+            Ok(keys) => log(
+                LogLevel::Info,
+                &format!("gatehouse-jwt: jwks of {name} loaded: {keys} keys"),
+            ),
             // Keys survive a failed refresh.
             Err(e) => {
                 Stats::add(self.stats.jwks_failures);
@@ -421,37 +292,20 @@ impl RootContext for JwtRoot {
         };
         match FilterConfig::parse(&bytes) {
             Ok(config) => {
-                let remotes: Vec<(usize, String, RemoteJwks)> = config
-                    .policy()
-                    .remote_jwks()
-                    .map(|(i, n, r)| (i, n.to_owned(), r.clone()))
-                    .collect();
-                let has_remote = !remotes.is_empty();
+                let refresh = JwksRefresh::new(config.policy());
+                let has_remote = !refresh.is_empty();
                 let cache_size = config.token_cache_size();
                 self.shared = Rc::new(Shared {
                     config: RefCell::new(config),
-                    remotes: RefCell::new(remotes),
-                    fetches: RefCell::new(HashMap::new()),
+                    refresh: RefCell::new(refresh),
                     no_native: Cell::new(false),
                     stats: Stats::define(),
                     cache: RefCell::new(TokenCache::new(cache_size)),
                 });
-                // Give each fetch lock a value, so that claims compare-and-swap
-                // against a real version (a missing entry cannot be CAS-ed).
-                let providers: Vec<usize> = self
-                    .shared
-                    .remotes
+                self.shared
+                    .refresh
                     .borrow()
-                    .iter()
-                    .map(|(i, _, _)| *i)
-                    .collect();
-                for provider in providers {
-                    if let Some((_, fetching)) = self.shared.shared_keys(provider)
-                        && matches!(hostcalls::get_shared_data(&fetching), Ok((None, _)))
-                    {
-                        let _ = hostcalls::set_shared_data(&fetching, Some(&[]), None);
-                    }
-                }
+                    .prepare_shared(&mut self.shared.jwks_host());
                 if has_remote && let Err(status) = hostcalls::set_tick_period(TICK) {
                     log(
                         LogLevel::Critical,
@@ -475,30 +329,13 @@ impl RootContext for JwtRoot {
 
     fn on_tick(&mut self) {
         let now = now_secs();
-        let due: Vec<(usize, RemoteJwks)> = self
+        let started = self
             .shared
-            .remotes
-            .borrow()
-            .iter()
-            .filter(|(i, _, remote)| {
-                let state = self.shared.state(*i);
-                state.is_stale(remote, now)
-                    && !state.is_busy(remote, now)
-                    && !state.is_backing_off(remote, now)
-            })
-            .map(|(i, _, remote)| (*i, remote.clone()))
-            .collect();
-        for (provider, remote) in due {
-            // Keys another worker fetched recently serve this one too.
-            if self.shared.adopt_shared(provider)
-                && !self.shared.state(provider).is_stale(&remote, now)
-            {
-                continue;
-            }
-            if !self.shared.claim_fetch(provider, now) {
-                continue;
-            }
-            match self.shared.dispatch(provider, now) {
+            .refresh
+            .borrow_mut()
+            .on_tick(now, &mut self.shared.jwks_host());
+        for (provider, call) in started {
+            match call {
                 Ok(token) => {
                     self.calls.insert(token, provider);
                 }
@@ -598,14 +435,20 @@ impl JwtRequest {
         };
         match decision {
             Decision::FetchKeys { provider } => {
-                // Another worker may have the new keys already, or be
-                // fetching them: then decide with what there is.
-                if shared.adopt_shared(provider) || !shared.claim_fetch(provider, now) {
-                    return self.check(false);
+                let fetch = shared.refresh.borrow_mut().fetch_for_request(
+                    provider,
+                    now,
+                    &mut shared.jwks_host(),
+                )?;
+                match fetch {
+                    RequestFetch::Started(token) => {
+                        self.waiting_for = Some((token, provider));
+                        Ok(Action::Pause)
+                    }
+                    // Another worker had the new keys already, or is
+                    // fetching them: decide with what there is.
+                    RequestFetch::Adopted | RequestFetch::Busy => self.check(false),
                 }
-                let token = shared.dispatch(provider, now)?;
-                self.waiting_for = Some((token, provider));
-                Ok(Action::Pause)
             }
             Decision::Continue { remove, set } => {
                 for name in remove {
