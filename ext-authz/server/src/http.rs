@@ -1,54 +1,95 @@
-//! The HTTP side port: `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP side port: `/healthz`, `/readyz`, `/metrics`, served by the
+//! service kit's [`SidePort`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use gatehouse_service_kit::{NoDependencies, Shutdown, SidePort};
 use prometheus_client::registry::Registry;
 
-/// What the HTTP handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// Metrics registry.
-    pub registry: Arc<Registry>,
-    /// Set on SIGTERM: readiness turns off so load balancers move away.
-    pub draining: Arc<AtomicBool>,
+/// The side port's routes. The configuration is loaded before the port
+/// opens, so draining is the only way to stop being ready.
+pub fn router(registry: Arc<Registry>, shutdown: Shutdown) -> Router {
+    SidePort::new(registry, shutdown, NoDependencies).router()
 }
 
-/// The side port's routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    // The configuration is loaded before the port opens; draining is the
-    // only way to stop being ready.
-    if state.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response()
-    } else {
-        (StatusCode::OK, "ready\n").into_response()
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
+    async fn get(router: &Router, path: &str) -> (StatusCode, String, String) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map_or(String::new(), |v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            String::from_utf8(body.to_vec()).unwrap(),
+            content_type,
         )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+
+    fn side_port() -> (Router, Shutdown) {
+        let mut registry = Registry::default();
+        let metrics = crate::metrics::Metrics::register(&mut registry);
+        metrics.config_load_success.inc();
+        let shutdown = Shutdown::new();
+        (router(Arc::new(registry), shutdown.clone()), shutdown)
+    }
+
+    #[tokio::test]
+    async fn healthz_and_readyz_answer_until_draining() {
+        let (router, shutdown) = side_port();
+        let text = "text/plain; charset=utf-8";
+        assert_eq!(
+            get(&router, "/healthz").await,
+            (StatusCode::OK, "ok\n".into(), text.into())
+        );
+        assert_eq!(
+            get(&router, "/readyz").await,
+            (StatusCode::OK, "ready\n".into(), text.into())
+        );
+        shutdown.drain(async {}).await;
+        assert_eq!(
+            get(&router, "/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: draining\n".into(),
+                text.into()
+            )
+        );
+        assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_carry_the_services_names() {
+        let (router, _) = side_port();
+        let (status, body, content_type) = get(&router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert!(
+            body.contains("gatehouse_authz_config_load_success_total 1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("# TYPE gatehouse_authz_check_seconds histogram\n"),
+            "{body}"
+        );
+        assert_eq!(get(&router, "/nope").await.0, StatusCode::NOT_FOUND);
     }
 }

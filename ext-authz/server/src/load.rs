@@ -1,15 +1,15 @@
 //! Reading the configuration file and the keys it names, and reloading
-//! them all when any of them changes.
+//! them all when any of them changes (the watcher itself is the service
+//! kit's: this file says what to read and which paths are sources).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use gatehouse_authz_core::session::SessionKeys;
 use gatehouse_authz_core::{ApiKeys, AuthzConfig, FilterKind, Filters, KeySource, SecretSource};
-use notify::{RecursiveMode, Watcher};
+use gatehouse_service_kit::{Reload, WatchPlan};
 
 use crate::metrics::Metrics;
 use crate::oidc::{AssertionKey, OidcRuntime};
@@ -28,31 +28,22 @@ const BEARER_ALGORITHMS: [gatehouse_jwt_core::Algorithm; 9] = {
 /// Clock skew allowed on bearer tokens' `exp`, `nbf` and `iat`, seconds.
 const BEARER_LEEWAY_SECS: u64 = 30;
 
-/// Why a load failed: the message names the file (and the field).
+/// Why the files read do not make a configuration.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// A file or directory could not be read.
-    #[error("reading {path}: {source}")]
-    Io {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+pub enum Invalid {
     /// The text is not a valid configuration or key file.
     #[error(transparent)]
-    Invalid(#[from] gatehouse_authz_core::ConfigError),
+    Config(#[from] gatehouse_authz_core::ConfigError),
     /// A secret the configuration names is missing or unusable.
     #[error("{0}")]
     Secret(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
-    move |source| LoadError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+/// Why a load failed: the message names the file (and the field).
+pub type LoadError = gatehouse_service_kit::LoadError<Invalid>;
+
+fn unusable_secret(message: String) -> LoadError {
+    LoadError::invalid(Invalid::Secret(message))
 }
 
 /// A loaded configuration and the paths it was read from.
@@ -79,8 +70,9 @@ fn load_after(
     config: &Path,
     previous: &BTreeMap<String, Arc<OidcRuntime>>,
 ) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(config).map_err(io(config))?;
-    let parsed = AuthzConfig::parse(&text, &config.display().to_string())?;
+    let text = std::fs::read_to_string(config).map_err(LoadError::reading(config))?;
+    let parsed =
+        AuthzConfig::parse(&text, &config.display().to_string()).map_err(LoadError::invalid)?;
     let base = config.parent().unwrap_or(Path::new("."));
     let mut sources = vec![config.to_path_buf()];
     let mut keys = BTreeMap::new();
@@ -89,19 +81,21 @@ fn load_after(
         match kind {
             FilterKind::Oidc(f) => {
                 let path = base.join(&f.session_keys_file);
-                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-                let ring = SessionKeys::from_key_file(&text, &path.display().to_string())?;
+                let text = std::fs::read_to_string(&path).map_err(LoadError::reading(&path))?;
+                let ring = SessionKeys::from_key_file(&text, &path.display().to_string())
+                    .map_err(LoadError::invalid)?;
                 sources.push(path);
                 let secret = match &f.client_secret {
                     None => String::new(),
                     Some(SecretSource::File(file)) => {
                         let path = base.join(file);
-                        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                        let text =
+                            std::fs::read_to_string(&path).map_err(LoadError::reading(&path))?;
                         sources.push(path);
                         text.trim_end_matches(['\n', '\r']).to_owned()
                     }
                     Some(SecretSource::Env(var)) => std::env::var(var).map_err(|_| {
-                        LoadError::Secret(format!(
+                        unusable_secret(format!(
                             "filters.{name}.oidc.client_secret_env: the variable {var} is not set"
                         ))
                     })?,
@@ -109,10 +103,10 @@ fn load_after(
                 let assertion = match &f.client_auth {
                     gatehouse_authz_core::ClientAuth::PrivateKeyJwt { key_file, key_id } => {
                         let path = base.join(key_file);
-                        let pem = std::fs::read(&path).map_err(io(&path))?;
+                        let pem = std::fs::read(&path).map_err(LoadError::reading(&path))?;
                         let key =
                             AssertionKey::from_pem(&pem, key_id.clone()).ok_or_else(|| {
-                                LoadError::Secret(format!(
+                                unusable_secret(format!(
                                     "{}: not a PEM private key (RSA or P-256)",
                                     path.display()
                                 ))
@@ -126,9 +120,9 @@ fn load_after(
                     None => None,
                     Some(b) => {
                         let path = base.join(&b.jwks_file);
-                        let bytes = std::fs::read(&path).map_err(io(&path))?;
+                        let bytes = std::fs::read(&path).map_err(LoadError::reading(&path))?;
                         let keys = gatehouse_jwt_core::KeySet::from_jwks(&bytes)
-                            .map_err(|e| LoadError::Secret(format!("{}: {e}", path.display())))?;
+                            .map_err(|e| unusable_secret(format!("{}: {e}", path.display())))?;
                         sources.push(path);
                         Some(gatehouse_jwt_core::Provider::new(
                             Some(b.issuer.clone()),
@@ -148,15 +142,17 @@ fn load_after(
                     assertion,
                     previous.get(name).map(Arc::as_ref),
                 )
-                .map_err(LoadError::Secret)?;
+                .map_err(unusable_secret)?;
                 oidc.insert(name.clone(), Arc::new(runtime));
             }
             FilterKind::ApiKeys(f) => {
                 let (path, ring) = match &f.source {
                     KeySource::File(file) => {
                         let path = base.join(file);
-                        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-                        let ring = ApiKeys::from_key_file(&text, &path.display().to_string())?;
+                        let text =
+                            std::fs::read_to_string(&path).map_err(LoadError::reading(&path))?;
+                        let ring = ApiKeys::from_key_file(&text, &path.display().to_string())
+                            .map_err(LoadError::invalid)?;
                         (path, ring)
                     }
                     KeySource::Dir(dir) => {
@@ -181,21 +177,24 @@ fn load_after(
 /// Kubernetes keeps its atomic-update internals there (`..data`, `..2026_…`).
 fn read_secret_dir(dir: &Path) -> Result<ApiKeys, LoadError> {
     let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
+    for entry in std::fs::read_dir(dir).map_err(LoadError::reading(dir))? {
+        let entry = entry.map_err(LoadError::reading(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
         let path = entry.path();
         // Follow symlinks: a Secret's files are links into `..data`.
-        let meta = std::fs::metadata(&path).map_err(io(&path))?;
+        let meta = std::fs::metadata(&path).map_err(LoadError::reading(&path))?;
         if meta.is_file() {
-            entries.push((name, std::fs::read(&path).map_err(io(&path))?));
+            entries.push((
+                name,
+                std::fs::read(&path).map_err(LoadError::reading(&path))?,
+            ));
         }
     }
     entries.sort();
-    Ok(ApiKeys::from_secrets(entries, &dir.display().to_string())?)
+    ApiKeys::from_secrets(entries, &dir.display().to_string()).map_err(LoadError::invalid)
 }
 
 /// What a check reads: the filters and the OIDC runtimes, swapped together.
@@ -286,70 +285,42 @@ impl LiveFilters {
     }
 }
 
-/// Whether a file event may change what was loaded. Not a mere read:
-/// reading the files during a reload opens them, and counting those events
-/// would make every reload trigger the next. And about a source: the watched
+/// Whether an event about `path` may change what was loaded: the watched
 /// directories hold other files too (a log, say) whose writes mean nothing.
 /// A source is the file itself, anything in a secret directory, or the
-/// kubelet's `..data` swap beside it.
-fn is_change(event: &notify::Event, sources: &[PathBuf]) -> bool {
-    if matches!(event.kind, notify::EventKind::Access(_)) {
-        return false;
-    }
-    event.paths.iter().any(|p| {
-        sources.iter().any(|s| {
-            p == s
-                || p.parent() == Some(s.as_path())
-                || (p.parent() == s.parent()
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("..")))
-        })
+/// kubelet's `..data` swap beside it. (Reads never count: see
+/// [`gatehouse_service_kit::watch::is_change`].)
+fn is_source(path: &Path, sources: &[PathBuf]) -> bool {
+    sources.iter().any(|s| {
+        path == s
+            || path.parent() == Some(s.as_path())
+            || (path.parent() == s.parent()
+                && path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("..")))
     })
 }
 
-/// Watches every source and reloads on change, reporting each attempt to
-/// `report`. Runs until the process ends.
-pub fn spawn_watcher(
-    live: Arc<LiveFilters>,
-    report: impl Fn(Result<(), LoadError>) + Send + 'static,
-) -> notify::Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let sources = {
-        let live = live.clone();
-        move || live.sources.lock().map(|s| s.clone()).unwrap_or_default()
-    };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event
-            && is_change(&e, &sources())
-        {
-            let _ = tx.send(());
-        }
-    })?;
-    let mut watched = live.watch_dirs();
-    for dir in &watched {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+impl Reload for LiveFilters {
+    type Outcome = ();
+    type Error = LoadError;
+
+    fn reload(&self) -> Result<(), LoadError> {
+        // The inherent method: reads everything again, swaps on success.
+        LiveFilters::reload(self)
     }
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Let a burst of events (write, rename, chmod) settle into one reload.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            while rx.try_recv().is_ok() {}
-            report(live.reload());
-            let now = live.watch_dirs();
-            if now != watched {
-                for dir in &watched {
-                    let _ = watcher.unwatch(dir);
-                }
-                for dir in &now {
-                    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-                        tracing::warn!(path = %dir.display(), error = %e, "cannot watch a configuration path");
-                    }
-                }
-                watched = now;
-            }
-        }
-    });
-    Ok(())
+
+    fn is_source(&self, path: &Path) -> bool {
+        self.sources
+            .lock()
+            .is_ok_and(|sources| is_source(path, &sources))
+    }
+
+    fn watch_plan(&self) -> WatchPlan {
+        self.watch_dirs()
+            .into_iter()
+            .fold(WatchPlan::new(), WatchPlan::path)
+    }
 }
 
 #[cfg(test)]
@@ -444,6 +415,9 @@ mod tests {
             PathBuf::from("/etc/authz/secret"),
         ];
         let event = |kind, path: &str| notify::Event::new(kind).add_path(PathBuf::from(path));
+        let is_change = |event: &notify::Event, sources: &[PathBuf]| {
+            gatehouse_service_kit::watch::is_change(event, |p| is_source(p, sources))
+        };
         let modify = notify::EventKind::Modify(ModifyKind::Any);
         assert!(is_change(&event(modify, "/etc/authz/authz.yaml"), &sources));
         assert!(is_change(

@@ -4,6 +4,11 @@
 //! one with `context_extensions: { gatehouse_filter: <name> }`. The file and
 //! every key file it names are watched and reloaded on change; a bad reload
 //! keeps the previous configuration.
+//!
+//! Here: the command line and the wiring of the gRPC server, the side port
+//! and the watcher. Not here: decisions (`gatehouse-authz-core` and the
+//! modules below), nor the process plumbing both services share (shutdown,
+//! logging, ready file, side port, watcher: `gatehouse-service-kit`).
 
 mod http;
 mod load;
@@ -15,13 +20,12 @@ mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use gatehouse_service_kit::{Listening, LogFormat, Shutdown};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -56,12 +60,6 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(file) = &args.check_config {
@@ -77,7 +75,7 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    init_tracing(args.log_format);
+    gatehouse_service_kit::init_tracing("info", args.log_format);
     // The watcher compares the paths of changed files with this one: an
     // absolute path, or a bare file name would never match.
     let Some(config) = args
@@ -110,18 +108,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 async fn serve(config: PathBuf, args: &Args) -> Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(metrics::Metrics::register(&mut registry));
@@ -133,7 +119,7 @@ async fn serve(config: PathBuf, args: &Args) -> Result<()> {
     metrics.config_load_success.inc();
     {
         let metrics = metrics.clone();
-        load::spawn_watcher(live.clone(), move |result| match result {
+        gatehouse_service_kit::spawn_watcher(live.clone(), move |result| match result {
             Ok(()) => {
                 metrics.config_load_success.inc();
                 tracing::info!("configuration reloaded");
@@ -156,73 +142,37 @@ async fn serve(config: PathBuf, args: &Args) -> Result<()> {
     let http = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", args.http_addr))?;
-    announce(grpc.local_addr()?, http.local_addr()?)?;
+    Listening {
+        grpc: grpc.local_addr()?,
+        http: http.local_addr()?,
+        debug: None,
+    }
+    .announce()?;
 
-    let draining = Arc::new(AtomicBool::new(false));
-    let state = http::AppState {
-        registry: Arc::new(registry),
-        draining: draining.clone(),
-    };
+    let shutdown = Shutdown::new();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AuthorizationServer<service::AuthzService>>()
         .await;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(AuthorizationServer::new(service::AuthzService(handler)))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
+            shutdown.stopped(),
         );
-    let http_server =
-        axum::serve(http, http::router(state)).with_graceful_shutdown(stopped(stop_rx));
-    let signals = async {
-        wait_for_termination().await;
-        tracing::info!("termination signal: draining");
-        draining.store(true, Ordering::Relaxed);
+    let http_server = axum::serve(http, http::router(Arc::new(registry), shutdown.clone()))
+        .with_graceful_shutdown(shutdown.stopped());
+    let signals = shutdown.on_signal(async {
         health_reporter
             .set_not_serving::<AuthorizationServer<service::AuthzService>>()
             .await;
-        let _ = stop_tx.send(true);
-    };
+    });
     let (grpc_result, http_result, ()) = tokio::join!(grpc_server, http_server, signals);
     grpc_result.context("gRPC server")?;
     http_result.context("HTTP server")?;
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-/// Logs the bound addresses and, when `GATEHOUSE_READY_FILE` is set, writes
-/// them there as JSON (tests bind port 0 and read the ports back).
-fn announce(grpc: SocketAddr, http: SocketAddr) -> Result<()> {
-    tracing::info!(%grpc, %http, "listening");
-    if let Some(path) = std::env::var_os("GATEHOUSE_READY_FILE") {
-        let body = serde_json::json!({ "grpc": grpc, "http": http }).to_string();
-        // Write then rename, so a reader never sees half a file.
-        let tmp = PathBuf::from(&path).with_extension("tmp");
-        std::fs::write(&tmp, body).context("writing GATEHOUSE_READY_FILE")?;
-        std::fs::rename(&tmp, &path).context("writing GATEHOUSE_READY_FILE")?;
-    }
-    Ok(())
-}
-
-async fn wait_for_termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }
