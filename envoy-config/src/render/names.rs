@@ -23,12 +23,7 @@ pub const OIDC_PATH_PREFIX: &str = "/.gatehouse/oidc/";
 
 /// The cluster of a Mapping's upstream: one per host, port, TLS and gRPC.
 pub(super) fn cluster_name(m: &Mapping) -> String {
-    let host: String = m
-        .host
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let mut name = format!("{host}_{}", m.port);
+    let mut name = format!("{}_{}", name_safe(&m.host), m.port);
     if m.tls {
         name.push_str("_tls");
     }
@@ -45,12 +40,15 @@ pub(super) fn jwt_filter_name(filter: &str) -> String {
 
 /// The cluster Envoy fetches a JWKS through.
 pub(super) fn jwks_cluster_name(u: &Url) -> String {
-    let host: String = u
-        .host
-        .chars()
+    format!("jwks_{}_{}", name_safe(&u.host), u.port)
+}
+
+/// A host name as part of a cluster name: letters and digits kept, every
+/// other character `_`.
+fn name_safe(host: &str) -> String {
+    host.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("jwks_{host}_{}", u.port)
+        .collect()
 }
 
 /// The session cookie of the OAuth2 Filter `filter`: a cookie name holds

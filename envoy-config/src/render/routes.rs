@@ -2,7 +2,7 @@
 //! the OIDC paths gatehouse-authz answers, then one route per group and
 //! FilterPolicy variant (per member too, for a sticky split).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -283,22 +283,14 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     if !per_filter.is_empty() {
         r["typed_per_filter_config"] = Value::Object(per_filter);
     }
-    let add_response: Vec<Value> = first
-        .add_response_headers
-        .iter()
-        .map(|(k, v)| json!({ "header": { "key": k, "value": v }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" }))
-        .collect();
+    let add_response = headers_to_add(&first.add_response_headers);
     if !add_response.is_empty() {
         r["response_headers_to_add"] = Value::Array(add_response);
     }
     if !first.remove_response_headers.is_empty() {
         r["response_headers_to_remove"] = json!(first.remove_response_headers);
     }
-    let add: Vec<Value> = first
-        .add_request_headers
-        .iter()
-        .map(|(k, v)| json!({ "header": { "key": k, "value": v }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" }))
-        .collect();
+    let add = headers_to_add(&first.add_request_headers);
     if !add.is_empty() {
         r["request_headers_to_add"] = Value::Array(add);
     }
@@ -325,6 +317,15 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
         r["request_headers_to_remove"] = json!(remove);
     }
     r
+}
+
+/// Envoy's `*_headers_to_add`: each header set, replacing a value the
+/// request or response already has.
+fn headers_to_add(headers: &BTreeMap<String, String>) -> Vec<Value> {
+    headers
+        .iter()
+        .map(|(k, v)| json!({ "header": { "key": k, "value": v }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" }))
+        .collect()
 }
 
 fn string_match_exact(name: &str, value: &str) -> Value {
