@@ -403,16 +403,13 @@ impl OidcRuntime {
             }
         };
         match bearer_identity(&self.filter, &verified.claims) {
-            Ok(identity) => Verdict::Allow {
-                set: identity.set,
-                remove: identity.remove,
-                remove_query: Vec::new(),
-            },
-            Err(refusal) if refusal.status() == 401 => {
-                tracing::debug!(error = %refusal, "bearer token refused");
-                flow::invalid_token()
+            Ok(identity) => access::bearer_allowed(identity),
+            Err(refusal) => {
+                if refusal.status() == 401 {
+                    tracing::debug!(error = %refusal, "bearer token refused");
+                }
+                access::bearer_refused(refusal)
             }
-            Err(refusal) => Verdict::deny(refusal.status(), "forbidden", &refusal.to_string()),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::check::Verdict;
 use crate::config::OidcFilter;
-use crate::identity::identity_headers;
+use crate::identity::{BearerRefusal, IdentityHeaders, identity_headers};
 use crate::session::{Lifetimes, LoginFlow, Session, SessionState};
 use crate::web::{cookies_without, safe_return_path};
 
@@ -195,6 +195,29 @@ pub fn allow(filter: &OidcFilter, session: &Session, cookie_header: Option<&str>
         remove,
         remove_query: Vec::new(),
     }
+}
+
+/// A machine client's bearer token that verified and met the filter's
+/// requirements: it passes with its identity (client copies replaced or
+/// removed), without a session.
+#[must_use]
+pub fn bearer_allowed(identity: IdentityHeaders) -> Verdict {
+    Verdict::Allow {
+        set: identity.set,
+        remove: identity.remove,
+        remove_query: Vec::new(),
+    }
+}
+
+/// A bearer token that verified but is refused: a token that never
+/// expires is as good as no token (401 `invalid_token`, RFC 6750), a
+/// missing claim or group is 403. Never a login page.
+#[must_use]
+pub fn bearer_refused(refusal: BearerRefusal) -> Verdict {
+    if refusal.status() == 401 {
+        return super::invalid_token();
+    }
+    Verdict::deny(refusal.status(), "forbidden", &refusal.to_string())
 }
 
 #[cfg(test)]

@@ -231,3 +231,24 @@ fn tokens_go_upstream_only_when_configured() {
     );
     assert_eq!(set(&access, "authorization"), ["Bearer at"]);
 }
+
+#[test]
+fn a_bearer_token_passes_with_its_identity_or_gets_401_or_403() {
+    let f = filter("");
+    let identity = crate::identity::identity_headers(&f, "ci-bot", None, &[]);
+    let v = bearer_allowed(identity);
+    assert_eq!(set(&v, "x-gatehouse-user"), ["ci-bot"]);
+    assert_eq!(removed(&v), ["x-gatehouse-email", "x-gatehouse-groups"]);
+    let no_exp = bearer_refused(BearerRefusal::NoExpiry);
+    assert_eq!(status(&no_exp), 401, "a token that never expires");
+    assert_eq!(
+        crate::oidc::fixtures::headers(&no_exp, "www-authenticate"),
+        ["Bearer error=\"invalid_token\", error_description=\"the token is not valid\""]
+    );
+    for refusal in [BearerRefusal::MissingClaim, BearerRefusal::MissingGroup] {
+        let v = bearer_refused(refusal);
+        assert_eq!(status(&v), 403, "{refusal:?}");
+        assert!(body(&v).contains(r#""code":"forbidden""#));
+        assert!(body(&v).contains(&refusal.to_string()));
+    }
+}
