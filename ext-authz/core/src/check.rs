@@ -163,41 +163,11 @@ fn api_key_check(filter: &ApiKeyFilter, keys: Option<&ApiKeys>, input: &CheckInp
     }
 }
 
-/// The first non-empty value of query parameter `name`, percent-decoded.
+/// The first non-empty value of query parameter `name`, percent-decoded
+/// ([`gatehouse_http_core::query::decoded_values`]).
 fn query_param(path: &str, name: &str) -> Option<Vec<u8>> {
-    let (_, query) = path.split_once('?')?;
-    let query = query.split('#').next().unwrap_or_default();
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (percent_decode(k)? == name.as_bytes() && !v.is_empty())
-            .then(|| percent_decode(v))
-            .flatten()
-    })
-}
-
-/// `%XX` and `+` decoding; `None` for a broken escape.
-fn percent_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
+    let query = gatehouse_http_core::query::of(path)?;
+    gatehouse_http_core::query::decoded_values(query, name).find(|v| !v.is_empty())
 }
 
 #[cfg(test)]

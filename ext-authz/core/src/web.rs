@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 
+use gatehouse_http_core as http;
+
 /// The value of cookie `name` in a `Cookie` header.
 #[must_use]
 pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
-    header?.split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then_some(v)
-    })
+    http::cookie::in_header(header?, name)
 }
 
 /// The `Cookie` header without the cookies for which `drop` is true: what
@@ -82,8 +81,7 @@ pub fn safe_return_path(path: &str) -> String {
 /// The path part of a request target: everything before `?` or `#`.
 #[must_use]
 pub fn path_only(target: &str) -> &str {
-    let end = target.find(['?', '#']).unwrap_or(target.len());
-    target.get(..end).unwrap_or(target)
+    http::path::without_query(target)
 }
 
 /// Whether `path` (a request target; its query is ignored) is under the
@@ -92,98 +90,32 @@ pub fn path_only(target: &str) -> &str {
 /// in `/` (`/assets/`) matches everything below it.
 ///
 /// A path that a server could resolve to somewhere else is never under
-/// anything: dot segments (`/health/../admin`), empty segments (`//`),
-/// backslashes and encoded `.`, `/` or `\` (`%2e`, `%2f`, `%5c`) make the
-/// answer `false`, so such a path gets the full check.
+/// anything ([`http::path::is_plain`]): dot segments (`/health/../admin`,
+/// `/health/..;x/admin`), empty segments (`//`), backslashes and encoded
+/// `.`, `/` or `\` (`%2e`, `%2f`, `%5c`) make the answer `false`, so such
+/// a path gets the full check.
 #[must_use]
 pub fn is_under(path: &str, prefix: &str) -> bool {
-    let path = path_only(path);
-    if !is_plain_path(path) {
-        return false;
-    }
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(_) if prefix.ends_with('/') => true,
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-    }
-}
-
-/// A path with nothing a server could resolve differently from how it reads:
-/// starts with `/`, no dot or empty segments, no backslash, no encoded
-/// `.`, `/` or `\`.
-fn is_plain_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
-        return false;
-    }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
-        return false;
-    }
-    // Skip the leading `/`; a trailing `/` leaves one empty last segment,
-    // which is fine (`/assets/`).
-    let mut segments = path.split('/').skip(1).peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
-            return false;
-        }
-    }
-    true
+    http::path::is_plain_and_under(path, prefix)
 }
 
 /// The first value of `name` in a form (`a=1&b=2`: a query string, or an
-/// `application/x-www-form-urlencoded` body), percent-decoded
-/// ([`percent_decode`]). A pair without `=` is skipped.
+/// `application/x-www-form-urlencoded` body), by the one query rule of
+/// [`http::query`]: names and values percent-decoded strictly with `+` as
+/// space, `name` without `=` present and empty, a pair with a broken escape
+/// skipped. `None` also when the value is not UTF-8.
 #[must_use]
 pub fn form_value(form: &str, name: &str) -> Option<String> {
-    form.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-/// Decodes `%XX` and `+` (a space); a `%` not followed by two hex digits
-/// stays as it is, and bytes that are not UTF-8 become U+FFFD.
-#[must_use]
-pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    http::query::decoded_values(form, name)
+        .next()
+        .and_then(|v| String::from_utf8(v).ok())
 }
 
 /// Percent-encodes every byte but the unreserved ones (RFC 3986 §2.3), for
 /// a value in a query string.
 #[must_use]
 pub fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    http::percent::encode(text)
 }
 
 /// What a request's `Authorization` header says about a bearer token.
@@ -339,6 +271,8 @@ mod tests {
             "/health//admin",
             "/health/\\admin",
             "/assets/%5c..%5cadmin",
+            "/health/..;x/admin",
+            "/health/;x",
             "health",
         ] {
             assert!(!is_under(tricky, "/health"), "{tricky}");
@@ -390,12 +324,20 @@ mod tests {
             Some("s1"),
             "the first"
         );
-        assert_eq!(form_value(form, "flag"), None, "no `=`, no value");
+        assert_eq!(
+            form_value(form, "flag").as_deref(),
+            Some(""),
+            "no `=`: present and empty"
+        );
         assert_eq!(form_value(form, "x"), None);
         assert_eq!(form_value("", "code"), None);
-        assert_eq!(percent_decode("100%"), "100%", "a stray % stays");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
-        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(
+            form_value("a=100%", "a"),
+            None,
+            "a broken escape is refused"
+        );
+        assert_eq!(form_value("a=%zz%41&a=b", "a").as_deref(), Some("b"));
+        assert_eq!(form_value("a=%ff", "a"), None, "not UTF-8");
     }
 
     #[test]
@@ -417,7 +359,7 @@ mod tests {
 
         #[test]
         fn percent_encoding_round_trips(s in "\\PC{0,40}") {
-            prop_assert_eq!(percent_decode(&percent_encode(&s)), s);
+            prop_assert_eq!(form_value(&format!("v={}", percent_encode(&s)), "v"), Some(s));
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Providers, token locations, rules and the per-request decision.
 
+use gatehouse_http_core as http;
 use serde_json::Value;
 
 use crate::jwks::KeySet;
@@ -384,19 +385,21 @@ impl Rule {
     /// - a rule that relaxes matches on segment boundaries only (`/health`
     ///   takes `/health` and `/health/...`, never `/healthz-admin` nor
     ///   `/health;x`; a prefix ending in `/` takes what is under it), and
-    ///   only paths in plain form ([`is_plain_path`]): a path an upstream
+    ///   only paths in plain form ([`http::path::is_plain`]): a path an upstream
     ///   may read as another one is never exempted;
     /// - a rule that requires a token keeps the raw prefix of jwt_authn:
     ///   matching more only asks for a token more often, and `/secure;x`
     ///   (which some servers read as `/secure`) stays protected.
     fn path_matches(&self, path: &str) -> bool {
-        if self.relaxes() && (self.prefix.is_some() || self.path.is_some()) && !is_plain_path(path)
+        if self.relaxes()
+            && (self.prefix.is_some() || self.path.is_some())
+            && !http::path::is_plain(path)
         {
             return false;
         }
         let prefix_holds = |p: &str| {
             if self.relaxes() {
-                is_under(path, p)
+                http::path::is_under(path, p)
             } else {
                 path.starts_with(p)
             }
@@ -404,38 +407,6 @@ impl Rule {
         self.prefix.as_deref().is_none_or(prefix_holds)
             && self.path.as_deref().is_none_or(|p| path == p)
     }
-}
-
-/// Whether `path` is `prefix` or lies under it on a segment boundary.
-fn is_under(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
-}
-
-/// Whether a path reads the same to every server: no `.` or `..` segment
-/// (also as `..;x`, which Tomcat reads as `..`), no empty segment (`//`), no
-/// backslash, and no percent-encoded `.`, `/` or `\`, which a server may
-/// decode before resolving the path. Envoy can normalise all of this
-/// (`normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`, as
-/// `gatehouse render` sets them); a hand-written listener may not, and then a
-/// relaxing rule must not exempt `/health/..;/admin`.
-fn is_plain_path(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let encoded = bytes.windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_lowercase()),
-                (b'2', b'e' | b'f') | (b'5', b'c')
-            )
-    });
-    // An empty last segment is a trailing slash, which is fine.
-    let inner = path.strip_suffix('/').unwrap_or(path);
-    !encoded
-        && !path.contains('\\')
-        && inner.split('/').skip(1).all(|segment| {
-            let segment = segment.split(';').next().unwrap_or_default();
-            !segment.is_empty() && segment != "." && segment != ".."
-        })
 }
 
 fn lookup<'v>(claims: &'v serde_json::Map<String, Value>, path: &[String]) -> Option<&'v Value> {
@@ -465,18 +436,15 @@ impl ProviderConfig {
                         None
                     }
                 }
-                Location::Cookie(cookie) => r.header("cookie").and_then(|c| {
-                    c.split(';').find_map(|kv| {
-                        let (k, v) = kv.trim().split_once('=')?;
-                        (k == cookie).then_some(v)
-                    })
-                }),
-                Location::Query(param) => r.path.split_once('?').and_then(|(_, q)| {
-                    q.split('&').find_map(|kv| {
-                        let (k, v) = kv.split_once('=')?;
-                        (k == param).then_some(v)
-                    })
-                }),
+                Location::Cookie(cookie) => {
+                    let values = r
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| n == "cookie")
+                        .map(|(_, v)| v.as_str());
+                    http::cookie::in_headers(values, cookie)
+                }
+                Location::Query(param) => http::query::raw_value(r.path, param),
             };
             token.filter(|t| !t.is_empty()).map(|t| (t, loc))
         })

@@ -32,23 +32,19 @@ impl Request<'_> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Cookie `name` over every `cookie` header.
     fn cookie(&self, name: &str) -> Option<&str> {
-        self.headers
+        let values = self
+            .headers
             .iter()
             .filter(|(n, _)| n == "cookie")
-            .flat_map(|(_, v)| v.split(';'))
-            .find_map(|kv| {
-                let (k, v) = kv.trim().split_once('=')?;
-                (k == name).then_some(v)
-            })
+            .map(|(_, v)| v.as_str());
+        gatehouse_http_core::cookie::in_headers(values, name)
     }
 
+    /// Query parameter `name` as sent; `?k` is present and empty.
     fn query(&self, name: &str) -> Option<&str> {
-        let (_, q) = self.path.split_once('?')?;
-        q.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then_some(v)
-        })
+        gatehouse_http_core::query::raw_value(self.path, name)
     }
 }
 

@@ -152,6 +152,30 @@ fn tokens_are_found_in_cookies_and_query_parameters() {
 }
 
 #[test]
+fn a_token_cookie_is_found_in_any_cookie_header_and_the_first_query_value_counts() {
+    let t = token(good_claims());
+    let session = format!("session={t}");
+    assert_eq!(
+        status(&decide(
+            "/api",
+            "GET",
+            &[("cookie", "a=b"), ("cookie", &session)]
+        )),
+        200,
+        "HTTP/2 may send cookies in several headers"
+    );
+    assert_eq!(
+        status(&decide(
+            &format!("/api?access_token&access_token={t}"),
+            "GET",
+            &[]
+        )),
+        401,
+        "`?access_token` is present and empty, as `?access_token=` is"
+    );
+}
+
+#[test]
 fn missing_and_bad_tokens_get_401_with_an_rfc6750_challenge() {
     let Decision::Deny {
         status,
