@@ -85,7 +85,7 @@ struct Rule {
     path: Option<String>,
     host: Option<String>,
     method: Option<String>,
-    headers: Vec<(String, Option<String>)>,
+    headers: Vec<(String, http::value::ValueMatch)>,
     needs: Needs,
 }
 
@@ -104,10 +104,7 @@ pub struct RequestView<'a> {
 
 impl<'a> RequestView<'a> {
     fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        http::header::first(self.headers, name)
     }
 }
 
@@ -361,14 +358,7 @@ impl Rule {
                 .method
                 .as_ref()
                 .is_none_or(|m| r.method.eq_ignore_ascii_case(m))
-            && self
-                .headers
-                .iter()
-                .all(|(name, exact)| match (r.header(name), exact) {
-                    (Some(v), Some(want)) => v == want,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                })
+            && self.headers.iter().all(|(name, m)| m.holds(r.header(name)))
     }
 
     /// Whether the rule lets a request through with less than a valid token
@@ -436,14 +426,7 @@ impl ProviderConfig {
                         None
                     }
                 }
-                Location::Cookie(cookie) => {
-                    let values = r
-                        .headers
-                        .iter()
-                        .filter(|(n, _)| n == "cookie")
-                        .map(|(_, v)| v.as_str());
-                    http::cookie::in_headers(values, cookie)
-                }
+                Location::Cookie(cookie) => http::header::cookie(r.headers, cookie),
                 Location::Query(param) => http::query::raw_value(r.path, param),
             };
             token.filter(|t| !t.is_empty()).map(|t| (t, loc))

@@ -103,12 +103,7 @@ struct RawRewrite {
 }
 
 /// How one value (header, cookie, query parameter) must look.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ValueMatch {
-    Exact(String),
-    Prefix(String),
-    Present(bool),
-}
+pub(crate) use gatehouse_http_core::value::ValueMatch;
 
 /// Where a sticky bucket's key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

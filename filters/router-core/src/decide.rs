@@ -1,6 +1,6 @@
 //! The per-request decision: the first matching rule's action.
 
-use crate::config::{Bucket, BucketKey, RouterConfig, Rule, ValueMatch};
+use crate::config::{Bucket, BucketKey, RouterConfig, Rule};
 
 /// The request as the filter sees it.
 #[derive(Debug, Clone, Copy)]
@@ -26,34 +26,17 @@ pub struct Action {
 
 impl Request<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        gatehouse_http_core::header::first(self.headers, name)
     }
 
     /// Cookie `name` over every `cookie` header.
     fn cookie(&self, name: &str) -> Option<&str> {
-        let values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "cookie")
-            .map(|(_, v)| v.as_str());
-        gatehouse_http_core::cookie::in_headers(values, name)
+        gatehouse_http_core::header::cookie(self.headers, name)
     }
 
     /// Query parameter `name` as sent; `?k` is present and empty.
     fn query(&self, name: &str) -> Option<&str> {
         gatehouse_http_core::query::raw_value(self.path, name)
-    }
-}
-
-fn holds(m: &ValueMatch, value: Option<&str>) -> bool {
-    match (m, value) {
-        (ValueMatch::Exact(want), Some(v)) => v == want,
-        (ValueMatch::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
-        (ValueMatch::Present(want), v) => v.is_some() == *want,
-        (_, None) => false,
     }
 }
 
@@ -81,9 +64,9 @@ impl Rule {
                 .method
                 .as_ref()
                 .is_none_or(|m| r.method.eq_ignore_ascii_case(m))
-            && self.headers.iter().all(|(n, m)| holds(m, r.header(n)))
-            && self.cookies.iter().all(|(n, m)| holds(m, r.cookie(n)))
-            && self.query.iter().all(|(n, m)| holds(m, r.query(n)))
+            && self.headers.iter().all(|(n, m)| m.holds(r.header(n)))
+            && self.cookies.iter().all(|(n, m)| m.holds(r.cookie(n)))
+            && self.query.iter().all(|(n, m)| m.holds(r.query(n)))
             && self.bucket.as_ref().is_none_or(|b| in_bucket(b, r))
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_http_core::value::ValueMatch;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -394,7 +395,10 @@ impl Policy {
                 headers: m
                     .headers
                     .into_iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), h.exact))
+                    .map(|h| {
+                        let m = h.exact.map_or(ValueMatch::Present(true), ValueMatch::Exact);
+                        (h.name.to_ascii_lowercase(), m)
+                    })
                     .collect(),
                 needs,
             });
