@@ -15,13 +15,7 @@ pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
 /// goes upstream (our cookies are ours). `None` when nothing is left.
 #[must_use]
 pub fn cookies_without(header: &str, drop: impl Fn(&str) -> bool) -> Option<String> {
-    let kept: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| !drop(pair.split_once('=').map_or(*pair, |(k, _)| k)))
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
+    http::cookie::without(header, drop)
 }
 
 /// Attributes of the cookies the service sets.

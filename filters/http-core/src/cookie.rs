@@ -18,6 +18,19 @@ pub fn in_headers<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) ->
     headers.into_iter().find_map(|h| in_header(h, name))
 }
 
+/// A `Cookie` header value without the cookies whose name makes `drop`
+/// true, pairs re-joined with `; `. `None` when nothing is left.
+#[must_use]
+pub fn without(header: &str, drop: impl Fn(&str) -> bool) -> Option<String> {
+    let kept: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !drop(pair.split_once('=').map_or(*pair, |(k, _)| k)))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,5 +42,14 @@ mod tests {
         assert_eq!(in_header("ab=1", "a"), None);
         assert_eq!(in_headers(["a=1", "b=2; b=3"], "b"), Some("2"));
         assert_eq!(in_headers([], "b"), None);
+    }
+
+    #[test]
+    fn dropped_cookies_are_removed_and_the_rest_kept_in_order() {
+        assert_eq!(
+            without(" a=1;s=x; b=2 ;;", |n| n == "s").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(without("s=x", |n| n == "s"), None);
     }
 }

@@ -141,7 +141,7 @@ impl CallbackParams {
     /// repeated names counts.
     #[must_use]
     pub fn parse(target: &str) -> Self {
-        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let query = gatehouse_http_core::query::of(target).unwrap_or_default();
         Self {
             state: form_value(query, "state"),
             code: form_value(query, "code"),
