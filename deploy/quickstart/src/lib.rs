@@ -53,11 +53,6 @@ pub struct Quickstart {
     _secrets: TempDir,
 }
 
-fn workspace_file(relative: &str) -> Result<Vec<u8>> {
-    let path = e2e::paths::workspace_root().join(relative);
-    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-}
-
 fn random_base64(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
@@ -88,7 +83,9 @@ fn wasm(name: &str) -> Result<String> {
 /// # Errors
 /// When a part does not start; the parts started so far are stopped.
 pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Quickstart> {
-    let text = String::from_utf8(workspace_file(RESOURCES)?)?;
+    let path = Quickstart::resources_path();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let demo = Echo::start_named("demo").await?;
     let demo_v2 = Echo::start_named("demo-v2").await?;
     let jwks = JwksServer::start_down().await?;
