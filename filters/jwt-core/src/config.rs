@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::TokenCache;
+use crate::cache::TokenCache;
 use crate::error::ConfigError;
+use crate::jwks::KeySet;
 use crate::policy::Policy;
 use crate::policy::compile::{RawProvider, RawRule};
 
@@ -152,8 +153,8 @@ impl FilterConfig {
 
     /// Installs freshly fetched keys for provider `index` (a JWKS refresh).
     /// A host that caches verified tokens first calls
-    /// [`crate::TokenCache::retain_keys`] with the same keys.
-    pub fn set_keys(&mut self, index: usize, keys: crate::KeySet) {
+    /// [`TokenCache::retain_keys`] with the same keys.
+    pub fn set_keys(&mut self, index: usize, keys: KeySet) {
         self.policy.set_keys(index, keys);
     }
 
@@ -161,7 +162,7 @@ impl FilterConfig {
     /// `cache` in step: cached tokens of keys that left go with them, the
     /// rest stay, so a refetch that a forged `kid` caused (the same keys
     /// again) costs no cache.
-    pub fn install_keys(&mut self, index: usize, keys: crate::KeySet, cache: &mut TokenCache) {
+    pub fn install_keys(&mut self, index: usize, keys: KeySet, cache: &mut TokenCache) {
         cache.retain_keys(index, &keys);
         self.set_keys(index, keys);
     }

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Location, Needs, Policy, ProviderConfig, RemoteJwks, Requirement, Rule};
-use crate::Algorithm;
 use crate::error::ConfigError;
 use crate::jwks::{KeySet, parse_algorithm};
 use crate::verify::Provider;
+use jsonwebtoken::Algorithm;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
