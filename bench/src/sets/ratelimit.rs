@@ -46,9 +46,7 @@ pub(super) async fn ratelimit(settings: &Settings, pinning: Option<&Pinning>) ->
         ),
     ];
     let s = crate::run(&scenarios, &settings, pinning).await?;
-    let mut targets = String::from(
-        "gatehouse-jwt runs as `gatehouse render` configures it: Envoy removes client `x-gatehouse-*` headers before any filter, and the filter reads only the headers it needs.\n\nTargets:\n",
-    );
+    let mut targets = String::from("Targets:\n");
     let r = ratio(&s, 3, 1);
     let _ = writeln!(
         targets,
