@@ -220,7 +220,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    // Paused clock: the runtime advances time only when every task waits, so
+    // the burst's spacing and the debounce are exact whatever the machine does.
+    #[tokio::test(start_paused = true)]
     async fn a_burst_settles_into_one_reload() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let start = Instant::now();
@@ -239,7 +241,9 @@ mod tests {
         drop(tx);
     }
 
-    #[tokio::test]
+    // Paused clock: the runtime advances time only when every task waits, so
+    // the burst's spacing and the debounce are exact whatever the machine does.
+    #[tokio::test(start_paused = true)]
     async fn a_burst_without_pause_reloads_after_max_delay() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let busy = tokio::spawn(async move {
