@@ -41,18 +41,11 @@ pub const BENCH_RLS_CONFIG: &str = "domain: edge\ndescriptors:\n  - key: generic
 
 /// Where the benchmark finds release binaries.
 fn release_bin(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| paths::workspace_root().join("target"))
-        .join("release")
-        .join(name);
-    if !path.is_file() {
-        bail!(
-            "{} is missing: run `make bench`, which builds it",
-            path.display()
-        );
-    }
-    Ok(path)
+    paths::built(
+        name,
+        paths::target_dir().join("release").join(name),
+        "run `make bench`, which builds it",
+    )
 }
 
 /// A running side service of a scenario.

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use crate::paths;
+use crate::launch::{Launch, ServesReadyz};
 use crate::process::ChildProcess;
 use crate::ratelimit::write_atomically;
 
@@ -17,9 +17,7 @@ use crate::ratelimit::write_atomically;
 pub struct AuthzBuilder {
     config: String,
     files: Vec<(String, String)>,
-    binary: Option<std::path::PathBuf>,
-    cpus: Option<String>,
-    quiet: bool,
+    launch: Launch,
 }
 
 /// A running, ready `gatehouse-authz`. Killed when dropped.
@@ -36,6 +34,12 @@ pub struct AuthzService {
 struct ReadyFile {
     grpc: SocketAddr,
     http: SocketAddr,
+}
+
+impl ServesReadyz for ReadyFile {
+    fn http(&self) -> SocketAddr {
+        self.http
+    }
 }
 
 impl AuthzService {
@@ -108,33 +112,10 @@ impl AuthzBuilder {
         self
     }
 
-    /// Runs this binary instead of `target/debug/gatehouse-authz`.
-    #[must_use]
-    pub fn binary(mut self, path: std::path::PathBuf) -> Self {
-        self.binary = Some(path);
-        self
-    }
-
-    /// Pins the service to a CPU list (`taskset -c`).
-    #[must_use]
-    pub fn cpus(mut self, list: &str) -> Self {
-        self.cpus = Some(list.to_owned());
-        self
-    }
-
-    /// Whether dropping the service prints its log (default on, for tests).
-    #[must_use]
-    pub fn log_on_drop(mut self, on: bool) -> Self {
-        self.quiet = !on;
-        self
-    }
+    crate::launch_options!(binary);
 
     /// Starts the service and waits until `/readyz` answers 200.
     pub async fn start(self) -> Result<AuthzService> {
-        let bin = match &self.binary {
-            Some(path) => path.clone(),
-            None => paths::service_bin("gatehouse-authz")?,
-        };
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-authz-")
             .tempdir()?;
@@ -143,32 +124,23 @@ impl AuthzBuilder {
         for (name, text) in &self.files {
             std::fs::write(dir.path().join(name), text)?;
         }
-        let ready_file = dir.path().join("ready.json");
-        let mut command = crate::process::pinned_command(self.cpus.as_deref(), &bin)?;
+        let mut command = self.launch.service_command("gatehouse-authz")?;
         command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", if self.quiet { "error" } else { "info" })
+            .env(
+                "RUST_LOG",
+                if self.launch.log_on_drop {
+                    "info"
+                } else {
+                    "error"
+                },
+            )
             .env("GATEHOUSE_AUTHZ_CONFIG", &config)
             .env("GATEHOUSE_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
-            .env("GATEHOUSE_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
-            .env("GATEHOUSE_READY_FILE", &ready_file);
-        let mut process = ChildProcess::spawn(
-            "gatehouse-authz",
-            &mut command,
-            &dir.path().join("authz.log"),
-        )?;
-        process.set_log_on_drop(!self.quiet);
-        let client = reqwest::Client::builder().no_proxy().build()?;
-        let ready: ReadyFile = crate::process::until_ready_file(
-            "gatehouse-authz",
-            &mut process,
-            &ready_file,
-            |ready: &ReadyFile| {
-                crate::process::answers_ok(client.clone(), format!("http://{}/readyz", ready.http))
-            },
-        )
-        .await?;
+            .env("GATEHOUSE_AUTHZ_HTTP_ADDR", "127.0.0.1:0");
+        let (process, ready, client) = self
+            .launch
+            .start_service::<ReadyFile>("gatehouse-authz", &mut command, dir.path())
+            .await?;
         Ok(AuthzService {
             process,
             grpc: ready.grpc,

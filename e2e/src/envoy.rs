@@ -26,9 +26,8 @@ pub struct EnvoyBuilder {
     origin: String,
     vars: BTreeMap<String, String>,
     concurrency: u32,
-    cpus: Option<String>,
     log_level: String,
-    log_on_drop: bool,
+    launch: crate::launch::Launch,
 }
 
 /// A running, ready Envoy. Killed (with its process group) when dropped.
@@ -147,9 +146,8 @@ impl EnvoyBuilder {
             origin: origin.to_owned(),
             vars,
             concurrency: 1,
-            cpus: None,
             log_level: std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
-            log_on_drop: true,
+            launch: crate::launch::Launch::default(),
         }
     }
 
@@ -185,19 +183,7 @@ impl EnvoyBuilder {
         self
     }
 
-    /// Pins Envoy to a CPU list (`taskset -c`), e.g. `"0"`.
-    #[must_use]
-    pub fn cpus(mut self, list: &str) -> Self {
-        self.cpus = Some(list.to_owned());
-        self
-    }
-
-    /// Whether dropping the Envoy prints its log tail (default on, for tests).
-    #[must_use]
-    pub fn log_on_drop(mut self, on: bool) -> Self {
-        self.log_on_drop = on;
-        self
-    }
+    crate::launch_options!();
 
     /// Renders the template, filling the wasm filter paths (`JWT_WASM`,
     /// `NOOP_WASM`, `ROUTER_WASM`) the template uses, and
@@ -244,7 +230,7 @@ impl EnvoyBuilder {
         let admin_path = dir.path().join("admin-address");
         let base_id_path = dir.path().join("base-id");
 
-        let mut command = crate::process::pinned_command(self.cpus.as_deref(), &envoy)?;
+        let mut command = crate::process::pinned_command(self.launch.cpus.as_deref(), &envoy)?;
         command
             .arg("-c")
             .arg(&config_path)
@@ -261,7 +247,7 @@ impl EnvoyBuilder {
             .arg(&self.log_level);
         let mut process =
             ChildProcess::spawn("envoy", &mut command, &dir.path().join("envoy.log"))?;
-        process.set_log_on_drop(self.log_on_drop);
+        process.set_log_on_drop(self.launch.log_on_drop);
 
         let client = reqwest::Client::builder()
             .no_proxy()

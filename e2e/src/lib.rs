@@ -28,6 +28,7 @@ pub mod echo;
 pub mod envoy;
 pub mod idp;
 pub mod jwks;
+pub mod launch;
 pub mod oauth2;
 pub mod paths;
 pub mod poll;

@@ -33,42 +33,46 @@ pub fn envoy_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A proxy-wasm filter built by `make wasm`, e.g. `wasm_filter("gatehouse_jwt")`.
-pub fn wasm_filter(crate_name: &str) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target
-        .join("wasm32-wasip1/wasm-release")
-        .join(format!("{crate_name}.wasm"));
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// `path` when it is a file, else an error saying what is missing and which
+/// command builds it.
+pub fn built(what: &str, path: PathBuf, built_by: &str) -> Result<PathBuf> {
     if !path.is_file() {
         bail!(
-            "wasm filter not built: {} is missing: run `make wasm` (or `make test`, which builds it)",
+            "{what} not built: {} is missing: {built_by}",
             path.display()
         );
     }
     Ok(path)
 }
 
+/// A proxy-wasm filter built by `make wasm`, e.g. `wasm_filter("gatehouse_jwt")`.
+pub fn wasm_filter(crate_name: &str) -> Result<PathBuf> {
+    built(
+        "wasm filter",
+        target_dir()
+            .join("wasm32-wasip1/wasm-release")
+            .join(format!("{crate_name}.wasm")),
+        "run `make wasm` (or `make test`, which builds it)",
+    )
+}
+
 /// A service binary of this workspace, built by `make test` / `make build`:
 /// `$GATEHOUSE_BIN_DIR/<name>` if set, else `target/debug/<name>`.
 pub fn service_bin(name: &str) -> Result<PathBuf> {
     let dir = std::env::var_os("GATEHOUSE_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace_root().join("target"))
-                .join("debug")
-        });
-    let path = dir.join(name);
-    if !path.is_file() {
-        bail!(
-            "{name} not built: {} is missing: run `make test` (or `cargo build --workspace --bins`)",
-            path.display()
-        );
-    }
-    Ok(path)
+        .map_or_else(|| target_dir().join("debug"), PathBuf::from);
+    built(
+        name,
+        dir.join(name),
+        "run `make test` (or `cargo build --workspace --bins`)",
+    )
 }
 
 /// A program on `PATH`, or an error naming the `make setup` step that installs it.

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::R
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use crate::paths;
+use crate::launch::{Launch, ServesReadyz};
 use crate::poll;
 use crate::process::ChildProcess;
 use crate::redis::Redis;
@@ -25,9 +25,7 @@ pub type Client = RateLimitServiceClient<tonic::transport::Channel>;
 pub struct RateLimitBuilder {
     files: Vec<(String, String)>,
     env: Vec<(String, String)>,
-    binary: Option<PathBuf>,
-    cpus: Option<String>,
-    quiet: bool,
+    launch: Launch,
     root_symlink: bool,
 }
 
@@ -48,6 +46,12 @@ struct ReadyFile {
     grpc: SocketAddr,
     http: SocketAddr,
     debug: SocketAddr,
+}
+
+impl ServesReadyz for ReadyFile {
+    fn http(&self) -> SocketAddr {
+        self.http
+    }
 }
 
 impl RateLimitService {
@@ -203,26 +207,7 @@ impl RateLimitBuilder {
         self
     }
 
-    /// Runs this binary instead of `target/debug/gatehouse-ratelimit`.
-    #[must_use]
-    pub fn binary(mut self, path: PathBuf) -> Self {
-        self.binary = Some(path);
-        self
-    }
-
-    /// Pins the service to a CPU list (`taskset -c`).
-    #[must_use]
-    pub fn cpus(mut self, list: &str) -> Self {
-        self.cpus = Some(list.to_owned());
-        self
-    }
-
-    /// Whether dropping the service prints its log (default on, for tests).
-    #[must_use]
-    pub fn log_on_drop(mut self, on: bool) -> Self {
-        self.quiet = !on;
-        self
-    }
+    crate::launch_options!(binary);
 
     /// Counts in this Redis (`BACKEND_TYPE=redis`, TCP).
     #[must_use]
@@ -234,10 +219,6 @@ impl RateLimitBuilder {
 
     /// Starts the service and waits until `/readyz` answers 200.
     pub async fn start(self) -> Result<RateLimitService> {
-        let bin = match &self.binary {
-            Some(path) => path.clone(),
-            None => paths::service_bin("gatehouse-ratelimit")?,
-        };
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-rls-")
             .tempdir()?;
@@ -251,11 +232,8 @@ impl RateLimitBuilder {
         for (name, text) in &self.files {
             std::fs::write(config_dir.join(name), text)?;
         }
-        let ready_file = dir.path().join("ready.json");
-        let mut command = crate::process::pinned_command(self.cpus.as_deref(), &bin)?;
+        let mut command = self.launch.service_command("gatehouse-ratelimit")?;
         command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUNTIME_ROOT", &root)
             .env("RUNTIME_SUBDIRECTORY", "ratelimit")
             .env("HOST", "127.0.0.1")
@@ -265,27 +243,14 @@ impl RateLimitBuilder {
             .env("DEBUG_HOST", "127.0.0.1")
             .env("DEBUG_PORT", "0")
             .env("USE_STATSD", "false")
-            .env("LOG_LEVEL", "info")
-            .env("GATEHOUSE_READY_FILE", &ready_file);
+            .env("LOG_LEVEL", "info");
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        let mut process = ChildProcess::spawn(
-            "gatehouse-ratelimit",
-            &mut command,
-            &dir.path().join("rls.log"),
-        )?;
-        process.set_log_on_drop(!self.quiet);
-        let client = reqwest::Client::builder().no_proxy().build()?;
-        let ready: ReadyFile = crate::process::until_ready_file(
-            "gatehouse-ratelimit",
-            &mut process,
-            &ready_file,
-            |ready: &ReadyFile| {
-                crate::process::answers_ok(client.clone(), format!("http://{}/readyz", ready.http))
-            },
-        )
-        .await?;
+        let (process, ready, client) = self
+            .launch
+            .start_service::<ReadyFile>("gatehouse-ratelimit", &mut command, dir.path())
+            .await?;
         Ok(RateLimitService {
             process,
             grpc: ready.grpc,

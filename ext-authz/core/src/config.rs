@@ -414,13 +414,6 @@ pub enum KeySource {
     Dir(String),
 }
 
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 impl AuthzConfig {
     /// Parses the YAML text of `file` (the name is only used in errors).
     ///
@@ -496,7 +489,9 @@ fn api_keys(raw: RawApiKeys, file: &str, at: &str) -> Result<ApiKeyFilter, Confi
             .into_iter()
             .enumerate()
             .map(|(i, l)| match (l.header, l.query) {
-                (Some(h), None) if is_header_name(&h.to_ascii_lowercase()) => {
+                (Some(h), None)
+                    if gatehouse_http_core::header::is_config_name(&h.to_ascii_lowercase()) =>
+                {
                     Ok(KeyLocation::Header(h.to_ascii_lowercase()))
                 }
                 (None, Some(q)) if !q.is_empty() => Ok(KeyLocation::Query(q)),
@@ -523,7 +518,7 @@ fn api_keys(raw: RawApiKeys, file: &str, at: &str) -> Result<ApiKeyFilter, Confi
         .client_header
         .unwrap_or_else(|| DEFAULT_CLIENT_HEADER.to_owned())
         .to_ascii_lowercase();
-    if !is_header_name(&client_header) {
+    if !gatehouse_http_core::header::is_config_name(&client_header) {
         return Err(ConfigError::new(
             file,
             format!("{at}.client_header"),

@@ -1,6 +1,20 @@
 //! Request headers as the cores receive them: `(name, value)` pairs, names
 //! lowercase, in the order the host gave them.
 
+/// Whether `name` can be a header name in a filter's configuration: not
+/// empty, and only what Envoy hands over in a name after lowercasing (a-z,
+/// 0-9, `-`, `_`).
+#[must_use]
+pub fn is_config_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_config_name_byte)
+}
+
+/// One byte [`is_config_name`] allows.
+#[must_use]
+pub fn is_config_name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+}
+
 /// The first value of header `name` (lowercase).
 #[must_use]
 pub fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -35,5 +49,14 @@ mod tests {
         assert_eq!(first(&h, "x"), Some("1"));
         assert_eq!(first(&h, "y"), None);
         assert_eq!(cookie(&h, "b"), Some("2"));
+    }
+
+    #[test]
+    fn config_names_are_lowercase_tokens() {
+        assert!(is_config_name("x-user_id2"));
+        assert!(!is_config_name(""));
+        assert!(!is_config_name("X-User"));
+        assert!(!is_config_name("x user"));
+        assert!(!is_config_name("x:user"));
     }
 }

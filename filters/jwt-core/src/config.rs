@@ -178,9 +178,9 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
                 // A prefix of one or two characters ("x-") would strip headers the
                 // stack does not own; a prefix with upper case or separators could
                 // never match what Envoy hands over (HTTP/2 and Envoy lowercase names).
-                let valid_chars = prefix.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
+                let valid_chars = prefix
+                    .bytes()
+                    .all(gatehouse_http_core::header::is_config_name_byte);
                 if prefix.len() < 3 || !valid_chars {
                     return Err(ConfigError::Invalid {
                         path: "header_prefix".into(),

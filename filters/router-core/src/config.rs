@@ -144,13 +144,6 @@ pub struct RouterConfig {
     read: Vec<String>,
 }
 
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn value_match(raw: RawValueMatch, at: &str) -> Result<(String, ValueMatch), ConfigError> {
     if raw.name.is_empty() {
         return Err(invalid(format!("{at}.name"), "the name is empty"));
@@ -186,7 +179,7 @@ impl RouterConfig {
             .route_header
             .unwrap_or_else(|| DEFAULT_ROUTE_HEADER.to_owned())
             .to_ascii_lowercase();
-        if !is_header_name(&route_header) {
+        if !gatehouse_http_core::header::is_config_name(&route_header) {
             return Err(invalid(
                 "route_header",
                 format!("{route_header:?} is not a header name"),
@@ -261,7 +254,7 @@ impl RouterConfig {
             let mut set_headers = Vec::new();
             for (j, h) in r.set_headers.into_iter().enumerate() {
                 let name = h.name.to_ascii_lowercase();
-                if !is_header_name(&name) || name == route_header {
+                if !gatehouse_http_core::header::is_config_name(&name) || name == route_header {
                     return Err(invalid(
                         format!("{at}.set_headers[{j}].name"),
                         "a header name (the route header is set by route)",

@@ -71,12 +71,12 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Appends one command in RESP array form.
-pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+/// Appends one command, `name` and its `args`, in RESP array form.
+pub fn encode(out: &mut Vec<u8>, name: &str, args: &[&[u8]]) {
     out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
+    out.extend_from_slice((args.len() + 1).to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
-    for arg in args {
+    for arg in std::iter::once(&name.as_bytes()).chain(args) {
         out.push(b'$');
         out.extend_from_slice(arg.len().to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -173,9 +173,9 @@ impl Connection {
                 let mut out = Vec::new();
                 match auth.split_once(':') {
                     Some((user, pass)) => {
-                        encode(&mut out, &[b"AUTH", user.as_bytes(), pass.as_bytes()])
+                        encode(&mut out, "AUTH", &[user.as_bytes(), pass.as_bytes()])
                     }
-                    None => encode(&mut out, &[b"AUTH", auth.as_bytes()]),
+                    None => encode(&mut out, "AUTH", &[auth.as_bytes()]),
                 }
                 match conn.round_trip(&out, 1).await?.pop() {
                     Some(Reply::Simple(_)) => {}
@@ -234,7 +234,7 @@ mod tests {
     #[test]
     fn commands_encode_as_resp_arrays() {
         let mut out = Vec::new();
-        encode(&mut out, &[b"INCRBY", b"k", b"1"]);
+        encode(&mut out, "INCRBY", &[b"k", b"1"]);
         assert_eq!(out, b"*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$1\r\n1\r\n");
     }
 

@@ -327,7 +327,7 @@ async fn ping(probe: &Probe, timeout: Duration) -> bool {
             let check = async {
                 let mut conn = resp::Connection::connect(address, auth, timeout).await?;
                 let mut out = Vec::new();
-                resp::encode(&mut out, &[b"PING"]);
+                resp::encode(&mut out, "PING", &[]);
                 conn.round_trip(&out, 1).await
             };
             matches!(
@@ -408,32 +408,10 @@ async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: 
         lane.batch_sizes.observe(batch.len() as f64);
         out.clear();
         let mut expected = 0;
-        for pending in &batch {
-            for op in &pending.ops {
-                match op {
-                    Op::IncrBy {
-                        key,
-                        hits,
-                        ttl_secs,
-                    } => {
-                        let ttl = jittered_ttl(*ttl_secs, lane.jitter_max);
-                        resp::encode(
-                            &mut out,
-                            &[b"INCRBY", key.as_bytes(), hits.to_string().as_bytes()],
-                        );
-                        resp::encode(
-                            &mut out,
-                            &[b"EXPIRE", key.as_bytes(), ttl.to_string().as_bytes()],
-                        );
-                        expected += 2;
-                    }
-                    Op::Get { key } => {
-                        resp::encode(&mut out, &[b"GET", key.as_bytes()]);
-                        expected += 1;
-                    }
-                }
-            }
-        }
+        batch_commands(&batch, lane.jitter_max, |name, args, _| {
+            resp::encode(&mut out, name, args);
+            expected += 1;
+        });
         let exchange = async {
             if conn.is_none() {
                 conn = Some(
@@ -457,6 +435,40 @@ async fn lean_lane(mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, lane: 
                 // The connection's state is unknown after a failure: start afresh.
                 conn = None;
                 fail_batch(batch, &e);
+            }
+        }
+    }
+}
+
+/// The commands a batch sends, in order, each with whether its reply is a
+/// decision's value: `INCRBY key hits` (counted) then `EXPIRE key ttl` (not)
+/// for a hit, `GET key` (counted) for a read. Both Redis paths send these.
+fn batch_commands(
+    batch: &[Pending],
+    jitter_max: u64,
+    mut emit: impl FnMut(&'static str, &[&[u8]], bool),
+) {
+    for pending in batch {
+        for op in &pending.ops {
+            match op {
+                Op::IncrBy {
+                    key,
+                    hits,
+                    ttl_secs,
+                } => {
+                    let ttl = jittered_ttl(*ttl_secs, jitter_max);
+                    emit(
+                        "INCRBY",
+                        &[key.as_bytes(), hits.to_string().as_bytes()],
+                        true,
+                    );
+                    emit(
+                        "EXPIRE",
+                        &[key.as_bytes(), ttl.to_string().as_bytes()],
+                        false,
+                    );
+                }
+                Op::Get { key } => emit("GET", &[key.as_bytes()], true),
             }
         }
     }
@@ -523,26 +535,15 @@ async fn batcher(
 
 async fn send_batch(conn: Conn, batch: Vec<Pending>, jitter_max: u64, deadline: Instant) {
     let mut pipe = redis::pipe();
-    for pending in &batch {
-        for op in &pending.ops {
-            match op {
-                Op::IncrBy {
-                    key,
-                    hits,
-                    ttl_secs,
-                } => {
-                    pipe.cmd("INCRBY").arg(key).arg(*hits);
-                    pipe.cmd("EXPIRE")
-                        .arg(key)
-                        .arg(jittered_ttl(*ttl_secs, jitter_max))
-                        .ignore();
-                }
-                Op::Get { key } => {
-                    pipe.cmd("GET").arg(key);
-                }
-            }
+    batch_commands(&batch, jitter_max, |name, args, counted| {
+        let command = pipe.cmd(name);
+        for arg in args {
+            command.arg(*arg);
         }
-    }
+        if !counted {
+            command.ignore();
+        }
+    });
     let query = async {
         match conn {
             Conn::Single(mut c) => pipe.query_async::<Vec<Option<u64>>>(&mut c).await,

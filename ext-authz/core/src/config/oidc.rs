@@ -127,7 +127,7 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
         let h = value
             .unwrap_or_else(|| default.to_owned())
             .to_ascii_lowercase();
-        if is_header_name(&h) {
+        if gatehouse_http_core::header::is_config_name(&h) {
             Ok(h)
         } else {
             Err(ConfigError::new(

@@ -186,13 +186,6 @@ fn claim_path(claim: &str) -> Vec<String> {
     claim.split('.').map(str::to_owned).collect()
 }
 
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 impl Policy {
     pub(crate) fn compile(
         raw_providers: BTreeMap<String, RawProvider>,
@@ -279,7 +272,11 @@ impl Policy {
                     .into_iter()
                     .enumerate()
                     .map(|(i, l)| match (l.header, l.cookie, l.query) {
-                        (Some(h), None, None) if is_header_name(&h.to_ascii_lowercase()) => {
+                        (Some(h), None, None)
+                            if gatehouse_http_core::header::is_config_name(
+                                &h.to_ascii_lowercase(),
+                            ) =>
+                        {
                             Ok(Location::Header {
                                 name: h.to_ascii_lowercase(),
                                 prefix: l.prefix.unwrap_or_default(),
@@ -300,7 +297,7 @@ impl Policy {
             };
             let mut claim_headers = Vec::new();
             for (i, c) in raw.claim_to_headers.into_iter().enumerate() {
-                if !is_header_name(&c.header) || c.claim.is_empty() {
+                if !gatehouse_http_core::header::is_config_name(&c.header) || c.claim.is_empty() {
                     return Err(invalid(
                         format!("{at}.claim_to_headers[{i}]"),
                         "claim and a lowercase header name are required",
@@ -309,7 +306,7 @@ impl Policy {
                 claim_headers.push((claim_path(&c.claim), c.header));
             }
             if let Some(h) = &raw.payload_in_header
-                && !is_header_name(h)
+                && !gatehouse_http_core::header::is_config_name(h)
             {
                 return Err(invalid(
                     format!("{at}.payload_in_header"),
