@@ -108,3 +108,29 @@ fn header_map(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
     }
     map
 }
+
+/// What the echo upstream behind a TLS listener saw of a GET of `path`,
+/// sent with curl to `host` (SNI and `Host`) at 127.0.0.1:`port`, the
+/// certificate checked against `ca`.
+pub async fn get_over_tls(
+    ca: &std::path::Path,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> anyhow::Result<Echoed> {
+    let curl = crate::paths::tool("curl", "make setup")?;
+    let out = tokio::process::Command::new(curl)
+        .args(["--silent", "--show-error", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

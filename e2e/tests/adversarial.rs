@@ -347,7 +347,7 @@ spec:
   prefix: /limited/
   service: 127.0.0.1:1
   labels:
-    edge:
+    ambassador:
     - per_user:
       - request_headers: {key: user, header_name: x-user}
 ---
@@ -355,7 +355,7 @@ apiVersion: getambassador.io/v3alpha1
 kind: RateLimit
 metadata: {name: per-user}
 spec:
-  domain: edge
+  domain: ambassador
   limits:
   - {pattern: [{user: "*"}], rate: 3, unit: minute}
 "#,
@@ -395,7 +395,7 @@ spec:
   prefix: /limited/
   service: 127.0.0.1:1
   labels:
-    edge:
+    ambassador:
     - all: [{{generic_key: {{value: all}}}}]
 ---
 apiVersion: getambassador.io/v3alpha1

@@ -123,21 +123,7 @@ spec: {{prefix: /, service: '127.0.0.1:{port}'}}
     let tls = envoy
         .listener("ingress_tls")
         .ok_or_else(|| anyhow::anyhow!("no ingress_tls listener"))?;
-    let curl = e2e::paths::tool("curl", "make setup")?;
-    let out = tokio::process::Command::new(curl)
-        .args(["--silent", "--show-error", "--cacert"])
-        .arg(&cert)
-        .arg("--resolve")
-        .arg(format!("shop.test:{}:127.0.0.1", tls.port()))
-        .arg(format!("https://shop.test:{}/over-tls", tls.port()))
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Echoed = serde_json::from_slice(&out.stdout)?;
+    let seen = e2e::echo::get_over_tls(&cert, "shop.test", tls.port(), "/over-tls").await?;
     assert_eq!(
         (seen.upstream.as_str(), seen.path.as_str()),
         ("shop", "/over-tls")
@@ -500,7 +486,7 @@ spec:
   prefix: /api/
   service: 127.0.0.1:{echo}
   labels:
-    edge:
+    ambassador:
     - per_client:
       - request_headers: {{key: client, header_name: x-gatehouse-client}}
 ---
@@ -549,7 +535,7 @@ apiVersion: getambassador.io/v3alpha1
 kind: RateLimit
 metadata: {{name: per-client}}
 spec:
-  domain: edge
+  domain: ambassador
   limits:
   - {{pattern: [{{client: "*"}}], rate: 3, unit: minute}}
 "#
@@ -585,12 +571,12 @@ spec:
             .ok_or_else(|| anyhow::anyhow!("an APIKey Filter renders authz.yaml"))?;
         assert_eq!(
             files.ratelimit.keys().collect::<Vec<_>>(),
-            ["edge.yaml"],
+            ["ambassador.yaml"],
             "one file per domain"
         );
         let authz = AuthzService::builder(&authz_yaml).start().await?;
         let ratelimit = RateLimitService::builder()
-            .file("edge.yaml", &files.ratelimit["edge.yaml"])
+            .file("ambassador.yaml", &files.ratelimit["ambassador.yaml"])
             .start()
             .await?;
         options.authz_address = authz.grpc_addr().to_string();

@@ -16,6 +16,19 @@ pub enum Insecure {
     Reject,
 }
 
+/// Which requests on a Listener count as secure (Ambassador's
+/// `securityModel`); an insecure one gets its Host's `insecure.action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityModel {
+    /// Secure when `X-Forwarded-Proto` is `https` (set by Envoy from the
+    /// connection, or by a trusted proxy in front: `l7Depth`).
+    Xfp,
+    /// Every request is secure.
+    Secure,
+    /// Every request is insecure.
+    Insecure,
+}
+
 /// A `Host`: a name the edge serves, with its TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
@@ -27,7 +40,8 @@ pub struct Host {
     pub tls_files: Option<(String, String)>,
     /// Certificate from a Secret mounted at `<secrets dir>/<name>/tls.crt|tls.key`.
     pub tls_secret: Option<String>,
-    /// Cleartext requests.
+    /// Insecure requests (`requestPolicy.insecure.action`, default
+    /// `Redirect` as in Ambassador, with or without a certificate here).
     pub insecure: Insecure,
 }
 
@@ -102,6 +116,9 @@ pub struct Listener {
     /// Proxies in front whose `x-forwarded-for` entries are trusted
     /// (Ambassador's `l7Depth`), so the client address is the real client's.
     pub l7_depth: u32,
+    /// Which requests count as secure; without one, every request on an
+    /// HTTPS Listener and none on an HTTP one.
+    pub security_model: Option<SecurityModel>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,15 +158,8 @@ pub(crate) fn host(raw: RawDoc<RawHostSpec>, err: ErrFn<'_>) -> Result<Host, Res
             "tlsSecret or tlsFiles, not both".into(),
         ));
     }
-    let has_tls = spec.tls_secret.is_some() || spec.tls_files.is_some();
     let insecure = match spec.request_policy {
-        None => {
-            if has_tls {
-                Insecure::Redirect
-            } else {
-                Insecure::Route
-            }
-        }
+        None => Insecure::Redirect,
         Some(p) => {
             if p.insecure.additional_port.is_some_and(|port| port >= 0) {
                 return Err(err(
@@ -179,6 +189,29 @@ pub(crate) fn host(raw: RawDoc<RawHostSpec>, err: ErrFn<'_>) -> Result<Host, Res
     })
 }
 
+/// Checks a Listener's `hostBinding`: Gatehouse binds every Host to every
+/// Listener, which is Ambassador's `namespace: {from: ALL}` (the binding
+/// nearly every Listener has); narrower bindings are refused, not widened.
+fn host_binding(binding: &serde_yaml_ng::Value, err: ErrFn<'_>) -> Result<(), ResourceError> {
+    let all = binding.as_mapping().is_some_and(|m| m.len() == 1)
+        && binding
+            .get("namespace")
+            .and_then(|n| n.as_mapping())
+            .is_some_and(|n| n.len() == 1)
+        && binding
+            .get("namespace")
+            .and_then(|n| n.get("from"))
+            .and_then(serde_yaml_ng::Value::as_str)
+            == Some("ALL");
+    if all {
+        return Ok(());
+    }
+    Err(err(
+        "spec.hostBinding",
+        "only namespace: {from: ALL} is supported (every Host on every Listener); SELF and selectors are not yet: write from: ALL and keep other Hosts out of the rendered set".into(),
+    ))
+}
+
 /// A Listener from its document. That no other Listener has its port is
 /// checked as it joins the others.
 pub(crate) fn listener(
@@ -198,23 +231,26 @@ pub(crate) fn listener(
             ));
         }
     };
-    if spec
-        .security_model
-        .as_deref()
-        .is_some_and(|m| !["XFP", "INSECURE", "SECURE"].contains(&m))
-    {
-        return Err(err("spec.securityModel", "XFP, SECURE or INSECURE".into()));
-    }
-    if spec.host_binding.is_some() {
-        return Err(err(
-            "spec.hostBinding",
-            "not supported yet: every Host binds to every Listener".into(),
-        ));
+    let security_model = match spec.security_model.as_deref() {
+        None => None,
+        Some("XFP") => Some(SecurityModel::Xfp),
+        Some("SECURE") => Some(SecurityModel::Secure),
+        Some("INSECURE") => Some(SecurityModel::Insecure),
+        Some(other) => {
+            return Err(err(
+                "spec.securityModel",
+                format!("{other:?}: XFP, SECURE or INSECURE"),
+            ));
+        }
+    };
+    if let Some(binding) = &spec.host_binding {
+        host_binding(binding, err)?;
     }
     Ok(Listener {
         name: raw.metadata.name,
         port: spec.port,
         tls,
         l7_depth: spec.l7_depth.unwrap_or(0),
+        security_model,
     })
 }

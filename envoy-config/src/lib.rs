@@ -29,12 +29,12 @@ mod resources;
 mod sanitize;
 
 pub use doc::ResourceError;
-pub use host::{Host, Insecure, Listener};
+pub use host::{Host, Insecure, Listener, SecurityModel};
 pub use limits::{
     DEFAULT_RATELIMIT_TIMEOUT_MS, Label, Labels, Limit, RateLimit, RateLimitService,
     service_configs,
 };
-pub use mapping::{CircuitBreaker, Cors, Mapping, RetryPolicy, Sticky};
+pub use mapping::{AddedHeader, CircuitBreaker, Cors, Mapping, RetryPolicy, Sticky};
 pub use policy::{
     ApiKeyFilter, Filter, FilterKind, FilterPolicy, FilterUse, HeaderCondition, JwtFilter,
     OAuth2Filter, PathMatch, PolicyRule, Url,
@@ -43,4 +43,4 @@ pub use render::{
     LiveFiles, OIDC_PATH_PREFIX, RenderError, RenderOptions, Rendered, render, render_bootstrap,
     render_live, route_table, union_cds,
 };
-pub use resources::{Resources, load, substitute};
+pub use resources::{Instance, Outcome, Resources, load, load_for, report, substitute};

@@ -20,15 +20,13 @@ pub enum Label {
     },
     /// The client address (`remote_address`).
     RemoteAddress,
-    /// A request header's value.
+    /// A request header's value; without the header the whole group is
+    /// not sent (Ambassador's meaning, whatever `omit_if_not_present` says).
     RequestHeader {
         /// Descriptor key.
         key: String,
         /// Header to read.
         header: String,
-        /// Leave the label out when the header is absent (otherwise the
-        /// whole group is not sent).
-        omit_if_absent: bool,
     },
     /// The cluster the request came in on (`source_cluster`).
     SourceCluster,
@@ -49,18 +47,66 @@ impl Label {
                 }
             }
             Self::RemoteAddress => json!({ "remote_address": {} }),
-            Self::RequestHeader {
-                key,
-                header,
-                omit_if_absent,
-            } => json!({ "request_headers": {
+            Self::RequestHeader { key, header } => json!({ "request_headers": {
                 "header_name": header,
                 "descriptor_key": key,
-                "skip_if_absent": omit_if_absent,
             }}),
             Self::SourceCluster => json!({ "source_cluster": {} }),
             Self::DestinationCluster => json!({ "destination_cluster": {} }),
         }
+    }
+
+    /// The descriptor key Envoy sends this label under.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Generic { key, .. } | Self::RequestHeader { key, .. } => key,
+            Self::RemoteAddress => "remote_address",
+            Self::SourceCluster => "source_cluster",
+            Self::DestinationCluster => "destination_cluster",
+        }
+    }
+}
+
+/// The domain Ambassador's rate-limit service answers for unless the
+/// `RateLimitService` names another: Mapping labels of other domains are
+/// never sent, as in Ambassador.
+pub const DEFAULT_DOMAIN: &str = "ambassador";
+
+/// What Envoy sends for a label group, given the limits of its domain: the
+/// group as it is, or cut to the length of the patterns that match its
+/// start (Ambassador matches a pattern against the start of a group, where
+/// the reference service needs the whole descriptor).
+///
+/// # Errors
+/// Patterns of different lengths that could both match the group: Ambassador
+/// applies only the longest that matches a request, which a descriptor sent
+/// ahead of the request cannot express.
+pub fn descriptor<'a>(group: &'a [Label], limits: &[&Limit]) -> Result<&'a [Label], String> {
+    let mut lengths: Vec<usize> = limits
+        .iter()
+        .filter(|l| {
+            l.pattern.len() <= group.len()
+                && l.pattern
+                    .iter()
+                    .zip(group)
+                    .all(|((k, _), label)| k == label.key())
+        })
+        .map(|l| l.pattern.len())
+        .collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    match lengths.as_slice() {
+        [] => Ok(group),
+        [n] => Ok(&group[..*n]),
+        _ => Err(format!(
+            "RateLimit patterns of {} labels all match the start of this label group; Ambassador applies the longest that matches each request, which Gatehouse cannot: give the patterns one length or split the group",
+            lengths
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
@@ -90,6 +136,8 @@ fn label(spec: &serde_yaml_ng::Value, path: &str, err: ErrFn<'_>) -> Result<Labe
     let known: &[&str] = match kind {
         "generic_key" => &["value", "key"],
         "remote_address" | "source_cluster" | "destination_cluster" => &["key"],
+        // `omit_if_not_present` changes nothing in Ambassador (a missing
+        // header always drops the group): accepted as the same no-op.
         "request_headers" => &["key", "header_name", "omit_if_not_present"],
         other => {
             return Err(err(
@@ -146,13 +194,18 @@ fn label(spec: &serde_yaml_ng::Value, path: &str, err: ErrFn<'_>) -> Result<Labe
                 )
             })?;
             readable_header(&header, &format!("{path}.request_headers.header_name"), err)?;
+            if body
+                .get("omit_if_not_present")
+                .is_some_and(|v| v.as_bool().is_none())
+            {
+                return Err(err(
+                    &format!("{path}.request_headers.omit_if_not_present"),
+                    "true or false".into(),
+                ));
+            }
             Label::RequestHeader {
                 key: str_field(body, "key").unwrap_or_else(|| header.clone()),
                 header,
-                omit_if_absent: body
-                    .get("omit_if_not_present")
-                    .and_then(serde_yaml_ng::Value::as_bool)
-                    .unwrap_or(false),
             }
         }
     })
@@ -198,7 +251,8 @@ pub(crate) fn labels(raw: &serde_yaml_ng::Value, err: ErrFn<'_>) -> Result<Label
 /// One limit of a `RateLimit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
-    /// Descriptor entries in order: (key, value; `*` for every value apart).
+    /// Descriptor entries in order: (key, value; `*` for every value apart,
+    /// also written `""`).
     pub pattern: Vec<(String, String)>,
     /// Requests per unit.
     pub rate: u32,
@@ -255,7 +309,12 @@ pub(crate) fn rate_limit(
                         .into(),
                 ));
             }
-            pattern.extend(entry);
+            // `""` and `*` both match the key alone, each value counted
+            // apart, as Ambassador reads them.
+            pattern.extend(entry.into_iter().map(|(k, v)| {
+                let v = if v.is_empty() { "*".to_owned() } else { v };
+                (k, v)
+            }));
         }
         if pattern.is_empty() {
             return Err(err(&at("pattern"), "name at least one label".into()));
@@ -305,6 +364,9 @@ pub struct RateLimitService {
     pub failure_mode_deny: bool,
     /// `timeout_ms` (default 1000): how long Envoy waits for an answer.
     pub timeout_ms: u64,
+    /// `domain` (default `ambassador`): the one domain Envoy asks about;
+    /// Mapping labels of other domains are not sent.
+    pub domain: String,
 }
 
 impl RateLimitService {
@@ -317,6 +379,7 @@ impl RateLimitService {
             address: address.to_owned(),
             failure_mode_deny: false,
             timeout_ms: DEFAULT_RATELIMIT_TIMEOUT_MS,
+            domain: DEFAULT_DOMAIN.to_owned(),
         }
     }
 }
@@ -334,6 +397,8 @@ pub(crate) struct RawRateLimitServiceSpec {
     timeout_ms: Option<u64>,
     #[serde(default)]
     protocol_version: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
 }
 
 pub(crate) fn rate_limit_service(
@@ -362,6 +427,12 @@ pub(crate) fn rate_limit_service(
             "only v3 is supported (Envoy dropped v2)".into(),
         ));
     }
+    if spec.domain.as_deref().is_some_and(str::is_empty) {
+        return Err(err(
+            "spec.domain",
+            "name the domain Envoy asks about (default ambassador)".into(),
+        ));
+    }
     let timeout_ms = spec.timeout_ms.unwrap_or(DEFAULT_RATELIMIT_TIMEOUT_MS);
     if timeout_ms == 0 {
         return Err(err(
@@ -374,6 +445,7 @@ pub(crate) fn rate_limit_service(
         address: spec.service,
         failure_mode_deny: spec.failure_mode_deny.unwrap_or(false),
         timeout_ms,
+        domain: spec.domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_owned()),
     })
 }
 

@@ -29,7 +29,7 @@ pub(crate) struct RawMappingSpec {
     #[serde(default)]
     precedence: Option<i32>,
     #[serde(default)]
-    add_request_headers: BTreeMap<String, String>,
+    add_request_headers: BTreeMap<String, RawAddedHeader>,
     #[serde(default)]
     remove_request_headers: Vec<String>,
     #[serde(default)]
@@ -47,7 +47,7 @@ pub(crate) struct RawMappingSpec {
     #[serde(default)]
     cors: Option<RawCors>,
     #[serde(default)]
-    add_response_headers: BTreeMap<String, String>,
+    add_response_headers: BTreeMap<String, RawAddedHeader>,
     #[serde(default)]
     remove_response_headers: Vec<String>,
     #[serde(default)]
@@ -66,8 +66,73 @@ pub(crate) struct RawMappingSpec {
     labels: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     sticky: Option<RawSticky>,
-    #[serde(default, rename = "ambassador_id")]
-    _ambassador_id: Option<serde_yaml_ng::Value>,
+    /// The developer portal's entry (Ambassador's `docs`): it changes no
+    /// route, in Ambassador either; checked so a typo is still an error.
+    #[serde(default, rename = "docs")]
+    _docs: Option<RawDocs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocs {
+    #[serde(default, rename = "path")]
+    _path: Option<String>,
+    #[serde(default, rename = "url")]
+    _url: Option<String>,
+    #[serde(default, rename = "ignored")]
+    _ignored: Option<bool>,
+    #[serde(default, rename = "display_name")]
+    _display_name: Option<String>,
+    #[serde(default, rename = "timeout_ms")]
+    _timeout_ms: Option<u64>,
+}
+
+/// An added header as Ambassador writes it: a value (text or a bool), or
+/// `{value, append}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAddedHeader {
+    Text(String),
+    Flag(bool),
+    Object {
+        value: String,
+        #[serde(default)]
+        append: Option<bool>,
+    },
+}
+
+/// A header a route adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedHeader {
+    /// The value (Envoy's `%...%` variables work).
+    pub value: String,
+    /// Keep what the request or response has and add this value too
+    /// (Ambassador's `append`, default `true` in the object form); `false`
+    /// replaces it. The plain `name: value` form replaces, so a client
+    /// never adds a copy of a header the edge sets.
+    pub append: bool,
+}
+
+fn added_headers(raw: BTreeMap<String, RawAddedHeader>) -> BTreeMap<String, AddedHeader> {
+    raw.into_iter()
+        .map(|(name, h)| {
+            let header = match h {
+                RawAddedHeader::Text(value) => AddedHeader {
+                    value,
+                    append: false,
+                },
+                RawAddedHeader::Flag(b) => AddedHeader {
+                    value: b.to_string(),
+                    append: false,
+                },
+                RawAddedHeader::Object { value, append } => AddedHeader {
+                    value,
+                    append: append.unwrap_or(true),
+                },
+            };
+            (name, header)
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,7 +331,7 @@ pub struct Mapping {
     /// Higher first, before the length rule.
     pub precedence: i32,
     /// Headers added to the request.
-    pub add_request_headers: BTreeMap<String, String>,
+    pub add_request_headers: BTreeMap<String, AddedHeader>,
     /// Headers removed from the request.
     pub remove_request_headers: Vec<String>,
     /// `prefix` is a regular expression (RE2) over the whole path.
@@ -284,7 +349,7 @@ pub struct Mapping {
     /// CORS.
     pub cors: Option<Cors>,
     /// Headers added to the response.
-    pub add_response_headers: BTreeMap<String, String>,
+    pub add_response_headers: BTreeMap<String, AddedHeader>,
     /// Headers removed from the response.
     pub remove_response_headers: Vec<String>,
     /// Upgrades allowed (e.g. `websocket`).
@@ -308,9 +373,52 @@ pub struct Mapping {
     pub sticky: Option<Sticky>,
 }
 
+/// A Mapping hostname as Ambassador takes it: `*`, an exact name, or a
+/// glob whose `*` is the whole first or last label (Envoy matches no other).
+fn is_hostname_glob(hostname: &str) -> bool {
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && !s.ends_with('.')
+            && !s.contains("..")
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':')
+    };
+    if hostname == "*" {
+        return true;
+    }
+    if let Some(rest) = hostname.strip_prefix("*.") {
+        return name_ok(rest);
+    }
+    if let Some(rest) = hostname.strip_suffix(".*") {
+        return name_ok(rest);
+    }
+    name_ok(hostname)
+}
+
+/// The upstream host as Ambassador's Kubernetes service resolver names it:
+/// a bare service name (no `.`, not `localhost`) of a Mapping in another
+/// namespace than the instance's gets that namespace (`quote` in `shop`
+/// is `quote.shop`); dotted names and addresses stay as written.
+fn qualified_host(host: String, namespace: Option<&str>, instance_namespace: &str) -> String {
+    match namespace {
+        Some(ns)
+            if !ns.is_empty()
+                && ns != instance_namespace
+                && !host.contains('.')
+                && !host.contains(':')
+                && host != "localhost" =>
+        {
+            format!("{host}.{ns}")
+        }
+        _ => host,
+    }
+}
+
 /// A Mapping from its document.
 pub(crate) fn mapping(
     raw: RawDoc<RawMappingSpec>,
+    instance_namespace: &str,
     err: ErrFn<'_>,
 ) -> Result<Mapping, ResourceError> {
     let spec = raw.spec;
@@ -363,6 +471,7 @@ pub(crate) fn mapping(
             "write host:port, e.g. billing:8080".into(),
         ));
     }
+    let host = qualified_host(host, raw.metadata.namespace.as_deref(), instance_namespace);
     if spec.weight.is_some_and(|w| w > 100) {
         return Err(err(
             "spec.weight",
@@ -472,9 +581,18 @@ pub(crate) fn mapping(
         None => Labels::new(),
         Some(v) => labels(v, err)?,
     };
+    let hostname = spec.hostname.unwrap_or_else(|| "*".into());
+    if !is_hostname_glob(&hostname) {
+        return Err(err(
+            "spec.hostname",
+            format!(
+                "{hostname:?}: write *, a host name, or a glob with * as its whole first or last label (*.example.com, example.*)"
+            ),
+        ));
+    }
     Ok(Mapping {
         name: raw.metadata.name,
-        hostname: spec.hostname.unwrap_or_else(|| "*".into()),
+        hostname,
         prefix: prefix.clone(),
         exact_path,
         host,
@@ -491,7 +609,7 @@ pub(crate) fn mapping(
         timeout_ms: spec.timeout_ms.unwrap_or(3000),
         headers,
         precedence: spec.precedence.unwrap_or(0),
-        add_request_headers: spec.add_request_headers,
+        add_request_headers: added_headers(spec.add_request_headers),
         remove_request_headers: spec.remove_request_headers,
         prefix_regex: spec.prefix_regex,
         method: spec.method,
@@ -500,7 +618,7 @@ pub(crate) fn mapping(
         idle_timeout_ms: spec.idle_timeout_ms,
         retry_policy,
         cors,
-        add_response_headers: spec.add_response_headers,
+        add_response_headers: added_headers(spec.add_response_headers),
         remove_response_headers: spec.remove_response_headers,
         allow_upgrade: spec.allow_upgrade,
         regex_headers,

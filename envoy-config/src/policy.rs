@@ -45,7 +45,7 @@ pub struct Url {
 pub struct JwtFilter {
     /// The issuer's JWKS.
     pub jwks_uri: Url,
-    /// Accepted algorithms (empty: the filter's default).
+    /// Accepted algorithms (Ambassador's default: RS256, RS384, RS512).
     pub algorithms: Vec<String>,
     /// Required `aud`.
     pub audience: Option<String>,
@@ -151,8 +151,6 @@ pub(crate) struct RawFilterSpec {
     oauth2: Option<RawOAuth2>,
     #[serde(default, rename = "APIKey")]
     api_key: Option<RawApiKey>,
-    #[serde(default, rename = "ambassador_id")]
-    _ambassador_id: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,8 +240,6 @@ struct RawApiKey {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPolicySpec {
     rules: Vec<RawRule>,
-    #[serde(default, rename = "ambassador_id")]
-    _ambassador_id: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -453,15 +449,45 @@ fn jwt(j: RawJwt, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
         })?;
         inject.push((h.name.to_ascii_lowercase(), claim));
     }
+    // Ambassador's default is every algorithm it supports but none: RSA.
+    let algorithms = if j.valid_algorithms.is_empty() {
+        AES_DEFAULT_ALGORITHMS.map(str::to_owned).to_vec()
+    } else {
+        for (i, a) in j.valid_algorithms.iter().enumerate() {
+            if !JWKS_ALGORITHMS.contains(&a.as_str()) {
+                return Err(err(
+                    &format!("spec.JWT.validAlgorithms[{i}]"),
+                    if a.eq_ignore_ascii_case("none") {
+                        "unsigned tokens are never accepted: leave none out".into()
+                    } else {
+                        format!(
+                            "{a:?}: a JWKS verifies {} (HMAC needs a shared secret, not a JWKS)",
+                            JWKS_ALGORITHMS.join(", ")
+                        )
+                    },
+                ));
+            }
+        }
+        j.valid_algorithms
+    };
     Ok(FilterKind::Jwt(JwtFilter {
         jwks_uri: url(&j.jwks_uri, "spec.JWT.jwksURI", err)?,
-        algorithms: j.valid_algorithms,
+        algorithms,
         audience: j.audience,
         issuer: j.issuer,
         leeway_seconds: leeway,
         inject,
     }))
 }
+
+/// A JWT Filter's algorithms when `validAlgorithms` is left out, as in
+/// Ambassador.
+const AES_DEFAULT_ALGORITHMS: [&str; 3] = ["RS256", "RS384", "RS512"];
+
+/// What `validAlgorithms` may name: the algorithms of public keys.
+const JWKS_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
     if o.secret.is_some() {

@@ -10,7 +10,7 @@ spec:
   prefix: /api/
   service: api:8080
   labels:
-    edge:
+    ambassador:
     - all: [{generic_key: {value: all}}]
 ";
 
@@ -31,7 +31,7 @@ fn ratelimit_filter(envoy: &serde_yaml_ng::Value) -> serde_yaml_ng::Value {
         .unwrap_or_default();
     filters
         .into_iter()
-        .find(|f| f["name"] == "gatehouse.ratelimit.edge")
+        .find(|f| f["name"] == "gatehouse.ratelimit.ambassador")
         .map(|f| f["typed_config"].clone())
         .unwrap_or_default()
 }
@@ -88,7 +88,8 @@ fn unsupported_or_malformed_fields_are_refused_by_name() {
     for (spec, field) in [
         ("{service: ratelimit}", "spec.service"),
         ("{service: 'grpc://ratelimit:8081'}", "spec.service"),
-        ("{service: 'ratelimit:8081', domain: ambassador}", "domain"),
+        ("{service: 'ratelimit:8081', tls: true}", "tls"),
+        ("{service: 'ratelimit:8081', domain: ''}", "spec.domain"),
         (
             "{service: 'ratelimit:8081', protocol_version: v2}",
             "spec.protocol_version",

@@ -17,8 +17,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse_config::{
-    RenderOptions, Resources, load, render, render_bootstrap, render_live, route_table, substitute,
-    union_cds,
+    Instance, Outcome, RenderOptions, Resources, load_for, render, render_bootstrap, render_live,
+    report, route_table, substitute, union_cds,
 };
 
 /// Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy,
@@ -49,8 +49,8 @@ enum Command {
         about = "Write <dir>/envoy.yaml, authz.yaml and ratelimit/<domain>.yaml (--live: the cds, lds and rds files a running Envoy watches)"
     )]
     Render(RenderArgs),
-    /// Render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH)
-    Validate(CheckArgs),
+    /// Render, then `envoy --mode validate` (GATEHOUSE_ENVOY or envoy on PATH); --report: what of each document will work, all at once
+    Validate(ValidateArgs),
     /// The route table in precedence order: what matches, where it goes, which filters run and why
     Routes(CheckArgs),
 }
@@ -76,6 +76,15 @@ struct RenderArgs {
     /// With --live: wait for the Envoy with this admin address to take each step, then drop the old clusters
     #[arg(long, value_name = "HOST:PORT")]
     envoy_admin: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    check: CheckArgs,
+    /// Go on past a refused document: one line for every document (read, skipped for another ambassador_id, or refused and why), then what the whole set renders to
+    #[arg(long)]
+    report: bool,
 }
 
 /// `validate` and `routes` write nothing. They still accept `render`'s output
@@ -105,6 +114,12 @@ struct Options {
     /// Fill ${NAME} in the resource files (repeatable); one left unfilled outside a comment is an error
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = var, global = true)]
     vars: Vec<(String, String)>,
+    /// The Ambassador instance id: resources whose spec.ambassador_id names another instance are skipped
+    #[arg(long, value_name = "ID", global = true, env = "AMBASSADOR_ID", default_value_t = Instance::default().ambassador_id)]
+    ambassador_id: String,
+    /// The instance's namespace: a Mapping in another namespace sends `service: name` to `name.<its namespace>`
+    #[arg(long, value_name = "NAME", global = true, env = "AMBASSADOR_NAMESPACE", default_value_t = Instance::default().namespace)]
+    ambassador_namespace: String,
     /// The cleartext listener when no Listener resource says
     #[arg(long, value_name = "N", global = true, default_value_t = RenderOptions::default().listen_port)]
     listen_port: u16,
@@ -185,13 +200,24 @@ fn files(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn read(inputs: &[PathBuf], vars: &[(String, String)]) -> Result<Resources, String> {
+fn read(inputs: &[PathBuf], options: &Options) -> Result<Resources, String> {
+    let instance = Instance {
+        ambassador_id: options.ambassador_id.clone(),
+        namespace: options.ambassador_namespace.clone(),
+    };
+    let vars = &options.vars;
     let mut resources = Resources::default();
     for file in files(inputs).map_err(|e| e.to_string())? {
         let text =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         let text = substitute(&text, vars).map_err(|e| format!("{}: {e}", file.display()))?;
-        load(&text, &file.display().to_string(), &mut resources).map_err(|e| e.to_string())?;
+        load_for(
+            &instance,
+            &text,
+            &file.display().to_string(),
+            &mut resources,
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(resources)
 }
@@ -340,14 +366,84 @@ fn validate(resources: &Resources, options: &RenderOptions) -> ExitCode {
     }
 }
 
+/// `validate --report`: every document's outcome, then the set's.
+fn report_files(inputs: &[PathBuf], cli: &Options, options: &RenderOptions) -> ExitCode {
+    let instance = Instance {
+        ambassador_id: cli.ambassador_id.clone(),
+        namespace: cli.ambassador_namespace.clone(),
+    };
+    let files = match files(inputs) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut resources = Resources::default();
+    let (mut read, mut skipped, mut refused) = (0, 0, 0);
+    for file in files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| substitute(&t, &cli.vars))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                println!("refused  {name}: {e}");
+                refused += 1;
+                continue;
+            }
+        };
+        for (document, outcome) in report(&instance, &text, &name, &mut resources) {
+            match outcome {
+                Outcome::Read => {
+                    read += 1;
+                    println!("ok       {name}: {document}");
+                }
+                Outcome::Skipped => {
+                    skipped += 1;
+                    println!(
+                        "skipped  {name}: {document}: for another instance than {:?} (ambassador_id)",
+                        instance.ambassador_id
+                    );
+                }
+                Outcome::Refused(e) => {
+                    refused += 1;
+                    println!(
+                        "refused  {}: {}: {}: {}",
+                        e.file, e.document, e.path, e.message
+                    );
+                }
+            }
+        }
+    }
+    let rendered = render(&resources, options);
+    match &rendered {
+        Ok(_) => println!("together: the {read} documents read render"),
+        Err(e) => println!("together: refused: {e}"),
+    }
+    println!("{read} read, {skipped} skipped, {refused} refused");
+    if refused == 0 && rendered.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let options = cli.options.render_options();
     let inputs = match &cli.command {
         Command::Render(args) => &args.inputs,
-        Command::Validate(args) | Command::Routes(args) => &args.inputs,
+        Command::Validate(args) => &args.check.inputs,
+        Command::Routes(args) => &args.inputs,
     };
-    let resources = match read(&inputs.files, &cli.options.vars) {
+    if let Command::Validate(args) = &cli.command
+        && args.report
+    {
+        return report_files(&inputs.files, &cli.options, &options);
+    }
+    let resources = match read(&inputs.files, &cli.options) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gatehouse: {e}");

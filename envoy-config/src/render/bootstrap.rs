@@ -34,7 +34,7 @@ pub fn render(resources: &Resources, options: &RenderOptions) -> Result<Rendered
     let ctx = Ctx::new(resources, options)?;
     let mut listeners = Vec::new();
     for spec in listener_specs(resources, options) {
-        let routes = Routes::Inline(route_config(&ctx, spec.tls)?);
+        let routes = Routes::Inline(route_config(&ctx, spec.tls, spec.security)?);
         listeners.push(listener(&ctx, &spec, routes)?);
     }
     let bootstrap = json!({

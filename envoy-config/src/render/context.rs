@@ -86,6 +86,19 @@ impl<'a> Ctx<'a> {
             }
         }
         let all = groups(resources);
+        for g in &all {
+            let given: u32 = g.members.iter().filter_map(|m| m.weight).sum();
+            if g.members.len() > 1 && given > 100 {
+                return Err(render_err(
+                    format!("Mapping {}", g.members[0].name),
+                    "spec.weight",
+                    format!(
+                        "the weights of the Mappings with this match add up to {given}: a split shares 100"
+                    ),
+                ));
+            }
+            g.shared()?;
+        }
         for (i, g) in all.iter().enumerate() {
             let Some(sticky) = g.sticky() else { continue };
             let doc = format!("Mapping {}", g.members[0].name);
@@ -117,10 +130,17 @@ impl<'a> Ctx<'a> {
                 ));
             }
         }
+        // Envoy asks the rate-limit service about its one domain; labels
+        // of other domains are not sent, as in Ambassador.
+        let domain = resources
+            .rate_limit_service
+            .as_ref()
+            .map_or(crate::limits::DEFAULT_DOMAIN, |s| s.domain.as_str());
         let domains: BTreeSet<String> = resources
             .mappings
             .iter()
             .flat_map(|m| m.labels.keys().cloned())
+            .filter(|d| d == domain)
             .collect();
         Ok(Self {
             resources,
@@ -129,6 +149,38 @@ impl<'a> Ctx<'a> {
             has_authz,
             domains: domains.into_iter().collect(),
         })
+    }
+
+    /// What Envoy sends for each of a route's label groups in `domain`
+    /// ([`crate::limits::descriptor`]).
+    pub(super) fn descriptors<'l>(
+        &self,
+        labels: Option<&'l crate::limits::Labels>,
+        domain: &str,
+        mapping: &str,
+    ) -> Result<Vec<&'l [crate::limits::Label]>, RenderError> {
+        let limits: Vec<&crate::limits::Limit> = self
+            .resources
+            .rate_limits
+            .iter()
+            .filter(|r| r.domain == domain)
+            .flat_map(|r| &r.limits)
+            .collect();
+        labels
+            .and_then(|l| l.get(domain))
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, group)| {
+                crate::limits::descriptor(group, &limits).map_err(|message| {
+                    render_err(
+                        format!("Mapping {mapping}"),
+                        format!("spec.labels.{domain}[{i}]"),
+                        message,
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The rate-limit service: the `RateLimitService` document, else the

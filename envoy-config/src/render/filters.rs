@@ -242,6 +242,10 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                     "scopes": o.scopes,
                     // Browsers drop Secure cookies over plain http.
                     "cookie_secure": o.origin.starts_with("https://"),
+                    // The upstream gets the access token, as behind
+                    // Ambassador's OAuth2 Filter (a JWT Filter after it
+                    // checks that token).
+                    "forward_access_token": true,
                 });
                 if !o.extra_params.is_empty() {
                     oidc["extra_auth_params"] = json!(o.extra_params);

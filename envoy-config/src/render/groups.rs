@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::mapping::{Mapping, Sticky};
+use crate::limits::Labels;
+use crate::mapping::{AddedHeader, Cors, Mapping, RetryPolicy, Sticky};
 use crate::resources::Resources;
+
+use super::options::{RenderError, render_err};
 
 /// One route: the Mappings that share a match.
 pub(super) struct RouteGroup<'a> {
@@ -32,9 +35,102 @@ impl RouteGroup<'_> {
             && *self.regex_query == m.regex_query_parameters
     }
 
+    /// Whether the group's routes belong in virtual host `vhost`: its
+    /// hostname is `*`, `vhost` itself, or a glob that covers the name
+    /// `vhost` (so rules written for that name apply to it there too).
+    pub(super) fn serves(&self, vhost: &str) -> bool {
+        self.hostname == "*" || self.hostname == vhost || glob_covers(self.hostname, vhost)
+    }
+
     /// How the group's weights stick to a user, if they do.
     pub(super) fn sticky(&self) -> Option<&Sticky> {
         self.members.iter().find_map(|m| m.sticky.as_ref())
+    }
+
+    /// What the members of a split share on their routes, as Ambassador
+    /// has it: added headers are the union of every member's; CORS, retries,
+    /// upgrades, rate-limit labels, removed headers and `regex_rewrite` are
+    /// the group's, so members that set them must agree. (Rewrite, timeouts
+    /// and `host_rewrite` stay each member's own.)
+    ///
+    /// # Errors
+    /// Two members setting one of the shared fields differently, or two
+    /// values for one added header.
+    pub(super) fn shared(&self) -> Result<Shared<'_>, RenderError> {
+        let members = &self.members;
+        let refuse = |m: &Mapping, field: &str, other: &Mapping, what: &str| {
+            render_err(
+                format!("Mapping {}", m.name),
+                format!("spec.{field}"),
+                format!(
+                    "differs from Mapping {} with the same match: Ambassador routes a split with one {what}; give them the same",
+                    other.name
+                ),
+            )
+        };
+        let add_request_headers = union(
+            members,
+            |m| &m.add_request_headers,
+            "add_request_headers",
+            &refuse,
+        )?;
+        let add_response_headers = union(
+            members,
+            |m| &m.add_response_headers,
+            "add_response_headers",
+            &refuse,
+        )?;
+        Ok(Shared {
+            cors: agreed(members, |m| m.cors.as_ref(), "cors", "CORS policy", &refuse)?,
+            retry_policy: agreed(
+                members,
+                |m| m.retry_policy.as_ref(),
+                "retry_policy",
+                "retry policy",
+                &refuse,
+            )?,
+            allow_upgrade: agreed(
+                members,
+                |m| Some(&m.allow_upgrade).filter(|u| !u.is_empty()),
+                "allow_upgrade",
+                "set of upgrades",
+                &refuse,
+            )?
+            .map_or(&[][..], Vec::as_slice),
+            labels: agreed(
+                members,
+                |m| Some(&m.labels).filter(|l| !l.is_empty()),
+                "labels",
+                "set of rate-limit labels",
+                &refuse,
+            )?,
+            remove_request_headers: agreed(
+                members,
+                |m| Some(&m.remove_request_headers).filter(|h| !h.is_empty()),
+                "remove_request_headers",
+                "list of removed request headers",
+                &refuse,
+            )?
+            .map_or(&[][..], Vec::as_slice),
+            remove_response_headers: agreed(
+                members,
+                |m| Some(&m.remove_response_headers).filter(|h| !h.is_empty()),
+                "remove_response_headers",
+                "list of removed response headers",
+                &refuse,
+            )?
+            .map_or(&[][..], Vec::as_slice),
+            regex_rewrite: agreed(
+                members,
+                |m| m.regex_rewrite.as_ref(),
+                "regex_rewrite",
+                "regex_rewrite",
+                &refuse,
+            )?,
+            add_request_headers,
+            add_response_headers,
+            rate_limits: Vec::new(),
+        })
     }
 
     fn match_count(&self) -> usize {
@@ -44,6 +140,89 @@ impl RouteGroup<'_> {
             + self.regex_query.len()
             + usize::from(self.method.is_some())
     }
+}
+
+/// Whether the hostname glob `glob` (`*.example.com` or `example.*`, as
+/// Envoy matches virtual host domains) covers the exact name `name`.
+fn glob_covers(glob: &str, name: &str) -> bool {
+    if name.contains('*') {
+        return false;
+    }
+    if let Some(suffix) = glob.strip_prefix('*') {
+        return name.len() > suffix.len() && name.ends_with(suffix);
+    }
+    if let Some(prefix) = glob.strip_suffix('*') {
+        return name.len() > prefix.len() && name.starts_with(prefix);
+    }
+    false
+}
+
+/// The route settings every member of a group shares ([`RouteGroup::shared`]).
+pub(super) struct Shared<'a> {
+    pub(super) cors: Option<&'a Cors>,
+    pub(super) retry_policy: Option<&'a RetryPolicy>,
+    pub(super) allow_upgrade: &'a [String],
+    pub(super) labels: Option<&'a Labels>,
+    pub(super) remove_request_headers: &'a [String],
+    pub(super) remove_response_headers: &'a [String],
+    pub(super) regex_rewrite: Option<&'a (String, String)>,
+    pub(super) add_request_headers: BTreeMap<&'a str, &'a AddedHeader>,
+    pub(super) add_response_headers: BTreeMap<&'a str, &'a AddedHeader>,
+    /// Envoy's `rate_limits` of the routes, filled in by `routes` (it needs
+    /// the render context).
+    pub(super) rate_limits: Vec<serde_json::Value>,
+}
+
+type Refuse<'r> = dyn Fn(&Mapping, &str, &Mapping, &str) -> RenderError + 'r;
+
+/// The one value the members that set `field` give it, if any does.
+fn agreed<'a, T: PartialEq + ?Sized>(
+    members: &[&'a Mapping],
+    get: impl Fn(&'a Mapping) -> Option<&'a T>,
+    field: &str,
+    what: &str,
+    refuse: &Refuse<'_>,
+) -> Result<Option<&'a T>, RenderError> {
+    let mut found: Option<(&Mapping, &T)> = None;
+    for m in members {
+        let Some(value) = get(m) else { continue };
+        match found {
+            Some((first, v)) if v != value => return Err(refuse(m, field, first, what)),
+            Some(_) => {}
+            None => found = Some((m, value)),
+        }
+    }
+    Ok(found.map(|(_, v)| v))
+}
+
+/// Every member's headers of `field` together; one header with two values
+/// is refused.
+fn union<'a>(
+    members: &[&'a Mapping],
+    get: impl Fn(&'a Mapping) -> &'a BTreeMap<String, AddedHeader>,
+    field: &str,
+    refuse: &Refuse<'_>,
+) -> Result<BTreeMap<&'a str, &'a AddedHeader>, RenderError> {
+    let mut all: BTreeMap<&str, (&Mapping, &AddedHeader)> = BTreeMap::new();
+    for m in members {
+        for (name, value) in get(m) {
+            match all.get(name.as_str()) {
+                Some((first, v)) if *v != value => {
+                    return Err(refuse(
+                        m,
+                        &format!("{field}.{name}"),
+                        first,
+                        "value for each added header",
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    all.insert(name, (m, value));
+                }
+            }
+        }
+    }
+    Ok(all.into_iter().map(|(k, (_, v))| (k, v)).collect())
 }
 
 /// Groups Mappings with the same match and sorts the groups as Ambassador
@@ -85,6 +264,25 @@ pub(super) fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
     groups
 }
 
+/// The members of a group in the order Ambassador splits them: those with
+/// a weight first, then those without (each part by name), each with its
+/// share ([`weights`]); the last takes whatever the others leave of 100, as
+/// in Ambassador.
+pub(super) fn split<'a>(members: &[&'a Mapping]) -> Vec<(&'a Mapping, u32)> {
+    let mut ordered: Vec<&Mapping> = members
+        .iter()
+        .copied()
+        .filter(|m| m.weight.is_some())
+        .collect();
+    ordered.extend(members.iter().copied().filter(|m| m.weight.is_none()));
+    let mut shares = weights(&ordered);
+    let others: u32 = shares.iter().rev().skip(1).sum();
+    if let Some(last) = shares.last_mut() {
+        *last = 100u32.saturating_sub(others);
+    }
+    ordered.into_iter().zip(shares).collect()
+}
+
 /// Weights of a group as Ambassador assigns them: explicit weights stand,
 /// the Mappings without one share what is left of 100 evenly.
 pub(super) fn weights(members: &[&Mapping]) -> Vec<u32> {
@@ -119,6 +317,18 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn globs_cover_names_as_envoy_domains_do() {
+        assert!(glob_covers("*.example.com", "api.example.com"));
+        assert!(glob_covers("*.example.com", "a.b.example.com"));
+        assert!(!glob_covers("*.example.com", "example.com"));
+        assert!(!glob_covers("*.example.com", "api.example.org"));
+        assert!(glob_covers("example.*", "example.org"));
+        assert!(!glob_covers("example.*", "example."));
+        assert!(!glob_covers("example.com", "example.com"));
+        assert!(!glob_covers("*.example.com", "*.example.com"));
+    }
 
     #[test]
     fn weights_always_sum_to_a_hundred() {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::host::{Host, Listener};
+use crate::host::{Host, Listener, SecurityModel};
 use crate::resources::Resources;
 
 use super::context::Ctx;
@@ -27,6 +27,10 @@ pub(super) struct ListenerSpec {
     pub(super) port: u16,
     pub(super) tls: bool,
     pub(super) hops: u32,
+    /// Which requests count as secure.
+    pub(super) security: SecurityModel,
+    /// Cleartext on the TLS port too (an HTTPS `Listener`, as in Ambassador).
+    pub(super) cleartext_too: bool,
 }
 
 /// The listeners to render: the `Listener` resources (a port chosen in the
@@ -38,6 +42,8 @@ pub(super) fn listener_specs(resources: &Resources, options: &RenderOptions) -> 
             port: options.listen_port,
             tls: false,
             hops: options.xff_num_trusted_hops,
+            security: SecurityModel::Insecure,
+            cleartext_too: false,
         }];
         if resources
             .hosts
@@ -49,6 +55,8 @@ pub(super) fn listener_specs(resources: &Resources, options: &RenderOptions) -> 
                 port: options.https_port,
                 tls: true,
                 hops: options.xff_num_trusted_hops,
+                security: SecurityModel::Secure,
+                cleartext_too: false,
             });
         }
         return out;
@@ -73,6 +81,12 @@ pub(super) fn listener_specs(resources: &Resources, options: &RenderOptions) -> 
                 port: chosen.unwrap_or(l.port),
                 tls: l.tls,
                 hops: l.l7_depth,
+                security: l.security_model.unwrap_or(if l.tls {
+                    SecurityModel::Secure
+                } else {
+                    SecurityModel::Insecure
+                }),
+                cleartext_too: l.tls,
             }
         })
         .collect()
@@ -135,7 +149,7 @@ pub(super) fn listener(
             (None, None) => continue,
         };
         chains.push(json!({
-            "filter_chain_match": { "server_names": [h.hostname] },
+            "filter_chain_match": { "server_names": [h.hostname], "transport_protocol": "tls" },
             "transport_socket": {
                 "name": "envoy.transport_sockets.tls",
                 "typed_config": {
@@ -158,6 +172,11 @@ pub(super) fn listener(
             "spec.protocol",
             "HTTPS, but no Host has tlsSecret or tlsFiles",
         ));
+    }
+    if spec.cleartext_too {
+        // What is not TLS (the inspector says raw_buffer) is served on the
+        // same port, its security by the Listener's securityModel.
+        chains.push(json!({ "filter_chain_match": { "transport_protocol": "raw_buffer" }, "filters": filters }));
     }
     Ok(json!({
         "name": spec.name,

@@ -14,6 +14,7 @@ use super::context::Ctx;
 use super::listener::{ListenerSpec, Routes, listener};
 use super::options::{RenderError, RenderOptions, render_err};
 use super::routes::route_config;
+use crate::host::SecurityModel;
 
 /// The files of a live configuration in directory `dir` (an absolute path):
 /// a bootstrap that reads its listener from `lds.yaml`, the listener's
@@ -99,6 +100,8 @@ pub fn render_live(
         port: options.listen_port,
         tls: false,
         hops: options.xff_num_trusted_hops,
+        security: SecurityModel::Insecure,
+        cleartext_too: false,
     };
     let bootstrap = json!({
         "node": { "id": "gatehouse", "cluster": "gatehouse" },
@@ -122,7 +125,7 @@ pub fn render_live(
     )] });
     let rds = json!({ "resources": [typed(
         "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        route_config(&ctx, false)?,
+        route_config(&ctx, false, SecurityModel::Insecure)?,
     )] });
     Ok(LiveFiles {
         bootstrap: header_and(&bootstrap),

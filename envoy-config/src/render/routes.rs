@@ -6,20 +6,24 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::host::Insecure;
-use crate::mapping::Mapping;
+use crate::host::{Insecure, SecurityModel};
+use crate::mapping::{AddedHeader, Mapping};
 use crate::policy::{Filter, FilterKind, OAuth2Filter, PathMatch};
 
 use super::context::Ctx;
 use super::filters::filter_settings;
-use super::groups::{RouteGroup, groups, weights};
+use super::groups::{RouteGroup, Shared, groups, split};
 use super::names::{JWT_TOKEN_HEADER, OIDC_PATH_PREFIX, ROUTE_HEADER, cluster_name, seconds_text};
 use super::options::RenderError;
 use super::rules::{Variant, variants};
 
-/// Virtual hosts, first match first, for a cleartext (`secure == false`)
-/// or TLS listener.
-pub(super) fn route_config(ctx: &Ctx<'_>, secure: bool) -> Result<Value, RenderError> {
+/// Virtual hosts, first match first, for a cleartext (`tls == false`) or
+/// TLS listener whose requests count as secure as `security` says.
+pub(super) fn route_config(
+    ctx: &Ctx<'_>,
+    tls: bool,
+    security: SecurityModel,
+) -> Result<Value, RenderError> {
     let resources = ctx.resources;
     let groups = groups(resources);
     let mut names: BTreeSet<&str> = BTreeSet::new();
@@ -51,27 +55,17 @@ pub(super) fn route_config(ctx: &Ctx<'_>, secure: bool) -> Result<Value, RenderE
         } else {
             vhost.replace('.', "_")
         };
-        if !secure && let Some(h) = host.filter(|h| h.tls_files.is_some() || h.tls_secret.is_some())
-        {
-            match h.insecure {
-                Insecure::Redirect => {
-                    virtual_hosts.push(json!({
-                        "name": vhost_name,
-                        "domains": [vhost],
-                        "routes": [{ "name": format!("{}-https-redirect", h.name), "match": { "prefix": "/" }, "redirect": { "https_redirect": true } }],
-                    }));
-                    continue;
-                }
-                Insecure::Reject => {
-                    virtual_hosts.push(json!({
-                        "name": vhost_name,
-                        "domains": [vhost],
-                        "routes": [{ "name": format!("{}-insecure-rejected", h.name), "match": { "prefix": "/" }, "direct_response": { "status": 404 } }],
-                    }));
-                    continue;
-                }
-                Insecure::Route => {}
-            }
+        // What an insecure request gets, as in Ambassador: the Host's
+        // `insecure.action`; a name without a Host is routed.
+        let insecure = host.map_or(Insecure::Route, |h| h.insecure);
+        let insecure_name = host.map_or(String::new(), |h| h.name.clone());
+        if security == SecurityModel::Insecure && insecure != Insecure::Route {
+            virtual_hosts.push(json!({
+                "name": vhost_name,
+                "domains": [vhost],
+                "routes": [insecure_route(&insecure_name, insecure, json!({ "prefix": "/" }))],
+            }));
+            continue;
         }
         let mut refused_filters = serde_json::Map::new();
         filter_settings(ctx, &[], &mut refused_filters);
@@ -95,34 +89,119 @@ pub(super) fn route_config(ctx: &Ctx<'_>, secure: bool) -> Result<Value, RenderE
                 }));
             }
         }
-        for g in groups
-            .iter()
-            .filter(|g| g.hostname == vhost || g.hostname == "*")
-        {
+        for g in groups.iter().filter(|g| g.serves(vhost)) {
+            let shared = g.shared()?;
+            let mut limits = Vec::new();
+            for (stage, domain) in ctx.domains.iter().enumerate() {
+                for d in ctx.descriptors(shared.labels, domain, &g.members[0].name)? {
+                    limits.push(json!({
+                        "stage": stage,
+                        "actions": d.iter().map(crate::limits::Label::action).collect::<Vec<_>>(),
+                    }));
+                }
+            }
+            let shared = Shared {
+                rate_limits: limits,
+                ..shared
+            };
             for v in variants(ctx, g, vhost)? {
                 // A sticky split: gatehouse-router names the member in the
                 // route header; requests without the key split by weight.
                 if g.sticky().is_some() {
                     for m in &g.members {
-                        routes.push(route(ctx, g, &v, Some(m)));
+                        routes.push(route(ctx, g, &shared, &v, m, Split::Sticky));
                     }
                 }
-                routes.push(route(ctx, g, &v, None));
+                // A split is one route per member, as Ambassador renders
+                // it, so each keeps its own rewrite, timeouts and Host: the
+                // members' cumulative shares of one random number per
+                // request pick the first route that matches.
+                let members = split(&g.members);
+                let mut cumulative = 0;
+                for (i, (m, share)) in members.iter().enumerate() {
+                    cumulative += share;
+                    let fraction = (i + 1 < members.len()).then_some(cumulative);
+                    routes.push(route(ctx, g, &shared, &v, m, Split::Share(fraction)));
+                }
             }
         }
         if routes.len() == 1 {
             // Nothing but the refused-path route.
             continue;
         }
+        if security == SecurityModel::Xfp && insecure != Insecure::Route {
+            routes = by_forwarded_proto(routes, &insecure_name, insecure);
+        }
         virtual_hosts.push(json!({ "name": vhost_name, "domains": [vhost], "routes": routes }));
     }
     Ok(
-        json!({ "name": if secure { "gatehouse_tls" } else { "gatehouse" }, "virtual_hosts": virtual_hosts }),
+        json!({ "name": if tls { "gatehouse_tls" } else { "gatehouse" }, "virtual_hosts": virtual_hosts }),
     )
 }
 
+/// What an insecure request matching `matcher` gets on Host `host`: a
+/// redirect to https, or (Reject) a 404.
+fn insecure_route(host: &str, action: Insecure, matcher: Value) -> Value {
+    match action {
+        Insecure::Redirect => json!({
+            "name": format!("{host}-https-redirect"),
+            "match": matcher,
+            "redirect": { "https_redirect": true },
+        }),
+        _ => json!({
+            "name": format!("{host}-insecure-rejected"),
+            "match": matcher,
+            "direct_response": { "status": 404 },
+        }),
+    }
+}
+
+/// The routes of an XFP Listener's virtual host whose Host does not route
+/// insecure requests: each route (but the refused-path one, which answers
+/// anyone) for requests whose `x-forwarded-proto` is `https`, followed by
+/// its insecure twin: a redirect for the same match, or (Reject) nothing,
+/// as Ambassador renders them.
+fn by_forwarded_proto(routes: Vec<Value>, host: &str, action: Insecure) -> Vec<Value> {
+    let mut out = Vec::with_capacity(routes.len() * 2);
+    for (i, mut r) in routes.into_iter().enumerate() {
+        if i == 0 {
+            out.push(r);
+            continue;
+        }
+        let insecure_match = r["match"].clone();
+        let secure = string_match_exact("x-forwarded-proto", "https");
+        match r["match"]["headers"].as_array_mut() {
+            Some(headers) => headers.push(secure),
+            None => r["match"]["headers"] = json!([secure]),
+        }
+        out.push(r);
+        if action == Insecure::Redirect {
+            out.push(insecure_route(host, action, insecure_match));
+        }
+    }
+    out
+}
+
+/// How a route takes its share of a group's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// The requests gatehouse-router named this member for.
+    Sticky,
+    /// The requests whose random number (of 100) is under this cumulative
+    /// share; `None` for the last member (or the only one): every request
+    /// left.
+    Share(Option<u32>),
+}
+
 #[allow(clippy::too_many_lines)]
-fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Mapping>) -> Value {
+fn route(
+    ctx: &Ctx<'_>,
+    g: &RouteGroup<'_>,
+    shared: &Shared<'_>,
+    v: &Variant<'_>,
+    member: &Mapping,
+    split: Split,
+) -> Value {
     let first = g.members[0];
     let mut headers: Vec<Value> = g
         .headers
@@ -137,8 +216,8 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     if let Some(method) = g.method {
         headers.push(string_match_exact(":method", method));
     }
-    if let Some(m) = member {
-        headers.push(string_match_exact(ROUTE_HEADER, &cluster_name(m)));
+    if split == Split::Sticky {
+        headers.push(string_match_exact(ROUTE_HEADER, &cluster_name(member)));
     }
     if let Some(h) = &v.header {
         let mut m = match (&h.value, &h.value_regex) {
@@ -171,11 +250,18 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     if !query.is_empty() {
         matcher["query_parameters"] = Value::Array(query);
     }
-    let mut action = json!({ "timeout": seconds_text(first.timeout_ms) });
-    if let Some((pattern, substitution)) = &first.regex_rewrite {
+    if let Split::Share(Some(percent)) = split {
+        matcher["runtime_fraction"] = json!({
+            "default_value": { "numerator": percent, "denominator": "HUNDRED" },
+            "runtime_key": format!("routing.traffic_shift.{}", cluster_name(member)),
+        });
+    }
+    let mut action = json!({ "timeout": seconds_text(member.timeout_ms) });
+    if let Some((pattern, substitution)) = shared.regex_rewrite {
         action["regex_rewrite"] =
             json!({ "pattern": { "regex": pattern }, "substitution": substitution });
-    } else {
+    } else if !member.rewrite.is_empty() {
+        // `rewrite: ""` keeps the path as it came, as in Ambassador.
         // A narrower route keeps the Mapping's rewrite: what follows the
         // Mapping's prefix follows the rewrite.
         let suffix = match &v.path {
@@ -186,69 +272,48 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
             }
             _ => "",
         };
-        action["prefix_rewrite"] = json!(format!("{}{suffix}", first.rewrite));
+        action["prefix_rewrite"] = json!(format!("{}{suffix}", member.rewrite));
     }
-    if let Some(m) = member {
-        action["cluster"] = json!(cluster_name(m));
-    } else if g.members.len() == 1 {
-        action["cluster"] = json!(cluster_name(first));
-    } else {
-        let clusters: Vec<Value> = g
-            .members
-            .iter()
-            .zip(weights(&g.members))
-            .map(|(m, w)| json!({ "name": cluster_name(m), "weight": w }))
-            .collect();
-        action["weighted_clusters"] = json!({ "clusters": clusters });
-    }
-    if let Some(host) = &first.host_rewrite {
+    action["cluster"] = json!(cluster_name(member));
+    if let Some(host) = &member.host_rewrite {
         action["host_rewrite_literal"] = json!(host);
     }
-    if let Some(ms) = first.idle_timeout_ms {
+    if let Some(ms) = member.idle_timeout_ms {
         action["idle_timeout"] = json!(seconds_text(ms));
     }
-    if let Some(retry) = &first.retry_policy {
+    if let Some(retry) = shared.retry_policy {
         let mut policy = json!({ "retry_on": retry.retry_on, "num_retries": retry.num_retries });
         if let Some(t) = &retry.per_try_timeout {
             policy["per_try_timeout"] = json!(t);
         }
         action["retry_policy"] = policy;
     }
-    if !first.allow_upgrade.is_empty() {
+    if !shared.allow_upgrade.is_empty() {
         action["upgrade_configs"] = Value::Array(
-            first
+            shared
                 .allow_upgrade
                 .iter()
                 .map(|u| json!({ "upgrade_type": u }))
                 .collect(),
         );
     }
-    let mut limits = Vec::new();
-    for (stage, domain) in ctx.domains.iter().enumerate() {
-        for group in first.labels.get(domain).into_iter().flatten() {
-            limits.push(json!({
-                "stage": stage,
-                "actions": group.iter().map(crate::limits::Label::action).collect::<Vec<_>>(),
-            }));
-        }
-    }
-    if !limits.is_empty() {
-        action["rate_limits"] = Value::Array(limits);
+    if !shared.rate_limits.is_empty() {
+        action["rate_limits"] = Value::Array(shared.rate_limits.clone());
     }
     let mut name = match &v.path {
-        None if v.header.is_none() => first.name.clone(),
+        None if v.header.is_none() => member.name.clone(),
         _ => format!(
             "{}/{}",
-            first.name,
+            member.name,
             v.because.as_deref().unwrap_or("narrowed")
         ),
     };
-    if let Some(m) = member {
-        name = format!("{name}/sticky/{}", m.name);
+    if split == Split::Sticky {
+        name = format!("{name}/sticky");
     }
     let mut r = json!({ "name": name, "match": matcher, "route": action });
     let mut per_filter = serde_json::Map::new();
-    if let Some(cors) = &first.cors {
+    if let Some(cors) = shared.cors {
         let origins: Vec<Value> = cors
             .origins
             .iter()
@@ -283,19 +348,19 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     if !per_filter.is_empty() {
         r["typed_per_filter_config"] = Value::Object(per_filter);
     }
-    let add_response = headers_to_add(&first.add_response_headers);
+    let add_response = headers_to_add(&shared.add_response_headers);
     if !add_response.is_empty() {
         r["response_headers_to_add"] = Value::Array(add_response);
     }
-    if !first.remove_response_headers.is_empty() {
-        r["response_headers_to_remove"] = json!(first.remove_response_headers);
+    if !shared.remove_response_headers.is_empty() {
+        r["response_headers_to_remove"] = json!(shared.remove_response_headers);
     }
-    let add = headers_to_add(&first.add_request_headers);
+    let add = headers_to_add(&shared.add_request_headers);
     if !add.is_empty() {
         r["request_headers_to_add"] = Value::Array(add);
     }
-    let mut remove = first.remove_request_headers.clone();
-    if member.is_some() {
+    let mut remove = shared.remove_request_headers.to_vec();
+    if split == Split::Sticky {
         remove.push(ROUTE_HEADER.to_owned());
     }
     // The token stays off the upstream request, as with jwt_authn, but the
@@ -319,12 +384,19 @@ fn route(ctx: &Ctx<'_>, g: &RouteGroup<'_>, v: &Variant<'_>, member: Option<&Map
     r
 }
 
-/// Envoy's `*_headers_to_add`: each header set, replacing a value the
-/// request or response already has.
-fn headers_to_add(headers: &BTreeMap<String, String>) -> Vec<Value> {
+/// Envoy's `*_headers_to_add`: each header replacing a value the request or
+/// response already has, or added beside it (`append`).
+fn headers_to_add(headers: &BTreeMap<&str, &AddedHeader>) -> Vec<Value> {
     headers
         .iter()
-        .map(|(k, v)| json!({ "header": { "key": k, "value": v }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" }))
+        .map(|(k, h)| {
+            let action = if h.append {
+                "APPEND_IF_EXISTS_OR_ADD"
+            } else {
+                "OVERWRITE_IF_EXISTS_OR_ADD"
+            };
+            json!({ "header": { "key": k, "value": h.value }, "append_action": action })
+        })
         .collect()
 }
 

@@ -8,7 +8,7 @@ use crate::policy::PathMatch;
 use crate::resources::Resources;
 
 use super::context::Ctx;
-use super::groups::{groups, weights};
+use super::groups::{groups, split};
 use super::options::{RenderError, RenderOptions};
 use super::rules::variants;
 
@@ -31,10 +31,7 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
     }
     let specific: Vec<&str> = vhosts.iter().copied().filter(|h| *h != "*").collect();
     for vhost in specific.into_iter().chain(std::iter::once("*")) {
-        for g in groups(resources)
-            .iter()
-            .filter(|g| g.hostname == vhost || g.hostname == "*")
-        {
+        for g in groups(resources).iter().filter(|g| g.serves(vhost)) {
             for v in variants(&ctx, g, vhost)? {
                 let mut matches: Vec<String> = g
                     .method
@@ -53,10 +50,8 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
                         (None, None) => format!("{not}{} present", h.name),
                     });
                 }
-                let targets: Vec<String> = g
-                    .members
-                    .iter()
-                    .zip(weights(&g.members))
+                let targets: Vec<String> = split(&g.members)
+                    .into_iter()
                     .map(|(m, w)| {
                         if g.members.len() == 1 {
                             format!("{}:{} ({})", m.host, m.port, m.name)

@@ -350,6 +350,11 @@ impl RateLimitConfig {
                     "descriptor has empty key",
                 ));
             }
+            // An empty value is the key alone, as the reference loads it:
+            // each value counted apart, not a match on the empty string.
+            if raw.value.as_deref() == Some("") {
+                raw.value = None;
+            }
             let key_value = match &raw.value {
                 Some(v) => format!("{}_{v}", raw.key),
                 None => raw.key.clone(),

@@ -55,6 +55,28 @@ fn key_value_is_tried_before_key_only() {
 }
 
 #[test]
+fn an_empty_value_is_the_key_alone() {
+    let config = load(
+        "domain: api\ndescriptors:\n  - key: client\n    value: \"\"\n    rate_limit: { unit: minute, requests_per_unit: 3 }\n",
+    )
+    .unwrap();
+    // Every value counts, each apart, as the reference loads `value: ""`.
+    let a = config.find("api", &d(&[("client", "a")])).unwrap();
+    let b = config.find("api", &d(&[("client", "b")])).unwrap();
+    assert_eq!(a.rule.requests_per_unit(), 3);
+    assert_eq!(a.counter_key, "api_client_a_");
+    assert_eq!(b.counter_key, "api_client_b_");
+    assert_eq!(a.stat_key, "api.client");
+    // And it is the same entry as a key without value: both is a duplicate.
+    let both =
+        err("domain: api\ndescriptors:\n  - key: client\n    value: \"\"\n  - key: client\n");
+    assert!(
+        both.contains("duplicate descriptor composite key 'api.client'"),
+        "{both}"
+    );
+}
+
+#[test]
 fn request_depth_must_equal_config_depth() {
     let config = load(BASIC).unwrap();
     assert!(

@@ -1,0 +1,268 @@
+//! Ambassador's meaning, through real Envoy: examples in Ambassador's
+//! format whose effect depends on how Envoy runs what Gatehouse renders
+//! (the render-only checks are in `envoy-config/tests/fidelity.rs`).
+
+use e2e::jwks::JwksServer;
+use e2e::{Echo, Echoed, Envoy};
+use gatehouse_config::{RenderOptions, Resources, load, render};
+
+async fn start(text: &str, options: RenderOptions) -> anyhow::Result<Envoy> {
+    let mut resources = Resources::default();
+    load(text, "edge.yaml", &mut resources)?;
+    let options = RenderOptions {
+        listen_address: "127.0.0.1".into(),
+        listen_port: 0,
+        https_port: 0,
+        admin_port: 0,
+        ..options
+    };
+    e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "fidelity")
+        .start()
+        .await
+}
+
+fn no_redirects() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+/// A canary split routes each member's share with that member's own
+/// rewrite and Host header, as Ambassador's one route per member does.
+#[tokio::test]
+async fn each_member_of_a_canary_keeps_its_own_rewrite_and_host() -> anyhow::Result<()> {
+    let stable = Echo::start_named("stable").await?;
+    let canary = Echo::start_named("canary").await?;
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: stable}}
+spec: {{prefix: /shop/, service: '127.0.0.1:{stable}', rewrite: /v1/, host_rewrite: stable.internal}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: canary}}
+spec: {{prefix: /shop/, service: '127.0.0.1:{canary}', weight: 50, rewrite: /v2/}}
+",
+        stable = stable.port(),
+        canary = canary.port(),
+    );
+    let envoy = start(&text, RenderOptions::default()).await?;
+    let mut seen = std::collections::BTreeMap::new();
+    // Each side has half: 200 requests all on one side happen with
+    // probability 2^-199.
+    for _ in 0..200 {
+        let e = envoy
+            .get("/shop/cart")
+            .send()
+            .await?
+            .json::<Echoed>()
+            .await?;
+        let host = e.header("host").unwrap_or_default().to_owned();
+        seen.insert(e.upstream.clone(), (e.path.clone(), host));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.get("stable").map(|(p, h)| (p.as_str(), h.as_str())),
+        Some(("/v1/cart", "stable.internal"))
+    );
+    let (path, host) = seen
+        .get("canary")
+        .ok_or_else(|| anyhow::anyhow!("no request reached the canary: {seen:?}"))?;
+    assert_eq!(path, "/v2/cart");
+    assert_ne!(
+        host, "stable.internal",
+        "the stable member's host_rewrite is its own"
+    );
+    Ok(())
+}
+
+/// `rewrite: ""` sends the path as it came, also on a narrower route a
+/// FilterPolicy rule makes.
+#[tokio::test]
+async fn an_empty_rewrite_keeps_the_path_on_every_route() -> anyhow::Result<()> {
+    let echo = Echo::start_named("httpbin").await?;
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: httpbin}}
+spec: {{prefix: /httpbin/, service: '127.0.0.1:{port}', rewrite: ''}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: open}}
+spec:
+  rules:
+  - {{path: /httpbin/ip, filters: null}}
+",
+        port = echo.port()
+    );
+    let envoy = start(&text, RenderOptions::default()).await?;
+    for path in ["/httpbin/ip", "/httpbin/headers"] {
+        let e = envoy.get(path).send().await?.json::<Echoed>().await?;
+        assert_eq!(e.path, path);
+    }
+    Ok(())
+}
+
+/// TLS ended at a load balancer in front (one trusted hop): the Hosts have
+/// no certificate here, and what the balancer says in `X-Forwarded-Proto`
+/// decides. Cleartext is redirected (the default) or refused (Reject).
+#[tokio::test]
+async fn behind_a_tls_load_balancer_x_forwarded_proto_decides() -> anyhow::Result<()> {
+    let echo = Echo::start_named("app").await?;
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Listener
+metadata: {{name: http}}
+spec: {{port: 8080, protocol: HTTP, securityModel: XFP, l7Depth: 1}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: shop}}
+spec: {{hostname: shop.example.com}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: api}}
+spec: {{hostname: api.example.com, requestPolicy: {{insecure: {{action: Reject}}}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: app}}
+spec: {{hostname: '*', prefix: /, service: '127.0.0.1:{port}'}}
+",
+        port = echo.port()
+    );
+    let envoy = start(&text, RenderOptions::default()).await?;
+    let client = no_redirects()?;
+    let send = |host: &'static str, proto: Option<&'static str>| {
+        let mut r = client.get(envoy.url("/cart?x=1")).header("host", host);
+        if let Some(p) = proto {
+            r = r.header("x-forwarded-proto", p);
+        }
+        r.send()
+    };
+    let plain = send("shop.example.com", None).await?;
+    assert_eq!(plain.status(), 301);
+    assert_eq!(
+        plain.headers()["location"],
+        "https://shop.example.com/cart?x=1"
+    );
+    assert_eq!(send("shop.example.com", Some("http")).await?.status(), 301);
+    let secure = send("shop.example.com", Some("https")).await?;
+    assert_eq!(secure.json::<Echoed>().await?.upstream, "app");
+    assert_eq!(send("api.example.com", None).await?.status(), 404);
+    assert_eq!(send("api.example.com", Some("https")).await?.status(), 200);
+    // No redirect loop: a balancer that says https is always routed.
+    for _ in 0..3 {
+        assert_eq!(send("shop.example.com", Some("https")).await?.status(), 200);
+    }
+    Ok(())
+}
+
+/// An HTTPS Listener takes TLS and cleartext on one port, as Ambassador's
+/// does; cleartext there is insecure under XFP, so it is redirected.
+#[tokio::test]
+async fn an_https_listener_serves_tls_and_redirects_cleartext_on_one_port() -> anyhow::Result<()> {
+    let echo = Echo::start_named("shop").await?;
+    let cert = e2e::paths::testdata("tls/tls.crt");
+    let key = e2e::paths::testdata("tls/tls.key");
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Listener
+metadata: {{name: https}}
+spec: {{port: 8443, protocol: HTTPS, securityModel: XFP}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: shop}}
+spec:
+  hostname: shop.test
+  tlsFiles: {{certChain: '{cert}', privateKey: '{key}'}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: shop}}
+spec: {{prefix: /, service: '127.0.0.1:{port}'}}
+",
+        cert = cert.display(),
+        key = key.display(),
+        port = echo.port(),
+    );
+    let envoy = start(&text, RenderOptions::default()).await?;
+    let port = envoy
+        .listener("https")
+        .ok_or_else(|| anyhow::anyhow!("no https listener"))?
+        .port();
+    let plain = no_redirects()?
+        .get(format!("http://127.0.0.1:{port}/cart"))
+        .header("host", "shop.test")
+        .send()
+        .await?;
+    assert_eq!(plain.status(), 301);
+    let seen = e2e::echo::get_over_tls(&cert, "shop.test", port, "/over-tls").await?;
+    assert_eq!(
+        (seen.upstream.as_str(), seen.path.as_str()),
+        ("shop", "/over-tls")
+    );
+    Ok(())
+}
+
+/// A Mapping for `*.example.com` and a FilterPolicy rule that guards
+/// `api.example.com`: the rule holds for that name (no way around it by
+/// the glob), and the glob's other names stay open.
+#[tokio::test]
+async fn a_rule_for_a_name_a_hostname_glob_serves_guards_it() -> anyhow::Result<()> {
+    let echo = Echo::start_named("app").await?;
+    let jwks = JwksServer::start_down().await?;
+    jwks.serve(&e2e::demo::jwks()?);
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: wild}}
+spec: {{hostname: '*.example.com', prefix: /, service: '127.0.0.1:{port}'}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: idp}}
+spec: {{JWT: {{jwksURI: 'http://127.0.0.1:{jwks}/jwks.json'}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: api}}
+spec:
+  rules:
+  - {{host: api.example.com, path: '*', filters: [{{name: idp}}]}}
+",
+        port = echo.port(),
+        jwks = jwks.port(),
+    );
+    let options = RenderOptions {
+        jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
+            .display()
+            .to_string(),
+        ..RenderOptions::default()
+    };
+    let envoy = start(&text, options).await?;
+    let guarded = envoy
+        .get("/x")
+        .header("host", "api.example.com")
+        .send()
+        .await?;
+    assert_eq!(guarded.status(), 401);
+    for host in ["API.example.com", "api.example.com:80", "api.example.com."] {
+        let tricked = envoy.get("/x").header("host", host).send().await?;
+        assert_ne!(tricked.status(), 200, "{host} got past the rule");
+    }
+    let open = envoy
+        .get("/x")
+        .header("host", "www.example.com")
+        .send()
+        .await?;
+    assert_eq!(open.json::<Echoed>().await?.upstream, "app");
+    Ok(())
+}
