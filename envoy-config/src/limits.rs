@@ -260,6 +260,8 @@ pub struct Limit {
     pub unit: String,
     /// `LogOnly`: counted and reported, never refused.
     pub log_only: bool,
+    /// `name`: names the limit in gatehouse-ratelimit's stats and dump.
+    pub name: Option<String>,
 }
 
 /// A `RateLimit` document.
@@ -284,7 +286,6 @@ pub(crate) struct RawRateLimitSpec {
 #[serde(deny_unknown_fields)]
 struct RawLimit {
     #[serde(default)]
-    #[allow(dead_code)]
     name: Option<String>,
     pattern: Vec<BTreeMap<String, String>>,
     rate: u32,
@@ -338,6 +339,7 @@ pub(crate) fn rate_limit(
             rate: l.rate,
             unit,
             log_only,
+            name: l.name,
         });
     }
     Ok(RateLimit {
@@ -467,6 +469,9 @@ pub fn service_configs(limits: &[RateLimit]) -> Result<BTreeMap<String, String>,
         }
         if let Some((l, _)) = &node.limit {
             v["rate_limit"] = json!({ "unit": l.unit, "requests_per_unit": l.rate });
+            if let Some(name) = &l.name {
+                v["rate_limit"]["name"] = json!(name);
+            }
             if l.log_only {
                 v["shadow_mode"] = json!(true);
             }

@@ -754,3 +754,18 @@ fn added_headers_in_the_object_form_append_as_in_ambassador() {
         ]
     );
 }
+
+#[test]
+fn a_limit_name_names_the_rate_limit_in_the_service_config() {
+    let r = limited(
+        "{ambassador: [{g: [{remote_address: {key: remote_address}}]}]}",
+        "[{name: per-address, pattern: [{remote_address: '*'}], rate: 5, unit: minute}]",
+        "",
+    )
+    .unwrap();
+    let config: Value = serde_yaml_ng::from_str(&r.ratelimit["ambassador.yaml"]).unwrap();
+    assert_eq!(
+        config["descriptors"][0]["rate_limit"]["name"],
+        "per-address"
+    );
+}
