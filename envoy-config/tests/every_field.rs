@@ -8,23 +8,32 @@
 
 use gatehouse_config::{RenderOptions, Resources, load, render};
 
-/// The fields `kind` accepts in `spec`, as the parser names them.
-fn accepted(kind: &str, spec: &str) -> Vec<String> {
-    let text = format!(
-        "apiVersion: getambassador.io/v3alpha1\nkind: {kind}\nmetadata: {{name: probe}}\nspec: {{{spec}, zz_not_a_field: 1}}\n"
-    );
+/// The fields accepted where `k`'s fields live, as the parser names them.
+fn accepted(k: &Kind) -> Vec<String> {
+    let text = (k.doc)(&format!("{}, zz_not_a_field: 1", k.base));
     let mut r = Resources::default();
     let e = load(&text, "probe.yaml", &mut r).unwrap_err().message;
+    // serde: "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, ...".
     let list = e
-        .split("expected one of ")
+        .split("expected ")
         .nth(1)
-        .unwrap_or_else(|| panic!("{kind}: no field list in {e:?}"));
-    list.split(';')
-        .next()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{}: no field list in {e:?}", k.name));
+    let list = list.split(';').next().unwrap();
+    list.trim_start_matches("one of ")
         .split(", ")
+        .flat_map(|f| f.split(" or "))
         .map(|f| f.trim().trim_matches('`').to_owned())
         .collect()
+}
+
+fn render_err(text: &str) -> String {
+    let mut r = Resources::default();
+    match load(text, "t.yaml", &mut r) {
+        Err(e) => e.to_string(),
+        Ok(()) => render(&r, &RenderOptions::default())
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string()),
+    }
 }
 
 /// Everything rendered for `text`: bootstrap and service files.
@@ -41,24 +50,61 @@ fn doc(kind: &str, name: &str, spec: &str) -> String {
     )
 }
 
-/// For one kind: the base spec, what surrounds it, and per accepted field
-/// either the spec with the field set (replacing the base's where it has
+/// For one kind (or one object in it): the document around the fields,
+/// the base fields, the other documents the render needs, and per accepted
+/// field either the fields with it set (replacing the base's where it has
 /// one) or the reason it is a no-op.
 struct Kind {
-    kind: &'static str,
+    name: &'static str,
+    doc: fn(&str) -> String,
     base: &'static str,
     around: &'static str,
     fields: &'static [(&'static str, Field)],
 }
 
 enum Field {
-    /// The spec with the field set; its output must differ from the base's.
+    /// The fields with this one set; the output must differ from the base's.
     Set(&'static str),
-    /// The spec with the field set, and why the output does not change.
+    /// The fields with this one set, and why the output does not change.
     NoOp(&'static str, &'static str),
+    /// Accepted by the parser so a refusal can name it: every value is
+    /// refused with this message.
+    Refused(&'static str, &'static str),
 }
 
-use Field::{NoOp, Set};
+use Field::{NoOp, Refused, Set};
+
+fn mapping(spec: &str) -> String {
+    doc("Mapping", "probe", spec)
+}
+fn host(spec: &str) -> String {
+    doc("Host", "probe", spec)
+}
+fn listener(spec: &str) -> String {
+    doc("Listener", "probe", spec)
+}
+fn rate_limit_service(spec: &str) -> String {
+    doc("RateLimitService", "probe", spec)
+}
+fn jwt(fields: &str) -> String {
+    doc("Filter", "probe", &format!("JWT: {{{fields}}}"))
+}
+fn oauth2(fields: &str) -> String {
+    doc("Filter", "probe", &format!("OAuth2: {{{fields}}}"))
+}
+fn api_key(fields: &str) -> String {
+    doc("Filter", "probe", &format!("APIKey: {{{fields}}}"))
+}
+fn policy_filter(fields: &str) -> String {
+    doc(
+        "FilterPolicy",
+        "probe",
+        &format!("rules: [{{path: '/a/*', filters: [{{{fields}}}]}}]"),
+    )
+}
+
+/// A Mapping for the Filters to guard, and the rule that uses Filter `probe`.
+const GUARDED: &str = "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: m}\nspec: {prefix: /a/, service: a}\n---\napiVersion: getambassador.io/v3alpha1\nkind: FilterPolicy\nmetadata: {name: p}\nspec: {rules: [{path: '/a/*', filters: [{name: probe}]}]}\n";
 
 /// Two more members of the base Mapping's split (a weight on the last
 /// member alone would change nothing: it takes what the others leave), and
@@ -67,7 +113,8 @@ const SPLIT: &str = "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\n
 
 const KINDS: &[Kind] = &[
     Kind {
-        kind: "Mapping",
+        name: "Mapping",
+        doc: mapping,
         base: "prefix: /a/, service: a",
         around: SPLIT,
         fields: &[
@@ -165,7 +212,8 @@ const KINDS: &[Kind] = &[
         ],
     },
     Kind {
-        kind: "Host",
+        name: "Host",
+        doc: host,
         base: "hostname: shop.example.com, requestPolicy: {insecure: {action: Route}}",
         around: "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: m}\nspec: {prefix: /, service: a}\n",
         fields: &[
@@ -199,7 +247,8 @@ const KINDS: &[Kind] = &[
         ],
     },
     Kind {
-        kind: "Listener",
+        name: "Listener",
+        doc: listener,
         base: "port: 8080, protocol: HTTP, securityModel: XFP",
         around: "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: m}\nspec: {prefix: /, service: a}\n---\napiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: h}\nspec: {hostname: shop.example.com, tlsSecret: {name: shop}}\n",
         fields: &[
@@ -229,7 +278,8 @@ const KINDS: &[Kind] = &[
         ],
     },
     Kind {
-        kind: "RateLimitService",
+        name: "RateLimitService",
+        doc: rate_limit_service,
         base: "service: 'ratelimit:8081'",
         around: "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: m}\nspec: {prefix: /, service: a, labels: {ambassador: [{g: [{remote_address: {key: remote_address}}]}], other: [{g: [{generic_key: {value: x}}]}]}}\n",
         fields: &[
@@ -252,31 +302,229 @@ const KINDS: &[Kind] = &[
             ),
         ],
     },
+    Kind {
+        name: "Filter JWT",
+        doc: jwt,
+        base: "jwksURI: 'https://idp.example.com/jwks.json'",
+        around: GUARDED,
+        fields: &[
+            ("jwksURI", Set("jwksURI: 'https://login.example.com/keys'")),
+            (
+                "validAlgorithms",
+                Set("jwksURI: 'https://idp.example.com/jwks.json', validAlgorithms: [ES256]"),
+            ),
+            (
+                "audience",
+                Set("jwksURI: 'https://idp.example.com/jwks.json', audience: api"),
+            ),
+            (
+                "requireAudience",
+                NoOp(
+                    "jwksURI: 'https://idp.example.com/jwks.json', requireAudience: true",
+                    "a set audience is always required; without one there is nothing to require",
+                ),
+            ),
+            (
+                "issuer",
+                Set(
+                    "jwksURI: 'https://idp.example.com/jwks.json', issuer: 'https://idp.example.com'",
+                ),
+            ),
+            (
+                "requireIssuer",
+                NoOp(
+                    "jwksURI: 'https://idp.example.com/jwks.json', requireIssuer: true",
+                    "a set issuer is always required; without one there is nothing to require",
+                ),
+            ),
+            (
+                "requireIssuedAt",
+                NoOp(
+                    "jwksURI: 'https://idp.example.com/jwks.json', requireIssuedAt: false",
+                    "false only (Ambassador's default): the claim is checked whenever present",
+                ),
+            ),
+            (
+                "requireExpiresAt",
+                NoOp(
+                    "jwksURI: 'https://idp.example.com/jwks.json', requireExpiresAt: false",
+                    "false only (Ambassador's default): the claim is checked whenever present",
+                ),
+            ),
+            (
+                "requireNotBefore",
+                NoOp(
+                    "jwksURI: 'https://idp.example.com/jwks.json', requireNotBefore: false",
+                    "false only (Ambassador's default): the claim is checked whenever present",
+                ),
+            ),
+            (
+                "leewayForExpiresAt",
+                Set("jwksURI: 'https://idp.example.com/jwks.json', leewayForExpiresAt: 30s"),
+            ),
+            (
+                "leewayForNotBefore",
+                Set("jwksURI: 'https://idp.example.com/jwks.json', leewayForNotBefore: 30s"),
+            ),
+            (
+                "leewayForIssuedAt",
+                Set("jwksURI: 'https://idp.example.com/jwks.json', leewayForIssuedAt: 30s"),
+            ),
+            (
+                "injectRequestHeaders",
+                Set(
+                    "jwksURI: 'https://idp.example.com/jwks.json', injectRequestHeaders: [{name: X-Sub, value: '{{ .token.Claims.sub }}'}]",
+                ),
+            ),
+        ],
+    },
+    Kind {
+        name: "Filter OAuth2",
+        doc: oauth2,
+        base: "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}]",
+        around: GUARDED,
+        fields: &[
+            (
+                "authorizationURL",
+                Set(
+                    "authorizationURL: 'https://login.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}]",
+                ),
+            ),
+            (
+                "clientID",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: web, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}]",
+                ),
+            ),
+            (
+                "secret",
+                Refused(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secret: s3cret, protectedOrigins: [{origin: 'https://shop.example.com'}]",
+                    "never written into resources",
+                ),
+            ),
+            (
+                "secretName",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: other, protectedOrigins: [{origin: 'https://shop.example.com'}]",
+                ),
+            ),
+            (
+                "secretNamespace",
+                NoOp(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, secretNamespace: auth, protectedOrigins: [{origin: 'https://shop.example.com'}]",
+                    "the Secret is read where it is mounted (<secrets dir>/<secretName>); its namespace is the mount's business",
+                ),
+            ),
+            (
+                "protectedOrigins",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://app.example.com'}]",
+                ),
+            ),
+            (
+                "extraAuthorizationParameters",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], extraAuthorizationParameters: {prompt: login}",
+                ),
+            ),
+            (
+                "grantType",
+                NoOp(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], grantType: AuthorizationCode",
+                    "AuthorizationCode only, Ambassador's default",
+                ),
+            ),
+            (
+                "scopes",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], scopes: [openid]",
+                ),
+            ),
+        ],
+    },
+    Kind {
+        name: "Filter APIKey",
+        doc: api_key,
+        base: "keys: [{secretName: acme}]",
+        around: GUARDED,
+        fields: &[
+            (
+                "httpHeader",
+                Set("keys: [{secretName: acme}], httpHeader: X-Key"),
+            ),
+            ("keys", Set("keys: [{secretName: globex}]")),
+        ],
+    },
+    Kind {
+        name: "FilterPolicy filters[]",
+        doc: policy_filter,
+        base: "name: keys",
+        around: "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: m}\nspec: {prefix: /a/, service: a}\n---\napiVersion: getambassador.io/v3alpha1\nkind: Filter\nmetadata: {name: keys}\nspec: {APIKey: {keys: [{secretName: acme}]}}\n---\napiVersion: getambassador.io/v3alpha1\nkind: Filter\nmetadata: {name: other}\nspec: {APIKey: {keys: [{secretName: globex}]}}\n",
+        fields: &[
+            ("name", Set("name: other")),
+            (
+                "namespace",
+                NoOp(
+                    "name: keys, namespace: shop",
+                    "Filter names are unique across namespaces here (a second Filter of one name is refused), so the name alone finds it",
+                ),
+            ),
+            (
+                "onDeny",
+                NoOp(
+                    "name: keys, onDeny: break",
+                    "break only, Ambassador's default",
+                ),
+            ),
+            (
+                "onAllow",
+                NoOp(
+                    "name: keys, onAllow: continue",
+                    "continue only, Ambassador's default",
+                ),
+            ),
+            (
+                "ifRequestHeader",
+                Set("name: keys, ifRequestHeader: {name: x-partner}"),
+            ),
+            (
+                "arguments",
+                NoOp(
+                    "name: keys, arguments: {}",
+                    "no argument an APIKey Filter takes; scope is refused",
+                ),
+            ),
+        ],
+    },
 ];
 
 #[test]
 fn every_accepted_field_changes_the_output_or_is_a_listed_no_op() {
     for k in KINDS {
-        let fields = accepted(k.kind, k.base);
-        let base = output(&format!("{}{}", doc(k.kind, "probe", k.base), k.around));
+        let fields = accepted(k);
+        let base = output(&format!("{}{}", (k.doc)(k.base), k.around));
         for f in &fields {
             let Some((_, how)) = k.fields.iter().find(|(name, _)| name == f) else {
-                panic!("{} accepts {f}, and no test here says what it does", k.kind);
+                panic!("{} accepts {f}, and no test here says what it does", k.name);
             };
-            let (spec, no_op) = match how {
-                Set(spec) => (spec, None),
-                NoOp(spec, why) => (spec, Some(why)),
-            };
-            let set = output(&format!("{}{}", doc(k.kind, "probe", spec), k.around));
-            match no_op {
-                None => assert_ne!(set, base, "{}.{f} changes nothing", k.kind),
-                Some(why) => {
+            let text = |spec: &str| format!("{}{}", (k.doc)(spec), k.around);
+            match how {
+                Set(spec) => {
+                    assert_ne!(output(&text(spec)), base, "{}.{f} changes nothing", k.name)
+                }
+                NoOp(spec, why) => {
                     assert!(!why.is_empty());
                     assert_eq!(
-                        set, base,
+                        output(&text(spec)),
+                        base,
                         "{}.{f} is listed as a no-op but changes the output",
-                        k.kind
+                        k.name
                     );
+                }
+                Refused(spec, message) => {
+                    let e = render_err(&text(spec));
+                    assert!(e.contains(message), "{}.{f}: {e}", k.name);
                 }
             }
         }
@@ -284,7 +532,7 @@ fn every_accepted_field_changes_the_output_or_is_a_listed_no_op() {
             assert!(
                 fields.iter().any(|f| f == name),
                 "{}.{name} is tested here but the parser does not accept it",
-                k.kind
+                k.name
             );
         }
     }
@@ -295,12 +543,21 @@ fn every_accepted_field_has_its_row_in_the_compatibility_tables() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for k in KINDS {
-        for f in accepted(k.kind, k.base) {
-            let row = format!("`spec.{f}`");
+        for f in accepted(k) {
+            // A row of a table names it: `spec.<f>` (or a field inside it),
+            // or a Filter's own `<f>`.
+            let named = readme.lines().filter(|l| l.starts_with('|')).any(|l| {
+                l.contains(&format!("`spec.{f}`"))
+                    || l.contains(&format!("`spec.{f}."))
+                    || l.contains(&format!("`{f}`"))
+                    || l.contains(&format!("`{f}[]"))
+                    || l.contains(&format!("`{f}."))
+                    || l.contains(&format!("[].{f}`"))
+            });
             assert!(
-                readme.contains(&row) || readme.contains(&format!("`spec.{f}.")),
-                "envoy-config/README.md has no row for {}'s {row}",
-                k.kind
+                named,
+                "envoy-config/README.md has no row for {}'s {f}",
+                k.name
             );
         }
     }

@@ -255,8 +255,10 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
             FilterKind::ApiKey(a) => json!({ "api_keys": {
                 "from": [{ "header": a.header }],
                 // A projected volume puts each client's Secret (key `key`)
-                // at <dir>/<secret name>: one file per client.
+                // at <dir>/<secret name>: one file per client. Only the
+                // Filter's own Secrets count, as in Ambassador.
                 "keys_dir": format!("{secrets}/apikeys-{}", f.name),
+                "clients": a.secrets,
             }}),
         };
         filters.insert(f.name.clone(), v);

@@ -224,6 +224,8 @@ struct RawApiKeys {
     #[serde(default)]
     keys_dir: Option<String>,
     #[serde(default)]
+    clients: Option<Vec<String>>,
+    #[serde(default)]
     client_header: Option<String>,
     #[serde(default)]
     forward_key: bool,
@@ -411,7 +413,9 @@ pub enum KeySource {
     File(String),
     /// A directory with one file per client, named for the client, holding
     /// the key (a mounted Kubernetes Secret). Keys are hashed when read.
-    Dir(String),
+    /// With a client list, only those clients' files count, and each must
+    /// be there.
+    Dir(String, Option<Vec<String>>),
 }
 
 impl AuthzConfig {
@@ -503,9 +507,28 @@ fn api_keys(raw: RawApiKeys, file: &str, at: &str) -> Result<ApiKeyFilter, Confi
             })
             .collect::<Result<_, _>>()?,
     };
+    if raw.clients.is_some() && raw.keys_dir.is_none() {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.clients"),
+            "clients picks files of keys_dir: name keys_dir too",
+        ));
+    }
+    if let Some(bad) = raw
+        .clients
+        .iter()
+        .flatten()
+        .find(|c| c.is_empty() || c.starts_with('.') || c.contains('/'))
+    {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.clients"),
+            format!("{bad:?} is not a file name in keys_dir"),
+        ));
+    }
     let source = match (raw.keys_file, raw.keys_dir) {
         (Some(f), None) if !f.is_empty() => KeySource::File(f),
-        (None, Some(d)) if !d.is_empty() => KeySource::Dir(d),
+        (None, Some(d)) if !d.is_empty() => KeySource::Dir(d, raw.clients),
         _ => {
             return Err(ConfigError::new(
                 file,

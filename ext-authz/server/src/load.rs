@@ -155,9 +155,9 @@ fn load_after(
                             .map_err(LoadError::invalid)?;
                         (path, ring)
                     }
-                    KeySource::Dir(dir) => {
+                    KeySource::Dir(dir, clients) => {
                         let path = base.join(dir);
-                        let ring = read_secret_dir(&path)?;
+                        let ring = read_secret_dir(&path, clients.as_deref())?;
                         (path, ring)
                     }
                 };
@@ -173,14 +173,25 @@ fn load_after(
     })
 }
 
-/// A mounted secret: one file per client. Entries named `.*` are skipped:
+/// A mounted secret: one file per client (only the listed `clients`' when
+/// given, each of which must be there). Entries named `.*` are skipped:
 /// Kubernetes keeps its atomic-update internals there (`..data`, `..2026_…`).
-fn read_secret_dir(dir: &Path) -> Result<ApiKeys, LoadError> {
+fn read_secret_dir(dir: &Path, clients: Option<&[String]>) -> Result<ApiKeys, LoadError> {
     let mut entries = Vec::new();
+    if let Some(missing) = clients
+        .into_iter()
+        .flatten()
+        .find(|c| !dir.join(c).is_file())
+    {
+        return Err(unusable_secret(format!(
+            "{}: no key file for the listed client {missing:?}",
+            dir.display()
+        )));
+    }
     for entry in std::fs::read_dir(dir).map_err(LoadError::reading(dir))? {
         let entry = entry.map_err(LoadError::reading(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+        if name.starts_with('.') || clients.is_some_and(|c| !c.contains(&name)) {
             continue;
         }
         let path = entry.path();
@@ -405,6 +416,36 @@ mod tests {
         let live = LiveFilters::load(config, metrics()).unwrap();
         assert_eq!(client(&live, "s3cret").as_deref(), Some("acme"));
         assert!(live.watch_dirs().contains(&secret));
+    }
+
+    #[test]
+    fn a_client_list_takes_only_its_clients_and_needs_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("acme"), "acme-key\n").unwrap();
+        std::fs::write(secret.join("stray"), "stray-key\n").unwrap();
+        let config = dir.path().join("authz.yaml");
+        let write = |clients: &str| {
+            std::fs::write(
+                &config,
+                format!("default_filter: p\nfilters:\n  p:\n    api_keys: {{keys_dir: secret, clients: {clients}}}\n"),
+            )
+            .unwrap();
+        };
+        write("[acme]");
+        let live = LiveFilters::load(config.clone(), metrics()).unwrap();
+        assert_eq!(client(&live, "acme-key").as_deref(), Some("acme"));
+        assert_eq!(
+            client(&live, "stray-key"),
+            None,
+            "a file nobody listed is no key"
+        );
+        write("[acme, globex]");
+        let e = LiveFilters::load(config.clone(), metrics())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"globex\""), "{e}");
     }
 
     #[test]
