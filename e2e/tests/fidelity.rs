@@ -266,3 +266,141 @@ spec:
     assert_eq!(open.json::<Echoed>().await?.upstream, "app");
     Ok(())
 }
+
+/// Upstream that records the path and Host of every request it gets.
+async fn recorder() -> anyhow::Result<(u16, Recorded, tokio::task::JoinHandle<()>)> {
+    let seen: Recorded = std::sync::Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let host = request
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((request.uri().path().to_owned(), host));
+            "recorded"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((port, seen, task))
+}
+
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// Traffic fields as Ambassador means them: a shadow gets a copy of each
+/// request (its answer dropped), a redirecting Mapping answers at the edge,
+/// `bypass_auth` skips the Filters a FilterPolicy puts on the path, and
+/// `case_sensitive: false` matches any case.
+#[tokio::test]
+async fn shadow_redirect_bypass_and_case_work_as_in_ambassador() -> anyhow::Result<()> {
+    let app = Echo::start_named("app").await?;
+    let (shadow_port, shadowed, _shadow) = recorder().await?;
+    let jwks = JwksServer::start_down().await?;
+    jwks.serve(&e2e::demo::jwks()?);
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: app}}
+spec: {{prefix: /app/, service: '127.0.0.1:{app}', rewrite: ''}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: app-shadow}}
+spec: {{prefix: /app/, service: '127.0.0.1:{shadow_port}', rewrite: '', shadow: true}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: moved}}
+spec: {{prefix: /old/, service: new.example.com, host_redirect: true, prefix_redirect: /new/, redirect_response_code: 308}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: guarded}}
+spec: {{prefix: /api/, service: '127.0.0.1:{app}'}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: health}}
+spec: {{prefix: /api/health/, service: '127.0.0.1:{app}', bypass_auth: true}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: caps}}
+spec: {{prefix: /Caps/, service: '127.0.0.1:{app}', case_sensitive: false}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: idp}}
+spec: {{JWT: {{jwksURI: 'http://127.0.0.1:{jwks}/jwks.json'}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: api}}
+spec:
+  rules:
+  - {{path: '/api/*', filters: [{{name: idp}}]}}
+",
+        app = app.port(),
+        jwks = jwks.port(),
+    );
+    let options = RenderOptions {
+        jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
+            .display()
+            .to_string(),
+        ..RenderOptions::default()
+    };
+    let envoy = start(&text, options).await?;
+
+    // The client gets the app's answer; the shadow a copy, its Host marked.
+    let seen = envoy
+        .get("/app/orders")
+        .send()
+        .await?
+        .json::<Echoed>()
+        .await?;
+    assert_eq!(
+        (seen.upstream.as_str(), seen.path.as_str()),
+        ("app", "/app/orders")
+    );
+    e2e::poll::until("the shadow's copy", e2e::poll::READY_DEADLINE, || {
+        let copies = shadowed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        async move { Ok(copies.into_iter().find(|(path, _)| path == "/app/orders")) }
+    })
+    .await
+    .map(|(_, host)| assert!(host.ends_with("-shadow"), "{host}"))?;
+
+    // A redirect at the edge, prefix replaced.
+    let moved = no_redirects()?
+        .get(envoy.url("/old/page?x=1"))
+        .send()
+        .await?;
+    assert_eq!(moved.status(), 308);
+    assert_eq!(
+        moved.headers()["location"],
+        "http://new.example.com/new/page?x=1"
+    );
+
+    // The JWT Filter guards /api/, but not the Mapping that bypasses auth.
+    assert_eq!(envoy.get("/api/orders").send().await?.status(), 401);
+    let health = envoy.get("/api/health/live").send().await?;
+    assert_eq!(health.json::<Echoed>().await?.upstream, "app");
+
+    // Any case.
+    for path in ["/Caps/x", "/caps/x", "/CAPS/x"] {
+        assert_eq!(envoy.get(path).send().await?.status(), 200, "{path}");
+    }
+    Ok(())
+}

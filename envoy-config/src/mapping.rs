@@ -66,10 +66,74 @@ pub(crate) struct RawMappingSpec {
     labels: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     sticky: Option<RawSticky>,
+    #[serde(default)]
+    host_redirect: bool,
+    #[serde(default)]
+    path_redirect: Option<String>,
+    #[serde(default)]
+    prefix_redirect: Option<String>,
+    #[serde(default)]
+    regex_redirect: Option<RawRegexRewrite>,
+    #[serde(default)]
+    redirect_response_code: Option<u16>,
+    #[serde(default)]
+    bypass_auth: bool,
+    #[serde(default)]
+    case_sensitive: Option<bool>,
+    #[serde(default)]
+    shadow: bool,
+    #[serde(default)]
+    connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    cluster_idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    stats_name: Option<String>,
+    #[serde(default)]
+    keepalive: Option<RawKeepalive>,
     /// The developer portal's entry (Ambassador's `docs`): it changes no
     /// route, in Ambassador either; checked so a typo is still an error.
     #[serde(default, rename = "docs")]
     _docs: Option<RawDocs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeepalive {
+    #[serde(default)]
+    time: Option<u32>,
+    #[serde(default)]
+    interval: Option<u32>,
+    #[serde(default)]
+    probes: Option<u32>,
+}
+
+/// TCP keepalive to the upstream (Ambassador's `keepalive`): seconds idle
+/// before the first probe, seconds between probes, probes before the
+/// connection is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keepalive {
+    /// `time`.
+    pub time: Option<u32>,
+    /// `interval`.
+    pub interval: Option<u32>,
+    /// `probes`.
+    pub probes: Option<u32>,
+}
+
+/// Where a redirecting Mapping sends the client instead of proxying
+/// (Ambassador's `host_redirect` with `service` as the new host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The new host (the Mapping's `service`).
+    pub host: String,
+    /// The whole path replaced (`path_redirect`).
+    pub path: Option<String>,
+    /// The matched prefix replaced (`prefix_redirect`).
+    pub prefix: Option<String>,
+    /// The path rewritten by regex (`regex_redirect`).
+    pub regex: Option<(String, String)>,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub code: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,6 +435,23 @@ pub struct Mapping {
     pub labels: Labels,
     /// Sticky weights.
     pub sticky: Option<Sticky>,
+    /// Answer with a redirect instead of proxying (`host_redirect`).
+    pub redirect: Option<Redirect>,
+    /// No Filter checks this Mapping's requests (`bypass_auth`).
+    pub bypass_auth: bool,
+    /// Paths match without regard to case (`case_sensitive: false`).
+    pub case_insensitive: bool,
+    /// A copy of each request of the Mappings with the same match goes here,
+    /// its answer dropped (`shadow`).
+    pub shadow: bool,
+    /// Upstream connect timeout, milliseconds (`connect_timeout_ms`).
+    pub connect_timeout_ms: Option<u64>,
+    /// Idle upstream connections closed after, milliseconds.
+    pub cluster_idle_timeout_ms: Option<u64>,
+    /// The cluster's name in Envoy's stats (`stats_name`).
+    pub stats_name: Option<String>,
+    /// TCP keepalive to the upstream.
+    pub keepalive: Option<Keepalive>,
 }
 
 /// A Mapping hostname as Ambassador takes it: `*`, an exact name, or a
@@ -590,6 +671,70 @@ pub(crate) fn mapping(
             ),
         ));
     }
+    let redirect = if spec.host_redirect {
+        let code = spec.redirect_response_code.unwrap_or(301);
+        if ![301, 302, 303, 307, 308].contains(&code) {
+            return Err(err(
+                "spec.redirect_response_code",
+                format!("{code}: 301, 302, 303, 307 or 308"),
+            ));
+        }
+        let ways = usize::from(spec.path_redirect.is_some())
+            + usize::from(spec.prefix_redirect.is_some())
+            + usize::from(spec.regex_redirect.is_some());
+        if ways > 1 {
+            return Err(err(
+                "spec.path_redirect",
+                "path_redirect, prefix_redirect or regex_redirect: one of them".into(),
+            ));
+        }
+        if spec.shadow {
+            return Err(err(
+                "spec.shadow",
+                "a redirect sends nothing upstream to shadow".into(),
+            ));
+        }
+        Some(Redirect {
+            host: if port == 80 || (tls && port == 443) {
+                host.clone()
+            } else {
+                format!("{host}:{port}")
+            },
+            path: spec.path_redirect,
+            prefix: spec.prefix_redirect,
+            regex: spec.regex_redirect.map(|r| (r.pattern, r.substitution)),
+            code,
+        })
+    } else {
+        for (set, field) in [
+            (spec.path_redirect.is_some(), "path_redirect"),
+            (spec.prefix_redirect.is_some(), "prefix_redirect"),
+            (spec.regex_redirect.is_some(), "regex_redirect"),
+            (
+                spec.redirect_response_code.is_some(),
+                "redirect_response_code",
+            ),
+        ] {
+            if set {
+                return Err(err(
+                    &format!("spec.{field}"),
+                    "goes with host_redirect: true, as in Ambassador".into(),
+                ));
+            }
+        }
+        None
+    };
+    if spec.stats_name.as_deref().is_some_and(|n| {
+        n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    }) {
+        return Err(err(
+            "spec.stats_name",
+            "letters, digits, '_', '-' and '.' only".into(),
+        ));
+    }
     Ok(Mapping {
         name: raw.metadata.name,
         hostname,
@@ -629,5 +774,17 @@ pub(crate) fn mapping(
         circuit_breaker,
         labels,
         sticky,
+        redirect,
+        bypass_auth: spec.bypass_auth,
+        case_insensitive: spec.case_sensitive == Some(false),
+        shadow: spec.shadow,
+        connect_timeout_ms: spec.connect_timeout_ms,
+        cluster_idle_timeout_ms: spec.cluster_idle_timeout_ms,
+        stats_name: spec.stats_name,
+        keepalive: spec.keepalive.map(|k| Keepalive {
+            time: k.time,
+            interval: k.interval,
+            probes: k.probes,
+        }),
     })
 }

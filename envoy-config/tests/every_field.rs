@@ -70,9 +70,20 @@ enum Field {
     /// Accepted by the parser so a refusal can name it: every value is
     /// refused with this message.
     Refused(&'static str, &'static str),
+    /// Where the kind's base and surroundings cannot show it: `set` renders
+    /// other than `base`, both with the documents `around`.
+    Versus {
+        set: &'static str,
+        base: &'static str,
+        around: &'static str,
+    },
 }
 
-use Field::{NoOp, Refused, Set};
+/// A Mapping alone, and a guarded one: what redirects and `bypass_auth` need.
+const ALONE: &str = "";
+const GUARDED_A: &str = "---\napiVersion: getambassador.io/v3alpha1\nkind: Filter\nmetadata: {name: keys}\nspec: {APIKey: {keys: [{secretName: acme}]}}\n---\napiVersion: getambassador.io/v3alpha1\nkind: FilterPolicy\nmetadata: {name: p}\nspec: {rules: [{path: '/a/*', filters: [{name: keys}]}]}\n";
+
+use Field::{NoOp, Refused, Set, Versus};
 
 fn mapping(spec: &str) -> String {
     doc("Mapping", "probe", spec)
@@ -201,6 +212,75 @@ const KINDS: &[Kind] = &[
             (
                 "sticky",
                 Set("prefix: /a/, service: a, sticky: {header: x-user}"),
+            ),
+            (
+                "host_redirect",
+                Versus {
+                    set: "prefix: /a/, service: a, host_redirect: true",
+                    base: "prefix: /a/, service: a",
+                    around: ALONE,
+                },
+            ),
+            (
+                "path_redirect",
+                Versus {
+                    set: "prefix: /a/, service: a, host_redirect: true, path_redirect: /moved",
+                    base: "prefix: /a/, service: a, host_redirect: true",
+                    around: ALONE,
+                },
+            ),
+            (
+                "prefix_redirect",
+                Versus {
+                    set: "prefix: /a/, service: a, host_redirect: true, prefix_redirect: /b/",
+                    base: "prefix: /a/, service: a, host_redirect: true",
+                    around: ALONE,
+                },
+            ),
+            (
+                "regex_redirect",
+                Versus {
+                    set: "prefix: /a/, service: a, host_redirect: true, regex_redirect: {pattern: a, substitution: b}",
+                    base: "prefix: /a/, service: a, host_redirect: true",
+                    around: ALONE,
+                },
+            ),
+            (
+                "redirect_response_code",
+                Versus {
+                    set: "prefix: /a/, service: a, host_redirect: true, redirect_response_code: 302",
+                    base: "prefix: /a/, service: a, host_redirect: true",
+                    around: ALONE,
+                },
+            ),
+            ("shadow", Set("prefix: /a/, service: a, shadow: true")),
+            (
+                "bypass_auth",
+                Versus {
+                    set: "prefix: /a/, service: a, bypass_auth: true",
+                    base: "prefix: /a/, service: a",
+                    around: GUARDED_A,
+                },
+            ),
+            (
+                "case_sensitive",
+                Set("prefix: /a/, service: a, case_sensitive: false"),
+            ),
+            (
+                "connect_timeout_ms",
+                Set("prefix: /a/, service: a, connect_timeout_ms: 500"),
+            ),
+            (
+                "cluster_idle_timeout_ms",
+                Set("prefix: /a/, service: a, cluster_idle_timeout_ms: 30000"),
+            ),
+            (
+                "stats_name",
+                Set("prefix: /a/, service: a, stats_name: a-upstream"),
+            ),
+            (
+                "keepalive",
+                Set("prefix: /a/, service: a, keepalive: {time: 60}"),
             ),
             (
                 "docs",
@@ -525,6 +605,10 @@ fn every_accepted_field_changes_the_output_or_is_a_listed_no_op() {
                 Refused(spec, message) => {
                     let e = render_err(&text(spec));
                     assert!(e.contains(message), "{}.{f}: {e}", k.name);
+                }
+                Versus { set, base, around } => {
+                    let with = |spec: &str| output(&format!("{}{around}", (k.doc)(spec)));
+                    assert_ne!(with(set), with(base), "{}.{f} changes nothing", k.name);
                 }
             }
         }

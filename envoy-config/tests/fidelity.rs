@@ -769,3 +769,76 @@ fn a_limit_name_names_the_rate_limit_in_the_service_config() {
         "per-address"
     );
 }
+
+// --- traffic fields -------------------------------------------------------
+
+#[test]
+fn traffic_fields_that_cannot_render_together_are_refused_by_name() {
+    for (text, want) in [
+        (
+            [
+                mapping("a", "{prefix: /s/, service: a, host_redirect: true}"),
+                mapping("b", "{prefix: /s/, service: b}"),
+            ]
+            .concat(),
+            "spec.host_redirect",
+        ),
+        (
+            mapping("a", "{prefix: /s/, service: a, shadow: true}"),
+            "no Mapping with the same match",
+        ),
+        (
+            [
+                mapping("a", "{prefix: /s/, service: a}"),
+                mapping("b", "{prefix: /s/, service: b, shadow: true}"),
+                mapping("c", "{prefix: /s/, service: c, shadow: true}"),
+            ]
+            .concat(),
+            "one shadow per match",
+        ),
+        (
+            [
+                mapping("a", "{prefix: /s/, service: a, connect_timeout_ms: 100}"),
+                mapping("b", "{prefix: /t/, service: a}"),
+            ]
+            .concat(),
+            "spec.connect_timeout_ms",
+        ),
+        (
+            mapping("a", "{prefix: /s/, service: a, path_redirect: /x}"),
+            "goes with host_redirect",
+        ),
+        (
+            mapping(
+                "a",
+                "{prefix: /s/, service: a, host_redirect: true, redirect_response_code: 200}",
+            ),
+            "spec.redirect_response_code",
+        ),
+    ] {
+        let e = rendered(&text).unwrap_err();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
+#[test]
+fn a_shadow_is_no_member_of_the_split_and_copies_by_its_weight() {
+    let text = [
+        mapping("a", "{prefix: /s/, service: a}"),
+        mapping(
+            "copy",
+            "{prefix: /s/, service: copy, shadow: true, weight: 10}",
+        ),
+    ]
+    .concat();
+    let routes = routes(&envoy(&text), "any");
+    assert!(named(&routes, "copy").is_empty(), "{routes:?}");
+    let a = named(&routes, "a")[0];
+    assert!(
+        a["match"]["runtime_fraction"].is_null(),
+        "a is the whole split"
+    );
+    let mirror = &a["route"]["request_mirror_policies"][0];
+    assert_eq!(mirror["cluster"], "copy_80");
+    assert_eq!(mirror["runtime_fraction"]["default_value"]["numerator"], 10);
+}

@@ -14,15 +14,35 @@ use super::options::{RenderError, RenderOptions, render_err};
 /// Every cluster, by name.
 pub(super) fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
     let mut clusters: BTreeMap<String, (Value, &str)> = BTreeMap::new();
-    for m in &ctx.resources.mappings {
+    // A redirecting Mapping sends nothing upstream: no cluster.
+    for m in ctx
+        .resources
+        .mappings
+        .iter()
+        .filter(|m| m.redirect.is_none())
+    {
         let c = cluster(ctx.options, m);
         match clusters.get(&cluster_name(m)) {
             Some((existing, other)) if *existing != c => {
+                // Name the first setting of the cluster they disagree on.
+                let field = [
+                    ("circuit_breakers", "circuit_breakers"),
+                    ("connect_timeout", "connect_timeout_ms"),
+                    (
+                        "typed_extension_protocol_options",
+                        "cluster_idle_timeout_ms",
+                    ),
+                    ("alt_stat_name", "stats_name"),
+                    ("upstream_connection_options", "keepalive"),
+                ]
+                .into_iter()
+                .find(|(key, _)| existing.get(key) != c.get(key))
+                .map_or("service", |(_, field)| field);
                 return Err(render_err(
                     format!("Mapping {}", m.name),
-                    "spec.circuit_breakers",
+                    format!("spec.{field}"),
                     format!(
-                        "Mapping {other} sends to the same service with other circuit breakers: give both the same"
+                        "Mapping {other} sends to the same service with another {field}: one upstream has one setting, give both the same"
                     ),
                 ));
             }
@@ -112,6 +132,36 @@ fn cluster(options: &RenderOptions, m: &Mapping) -> Value {
     }
     if m.grpc {
         c["typed_extension_protocol_options"] = http2_options();
+    }
+    if let Some(ms) = m.cluster_idle_timeout_ms {
+        let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+        if !m.grpc {
+            c["typed_extension_protocol_options"] = json!({ key: {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http_protocol_options": {} },
+            }});
+        }
+        c["typed_extension_protocol_options"][key]["common_http_protocol_options"] =
+            json!({ "idle_timeout": super::names::seconds_text(ms) });
+    }
+    if let Some(ms) = m.connect_timeout_ms {
+        c["connect_timeout"] = json!(super::names::seconds_text(ms));
+    }
+    if let Some(name) = &m.stats_name {
+        c["alt_stat_name"] = json!(name);
+    }
+    if let Some(k) = &m.keepalive {
+        let mut keepalive = json!({});
+        for (field, v) in [
+            ("keepalive_time", k.time),
+            ("keepalive_interval", k.interval),
+            ("keepalive_probes", k.probes),
+        ] {
+            if let Some(v) = v {
+                keepalive[field] = json!(v);
+            }
+        }
+        c["upstream_connection_options"] = json!({ "tcp_keepalive": keepalive });
     }
     if let Some(cb) = &m.circuit_breaker {
         let mut t = json!({ "priority": "DEFAULT" });

@@ -98,6 +98,33 @@ impl<'a> Ctx<'a> {
                 ));
             }
             g.shared()?;
+            let redirects = g.members.iter().filter(|m| m.redirect.is_some()).count();
+            if redirects > 0 && redirects < g.members.len() {
+                return Err(render_err(
+                    format!("Mapping {}", g.members[0].name),
+                    "spec.host_redirect",
+                    "Mappings with the same match either all redirect or none does, as in Ambassador",
+                ));
+            }
+            if let [_, second, ..] = g.shadows.as_slice() {
+                return Err(render_err(
+                    format!("Mapping {}", second.name),
+                    "spec.shadow",
+                    "one shadow per match, as in Ambassador",
+                ));
+            }
+        }
+        for m in resources.mappings.iter().filter(|m| m.shadow) {
+            if !all
+                .iter()
+                .any(|g| g.shadows.iter().any(|s| std::ptr::eq(*s, m)))
+            {
+                return Err(render_err(
+                    format!("Mapping {}", m.name),
+                    "spec.shadow",
+                    "no Mapping with the same match to copy requests from",
+                ));
+            }
         }
         for (i, g) in all.iter().enumerate() {
             let Some(sticky) = g.sticky() else { continue };

@@ -21,6 +21,8 @@ pub(super) struct RouteGroup<'a> {
     pub(super) regex_query: &'a BTreeMap<String, String>,
     pub(super) precedence: i32,
     pub(super) members: Vec<&'a Mapping>,
+    /// Mappings with `shadow: true` and this match: each gets a copy.
+    pub(super) shadows: Vec<&'a Mapping>,
 }
 
 impl RouteGroup<'_> {
@@ -127,6 +129,22 @@ impl RouteGroup<'_> {
                 "regex_rewrite",
                 &refuse,
             )?,
+            bypass_auth: agreed(
+                members,
+                |m| Some(&m.bypass_auth).filter(|b| **b),
+                "bypass_auth",
+                "bypass_auth",
+                &refuse,
+            )?
+            .is_some(),
+            case_insensitive: agreed(
+                members,
+                |m| Some(&m.case_insensitive).filter(|c| **c),
+                "case_sensitive",
+                "case sensitivity",
+                &refuse,
+            )?
+            .is_some(),
             add_request_headers,
             add_response_headers,
             rate_limits: Vec::new(),
@@ -171,6 +189,10 @@ pub(super) struct Shared<'a> {
     /// Envoy's `rate_limits` of the routes, filled in by `routes` (it needs
     /// the render context).
     pub(super) rate_limits: Vec<serde_json::Value>,
+    /// No Filter runs on the routes.
+    pub(super) bypass_auth: bool,
+    /// Paths match without regard to case.
+    pub(super) case_insensitive: bool,
 }
 
 type Refuse<'r> = dyn Fn(&Mapping, &str, &Mapping, &str) -> RenderError + 'r;
@@ -231,7 +253,7 @@ fn union<'a>(
 /// depends on input order.
 pub(super) fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
     let mut groups: Vec<RouteGroup<'_>> = Vec::new();
-    for m in &resources.mappings {
+    for m in resources.mappings.iter().filter(|m| !m.shadow) {
         match groups.iter_mut().find(|g| g.same_match(m)) {
             Some(g) => {
                 g.members.push(m);
@@ -247,7 +269,13 @@ pub(super) fn groups(resources: &Resources) -> Vec<RouteGroup<'_>> {
                 regex_query: &m.regex_query_parameters,
                 precedence: m.precedence,
                 members: vec![m],
+                shadows: Vec::new(),
             }),
+        }
+    }
+    for m in resources.mappings.iter().filter(|m| m.shadow) {
+        if let Some(g) = groups.iter_mut().find(|g| g.same_match(m)) {
+            g.shadows.push(m);
         }
     }
     for g in &mut groups {
@@ -364,6 +392,14 @@ mod tests {
             circuit_breaker: None,
             labels: BTreeMap::new(),
             sticky: None,
+            redirect: None,
+            bypass_auth: false,
+            case_insensitive: false,
+            shadow: false,
+            connect_timeout_ms: None,
+            cluster_idle_timeout_ms: None,
+            stats_name: None,
+            keepalive: None,
         };
         for set in [
             vec![None, None, None],

@@ -182,6 +182,29 @@ fn by_forwarded_proto(routes: Vec<Value>, host: &str, action: Insecure) -> Vec<V
     out
 }
 
+/// Envoy's `RedirectAction` for a redirecting Mapping.
+fn redirect_action(r: &crate::mapping::Redirect) -> Value {
+    let code = match r.code {
+        302 => "FOUND",
+        303 => "SEE_OTHER",
+        307 => "TEMPORARY_REDIRECT",
+        308 => "PERMANENT_REDIRECT",
+        _ => "MOVED_PERMANENTLY",
+    };
+    let mut action = json!({ "host_redirect": r.host, "response_code": code });
+    if let Some(p) = &r.path {
+        action["path_redirect"] = json!(p);
+    }
+    if let Some(p) = &r.prefix {
+        action["prefix_rewrite"] = json!(p);
+    }
+    if let Some((pattern, substitution)) = &r.regex {
+        action["regex_rewrite"] =
+            json!({ "pattern": { "regex": pattern }, "substitution": substitution });
+    }
+    action
+}
+
 /// How a route takes its share of a group's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Split {
@@ -250,6 +273,9 @@ fn route(
     if !query.is_empty() {
         matcher["query_parameters"] = Value::Array(query);
     }
+    if shared.case_insensitive {
+        matcher["case_sensitive"] = json!(false);
+    }
     if let Split::Share(Some(percent)) = split {
         matcher["runtime_fraction"] = json!({
             "default_value": { "numerator": percent, "denominator": "HUNDRED" },
@@ -311,7 +337,23 @@ fn route(
     if split == Split::Sticky {
         name = format!("{name}/sticky");
     }
-    let mut r = json!({ "name": name, "match": matcher, "route": action });
+    if let Some(shadow) = g.shadows.first() {
+        let mut mirror = json!({ "cluster": cluster_name(shadow) });
+        if let Some(w) = shadow.weight {
+            mirror["runtime_fraction"] =
+                json!({ "default_value": { "numerator": w, "denominator": "HUNDRED" } });
+        }
+        action["request_mirror_policies"] = json!([mirror]);
+    }
+    let mut r = match &member.redirect {
+        // A redirect answers at the edge: nothing goes upstream.
+        Some(redirect) => {
+            json!({ "name": name, "match": matcher, "redirect": redirect_action(redirect) })
+        }
+        None => json!({ "name": name, "match": matcher, "route": action }),
+    };
+    // `bypass_auth`: no Filter runs, as in Ambassador.
+    let filters: &[&str] = if shared.bypass_auth { &[] } else { &v.filters };
     let mut per_filter = serde_json::Map::new();
     if let Some(cors) = shared.cors {
         let origins: Vec<Value> = cors
@@ -344,7 +386,7 @@ fn route(
         }
         per_filter.insert("envoy.filters.http.cors".into(), policy);
     }
-    filter_settings(ctx, &v.filters, &mut per_filter);
+    filter_settings(ctx, filters, &mut per_filter);
     if !per_filter.is_empty() {
         r["typed_per_filter_config"] = Value::Object(per_filter);
     }
@@ -367,8 +409,7 @@ fn route(
     // route removes it rather than the wasm filter: a header a wasm filter
     // removes makes Envoy pick the route again, and an `ifRequestHeader:
     // authorization` route would lose the request (`token_headers_removed_by_envoy`).
-    let jwt_here = v
-        .filters
+    let jwt_here = filters
         .iter()
         .any(|name| matches!(ctx.filter(name).map(|f| &f.kind), Some(FilterKind::Jwt(_))));
     if jwt_here
