@@ -10,7 +10,7 @@
 //!
 //! What lives here: one module per thing a test starts (Envoy from the
 //! templates in `testdata/envoy/`, the two services, Redis, the OpenID
-//! provider, echo upstreams, a JWKS server, Chromium), the demo token issuer,
+//! provider, echo upstreams, a JWKS server, a DNS server, Chromium), the demo token issuer,
 //! and the scenario tests in `tests/`. What does not: the benchmark runner and
 //! its null services (`bench/`, crate gatehouse-bench) and the `make run`
 //! quickstart (`deploy/quickstart/`, crate gatehouse-quickstart), which use
@@ -24,6 +24,7 @@
 pub mod authz;
 pub mod browser;
 pub mod demo;
+pub mod dns;
 pub mod echo;
 pub mod envoy;
 pub mod idp;

@@ -34,7 +34,10 @@ pub use limits::{
     DEFAULT_RATELIMIT_TIMEOUT_MS, Label, Labels, Limit, RateLimit, RateLimitService,
     service_configs,
 };
-pub use mapping::{AddedHeader, CircuitBreaker, Cors, Mapping, RetryPolicy, Sticky};
+pub use mapping::{
+    AddedHeader, CircuitBreaker, Cors, HashOn, HealthCheck, LoadBalancer, Mapping, Outlier, Probe,
+    RetryPolicy, Sticky,
+};
 pub use policy::{
     ApiKeyFilter, Filter, FilterKind, FilterPolicy, FilterUse, HeaderCondition, JwtFilter,
     OAuth2Filter, PathMatch, PolicyRule, Url,

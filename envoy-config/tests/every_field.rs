@@ -283,6 +283,20 @@ const KINDS: &[Kind] = &[
                 Set("prefix: /a/, service: a, keepalive: {time: 60}"),
             ),
             (
+                "load_balancer",
+                Set("prefix: /a/, service: a, load_balancer: {policy: ring_hash, header: x-user}"),
+            ),
+            (
+                "health_checks",
+                Set(
+                    "prefix: /a/, service: a, health_checks: [{health_check: {http: {path: /healthz}}}]",
+                ),
+            ),
+            (
+                "outlier_detection",
+                Set("prefix: /a/, service: a, outlier_detection: {consecutive_5xx: 3}"),
+            ),
+            (
                 "docs",
                 NoOp(
                     "prefix: /a/, service: a, docs: {path: /openapi}",

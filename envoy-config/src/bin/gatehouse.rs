@@ -156,6 +156,9 @@ struct Options {
     /// Call gatehouse-authz and gatehouse-ratelimit over TLS, their certificates checked against this CA [default: plain gRPC]
     #[arg(long, value_name = "PATH", global = true)]
     services_tls_ca: Option<String>,
+    /// Resolve the services' host names with this DNS server [default: the system's]
+    #[arg(long, value_name = "IP:PORT", global = true)]
+    dns_resolver: Option<String>,
 }
 
 impl Options {
@@ -171,6 +174,7 @@ impl Options {
             secrets_dir: self.secrets_dir.clone(),
             ca_file: self.ca_file.clone(),
             services_ca_file: self.services_tls_ca.clone(),
+            dns_resolver: self.dns_resolver.clone(),
             ..RenderOptions::default()
         }
     }

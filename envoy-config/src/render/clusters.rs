@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::mapping::Mapping;
+use crate::mapping::{HealthCheck, Mapping, Probe};
 
 use super::context::Ctx;
-use super::names::{AUTHZ_CLUSTER, RATELIMIT_CLUSTER, cluster_name, jwks_cluster_name};
+use super::names::{
+    AUTHZ_CLUSTER, RATELIMIT_CLUSTER, cluster_name, jwks_cluster_name, seconds_text,
+};
 use super::options::{RenderError, RenderOptions, render_err};
 
 /// Every cluster, by name.
@@ -34,6 +36,9 @@ pub(super) fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
                     ),
                     ("alt_stat_name", "stats_name"),
                     ("upstream_connection_options", "keepalive"),
+                    ("lb_policy", "load_balancer"),
+                    ("health_checks", "health_checks"),
+                    ("outlier_detection", "outlier_detection"),
                 ]
                 .into_iter()
                 .find(|(key, _)| existing.get(key) != c.get(key))
@@ -80,6 +85,30 @@ pub(super) fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
                 ctx.options.services_ca_file.as_deref(),
             ),
         );
+    }
+    if let Some(resolver) = &ctx.options.dns_resolver {
+        let (ip, port) = resolver
+            .rsplit_once(':')
+            .and_then(|(ip, p)| {
+                Some((ip.parse::<std::net::IpAddr>().ok()?, p.parse::<u16>().ok()?))
+            })
+            .ok_or_else(|| {
+                render_err(
+                    "--dns-resolver".into(),
+                    "",
+                    format!("{resolver:?}: write the DNS server's ip:port, e.g. 10.0.0.10:53"),
+                )
+            })?;
+        for c in out.values_mut().filter(|c| c["type"] == "STRICT_DNS") {
+            c["typed_dns_resolver_config"] = json!({
+                "name": "envoy.network.dns_resolver.cares",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+                    "resolvers": [{ "socket_address": { "address": ip.to_string(), "port_value": port } }],
+                    "dns_resolver_options": { "no_default_search_domain": true },
+                },
+            });
+        }
     }
     Ok(out.into_values().collect())
 }
@@ -142,10 +171,10 @@ fn cluster(options: &RenderOptions, m: &Mapping) -> Value {
             }});
         }
         c["typed_extension_protocol_options"][key]["common_http_protocol_options"] =
-            json!({ "idle_timeout": super::names::seconds_text(ms) });
+            json!({ "idle_timeout": seconds_text(ms) });
     }
     if let Some(ms) = m.connect_timeout_ms {
-        c["connect_timeout"] = json!(super::names::seconds_text(ms));
+        c["connect_timeout"] = json!(seconds_text(ms));
     }
     if let Some(name) = &m.stats_name {
         c["alt_stat_name"] = json!(name);
@@ -163,6 +192,20 @@ fn cluster(options: &RenderOptions, m: &Mapping) -> Value {
         }
         c["upstream_connection_options"] = json!({ "tcp_keepalive": keepalive });
     }
+    if let Some(lb) = &m.load_balancer {
+        c["lb_policy"] = json!(lb.policy);
+    }
+    if !m.health_checks.is_empty() {
+        c["health_checks"] = Value::Array(m.health_checks.iter().map(health_check).collect());
+    }
+    if let Some(o) = &m.outlier {
+        c["outlier_detection"] = json!({
+            "consecutive_5xx": o.consecutive_5xx,
+            "interval": seconds_text(o.interval_ms),
+            "base_ejection_time": seconds_text(o.base_ejection_time_ms),
+            "max_ejection_percent": o.max_ejection_percent,
+        });
+    }
     if let Some(cb) = &m.circuit_breaker {
         let mut t = json!({ "priority": "DEFAULT" });
         for (field, v) in [
@@ -178,6 +221,49 @@ fn cluster(options: &RenderOptions, m: &Mapping) -> Value {
         c["circuit_breakers"] = json!({ "thresholds": [t] });
     }
     c
+}
+
+/// Envoy's `HealthCheck` for one of a Mapping's.
+fn health_check(h: &HealthCheck) -> Value {
+    let mut check = json!({
+        "timeout": seconds_text(h.timeout_ms),
+        "interval": seconds_text(h.interval_ms),
+        "unhealthy_threshold": h.unhealthy_threshold,
+        "healthy_threshold": h.healthy_threshold,
+    });
+    match &h.probe {
+        Probe::Http {
+            path,
+            hostname,
+            statuses,
+        } => {
+            let mut http = json!({ "path": path });
+            if let Some(host) = hostname {
+                http["host"] = json!(host);
+            }
+            if !statuses.is_empty() {
+                // Envoy's ranges end before `end`; Ambassador's include max.
+                http["expected_statuses"] = Value::Array(
+                    statuses
+                        .iter()
+                        .map(|(min, max)| json!({ "start": min, "end": u32::from(*max) + 1 }))
+                        .collect(),
+                );
+            }
+            check["http_health_check"] = http;
+        }
+        Probe::Grpc {
+            upstream_name,
+            authority,
+        } => {
+            let mut grpc = json!({ "service_name": upstream_name });
+            if let Some(a) = authority {
+                grpc["authority"] = json!(a);
+            }
+            check["grpc_health_check"] = grpc;
+        }
+    }
+    check
 }
 
 /// A service address `host:port` as a cluster speaking gRPC, over TLS

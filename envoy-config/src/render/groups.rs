@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::limits::Labels;
-use crate::mapping::{AddedHeader, Cors, Mapping, RetryPolicy, Sticky};
+use crate::mapping::{AddedHeader, Cors, LoadBalancer, Mapping, RetryPolicy, Sticky};
 use crate::resources::Resources;
 
 use super::options::{RenderError, render_err};
@@ -137,6 +137,13 @@ impl RouteGroup<'_> {
                 &refuse,
             )?
             .is_some(),
+            load_balancer: agreed(
+                members,
+                |m| m.load_balancer.as_ref(),
+                "load_balancer",
+                "load balancer",
+                &refuse,
+            )?,
             case_insensitive: agreed(
                 members,
                 |m| Some(&m.case_insensitive).filter(|c| **c),
@@ -193,6 +200,8 @@ pub(super) struct Shared<'a> {
     pub(super) bypass_auth: bool,
     /// Paths match without regard to case.
     pub(super) case_insensitive: bool,
+    /// How the routes hash a client to an instance, if they do.
+    pub(super) load_balancer: Option<&'a LoadBalancer>,
 }
 
 type Refuse<'r> = dyn Fn(&Mapping, &str, &Mapping, &str) -> RenderError + 'r;
@@ -400,6 +409,9 @@ mod tests {
             cluster_idle_timeout_ms: None,
             stats_name: None,
             keepalive: None,
+            load_balancer: None,
+            health_checks: Vec::new(),
+            outlier: None,
         };
         for set in [
             vec![None, None, None],

@@ -31,6 +31,9 @@ pub struct RenderOptions {
     /// TLS, checking their certificates against this CA for the host part
     /// of their addresses.
     pub services_ca_file: Option<String>,
+    /// When set (`ip:port`), Envoy resolves the services' host names with
+    /// this DNS server instead of the system's.
+    pub dns_resolver: Option<String>,
 }
 
 impl Default for RenderOptions {
@@ -48,6 +51,7 @@ impl Default for RenderOptions {
             secrets_dir: "/etc/gatehouse/secrets".into(),
             ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
             services_ca_file: None,
+            dns_resolver: None,
         }
     }
 }

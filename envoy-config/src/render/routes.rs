@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use crate::host::{Insecure, SecurityModel};
-use crate::mapping::{AddedHeader, Mapping};
+use crate::mapping::{AddedHeader, HashOn, Mapping};
 use crate::policy::{Filter, FilterKind, OAuth2Filter, PathMatch};
 
 use super::context::Ctx;
@@ -182,6 +182,24 @@ fn by_forwarded_proto(routes: Vec<Value>, host: &str, action: Insecure) -> Vec<V
     out
 }
 
+/// Envoy's `hash_policy` entry for what a hashing load balancer hashes.
+fn hash_policy(hash: &HashOn) -> Value {
+    match hash {
+        HashOn::Cookie { name, path, ttl_ms } => {
+            let mut cookie = json!({ "name": name });
+            if let Some(p) = path {
+                cookie["path"] = json!(p);
+            }
+            if let Some(ms) = ttl_ms {
+                cookie["ttl"] = json!(seconds_text(*ms));
+            }
+            json!({ "cookie": cookie })
+        }
+        HashOn::Header(h) => json!({ "header": { "header_name": h } }),
+        HashOn::SourceIp => json!({ "connection_properties": { "source_ip": true } }),
+    }
+}
+
 /// Envoy's `RedirectAction` for a redirecting Mapping.
 fn redirect_action(r: &crate::mapping::Redirect) -> Value {
     let code = match r.code {
@@ -336,6 +354,9 @@ fn route(
     };
     if split == Split::Sticky {
         name = format!("{name}/sticky");
+    }
+    if let Some(hash) = shared.load_balancer.and_then(|lb| lb.hash.as_ref()) {
+        action["hash_policy"] = json!([hash_policy(hash)]);
     }
     if let Some(shadow) = g.shadows.first() {
         let mut mirror = json!({ "cluster": cluster_name(shadow) });
