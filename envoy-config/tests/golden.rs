@@ -90,11 +90,11 @@ fn unsupported_kinds_and_fields_are_named() {
         load(text, "edge.yaml", &mut r).unwrap_err().to_string()
     };
     let unknown = err(
-        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: m}\nspec: {prefix: /, service: a:1, load_balancer: {policy: round_robin}}\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: m}\nspec: {prefix: /, service: a:1, resolver: endpoint}\n",
     );
     assert!(
         unknown.starts_with(
-            "edge.yaml: document 0 (Mapping m): spec.load_balancer: unknown field `load_balancer`"
+            "edge.yaml: document 0 (Mapping m): spec.resolver: unknown field `resolver`"
         ),
         "{unknown}"
     );

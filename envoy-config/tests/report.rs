@@ -19,7 +19,7 @@ spec: {prefix: /blue/, service: blue, ambassador_id: [blue]}
 apiVersion: getambassador.io/v3alpha1
 kind: Mapping
 metadata: {name: balanced}
-spec: {prefix: /lb/, service: lb, load_balancer: {policy: round_robin}}
+spec: {prefix: /lb/, service: lb, resolver: endpoint}
 ---
 apiVersion: getambassador.io/v3alpha1
 kind: Module
@@ -63,7 +63,7 @@ fn every_document_is_reported_read_skipped_or_refused_with_why() {
     assert!(
         lines[2].starts_with("refused ")
             && lines[2].contains("(Mapping balanced)")
-            && lines[2].contains("spec.load_balancer"),
+            && lines[2].contains("spec.resolver"),
         "{text}"
     );
     assert!(

@@ -228,6 +228,9 @@ fn health_check(h: &HealthCheck) -> Value {
     let mut check = json!({
         "timeout": seconds_text(h.timeout_ms),
         "interval": seconds_text(h.interval_ms),
+        // The interval is the interval: Envoy would otherwise check a
+        // cluster that has had no traffic yet only once a minute.
+        "no_traffic_interval": seconds_text(h.interval_ms),
         "unhealthy_threshold": h.unhealthy_threshold,
         "healthy_threshold": h.healthy_threshold,
     });
