@@ -842,3 +842,38 @@ fn a_shadow_is_no_member_of_the_split_and_copies_by_its_weight() {
     assert_eq!(mirror["cluster"], "copy_80");
     assert_eq!(mirror["runtime_fraction"]["default_value"]["numerator"], 10);
 }
+
+#[test]
+fn a_rule_holds_on_a_case_insensitive_mapping_whatever_case_either_is_written_in() {
+    let text = format!(
+        "{}{}---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: idp}}
+spec: {{JWT: {{jwksURI: 'https://idp.example.com/jwks.json'}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: admin}}
+spec:
+  rules:
+  - {{path: '/admin/*', filters: [{{name: idp}}]}}
+",
+        mapping(
+            "shouty",
+            "{prefix: /ADMIN/, service: s, case_sensitive: false}"
+        ),
+        mapping("quiet", "{prefix: /admin/, service: t}"),
+    );
+    let routes = routes(&envoy(&text), "any");
+    // `/ADMIN/` answers `/admin/x` too: the rule for `/admin/*` holds there.
+    for name in ["shouty", "quiet"] {
+        let r = named(&routes, name)[0];
+        let jwt = &r["typed_per_filter_config"]["gatehouse.jwt.idp"];
+        assert!(!jwt.is_null() && jwt["disabled"].is_null(), "{name}: {r:?}");
+    }
+    assert_eq!(
+        named(&routes, "shouty")[0]["match"]["case_sensitive"],
+        false
+    );
+}

@@ -25,26 +25,44 @@ enum Relation {
     Disjoint,
 }
 
-fn relation(rule: &PathMatch, g: &RouteGroup<'_>) -> Relation {
-    if g.members[0].exact_path {
+/// How a rule's path relates to group `g`'s. A group that matches paths
+/// without regard to case (`case_sensitive: false`) is compared in lower
+/// case: a rule for `/admin/*` holds for its `/ADMIN/` too, which answers
+/// `/admin/x` as well.
+fn relation(rule: &PathMatch, g: &RouteGroup<'_>, case_insensitive: bool) -> Relation {
+    if !case_insensitive {
+        return relation_in(rule, g.prefix, g.members[0].exact_path);
+    }
+    let lower = |p: &str| p.to_ascii_lowercase();
+    let rule = match rule {
+        PathMatch::Any => PathMatch::Any,
+        PathMatch::Prefix(p) => PathMatch::Prefix(lower(p)),
+        PathMatch::Segments(p) => PathMatch::Segments(lower(p)),
+        PathMatch::Exact(p) => PathMatch::Exact(lower(p)),
+    };
+    relation_in(&rule, &lower(g.prefix), g.members[0].exact_path)
+}
+
+fn relation_in(rule: &PathMatch, prefix: &str, exact_path: bool) -> Relation {
+    if exact_path {
         return match rule {
             PathMatch::Any => Relation::Covers,
-            PathMatch::Prefix(q) if g.prefix.starts_with(q.as_str()) => Relation::Covers,
-            PathMatch::Segments(q) if under_segments(q, g.prefix) => Relation::Covers,
-            PathMatch::Exact(e) if e == g.prefix => Relation::Covers,
+            PathMatch::Prefix(q) if prefix.starts_with(q.as_str()) => Relation::Covers,
+            PathMatch::Segments(q) if under_segments(q, prefix) => Relation::Covers,
+            PathMatch::Exact(e) if e == prefix => Relation::Covers,
             _ => Relation::Disjoint,
         };
     }
     match rule {
         PathMatch::Any => Relation::Covers,
-        PathMatch::Prefix(q) if g.prefix.starts_with(q.as_str()) => Relation::Covers,
+        PathMatch::Prefix(q) if prefix.starts_with(q.as_str()) => Relation::Covers,
         // `/health` covers a Mapping on `/health/`, not one on `/health`
         // (which also matches `/healthz`).
-        PathMatch::Segments(q) if g.prefix.starts_with(&format!("{q}/")) => Relation::Covers,
-        PathMatch::Prefix(q) | PathMatch::Segments(q) if q.starts_with(g.prefix) => {
+        PathMatch::Segments(q) if prefix.starts_with(&format!("{q}/")) => Relation::Covers,
+        PathMatch::Prefix(q) | PathMatch::Segments(q) if q.starts_with(prefix) => {
             Relation::Narrower(rule.clone())
         }
-        PathMatch::Exact(e) if e.starts_with(g.prefix) => Relation::Narrower(rule.clone()),
+        PathMatch::Exact(e) if e.starts_with(prefix) => Relation::Narrower(rule.clone()),
         _ => Relation::Disjoint,
     }
 }
@@ -95,7 +113,7 @@ pub(super) fn variants<'a>(
                 ),
             ));
         } else {
-            relation(&rule.path, g)
+            relation(&rule.path, g, g.shared()?.case_insensitive)
         };
         let path = match rel {
             Relation::Disjoint => continue,

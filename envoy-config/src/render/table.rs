@@ -73,7 +73,14 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
                     _ if g.members[0].exact_path => format!("={}", g.prefix),
                     _ => g.prefix.to_owned(),
                 };
-                let filters = if v.filters.is_empty() {
+                let filters = if g.shared()?.bypass_auth && !v.filters.is_empty() {
+                    // What the rule names does not run: say so.
+                    format!(
+                        " filters none (bypass_auth; {} would run: {})",
+                        v.filters.join(" -> "),
+                        v.because.as_deref().unwrap_or_default()
+                    )
+                } else if v.filters.is_empty() {
                     String::new()
                 } else {
                     format!(
