@@ -404,3 +404,58 @@ spec:
     }
     Ok(())
 }
+
+/// The Module's `ip_allow` / `ip_deny`: the connection's address (`peer`)
+/// or the client's behind a trusted proxy (`remote`), refused with 403
+/// before any route.
+#[tokio::test]
+async fn the_module_lets_in_only_the_addresses_it_allows() -> anyhow::Result<()> {
+    let app = Echo::start_named("app").await?;
+    let edge = |config: &str| {
+        format!(
+            "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: app}}
+spec: {{prefix: /, service: '127.0.0.1:{port}'}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Listener
+metadata: {{name: http}}
+spec: {{port: 8080, protocol: HTTP, securityModel: XFP, l7Depth: 1}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Module
+metadata: {{name: ambassador}}
+spec: {{config: {config}}}
+",
+            port = app.port()
+        )
+    };
+    let status = |envoy: &Envoy, client: Option<&'static str>| {
+        let mut r = envoy.get("/x");
+        if let Some(c) = client {
+            r = r.header("x-forwarded-for", c);
+        }
+        async move { anyhow::Ok(r.send().await?.status().as_u16()) }
+    };
+    let only_loopback = start(
+        &edge("{ip_allow: [{peer: 127.0.0.1}]}"),
+        RenderOptions::default(),
+    )
+    .await?;
+    assert_eq!(status(&only_loopback, None).await?, 200);
+    let only_ten = start(
+        &edge("{ip_allow: [{peer: 10.0.0.0/8}]}"),
+        RenderOptions::default(),
+    )
+    .await?;
+    assert_eq!(status(&only_ten, None).await?, 403);
+    let deny_net = start(
+        &edge("{ip_deny: [{remote: 203.0.113.0/24}]}"),
+        RenderOptions::default(),
+    )
+    .await?;
+    assert_eq!(status(&deny_net, Some("203.0.113.9")).await?, 403);
+    assert_eq!(status(&deny_net, Some("198.51.100.7")).await?, 200);
+    Ok(())
+}

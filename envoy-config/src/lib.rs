@@ -23,6 +23,7 @@ mod doc;
 mod host;
 mod limits;
 mod mapping;
+mod module;
 mod policy;
 mod render;
 mod resources;
@@ -38,6 +39,7 @@ pub use mapping::{
     AddedHeader, CircuitBreaker, Cors, HashOn, HealthCheck, LoadBalancer, Mapping, Outlier, Probe,
     RetryPolicy, Sticky,
 };
+pub use module::{IpRange, IpRule, Module};
 pub use policy::{
     ApiKeyFilter, Filter, FilterKind, FilterPolicy, FilterUse, HeaderCondition, JwtFilter,
     OAuth2Filter, PathMatch, PolicyRule, Url,

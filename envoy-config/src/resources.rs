@@ -30,6 +30,8 @@ pub struct Resources {
     pub rate_limits: Vec<RateLimit>,
     /// The RateLimitService, if a document names one.
     pub rate_limit_service: Option<RateLimitService>,
+    /// The `ambassador` Module, if a document holds it.
+    pub module: Option<crate::module::Module>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,11 +270,21 @@ fn one(
             }
             into.rate_limit_service = Some(rate_limit_service(raw, &err)?);
         }
+        "Module" => {
+            let raw: RawDoc<crate::module::RawModuleSpec> = parse_document(value, &err)?;
+            if into.module.is_some() {
+                return Err(err(
+                    "metadata.name",
+                    "the ambassador Module exists already: one per set of resources".into(),
+                ));
+            }
+            into.module = Some(crate::module::module(raw, &err)?);
+        }
         other => {
             return Err(err(
                 "kind",
                 format!(
-                    "{other:?} is not supported: this version reads Mapping, Host, Listener, Filter, FilterPolicy, RateLimit and RateLimitService"
+                    "{other:?} is not supported: this version reads Mapping, Host, Listener, Filter, FilterPolicy, RateLimit, RateLimitService and the ambassador Module"
                 ),
             ));
         }

@@ -877,3 +877,82 @@ spec:
         false
     );
 }
+
+// --- the ambassador Module ---------------------------------------------------
+
+const MODULE: &str = "---
+apiVersion: getambassador.io/v3alpha1
+kind: Module
+metadata: {name: ambassador}
+spec:
+  config:
+    cors: {origins: 'https://app.example.com'}
+    retry_policy: {retry_on: gateway-error, num_retries: 2}
+    ip_deny: [{remote: 192.0.2.0/24}, {peer: 10.1.2.3}]
+";
+
+#[test]
+fn the_module_gives_its_defaults_to_mappings_without_their_own() {
+    let text = [
+        mapping("plain", "{prefix: /p/, service: p}"),
+        mapping(
+            "own",
+            "{prefix: /o/, service: o, cors: {origins: 'https://own.example.com'}}",
+        ),
+        MODULE.to_owned(),
+    ]
+    .concat();
+    let envoy = envoy(&text);
+    let routes = routes(&envoy, "any");
+    let origin = |name: &str| {
+        named(&routes, name)[0]["typed_per_filter_config"]["envoy.filters.http.cors"]
+            ["allow_origin_string_match"][0]["exact"]
+            .clone()
+    };
+    assert_eq!(origin("plain"), "https://app.example.com");
+    assert_eq!(origin("own"), "https://own.example.com");
+    assert_eq!(
+        named(&routes, "plain")[0]["route"]["retry_policy"]["retry_on"],
+        "gateway-error"
+    );
+    let hcm = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let rbac = &hcm["http_filters"][0];
+    assert_eq!(rbac["name"], "envoy.filters.http.rbac");
+    let rules = &rbac["typed_config"]["rules"];
+    assert_eq!(rules["action"], "DENY");
+    let principals = &rules["policies"]["module-ip"]["principals"];
+    assert_eq!(principals[0]["remote_ip"]["address_prefix"], "192.0.2.0");
+    assert_eq!(principals[0]["remote_ip"]["prefix_len"], 24);
+    assert_eq!(principals[1]["direct_remote_ip"]["prefix_len"], 32);
+}
+
+#[test]
+fn module_settings_stock_envoy_cannot_honour_are_refused_by_name() {
+    for (config, want) in [
+        (
+            "{xff_num_trusted_hops: 1}",
+            "spec.config.xff_num_trusted_hops",
+        ),
+        (
+            "{error_response_overrides: []}",
+            "spec.config.error_response_overrides",
+        ),
+        ("{diagnostics: {enabled: true}}", "spec.config.diagnostics"),
+        (
+            "{ip_allow: [{peer: 10.0.0.0/8}], ip_deny: [{peer: 10.1.0.0/16}]}",
+            "not both",
+        ),
+        (
+            "{ip_allow: [{peer: 10.0.0.0/33}]}",
+            "spec.config.ip_allow[0]",
+        ),
+    ] {
+        let text = format!(
+            "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata: {{name: ambassador}}\nspec: {{config: {config}}}\n"
+        );
+        let e = rendered(&text).unwrap_err();
+        assert!(e.contains(want), "{config}: {e}");
+    }
+    let e = rendered("apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata: {name: tls}\nspec: {config: {}}\n").unwrap_err();
+    assert!(e.contains("named ambassador"), "{e}");
+}

@@ -22,9 +22,9 @@ metadata: {name: balanced}
 spec: {prefix: /lb/, service: lb, resolver: endpoint}
 ---
 apiVersion: getambassador.io/v3alpha1
-kind: Module
-metadata: {name: ambassador}
-spec: {config: {}}
+kind: TLSContext
+metadata: {name: shop}
+spec: {hosts: [shop.example.com]}
 ";
 
 fn report(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
@@ -67,7 +67,7 @@ fn every_document_is_reported_read_skipped_or_refused_with_why() {
         "{text}"
     );
     assert!(
-        lines[3].starts_with("refused ") && lines[3].contains("\"Module\" is not supported"),
+        lines[3].starts_with("refused ") && lines[3].contains("\"TLSContext\" is not supported"),
         "{text}"
     );
     assert!(
@@ -76,7 +76,7 @@ fn every_document_is_reported_read_skipped_or_refused_with_why() {
     );
     assert!(text.ends_with("1 read, 1 skipped, 2 refused\n"), "{text}");
     // The instance `blue` reads the blue Mapping alone: the rest, the
-    // Module too, belongs to `default`, as in Ambassador.
+    // TLSContext too, belongs to `default`, as in Ambassador.
     let (ok, text) = report(&dir, &["--ambassador-id", "blue"]);
     assert!(ok, "{text}");
     assert!(

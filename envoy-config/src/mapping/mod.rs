@@ -15,13 +15,14 @@ mod upstream;
 
 pub use route::{AddedHeader, Cors, Redirect, RetryPolicy, Sticky};
 use route::{
-    ListOrString, RawAddedHeader, RawCors, RawDocs, RawRegexRewrite, RawRetry, RawSticky,
-    TextOrPresent, added_headers, split_matches,
+    RawAddedHeader, RawDocs, RawRegexRewrite, RawSticky, TextOrPresent, added_headers,
+    split_matches,
 };
+pub(crate) use route::{RawCors, RawRetry, cors, retry_policy};
 pub use upstream::{CircuitBreaker, HashOn, HealthCheck, Keepalive, LoadBalancer, Outlier, Probe};
+pub(crate) use upstream::{RawCircuitBreaker, circuit_breaker};
 use upstream::{
-    RawCircuitBreaker, RawHealthCheck, RawKeepalive, RawLoadBalancer, RawOutlier, health_check,
-    load_balancer,
+    RawHealthCheck, RawKeepalive, RawLoadBalancer, RawOutlier, health_check, load_balancer,
 };
 
 #[derive(Debug, Deserialize)]
@@ -314,60 +315,15 @@ pub(crate) fn mapping(
             "a weight is a percentage, 0 to 100".into(),
         ));
     }
-    let retry_policy = match spec.retry_policy {
-        None => None,
-        Some(r) => Some(RetryPolicy {
-            retry_on: r.retry_on.unwrap_or_else(|| "5xx".into()),
-            num_retries: r.num_retries.unwrap_or(1),
-            per_try_timeout: r.per_try_timeout,
-        }),
-    };
-    let cors = spec.cors.map(|c| Cors {
-        origins: c.origins.items(),
-        methods: c.methods.map(ListOrString::items).unwrap_or_default(),
-        headers: c.headers.map(ListOrString::items).unwrap_or_default(),
-        exposed_headers: c
-            .exposed_headers
-            .map(ListOrString::items)
-            .unwrap_or_default(),
-        credentials: c.credentials,
-        max_age: c.max_age,
-    });
-    if cors.as_ref().is_some_and(|c| c.origins.is_empty()) {
-        return Err(err(
-            "spec.cors.origins",
-            "name at least one origin (or *)".into(),
-        ));
-    }
+    let retry_policy = spec.retry_policy.map(retry_policy);
+    let cors = spec.cors.map(|c| cors(c, "spec.cors", err)).transpose()?;
     if let Some(u) = spec.allow_upgrade.iter().find(|u| *u != "websocket") {
         return Err(err(
             "spec.allow_upgrade",
             format!("{u:?}: only websocket is supported"),
         ));
     }
-    let circuit_breaker = match spec.circuit_breakers.as_slice() {
-        [] => None,
-        [cb] => {
-            if cb.priority.as_deref().is_some_and(|p| p != "default") {
-                return Err(err(
-                    "spec.circuit_breakers[0].priority",
-                    "only the default priority is supported".into(),
-                ));
-            }
-            Some(CircuitBreaker {
-                max_connections: cb.max_connections,
-                max_pending_requests: cb.max_pending_requests,
-                max_requests: cb.max_requests,
-                max_retries: cb.max_retries,
-            })
-        }
-        _ => {
-            return Err(err(
-                "spec.circuit_breakers",
-                "one entry (priority default) is supported".into(),
-            ));
-        }
-    };
+    let circuit_breaker = circuit_breaker(&spec.circuit_breakers, "spec.circuit_breakers", err)?;
     if spec.regex_rewrite.is_some() && spec.rewrite.is_some() {
         return Err(err(
             "spec.regex_rewrite",

@@ -120,7 +120,7 @@ pub(super) struct RawRegexRewrite {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRetry {
+pub(crate) struct RawRetry {
     #[serde(default)]
     pub(super) retry_on: Option<String>,
     #[serde(default)]
@@ -188,7 +188,7 @@ impl ListOrString {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawCors {
+pub(crate) struct RawCors {
     pub(super) origins: ListOrString,
     #[serde(default)]
     pub(super) methods: Option<ListOrString>,
@@ -228,4 +228,36 @@ pub struct Cors {
     pub credentials: bool,
     /// Preflight cache time, seconds, as text.
     pub max_age: Option<String>,
+}
+
+/// A route's retry policy from Ambassador's `retry_policy` (defaults:
+/// `5xx`, one retry).
+pub(crate) fn retry_policy(r: RawRetry) -> RetryPolicy {
+    RetryPolicy {
+        retry_on: r.retry_on.unwrap_or_else(|| "5xx".into()),
+        num_retries: r.num_retries.unwrap_or(1),
+        per_try_timeout: r.per_try_timeout,
+    }
+}
+
+/// A CORS policy from Ambassador's `cors` at `at`.
+pub(crate) fn cors(c: RawCors, at: &str, err: ErrFn<'_>) -> Result<Cors, ResourceError> {
+    let cors = Cors {
+        origins: c.origins.items(),
+        methods: c.methods.map(ListOrString::items).unwrap_or_default(),
+        headers: c.headers.map(ListOrString::items).unwrap_or_default(),
+        exposed_headers: c
+            .exposed_headers
+            .map(ListOrString::items)
+            .unwrap_or_default(),
+        credentials: c.credentials,
+        max_age: c.max_age,
+    };
+    if cors.origins.is_empty() {
+        return Err(err(
+            &format!("{at}.origins"),
+            "name at least one origin (or *)".into(),
+        ));
+    }
+    Ok(cors)
 }

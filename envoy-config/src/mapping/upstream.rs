@@ -197,7 +197,7 @@ pub struct Keepalive {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawCircuitBreaker {
+pub(crate) struct RawCircuitBreaker {
     #[serde(default)]
     pub(super) priority: Option<String>,
     #[serde(default)]
@@ -386,4 +386,31 @@ pub(super) fn health_check(
         healthy_threshold: h.healthy_threshold.unwrap_or(1),
         probe,
     })
+}
+
+/// Circuit breakers from Ambassador's `circuit_breakers` at `at`: one entry,
+/// priority `default`.
+pub(crate) fn circuit_breaker(
+    list: &[RawCircuitBreaker],
+    at: &str,
+    err: ErrFn<'_>,
+) -> Result<Option<CircuitBreaker>, ResourceError> {
+    match list {
+        [] => Ok(None),
+        [cb] => {
+            if cb.priority.as_deref().is_some_and(|p| p != "default") {
+                return Err(err(
+                    &format!("{at}[0].priority"),
+                    "only the default priority is supported".into(),
+                ));
+            }
+            Ok(Some(CircuitBreaker {
+                max_connections: cb.max_connections,
+                max_pending_requests: cb.max_pending_requests,
+                max_requests: cb.max_requests,
+                max_retries: cb.max_retries,
+            }))
+        }
+        _ => Err(err(at, "one entry (priority default) is supported".into())),
+    }
 }

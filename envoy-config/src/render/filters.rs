@@ -78,6 +78,10 @@ pub(super) fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
         }));
     }
     let service = ctx.ratelimit_service();
+    if let Some(rule) = ctx.resources.module.as_ref().and_then(|m| m.ip.as_ref()) {
+        // First: who may not send requests gets 403 before anything else runs.
+        filters.insert(0, ip_filter(rule));
+    }
     for (stage, domain) in ctx.domains.iter().enumerate() {
         filters.push(json!({
             "name": format!("gatehouse.ratelimit.{domain}"),
@@ -221,6 +225,37 @@ fn router_config(ctx: &Ctx<'_>) -> Option<String> {
         return None;
     }
     Some(json!({ "route_header": ROUTE_HEADER, "rules": rules }).to_string())
+}
+
+/// The RBAC filter of the Module's `ip_allow` / `ip_deny`: `peer` ranges
+/// match the connection's address, `remote` ones the client address Envoy
+/// derives (with the trusted hops).
+fn ip_filter(rule: &crate::module::IpRule) -> Value {
+    let principals: Vec<Value> = rule
+        .ranges
+        .iter()
+        .map(|r| {
+            let cidr = json!({ "address_prefix": r.address, "prefix_len": r.prefix_len });
+            if r.peer {
+                json!({ "direct_remote_ip": cidr })
+            } else {
+                json!({ "remote_ip": cidr })
+            }
+        })
+        .collect();
+    json!({
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {
+                "action": if rule.allow { "ALLOW" } else { "DENY" },
+                "policies": { "module-ip": {
+                    "permissions": [{ "any": true }],
+                    "principals": principals,
+                }},
+            },
+        },
+    })
 }
 
 /// The gatehouse-authz configuration of the OAuth2 and APIKey Filters.

@@ -102,7 +102,13 @@ fn hcm(ctx: &Ctx<'_>, spec: &ListenerSpec, routes: Routes) -> Value {
         // traceparent passes through untouched.
         "generate_request_id": true,
         "xff_num_trusted_hops": spec.hops,
-        "use_remote_address": true,
+        // Ambassador's default; the Module may turn it off.
+        "use_remote_address": ctx
+            .resources
+            .module
+            .as_ref()
+            .and_then(|m| m.use_remote_address)
+            .unwrap_or(true),
         "early_header_mutation_extensions": early_header_mutation(ctx),
         "http_filters": http_filters(ctx),
     });

@@ -82,6 +82,7 @@ pub fn render_live(
     options: &RenderOptions,
     dir: &str,
 ) -> Result<LiveFiles, RenderError> {
+    let resources = &*crate::module::with_defaults(resources);
     let options = &with_listener(resources, options);
     let ctx = Ctx::new(resources, options)?;
     if let Some(h) = resources
