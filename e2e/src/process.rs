@@ -242,6 +242,13 @@ pub fn metric_value(text: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The value of the metric line starting with `prefix` on the Prometheus
+/// page at `url`, 0 when absent.
+pub async fn fetch_metric(client: &reqwest::Client, url: &str, prefix: &str) -> Result<f64> {
+    let text = client.get(url).send().await?.text().await?;
+    Ok(metric_value(&text, prefix))
+}
+
 /// Whether a GET of `url` answers with a success status.
 pub async fn answers_ok(client: reqwest::Client, url: String) -> bool {
     client

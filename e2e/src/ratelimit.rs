@@ -173,14 +173,7 @@ impl RateLimitService {
 
     /// The counter a metric line reports, 0 when absent.
     pub async fn metric(&self, line_prefix: &str) -> Result<f64> {
-        let text = self
-            .client
-            .get(self.http_url("/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(crate::process::metric_value(&text, line_prefix))
+        crate::process::fetch_metric(&self.client, &self.http_url("/metrics"), line_prefix).await
     }
 }
 

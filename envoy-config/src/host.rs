@@ -34,7 +34,7 @@ pub enum SecurityModel {
 pub struct Host {
     /// `metadata.name`.
     pub name: String,
-    /// The host name (exact).
+    /// The host name: exact, a glob (`*.example.com`, `example.*`) or `*`.
     pub hostname: String,
     /// Certificate chain and key files (PEM), if it serves TLS.
     pub tls_files: Option<(String, String)>,
@@ -138,10 +138,13 @@ pub(crate) struct RawListenerSpec {
 /// A Host from its document.
 pub(crate) fn host(raw: RawDoc<RawHostSpec>, err: ErrFn<'_>) -> Result<Host, ResourceError> {
     let spec = raw.spec;
-    if spec.hostname.is_empty() || spec.hostname.contains('*') {
+    if !crate::mapping::is_hostname_glob(&spec.hostname) {
         return Err(err(
             "spec.hostname",
-            "one exact host name (wildcards are not supported yet)".into(),
+            format!(
+                "{:?}: write *, a host name, or a glob with * as its whole first or last label (*.example.com, example.*)",
+                spec.hostname
+            ),
         ));
     }
     if let Some(acme) = &spec.acme_provider

@@ -4,8 +4,6 @@
 //! `circuit_breakers`), and who may connect at all (`ip_allow`,
 //! `ip_deny`). Every other key is refused by name.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 
 use crate::doc::{ErrFn, RawDoc, ResourceError};
@@ -13,7 +11,6 @@ use crate::mapping::{
     CircuitBreaker, Cors, RawCircuitBreaker, RawCors, RawRetry, RetryPolicy, circuit_breaker, cors,
     retry_policy,
 };
-use crate::resources::Resources;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,28 +170,4 @@ fn ip_rule(list: &[RawIp], allow: bool, at: &str, err: ErrFn<'_>) -> Result<IpRu
         });
     }
     Ok(IpRule { ranges, allow })
-}
-
-/// `resources` with the Module's defaults given to the Mappings that set
-/// none of their own (borrowed as they are without a Module).
-pub(crate) fn with_defaults(resources: &Resources) -> Cow<'_, Resources> {
-    let Some(m) = &resources.module else {
-        return Cow::Borrowed(resources);
-    };
-    if m.cors.is_none() && m.retry_policy.is_none() && m.circuit_breaker.is_none() {
-        return Cow::Borrowed(resources);
-    }
-    let mut out = resources.clone();
-    for mapping in &mut out.mappings {
-        if mapping.cors.is_none() {
-            mapping.cors.clone_from(&m.cors);
-        }
-        if mapping.retry_policy.is_none() {
-            mapping.retry_policy.clone_from(&m.retry_policy);
-        }
-        if mapping.circuit_breaker.is_none() {
-            mapping.circuit_breaker.clone_from(&m.circuit_breaker);
-        }
-    }
-    Cow::Owned(out)
 }

@@ -36,8 +36,8 @@ fn unsupported_fields_and_values_name_document_field_and_alternative() {
             "document 0 (Host x): spec.acmeProvider.authority: ACME is not planned",
         ),
         (
-            doc("Host", "  hostname: '*.example'\n"),
-            "spec.hostname: one exact host name",
+            doc("Host", "  hostname: 'a.*.example'\n"),
+            "spec.hostname: \"a.*.example\": write *, a host name, or a glob",
         ),
         (
             doc("Host", "  hostname: a.example\n  tlsContext: {name: t}\n"),

@@ -956,3 +956,58 @@ fn module_settings_stock_envoy_cannot_honour_are_refused_by_name() {
     let e = rendered("apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata: {name: tls}\nspec: {config: {}}\n").unwrap_err();
     assert!(e.contains("named ambassador"), "{e}");
 }
+
+#[test]
+fn a_wildcard_host_covers_the_names_no_host_of_their_own_does() {
+    let text = format!(
+        "{}{}---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: wild}}
+spec: {{hostname: '*.example.com', requestPolicy: {{insecure: {{action: Reject}}}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: shop}}
+spec: {{hostname: shop.example.com, requestPolicy: {{insecure: {{action: Route}}}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: any}}
+spec: {{hostname: '*', tlsSecret: {{name: fallback}}}}
+",
+        mapping(
+            "api",
+            "{hostname: api.example.com, prefix: /, service: api}"
+        ),
+        mapping(
+            "shop",
+            "{hostname: shop.example.com, prefix: /, service: shop}"
+        ),
+    );
+    let envoy = envoy(&text);
+    // Cleartext: the glob's Reject for api, shop's own Route, and the
+    // `*` Host's default Redirect for every other name.
+    let api = routes(&envoy, "api_example_com");
+    assert_eq!(api[0]["name"], "wild-insecure-rejected", "{api:?}");
+    assert!(!named(&routes(&envoy, "shop_example_com"), "shop").is_empty());
+    assert_eq!(routes(&envoy, "any")[0]["name"], "any-https-redirect");
+    // TLS: the `*` Host's certificate for any server name.
+    let tls = &envoy["static_resources"]["listeners"][1]["filter_chains"];
+    let chain = tls.as_sequence().unwrap().iter().find(|c| {
+        c["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0]
+            ["certificate_chain"]["filename"]
+            .as_str()
+            .unwrap()
+            .contains("fallback")
+    });
+    let m = &chain.unwrap()["filter_chain_match"];
+    assert!(m["server_names"].is_null(), "{m:?}");
+    for bad in ["foo.*.com", "*foo.com"] {
+        let e = rendered(&format!(
+            "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {{name: h}}\nspec: {{hostname: '{bad}'}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("spec.hostname"), "{bad}: {e}");
+    }
+}

@@ -212,7 +212,7 @@ pub struct Mapping {
 
 /// A Mapping hostname as Ambassador takes it: `*`, an exact name, or a
 /// glob whose `*` is the whole first or last label (Envoy matches no other).
-fn is_hostname_glob(hostname: &str) -> bool {
+pub(crate) fn is_hostname_glob(hostname: &str) -> bool {
     let name_ok = |s: &str| {
         !s.is_empty()
             && !s.starts_with('.')

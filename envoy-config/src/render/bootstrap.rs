@@ -31,7 +31,7 @@ pub struct Rendered {
 /// # Errors
 /// [`RenderError`] when resources that parsed alone do not fit together.
 pub fn render(resources: &Resources, options: &RenderOptions) -> Result<Rendered, RenderError> {
-    let resources = &*crate::module::with_defaults(resources);
+    let resources = &*super::defaults::with_defaults(resources);
     let ctx = Ctx::new(resources, options)?;
     let mut listeners = Vec::new();
     for spec in listener_specs(resources, options) {

@@ -169,7 +169,7 @@ impl RouteGroup<'_> {
 
 /// Whether the hostname glob `glob` (`*.example.com` or `example.*`, as
 /// Envoy matches virtual host domains) covers the exact name `name`.
-fn glob_covers(glob: &str, name: &str) -> bool {
+pub(super) fn glob_covers(glob: &str, name: &str) -> bool {
     if name.contains('*') {
         return false;
     }

@@ -35,16 +35,24 @@ pub(super) struct ListenerSpec {
 
 /// The listeners to render: the `Listener` resources (a port chosen in the
 /// options replaces the first one's of its kind), or the options' own.
-pub(super) fn listener_specs(resources: &Resources, options: &RenderOptions) -> Vec<ListenerSpec> {
-    if resources.listeners.is_empty() {
-        let mut out = vec![ListenerSpec {
+impl ListenerSpec {
+    /// The cleartext listener of the options, when no Listener resource
+    /// says: every request on it is insecure.
+    pub(super) fn cleartext(options: &RenderOptions) -> Self {
+        Self {
             name: "ingress".into(),
             port: options.listen_port,
             tls: false,
             hops: options.xff_num_trusted_hops,
             security: SecurityModel::Insecure,
             cleartext_too: false,
-        }];
+        }
+    }
+}
+
+pub(super) fn listener_specs(resources: &Resources, options: &RenderOptions) -> Vec<ListenerSpec> {
+    if resources.listeners.is_empty() {
+        let mut out = vec![ListenerSpec::cleartext(options)];
         if resources
             .hosts
             .iter()
@@ -154,8 +162,13 @@ pub(super) fn listener(
             ),
             (None, None) => continue,
         };
+        // `*` takes every name the others do not: no server name to match.
+        let mut chain_match = json!({ "transport_protocol": "tls" });
+        if h.hostname != "*" {
+            chain_match["server_names"] = json!([h.hostname]);
+        }
         chains.push(json!({
-            "filter_chain_match": { "server_names": [h.hostname], "transport_protocol": "tls" },
+            "filter_chain_match": chain_match,
             "transport_socket": {
                 "name": "envoy.transport_sockets.tls",
                 "typed_config": {

@@ -82,7 +82,7 @@ pub fn render_live(
     options: &RenderOptions,
     dir: &str,
 ) -> Result<LiveFiles, RenderError> {
-    let resources = &*crate::module::with_defaults(resources);
+    let resources = &*super::defaults::with_defaults(resources);
     let options = &with_listener(resources, options);
     let ctx = Ctx::new(resources, options)?;
     if let Some(h) = resources
@@ -96,14 +96,7 @@ pub fn render_live(
             "--live renders one cleartext listener: render TLS Hosts without --live",
         ));
     }
-    let spec = ListenerSpec {
-        name: "ingress".into(),
-        port: options.listen_port,
-        tls: false,
-        hops: options.xff_num_trusted_hops,
-        security: SecurityModel::Insecure,
-        cleartext_too: false,
-    };
+    let spec = ListenerSpec::cleartext(options);
     let bootstrap = json!({
         "node": { "id": "gatehouse", "cluster": "gatehouse" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": options.admin_port } } },

@@ -4,6 +4,7 @@
 //! One concern a file; each uses only files above it in this list:
 //! - `options`: what the caller chooses, and [`RenderError`];
 //! - `names`: the cluster, filter and header names the parts agree on;
+//! - `defaults`: the Module's defaults given to the Mappings;
 //! - `groups`: Mappings with one match as one route, their order and weights;
 //! - `context`: what every part needs to know, and the checks across resources;
 //! - `rules`: FilterPolicy rules onto route groups;
@@ -16,6 +17,7 @@
 mod bootstrap;
 mod clusters;
 mod context;
+mod defaults;
 mod filters;
 mod groups;
 mod listener;

@@ -49,7 +49,20 @@ pub(super) fn route_config(
     // The catch-all host last: Envoy picks the most specific domain anyway,
     // but a reader expects it at the end.
     for vhost in names.iter().copied().chain(std::iter::once("*")) {
-        let host = resources.hosts.iter().find(|h| h.hostname == vhost);
+        // The Host of this name: its own, else a glob's that covers it,
+        // else the `*` Host's, as Envoy picks the most specific name.
+        let host = resources
+            .hosts
+            .iter()
+            .find(|h| h.hostname == vhost)
+            .or_else(|| {
+                resources
+                    .hosts
+                    .iter()
+                    .filter(|h| super::groups::glob_covers(&h.hostname, vhost))
+                    .max_by_key(|h| h.hostname.len())
+            })
+            .or_else(|| resources.hosts.iter().find(|h| h.hostname == "*"));
         let vhost_name = if vhost == "*" {
             "any".to_owned()
         } else {

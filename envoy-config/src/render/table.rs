@@ -18,7 +18,7 @@ use super::rules::variants;
 /// # Errors
 /// As [`render`](super::bootstrap::render).
 pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
-    let resources = &*crate::module::with_defaults(resources);
+    let resources = &*super::defaults::with_defaults(resources);
     let options = RenderOptions::default();
     let ctx = Ctx::new(resources, &options)?;
     let mut out = String::new();
