@@ -715,6 +715,20 @@ spec:
         let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "sticky")
             .start()
             .await?;
+        // Ready when gatehouse-jwt holds the keys: a request that comes while
+        // another worker's first JWKS fetch is in flight is judged without
+        // keys (401), by design fail-closed.
+        let ready = format!("Bearer {}", token("ready")?);
+        e2e::poll::until("the JWKS loaded", e2e::poll::READY_DEADLINE, || async {
+            let status = envoy
+                .get("/shop/cart")
+                .header("authorization", &ready)
+                .send()
+                .await?
+                .status();
+            Ok((status == 200).then_some(()))
+        })
+        .await?;
         let mut on_canary = 0;
         for user in 0..100 {
             let bearer = format!("Bearer {}", token(&format!("user-{user}"))?);
