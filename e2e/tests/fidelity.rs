@@ -459,3 +459,75 @@ spec: {{config: {config}}}
     assert_eq!(status(&deny_net, Some("198.51.100.7")).await?, 200);
     Ok(())
 }
+
+/// Attacks on the two checks this issue added: a client that claims
+/// `x-forwarded-proto: https` with no trusted proxy in front is still
+/// insecure (Envoy sets the header from the connection), and a path in
+/// another case does not get past a rule on a case-insensitive Mapping.
+#[tokio::test]
+async fn a_spoofed_forwarded_proto_or_another_case_gets_past_no_check() -> anyhow::Result<()> {
+    let app = Echo::start_named("app").await?;
+    let jwks = JwksServer::start_down().await?;
+    jwks.serve(&e2e::demo::jwks()?);
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Listener
+metadata: {{name: http}}
+spec: {{port: 8080, protocol: HTTP, securityModel: XFP}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: api}}
+spec: {{hostname: api.example.com, requestPolicy: {{insecure: {{action: Reject}}}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Host
+metadata: {{name: open}}
+spec: {{hostname: open.example.com, requestPolicy: {{insecure: {{action: Route}}}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: admin}}
+spec: {{hostname: '*', prefix: /Admin/, service: '127.0.0.1:{port}', case_sensitive: false}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {{name: idp}}
+spec: {{JWT: {{jwksURI: 'http://127.0.0.1:{jwks}/jwks.json'}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {{name: admin}}
+spec:
+  rules:
+  - {{path: '/admin/*', filters: [{{name: idp}}]}}
+",
+        port = app.port(),
+        jwks = jwks.port(),
+    );
+    let options = RenderOptions {
+        jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
+            .display()
+            .to_string(),
+        ..RenderOptions::default()
+    };
+    let envoy = start(&text, options).await?;
+    let send = |host: &'static str, path: &'static str, proto: Option<&'static str>| {
+        let mut r = envoy.get(path).header("host", host);
+        if let Some(p) = proto {
+            r = r.header("x-forwarded-proto", p);
+        }
+        async move { anyhow::Ok(r.send().await?.status().as_u16()) }
+    };
+    // No trusted hop: a client's claim of https is not believed.
+    assert_eq!(
+        send("api.example.com", "/Admin/x", Some("https")).await?,
+        404
+    );
+    assert_eq!(send("api.example.com", "/Admin/x", None).await?, 404);
+    // Any case of the guarded path asks for a token.
+    for path in ["/admin/x", "/Admin/x", "/ADMIN/x", "/aDmIn/x"] {
+        assert_eq!(send("open.example.com", path, None).await?, 401, "{path}");
+    }
+    Ok(())
+}

@@ -44,6 +44,12 @@ impl RouteGroup<'_> {
         self.hostname == "*" || self.hostname == vhost || glob_covers(self.hostname, vhost)
     }
 
+    /// Whether the group matches paths without regard to case (its
+    /// members agree on it: [`RouteGroup::shared`] refuses otherwise).
+    pub(super) fn case_insensitive(&self) -> bool {
+        self.members.iter().any(|m| m.case_insensitive)
+    }
+
     /// How the group's weights stick to a user, if they do.
     pub(super) fn sticky(&self) -> Option<&Sticky> {
         self.members.iter().find_map(|m| m.sticky.as_ref())

@@ -113,7 +113,7 @@ pub(super) fn variants<'a>(
                 ),
             ));
         } else {
-            relation(&rule.path, g, g.shared()?.case_insensitive)
+            relation(&rule.path, g, g.case_insensitive())
         };
         let path = match rel {
             Relation::Disjoint => continue,
