@@ -477,6 +477,23 @@ mod filters_and_limits {
         Ok(encode(&header, &claims, &key)?)
     }
 
+    /// Ready when gatehouse-jwt holds the keys: a valid token on `path`
+    /// passes. A request that comes while another worker's first JWKS fetch
+    /// is in flight is judged without keys (401), fail-closed.
+    async fn until_keys(envoy: &e2e::Envoy, path: &str) -> anyhow::Result<()> {
+        let ready = format!("Bearer {}", token("ready")?);
+        e2e::poll::until("the JWKS loaded", e2e::poll::READY_DEADLINE, || async {
+            let status = envoy
+                .get(path)
+                .header("authorization", &ready)
+                .send()
+                .await?
+                .status();
+            Ok((status.is_success()).then_some(()))
+        })
+        .await
+    }
+
     fn resources(echo: u16, jwks: u16) -> anyhow::Result<Resources> {
         let text = format!(
             r#"apiVersion: getambassador.io/v3alpha1
@@ -584,6 +601,7 @@ spec:
         let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "rendered")
             .start()
             .await?;
+        until_keys(&envoy, "/partners/list").await?;
 
         // No Filter on /public/: it passes, and what only the stack may write
         // never arrives from a client.
@@ -715,20 +733,7 @@ spec:
         let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "sticky")
             .start()
             .await?;
-        // Ready when gatehouse-jwt holds the keys: a request that comes while
-        // another worker's first JWKS fetch is in flight is judged without
-        // keys (401), by design fail-closed.
-        let ready = format!("Bearer {}", token("ready")?);
-        e2e::poll::until("the JWKS loaded", e2e::poll::READY_DEADLINE, || async {
-            let status = envoy
-                .get("/shop/cart")
-                .header("authorization", &ready)
-                .send()
-                .await?
-                .status();
-            Ok((status == 200).then_some(()))
-        })
-        .await?;
+        until_keys(&envoy, "/shop/cart").await?;
         let mut on_canary = 0;
         for user in 0..100 {
             let bearer = format!("Bearer {}", token(&format!("user-{user}"))?);
