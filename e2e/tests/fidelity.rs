@@ -21,6 +21,16 @@ async fn start(text: &str, options: RenderOptions) -> anyhow::Result<Envoy> {
         .await
 }
 
+/// Render options with the built gatehouse-jwt filter.
+fn with_jwt() -> anyhow::Result<RenderOptions> {
+    Ok(RenderOptions {
+        jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
+            .display()
+            .to_string(),
+        ..RenderOptions::default()
+    })
+}
+
 fn no_redirects() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .no_proxy()
@@ -241,12 +251,7 @@ spec:
         port = echo.port(),
         jwks = jwks.port(),
     );
-    let options = RenderOptions {
-        jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
-            .display()
-            .to_string(),
-        ..RenderOptions::default()
-    };
+    let options = with_jwt()?;
     let envoy = start(&text, options).await?;
     let guarded = envoy
         .get("/x")
@@ -353,12 +358,7 @@ spec:
         app = app.port(),
         jwks = jwks.port(),
     );
-    let options = RenderOptions {
-        jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
-            .display()
-            .to_string(),
-        ..RenderOptions::default()
-    };
+    let options = with_jwt()?;
     let envoy = start(&text, options).await?;
 
     // The client gets the app's answer; the shadow a copy, its Host marked.
@@ -505,12 +505,7 @@ spec:
         port = app.port(),
         jwks = jwks.port(),
     );
-    let options = RenderOptions {
-        jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
-            .display()
-            .to_string(),
-        ..RenderOptions::default()
-    };
+    let options = with_jwt()?;
     let envoy = start(&text, options).await?;
     let send = |host: &'static str, path: &'static str, proto: Option<&'static str>| {
         let mut r = envoy.get(path).header("host", host);
@@ -528,6 +523,127 @@ spec:
     // Any case of the guarded path asks for a token.
     for path in ["/admin/x", "/Admin/x", "/ADMIN/x", "/aDmIn/x"] {
         assert_eq!(send("open.example.com", path, None).await?, 401, "{path}");
+    }
+    Ok(())
+}
+
+/// A JWT Filter's `injectRequestHeaders` templates and `errorResponse`, as
+/// Ambassador's documentation writes them: headers mixing text with the
+/// token's header, claims and the request's headers reach the upstream;
+/// refusals carry the configured content type, headers and body; a client's
+/// own copy of an injected header never reaches the upstream, even when the
+/// token lacks the claim that would set it.
+#[tokio::test]
+async fn jwt_templates_and_error_responses_mean_what_they_mean_in_ambassador() -> anyhow::Result<()>
+{
+    let echo = Echo::start_named("api").await?;
+    let jwks = JwksServer::start_down().await?;
+    jwks.serve(&e2e::demo::jwks()?);
+    let text = r#"apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: api}
+spec: {prefix: /api/, service: '127.0.0.1:ECHO', rewrite: ''}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {name: api-jwt}
+spec:
+  JWT:
+    jwksURI: http://127.0.0.1:JWKS/jwks.json
+    injectRequestHeaders:
+    - name: X-Fixed
+      value: a fixed string
+    - name: X-Authorization
+      value: 'Authenticated {{ .token.Header.alg }}; sub={{ .token.Claims.sub }}'
+    - name: X-UA
+      value: '{{ .httpRequestHeader.Get "User-Agent" }}'
+    - name: X-Signature
+      value: '{{ .token.Signature }}'
+    - name: X-Optional
+      value: '{{ .token.Claims.optional }}'
+    errorResponse:
+      realm: shop
+      contentType: application/problem+json
+      headers:
+      - name: X-Correlation-ID
+        value: '{{ .httpRequestHeader.Get "X-Correlation-ID" }}'
+      bodyTemplate: |-
+        {
+          "errorMessage": {{ .message | json "  " }},
+          {{- /* the status as a string, as in Ambassador's example */}}
+          "httpStatus": "{{ .status_code }}",
+          "requestId": {{ .request_id | json }}
+        }
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {name: api}
+spec:
+  rules:
+  - {path: '/api/*', filters: [{name: api-jwt}]}
+"#
+    .replace("ECHO", &echo.port().to_string())
+    .replace("JWKS", &jwks.port().to_string());
+    let options = with_jwt()?;
+    let envoy = start(&text, options).await?;
+    let token = e2e::demo::token("ada")?;
+    let bearer = format!("Bearer {token}");
+    let seen = e2e::poll::until("the JWKS loaded", e2e::poll::READY_DEADLINE, || async {
+        let answer = envoy
+            .get("/api/orders")
+            .header("authorization", &bearer)
+            .header("user-agent", "migrating-client/1.0")
+            .header("x-optional", "spoofed")
+            .header("x-authorization", "Authenticated HS256; sub=root")
+            .send()
+            .await?;
+        Ok(if answer.status().is_success() {
+            Some(answer.json::<Echoed>().await?)
+        } else {
+            None
+        })
+    })
+    .await?;
+    let header = |name: &str| seen.headers.get(name).cloned().unwrap_or_default();
+    assert_eq!(header("x-fixed"), ["a fixed string"]);
+    assert_eq!(header("x-authorization"), ["Authenticated RS256; sub=ada"]);
+    assert_eq!(header("x-ua"), ["migrating-client/1.0"]);
+    assert_eq!(
+        header("x-signature"),
+        [token.rsplit('.').next().unwrap_or_default()]
+    );
+    assert!(
+        header("x-optional").is_empty(),
+        "the token has no such claim, and the client's copy is removed: {:?}",
+        header("x-optional")
+    );
+
+    // Refusals: no token, a tampered token, each answered from the template.
+    let tampered = format!("Bearer {token}x");
+    for authorization in [None, Some(tampered.as_str())] {
+        let mut request = envoy
+            .get("/api/orders")
+            .header("x-correlation-id", "corr-42")
+            .header("x-request-id", "req-7");
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        let answer = request.send().await?;
+        assert_eq!(answer.status(), 401);
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+        assert_eq!(answer.headers()["x-correlation-id"], "corr-42");
+        assert!(
+            answer.headers()["www-authenticate"]
+                .to_str()?
+                .starts_with("Bearer realm=\"shop\"")
+        );
+        let body: serde_json::Value = serde_json::from_str(&answer.text().await?)?;
+        assert_eq!(body["httpStatus"], "401");
+        assert!(body["errorMessage"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+            "{body}"
+        );
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_jwt_core::template::{Scope, Template};
 use serde::Deserialize;
 
 use crate::doc::{ErrFn, RawDoc, ResourceError, readable_header};
@@ -53,8 +54,26 @@ pub struct JwtFilter {
     pub issuer: Option<String>,
     /// Clock skew, seconds.
     pub leeway_seconds: Option<u64>,
-    /// Request headers from claims: (header, dotted claim path).
+    /// Request headers from `injectRequestHeaders`: (lowercase header,
+    /// template as written, checked by gatehouse-jwt's own parser).
     pub inject: Vec<(String, String)>,
+    /// The realm of the `WWW-Authenticate` challenge: `errorResponse.realm`,
+    /// or `<name>.<namespace>` as in Ambassador.
+    pub realm: String,
+    /// `errorResponse`, when set.
+    pub error_response: Option<JwtErrorResponse>,
+}
+
+/// A JWT Filter's `errorResponse`: how its refusals are answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JwtErrorResponse {
+    /// `contentType` (default `application/json`; a `content-type` entry of
+    /// `headers` sets it too).
+    pub content_type: Option<String>,
+    /// Extra headers: (lowercase name, template).
+    pub headers: Vec<(String, String)>,
+    /// `bodyTemplate`.
+    pub body_template: Option<String>,
 }
 
 /// `Filter` of type `OAuth2`.
@@ -190,6 +209,21 @@ struct RawJwt {
     leeway_iat: Option<String>,
     #[serde(default, rename = "injectRequestHeaders")]
     inject_request_headers: Vec<RawInject>,
+    #[serde(default, rename = "errorResponse")]
+    error_response: Option<RawJwtErrorResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtErrorResponse {
+    #[serde(default, rename = "contentType")]
+    content_type: Option<String>,
+    #[serde(default)]
+    realm: Option<String>,
+    #[serde(default)]
+    headers: Vec<RawInject>,
+    #[serde(default, rename = "bodyTemplate")]
+    body_template: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,16 +376,21 @@ fn seconds(text: &str, path: &str, err: ErrFn<'_>) -> Result<u64, ResourceError>
     Ok(n * factor_ms / 1000)
 }
 
-/// The accepted subset of Ambassador's Go templates in `injectRequestHeaders`:
-/// `{{ .token.Claims.<path> }}`, nothing around it. Returns the dotted path.
-fn claim_template(value: &str) -> Option<String> {
-    let inner = value.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
-    let path = inner.strip_prefix(".token.Claims.")?;
-    let ok = !path.is_empty()
-        && path
-            .split('.')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-    ok.then(|| path.to_owned())
+/// A header name Envoy keeps and gatehouse-jwt may write.
+fn header_name(name: &str, path: &str, err: ErrFn<'_>) -> Result<(), ResourceError> {
+    readable_header(name, path, err)?;
+    if gatehouse_http_core::header::is_config_name(&name.to_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err(err(path, format!("{name:?} is not a header name")))
+    }
+}
+
+/// Checks a template with gatehouse-jwt's own parser, so what renders loads.
+fn template(value: &str, scope: Scope, path: &str, err: ErrFn<'_>) -> Result<(), ResourceError> {
+    Template::parse(value, scope)
+        .map(drop)
+        .map_err(|m| err(path, format!("{value:?}: {m}")))
 }
 
 pub(crate) fn filter(raw: RawDoc<RawFilterSpec>, err: ErrFn<'_>) -> Result<Filter, ResourceError> {
@@ -367,7 +406,12 @@ pub(crate) fn filter(raw: RawDoc<RawFilterSpec>, err: ErrFn<'_>) -> Result<Filte
         ));
     }
     let kind = if let Some(j) = spec.jwt {
-        jwt(j, err)?
+        let realm = format!(
+            "{}.{}",
+            raw.metadata.name,
+            raw.metadata.namespace.as_deref().unwrap_or("default")
+        );
+        jwt(j, realm, err)?
     } else if let Some(o) = spec.oauth2 {
         oauth2(o, err)?
     } else if let Some(a) = spec.api_key {
@@ -393,7 +437,7 @@ pub(crate) fn filter(raw: RawDoc<RawFilterSpec>, err: ErrFn<'_>) -> Result<Filte
     })
 }
 
-fn jwt(j: RawJwt, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
+fn jwt(j: RawJwt, realm: String, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
     for (flag, field) in [
         (j.require_issued_at, "requireIssuedAt"),
         (j.require_expires_at, "requireExpiresAt"),
@@ -438,17 +482,29 @@ fn jwt(j: RawJwt, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
     }
     let mut inject = Vec::new();
     for (i, h) in j.inject_request_headers.into_iter().enumerate() {
-        let claim = claim_template(&h.value).ok_or_else(|| {
-            err(
-                &format!("spec.JWT.injectRequestHeaders[{i}].value"),
-                format!(
-                    "{:?}: only the template {{{{ .token.Claims.<claim> }}}} (dots reach into objects) is supported",
-                    h.value
-                ),
-            )
-        })?;
-        inject.push((h.name.to_ascii_lowercase(), claim));
+        let at = format!("spec.JWT.injectRequestHeaders[{i}]");
+        header_name(&h.name, &format!("{at}.name"), err)?;
+        template(&h.value, Scope::Token, &format!("{at}.value"), err)?;
+        inject.push((h.name.to_ascii_lowercase(), h.value));
     }
+    let realm = match j.error_response.as_ref().and_then(|e| e.realm.as_ref()) {
+        Some(r)
+            if r.is_empty()
+                || r.bytes()
+                    .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control()) =>
+        {
+            return Err(err(
+                "spec.JWT.errorResponse.realm",
+                format!("{r:?}: a realm is non-empty text without quotes or backslashes"),
+            ));
+        }
+        Some(r) => r.clone(),
+        None => realm,
+    };
+    let error_response = j
+        .error_response
+        .map(|e| jwt_error_response(e, err))
+        .transpose()?;
     // Ambassador's default is every algorithm it supports but none: RSA.
     let algorithms = if j.valid_algorithms.is_empty() {
         AES_DEFAULT_ALGORITHMS.map(str::to_owned).to_vec()
@@ -477,7 +533,56 @@ fn jwt(j: RawJwt, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
         issuer: j.issuer,
         leeway_seconds: leeway,
         inject,
+        realm,
+        error_response,
     }))
+}
+
+fn jwt_error_response(
+    e: RawJwtErrorResponse,
+    err: ErrFn<'_>,
+) -> Result<JwtErrorResponse, ResourceError> {
+    let at = "spec.JWT.errorResponse";
+    if let Some(t) = &e.content_type
+        && (t.is_empty() || t.bytes().any(|b| b.is_ascii_control()))
+    {
+        return Err(err(
+            &format!("{at}.contentType"),
+            format!("{t:?} is not a media type"),
+        ));
+    }
+    let mut headers = Vec::new();
+    for (i, h) in e.headers.into_iter().enumerate() {
+        let name = h.name.to_ascii_lowercase();
+        header_name(&h.name, &format!("{at}.headers[{i}].name"), err)?;
+        if name == "www-authenticate" {
+            return Err(err(
+                &format!("{at}.headers[{i}].name"),
+                "the challenge is the filter's: set its realm with realm".into(),
+            ));
+        }
+        if name == "content-type" && e.content_type.is_some() {
+            return Err(err(
+                &format!("{at}.headers[{i}].name"),
+                "content-type is set by contentType already: keep one of them".into(),
+            ));
+        }
+        template(
+            &h.value,
+            Scope::Error,
+            &format!("{at}.headers[{i}].value"),
+            err,
+        )?;
+        headers.push((name, h.value));
+    }
+    if let Some(b) = &e.body_template {
+        template(b, Scope::Error, &format!("{at}.bodyTemplate"), err)?;
+    }
+    Ok(JwtErrorResponse {
+        content_type: e.content_type,
+        headers,
+        body_template: e.body_template,
+    })
 }
 
 /// A JWT Filter's algorithms when `validAlgorithms` is left out, as in
@@ -637,21 +742,6 @@ pub(crate) fn policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_claim_template_subset() {
-        assert_eq!(
-            claim_template("{{ .token.Claims.sub }}").as_deref(),
-            Some("sub")
-        );
-        assert_eq!(
-            claim_template("{{.token.Claims.realm_access.roles}}").as_deref(),
-            Some("realm_access.roles")
-        );
-        assert_eq!(claim_template("user {{ .token.Claims.sub }}"), None);
-        assert_eq!(claim_template("{{ .token.Header.kid }}"), None);
-        assert_eq!(claim_template("{{ .token.Claims.a..b }}"), None);
-    }
 
     #[test]
     fn durations_and_globs() {

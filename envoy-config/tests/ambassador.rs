@@ -57,9 +57,9 @@ fn unsupported_fields_and_values_name_document_field_and_alternative() {
         (
             doc(
                 "Filter",
-                "  JWT:\n    jwksURI: https://i/k\n    injectRequestHeaders: [{name: x, value: 'hi {{ .token.Claims.sub }}'}]\n",
+                "  JWT:\n    jwksURI: https://i/k\n    injectRequestHeaders: [{name: x, value: '{{ if hasKey .token.Claims \"sub\" }}y{{ end }}'}]\n",
             ),
-            "spec.JWT.injectRequestHeaders[0].value",
+            "spec.JWT.injectRequestHeaders[0].value: \"{{ if hasKey .token.Claims \\\"sub\\\" }}y{{ end }}\": {{ if hasKey .token.Claims \"sub\" }} is not supported",
         ),
         (
             doc(

@@ -509,6 +509,12 @@ const KINDS: &[Kind] = &[
                     "jwksURI: 'https://idp.example.com/jwks.json', injectRequestHeaders: [{name: X-Sub, value: '{{ .token.Claims.sub }}'}]",
                 ),
             ),
+            (
+                "errorResponse",
+                Set(
+                    "jwksURI: 'https://idp.example.com/jwks.json', errorResponse: {bodyTemplate: '{{ .message }}'}",
+                ),
+            ),
         ],
     },
     Kind {

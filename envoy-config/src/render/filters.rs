@@ -163,22 +163,35 @@ fn jwt_config(name: &str, j: &JwtFilter) -> String {
         provider["clock_skew_seconds"] = json!(s);
     }
     if !j.inject.is_empty() {
-        provider["claim_to_headers"] = Value::Array(
+        provider["header_templates"] = Value::Array(
             j.inject
                 .iter()
-                .map(|(header, claim)| json!({ "claim": claim, "header": header }))
+                .map(|(header, template)| json!({ "header": header, "template": template }))
                 .collect(),
         );
     }
-    json!({
+    let mut config = json!({
         "providers": { name: provider },
         "rules": [{ "requires": { "provider": name } }],
         // Every listener removes them first (early_header_mutation).
         "reserved_headers_stripped_by_envoy": true,
         // Every route the filter is on removes the token (route()).
         "token_headers_removed_by_envoy": true,
-    })
-    .to_string()
+    });
+    config["realm"] = json!(j.realm);
+    if let Some(e) = &j.error_response {
+        let mut answer = json!({
+            "headers": e.headers.iter().map(|(name, template)| json!({ "name": name, "template": template })).collect::<Vec<_>>(),
+        });
+        if let Some(t) = &e.content_type {
+            answer["content_type"] = json!(t);
+        }
+        if let Some(b) = &e.body_template {
+            answer["body_template"] = json!(b);
+        }
+        config["error_response"] = answer;
+    }
+    config.to_string()
 }
 
 /// The gatehouse-router configuration of the sticky splits: per split, the

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use crate::cache::TokenCache;
 use crate::error::ConfigError;
 use crate::jwks::KeySet;
-use crate::policy::Policy;
 use crate::policy::compile::{RawProvider, RawRule};
+use crate::policy::{ErrorResponse, Policy};
+use crate::template::{Scope, Template};
 
 /// Verified tokens a worker remembers unless configured otherwise.
 pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 1000;
@@ -49,9 +50,72 @@ struct RawFilterConfig {
     #[serde(default)]
     token_headers_removed_by_envoy: bool,
     #[serde(default)]
+    error_response: Option<RawErrorResponse>,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawErrorResponse {
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    headers: Vec<RawErrorHeader>,
+    #[serde(default)]
+    body_template: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawErrorHeader {
+    name: String,
+    template: String,
+}
+
+impl RawErrorResponse {
+    fn compile(self) -> Result<ErrorResponse, ConfigError> {
+        let invalid = |path: String, message: String| ConfigError::Invalid { path, message };
+        if let Some(t) = &self.content_type
+            && (t.is_empty() || t.bytes().any(|b| b.is_ascii_control()))
+        {
+            return Err(invalid(
+                "error_response.content_type".into(),
+                format!("{t:?} is not a media type"),
+            ));
+        }
+        let mut headers = Vec::new();
+        for (i, h) in self.headers.into_iter().enumerate() {
+            let at = format!("error_response.headers[{i}]");
+            if !gatehouse_http_core::header::is_config_name(&h.name)
+                || h.name == "www-authenticate"
+                || (h.name == "content-type" && self.content_type.is_some())
+            {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?}: a lowercase header name other than www-authenticate (realm sets it), and other than content-type when content_type is set",
+                        h.name
+                    ),
+                ));
+            }
+            let t = Template::parse(&h.template, Scope::Error)
+                .map_err(|m| invalid(format!("{at}.template"), m))?;
+            headers.push((h.name, t));
+        }
+        let body = self
+            .body_template
+            .map(|b| Template::parse(&b, Scope::Error))
+            .transpose()
+            .map_err(|m| invalid("error_response.body_template".into(), m))?;
+        Ok(ErrorResponse {
+            content_type: self.content_type,
+            headers,
+            body,
+        })
+    }
 }
 
 impl Default for FilterConfig {
@@ -196,6 +260,9 @@ impl TryFrom<RawFilterConfig> for FilterConfig {
         let mut policy = Policy::compile(raw.providers, raw.rules, realm)?;
         if raw.token_headers_removed_by_envoy {
             policy.leave_token_removal_to_envoy();
+        }
+        if let Some(e) = raw.error_response {
+            policy.set_error_response(e.compile()?);
         }
         let token_cache_size = raw.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
         let written = policy

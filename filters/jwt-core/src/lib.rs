@@ -21,6 +21,7 @@ mod jwks;
 pub mod native;
 mod policy;
 pub mod refresh;
+pub mod template;
 mod token;
 mod verify;
 
@@ -30,7 +31,8 @@ pub use error::ConfigError;
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksError, KeyIdentity, KeyKind, KeySet, VerifyingKey, parse_algorithm};
 pub use policy::{
-    Decision, DenyReason, Location, Needs, Policy, ProviderConfig, RemoteJwks, RequestView,
+    Decision, DenyReason, ErrorResponse, Location, Needs, Policy, ProviderConfig, RemoteJwks,
+    RequestView,
 };
 pub use refresh::{FetchError, JwksHost, JwksRefresh, RequestFetch, SharedEntry};
 pub use token::{CompactJwt, MAX_TOKEN_BYTES, TokenError};

@@ -4,10 +4,13 @@ use gatehouse_http_core as http;
 use serde_json::Value;
 
 use crate::jwks::KeySet;
+use crate::template::{Field, Template};
 use crate::verify::{Host, NoHost, Provider, VerifyError};
 
 pub(crate) mod compile;
 mod deny;
+
+pub use deny::ErrorResponse;
 
 /// Where a token may be found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub struct ProviderConfig {
     locations: Vec<Location>,
     forward: bool,
     claim_headers: Vec<(Vec<String>, String)>,
+    /// Headers set from `injectRequestHeaders` templates.
+    templates: Vec<(String, Template)>,
     payload_header: Option<String>,
     required: Vec<(Vec<String>, Requirement)>,
 }
@@ -177,6 +182,8 @@ pub struct Policy {
     providers: Vec<ProviderConfig>,
     rules: Vec<Rule>,
     realm: String,
+    /// Ambassador's `errorResponse`, when configured.
+    error: Option<ErrorResponse>,
     /// Envoy removes token headers on the way upstream (the route's
     /// `request_headers_to_remove`): decisions never list them in `remove`.
     token_headers_removed_by_envoy: bool,
@@ -189,6 +196,11 @@ impl Policy {
         self.token_headers_removed_by_envoy = true;
     }
 
+    /// Answers refusals as `error` says.
+    pub(crate) fn set_error_response(&mut self, error: ErrorResponse) {
+        self.error = Some(error);
+    }
+
     /// Header names the filter may write: removed from every client request.
     #[must_use]
     pub fn written_headers(&self) -> Vec<&str> {
@@ -198,6 +210,7 @@ impl Policy {
                 p.claim_headers
                     .iter()
                     .map(|(_, h)| h.as_str())
+                    .chain(p.templates.iter().map(|(h, _)| h.as_str()))
                     .chain(p.payload_header.as_deref())
             })
             .collect()
@@ -223,6 +236,12 @@ impl Policy {
                     .iter()
                     .flat_map(|r| r.headers.iter().map(|(n, _)| n.as_str())),
             )
+            .chain(
+                self.providers
+                    .iter()
+                    .flat_map(|p| p.templates.iter().flat_map(|(_, t)| t.request_headers())),
+            )
+            .chain(self.error.iter().flat_map(ErrorResponse::request_headers))
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -311,7 +330,7 @@ impl Policy {
             };
             found_any = true;
             if let Some(claims) = host.cached_claims(index, token, now) {
-                return provider.allow(&claims, location, self);
+                return provider.allow(&claims, token, location, request, self);
             }
             match provider.provider.verify_with(token, now, host) {
                 Ok(verified) => {
@@ -324,7 +343,7 @@ impl Policy {
                         std::rc::Rc::clone(&claims),
                         until,
                     );
-                    return provider.allow(&claims, location, self);
+                    return provider.allow(&claims, token, location, request, self);
                 }
                 Err(VerifyError::UnknownKid(_))
                     if provider.remote.is_some() && host.may_refetch(index) =>
@@ -339,8 +358,8 @@ impl Policy {
                 remove: Vec::new(),
                 set: Vec::new(),
             },
-            (false, false, _) => self.deny(DenyReason::MissingToken, None),
-            (true, _, e) => self.deny(DenyReason::InvalidToken, e.as_ref()),
+            (false, false, _) => self.deny(DenyReason::MissingToken, None, request),
+            (true, _, e) => self.deny(DenyReason::InvalidToken, e.as_ref(), request),
         }
     }
 }
@@ -405,10 +424,34 @@ fn lookup<'v>(claims: &'v serde_json::Map<String, Value>, path: &[String]) -> Op
 }
 
 fn header_value(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(header_value).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
+    crate::template::plain(v)
+}
+
+/// A token template's field: from the verified claims, the token's own
+/// segments (already verified, so only decoded here) or the request.
+fn token_field(
+    field: &Field,
+    claims: &serde_json::Map<String, Value>,
+    token: &str,
+    request: &RequestView<'_>,
+) -> Option<Value> {
+    match field {
+        Field::Claim(path) => lookup(claims, path).cloned(),
+        Field::TokenRaw => Some(Value::String(token.to_owned())),
+        Field::TokenSignature => token
+            .rsplit('.')
+            .next()
+            .map(|s| Value::String(s.to_owned())),
+        Field::TokenHeader(path) => {
+            let segment = token.split('.').next()?;
+            let bytes = crate::token::base64url_decode(segment.as_bytes())?;
+            let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+            lookup(&header, path).cloned()
+        }
+        Field::RequestHeader(name) => Some(Value::String(
+            request.header(name).unwrap_or_default().to_owned(),
+        )),
+        Field::StatusCode | Field::Message | Field::RequestId => None,
     }
 }
 
@@ -436,7 +479,9 @@ impl ProviderConfig {
     fn allow(
         &self,
         claims: &serde_json::Map<String, Value>,
+        token: &str,
         location: &Location,
+        request: &RequestView<'_>,
         policy: &Policy,
     ) -> Decision {
         for (path, req) in &self.required {
@@ -452,7 +497,7 @@ impl ProviderConfig {
                 _ => false,
             };
             if !holds {
-                return policy.deny(DenyReason::InsufficientClaims, None);
+                return policy.deny(DenyReason::InsufficientClaims, None, request);
             }
         }
         let mut set: Vec<(String, String)> = self
@@ -462,6 +507,14 @@ impl ProviderConfig {
                 lookup(claims, path).map(|v| (header.clone(), header_value(v)))
             })
             .collect();
+        if !self.templates.is_empty() {
+            let value = |f: &Field| token_field(f, claims, token, request);
+            set.extend(
+                self.templates
+                    .iter()
+                    .filter_map(|(header, t)| t.render(&value).map(|v| (header.clone(), v))),
+            );
+        }
         if let Some(header) = &self.payload_header {
             use base64::Engine as _;
             let payload = serde_json::to_vec(claims).unwrap_or_default();

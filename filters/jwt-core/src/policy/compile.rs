@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{Location, Needs, Policy, ProviderConfig, RemoteJwks, Requirement, Rule};
 use crate::error::ConfigError;
 use crate::jwks::{KeySet, parse_algorithm};
+use crate::template::{Scope, Template};
 use crate::verify::Provider;
 use jsonwebtoken::Algorithm;
 
@@ -32,6 +33,8 @@ pub(crate) struct RawProvider {
     forward: bool,
     #[serde(default)]
     claim_to_headers: Vec<RawClaimHeader>,
+    #[serde(default)]
+    header_templates: Vec<RawHeaderTemplate>,
     #[serde(default)]
     payload_in_header: Option<String>,
     #[serde(default)]
@@ -80,6 +83,13 @@ struct RawLocation {
 struct RawClaimHeader {
     claim: String,
     header: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderTemplate {
+    header: String,
+    template: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +315,16 @@ impl Policy {
                 }
                 claim_headers.push((claim_path(&c.claim), c.header));
             }
+            let mut templates = Vec::new();
+            for (i, t) in raw.header_templates.into_iter().enumerate() {
+                let field = format!("{at}.header_templates[{i}]");
+                if !gatehouse_http_core::header::is_config_name(&t.header) {
+                    return Err(invalid(field, "header: a lowercase header name"));
+                }
+                let template = Template::parse(&t.template, Scope::Token)
+                    .map_err(|m| invalid(format!("{field}.template"), m))?;
+                templates.push((t.header, template));
+            }
             if let Some(h) = &raw.payload_in_header
                 && !gatehouse_http_core::header::is_config_name(h)
             {
@@ -343,6 +363,7 @@ impl Policy {
                 locations,
                 forward: raw.forward,
                 claim_headers,
+                templates,
                 payload_header: raw.payload_in_header,
                 required,
             });
@@ -404,6 +425,7 @@ impl Policy {
             providers,
             rules,
             realm,
+            error: None,
             token_headers_removed_by_envoy: false,
         })
     }

@@ -836,3 +836,168 @@ fn every_refusal_carries_its_reason_status_and_code() {
         assert!(body.contains(&code), "{body}");
     }
 }
+
+fn templated(extra: Value) -> FilterConfig {
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    let mut config = json!({
+        "realm": "shop",
+        "providers": {
+            "idp": {
+                "jwks": { "inline": jwks },
+                "header_templates": [
+                    { "header": "x-auth", "template": "Authenticated {{ .token.Header.alg }}; sub={{ .token.Claims.sub }}" },
+                    { "header": "x-ua", "template": "{{ .httpRequestHeader.Get \"User-Agent\" }}" },
+                    { "header": "x-raw", "template": "{{ .token.Raw }}" },
+                    { "header": "x-sig", "template": "{{ .token.Signature }}" },
+                    { "header": "x-optional", "template": "{{ .token.Claims.optional }}" }
+                ]
+            }
+        },
+        "rules": [ { "requires": { "provider": "idp" } } ]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    FilterConfig::parse(config.to_string().as_bytes()).unwrap()
+}
+
+fn decide_with_config(config: &FilterConfig, headers: &[(&str, &str)]) -> Decision {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    config.policy().decide(
+        &RequestView {
+            path: "/orders",
+            host: "api.example",
+            method: "GET",
+            headers: &headers,
+        },
+        NOW,
+    )
+}
+
+#[test]
+fn header_templates_print_the_token_and_the_request() {
+    let config = templated(json!({}));
+    assert!(
+        config.reads_header("user-agent"),
+        "a template's request header is read"
+    );
+    for h in ["x-auth", "x-ua", "x-raw", "x-sig", "x-optional"] {
+        assert!(
+            config.is_reserved_header(h),
+            "{h}: a client's copy is removed"
+        );
+    }
+    assert!(!config.is_reserved_header("user-agent"));
+    let t = token(good_claims());
+    let bearer = format!("Bearer {t}");
+    let Decision::Continue { set, .. } = decide_with_config(
+        &config,
+        &[("authorization", &bearer), ("user-agent", "curl/8.5")],
+    ) else {
+        panic!("a good token passes");
+    };
+    let get = |h: &str| set.iter().find(|(n, _)| n == h).map(|(_, v)| v.as_str());
+    assert_eq!(get("x-auth"), Some("Authenticated ES256; sub=ann"));
+    assert_eq!(get("x-ua"), Some("curl/8.5"));
+    assert_eq!(get("x-raw"), Some(t.as_str()));
+    assert_eq!(get("x-sig"), t.rsplit('.').next());
+    assert_eq!(
+        get("x-optional"),
+        None,
+        "a claim the token lacks sets no header"
+    );
+}
+
+#[test]
+fn an_error_response_answers_every_refusal_from_its_templates() {
+    let config = templated(json!({
+        "error_response": {
+            "content_type": "application/problem+json",
+            "headers": [ { "name": "x-correlation-id", "template": "{{ .httpRequestHeader.Get \"X-Correlation-Id\" }}" } ],
+            "body_template": "{\"error\": {{ .message | json }}, \"status\": {{ .status_code }}, \"request\": {{ .request_id | json }}}"
+        }
+    }));
+    assert!(config.reads_header("x-request-id") && config.reads_header("x-correlation-id"));
+    let expired = token(json!({ "sub": "ann", "exp": NOW - 3600 }));
+    for (authorization, status, message) in [
+        (None, 401, "a bearer token is required"),
+        (
+            Some(format!("Bearer {expired}")),
+            401,
+            "the token has expired",
+        ),
+        (
+            Some("Bearer not.a.token".to_owned()),
+            401,
+            "the token is not valid",
+        ),
+    ] {
+        let mut headers = vec![("x-request-id", "req-7"), ("x-correlation-id", "c-\"9")];
+        if let Some(a) = &authorization {
+            headers.push(("authorization", a));
+        }
+        let Decision::Deny {
+            status: got,
+            headers,
+            body,
+            ..
+        } = decide_with_config(&config, &headers)
+        else {
+            panic!("refused");
+        };
+        assert_eq!(got, status);
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("content-type"), Some("application/problem+json"));
+        assert_eq!(header("x-correlation-id"), Some("c-\"9"));
+        assert!(
+            header("www-authenticate")
+                .unwrap()
+                .starts_with("Bearer realm=\"shop\"")
+        );
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({ "error": message, "status": status, "request": "req-7" })
+        );
+    }
+}
+
+#[test]
+fn template_errors_name_the_field() {
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    for (config, field) in [
+        (
+            json!({ "providers": { "idp": { "jwks": { "inline": jwks },
+                "header_templates": [ { "header": "x-a", "template": "{{ printf \"%q\" .token.Claims.sub }}" } ] } } }),
+            "providers.idp.header_templates[0].template",
+        ),
+        (
+            json!({ "providers": { "idp": { "jwks": { "inline": jwks },
+                "header_templates": [ { "header": "X-A", "template": "x" } ] } } }),
+            "providers.idp.header_templates[0]",
+        ),
+        (
+            json!({ "error_response": { "body_template": "{{ .token.Raw }}" } }),
+            "error_response.body_template",
+        ),
+        (
+            json!({ "error_response": { "content_type": "text/plain", "headers": [ { "name": "content-type", "template": "x" } ] } }),
+            "error_response.headers[0].name",
+        ),
+        (
+            json!({ "error_response": { "headers": [ { "name": "www-authenticate", "template": "x" } ] } }),
+            "error_response.headers[0].name",
+        ),
+    ] {
+        let e = FilterConfig::parse(config.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+}
