@@ -46,8 +46,7 @@ pub(crate) struct RawMetadata {
     #[serde(default)]
     pub(crate) namespace: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
-    labels: Option<BTreeMap<String, String>>,
+    pub(crate) labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     #[allow(dead_code)]
     annotations: Option<BTreeMap<String, String>>,

@@ -1,6 +1,8 @@
 //! `Host` documents (the names the edge serves, their certificates, what
 //! cleartext gets) and `Listener` documents (where Envoy listens).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::doc::{ErrFn, RawDoc, ResourceError};
@@ -43,12 +45,33 @@ pub struct Host {
     /// Insecure requests (`requestPolicy.insecure.action`, default
     /// `Redirect` as in Ambassador, with or without a certificate here).
     pub insecure: Insecure,
+    /// `mappingSelector.matchLabels`: when set, only Mappings carrying
+    /// every one of these labels are served under this Host.
+    pub mapping_selector: Option<BTreeMap<String, String>>,
+}
+
+impl Host {
+    /// Whether a Mapping with `labels` may be served under this Host, as
+    /// Ambassador's strict label selectors have it: a Host without a
+    /// selector takes every Mapping its name matches; one with a selector
+    /// only those carrying each of its labels with the same value.
+    #[must_use]
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.mapping_selector
+            .as_ref()
+            .is_none_or(|want| want.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHostSpec {
-    hostname: String,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default, rename = "mappingSelector")]
+    mapping_selector: Option<RawSelector>,
+    #[serde(default)]
+    selector: Option<RawSelector>,
     #[serde(default, rename = "tlsSecret")]
     tls_secret: Option<RawSecretRef>,
     #[serde(default, rename = "tlsFiles")]
@@ -57,6 +80,15 @@ pub(crate) struct RawHostSpec {
     request_policy: Option<RawRequestPolicy>,
     #[serde(default, rename = "acmeProvider")]
     acme_provider: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelector {
+    #[serde(default, rename = "matchLabels")]
+    match_labels: BTreeMap<String, String>,
+    #[serde(default, rename = "matchExpressions")]
+    match_expressions: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,13 +170,35 @@ pub(crate) struct RawListenerSpec {
 /// A Host from its document.
 pub(crate) fn host(raw: RawDoc<RawHostSpec>, err: ErrFn<'_>) -> Result<Host, ResourceError> {
     let spec = raw.spec;
-    if !crate::mapping::is_hostname_glob(&spec.hostname) {
+    // Ambassador's Host without a hostname is the `*` Host.
+    let hostname = spec.hostname.unwrap_or_else(|| "*".into());
+    if !crate::mapping::is_hostname_glob(&hostname) {
         return Err(err(
             "spec.hostname",
             format!(
                 "{:?}: write *, a host name, or a glob with * as its whole first or last label (*.example.com, example.*)",
-                spec.hostname
+                hostname
             ),
+        ));
+    }
+    let (selector, field) = match (spec.mapping_selector, spec.selector) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "spec.selector",
+                "selector is the old name of mappingSelector: write only mappingSelector".into(),
+            ));
+        }
+        (Some(s), None) => (Some(s), "spec.mappingSelector"),
+        (None, Some(s)) => (Some(s), "spec.selector"),
+        (None, None) => (None, ""),
+    };
+    if selector
+        .as_ref()
+        .is_some_and(|s| s.match_expressions.is_some())
+    {
+        return Err(err(
+            &format!("{field}.matchExpressions"),
+            "not supported yet: select with matchLabels (every label must match)".into(),
         ));
     }
     if let Some(acme) = &spec.acme_provider
@@ -185,7 +239,8 @@ pub(crate) fn host(raw: RawDoc<RawHostSpec>, err: ErrFn<'_>) -> Result<Host, Res
     };
     Ok(Host {
         name: raw.metadata.name,
-        hostname: spec.hostname,
+        hostname,
+        mapping_selector: selector.map(|s| s.match_labels),
         tls_files: spec.tls_files.map(|f| (f.cert_chain, f.private_key)),
         tls_secret: spec.tls_secret.map(|s| s.name),
         insecure,

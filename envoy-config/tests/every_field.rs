@@ -341,6 +341,18 @@ const KINDS: &[Kind] = &[
                     "only authority none (no ACME) is accepted, which is Ambassador's way to say no ACME",
                 ),
             ),
+            (
+                "mappingSelector",
+                Set(
+                    "hostname: shop.example.com, requestPolicy: {insecure: {action: Route}}, mappingSelector: {matchLabels: {team: shop}}",
+                ),
+            ),
+            (
+                "selector",
+                Set(
+                    "hostname: shop.example.com, requestPolicy: {insecure: {action: Route}}, selector: {matchLabels: {team: shop}}",
+                ),
+            ),
         ],
     },
     Kind {

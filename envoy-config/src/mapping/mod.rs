@@ -126,6 +126,10 @@ pub struct Mapping {
     pub name: String,
     /// Host to match (`*` for any).
     pub hostname: String,
+    /// `hostname` was written (not the `*` a Mapping without one gets).
+    pub hostname_given: bool,
+    /// `metadata.labels`: what a Host's `mappingSelector` selects by.
+    pub metadata_labels: BTreeMap<String, String>,
     /// Path prefix (the whole path with `exact_path`).
     pub prefix: String,
     /// `prefix` is an exact path (Gatehouse's `path`).
@@ -373,6 +377,7 @@ pub(crate) fn mapping(
         None => Labels::new(),
         Some(v) => labels(v, err)?,
     };
+    let hostname_given = spec.hostname.is_some();
     let hostname = spec.hostname.unwrap_or_else(|| "*".into());
     if !is_hostname_glob(&hostname) {
         return Err(err(
@@ -472,6 +477,8 @@ pub(crate) fn mapping(
         ));
     }
     Ok(Mapping {
+        hostname_given,
+        metadata_labels: raw.metadata.labels.clone().unwrap_or_default(),
         name: raw.metadata.name,
         hostname,
         prefix: prefix.clone(),

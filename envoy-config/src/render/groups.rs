@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::host::Host;
 use crate::limits::Labels;
 use crate::mapping::{AddedHeader, Cors, LoadBalancer, Mapping, RetryPolicy, Sticky};
 use crate::resources::Resources;
@@ -37,11 +38,27 @@ impl RouteGroup<'_> {
             && *self.regex_query == m.regex_query_parameters
     }
 
-    /// Whether the group's routes belong in virtual host `vhost`: its
-    /// hostname is `*`, `vhost` itself, or a glob that covers the name
-    /// `vhost` (so rules written for that name apply to it there too).
-    pub(super) fn serves(&self, vhost: &str) -> bool {
-        self.hostname == "*" || self.hostname == vhost || glob_covers(self.hostname, vhost)
+    /// Whether the group's routes belong in virtual host `vhost` (served
+    /// under the Host [`host_of`] gives): its hostname is `*`, `vhost`
+    /// itself, or a glob that covers the name `vhost` (so rules written for
+    /// that name apply to it there too); under a Host with a
+    /// `mappingSelector`, the selector must also take every member, as in
+    /// Ambassador. A group without a hostname that some Host's selector
+    /// takes is served under such Hosts only; one that no selector takes is
+    /// served under every Host without a selector (Ambassador 3 serves it
+    /// nowhere).
+    pub(super) fn serves(&self, vhost: &str, hosts: &[Host]) -> bool {
+        let named =
+            self.hostname == "*" || self.hostname == vhost || glob_covers(self.hostname, vhost);
+        let selected = |h: &Host| {
+            h.mapping_selector.is_some()
+                && self.members.iter().all(|m| h.selects(&m.metadata_labels))
+        };
+        match host_of(hosts, vhost) {
+            Some(h) if h.mapping_selector.is_some() => named && selected(h),
+            _ if !self.members[0].hostname_given => !hosts.iter().any(selected),
+            _ => named,
+        }
     }
 
     /// Whether the group matches paths without regard to case (its
@@ -171,6 +188,22 @@ impl RouteGroup<'_> {
             + self.regex_query.len()
             + usize::from(self.method.is_some())
     }
+}
+
+/// The Host whose settings apply to virtual host `vhost`: the Host of that
+/// name, else the longest glob's that covers it, else the `*` Host's, as
+/// Envoy picks the most specific domain.
+pub(super) fn host_of<'h>(hosts: &'h [Host], vhost: &str) -> Option<&'h Host> {
+    hosts
+        .iter()
+        .find(|h| h.hostname == vhost)
+        .or_else(|| {
+            hosts
+                .iter()
+                .filter(|h| glob_covers(&h.hostname, vhost))
+                .max_by_key(|h| h.hostname.len())
+        })
+        .or_else(|| hosts.iter().find(|h| h.hostname == "*"))
 }
 
 /// Whether the hostname glob `glob` (`*.example.com` or `example.*`, as
@@ -376,6 +409,8 @@ mod tests {
     #[test]
     fn weights_always_sum_to_a_hundred() {
         let m = |w: Option<u32>| Mapping {
+            hostname_given: false,
+            metadata_labels: BTreeMap::new(),
             name: "m".into(),
             hostname: "*".into(),
             prefix: "/".into(),

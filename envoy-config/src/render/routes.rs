@@ -51,18 +51,7 @@ pub(super) fn route_config(
     for vhost in names.iter().copied().chain(std::iter::once("*")) {
         // The Host of this name: its own, else a glob's that covers it,
         // else the `*` Host's, as Envoy picks the most specific name.
-        let host = resources
-            .hosts
-            .iter()
-            .find(|h| h.hostname == vhost)
-            .or_else(|| {
-                resources
-                    .hosts
-                    .iter()
-                    .filter(|h| super::groups::glob_covers(&h.hostname, vhost))
-                    .max_by_key(|h| h.hostname.len())
-            })
-            .or_else(|| resources.hosts.iter().find(|h| h.hostname == "*"));
+        let host = super::groups::host_of(&resources.hosts, vhost);
         let vhost_name = if vhost == "*" {
             "any".to_owned()
         } else {
@@ -102,7 +91,7 @@ pub(super) fn route_config(
                 }));
             }
         }
-        for g in groups.iter().filter(|g| g.serves(vhost)) {
+        for g in groups.iter().filter(|g| g.serves(vhost, &resources.hosts)) {
             let shared = g.shared()?;
             let mut limits = Vec::new();
             for (stage, domain) in ctx.domains.iter().enumerate() {

@@ -30,9 +30,15 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
     for (_, _, r) in &ctx.rules {
         vhosts.insert(&r.host);
     }
+    for h in &resources.hosts {
+        vhosts.insert(&h.hostname);
+    }
     let specific: Vec<&str> = vhosts.iter().copied().filter(|h| *h != "*").collect();
     for vhost in specific.into_iter().chain(std::iter::once("*")) {
-        for g in groups(resources).iter().filter(|g| g.serves(vhost)) {
+        for g in groups(resources)
+            .iter()
+            .filter(|g| g.serves(vhost, &resources.hosts))
+        {
             for v in variants(&ctx, g, vhost)? {
                 let mut matches: Vec<String> = g
                     .method
