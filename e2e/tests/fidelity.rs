@@ -717,3 +717,104 @@ spec: {prefix: /free/, service: '127.0.0.1:ECHO'}
     }
     Ok(())
 }
+
+/// A RateLimit's `injectRequestHeaders`, `injectResponseHeaders` and
+/// `errorResponse`, through Envoy and gatehouse-ratelimit: within the
+/// limit the upstream gets the request header (never a client's copy) and
+/// the client the response header; over it, the 429 carries the error
+/// response's headers and body, and the upstream is not reached.
+#[tokio::test]
+async fn a_rate_limit_adds_its_headers_and_answers_with_its_error_response() -> anyhow::Result<()> {
+    use e2e::ratelimit::RateLimitService;
+    let echo = Echo::start_named("api").await?;
+    let text = r#"apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: api}
+spec:
+  prefix: /api/
+  service: '127.0.0.1:ECHO'
+  labels:
+    ambassador:
+    - per_address:
+      - remote_address: {key: remote_address}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: RateLimit
+metadata: {name: per-address}
+spec:
+  domain: ambassador
+  limits:
+  - pattern: [{remote_address: "*"}]
+    rate: 2
+    unit: minute
+    injectRequestHeaders:
+    - name: X-Limited-By
+      value: per-address
+    injectResponseHeaders:
+    - name: X-RateLimit-Policy
+      value: 'per-address, code {{ .RateLimitResponse.OverallCode }}'
+    errorResponse:
+      headers:
+      - name: Content-Type
+        value: application/json
+      - name: X-Retry-In
+        value: '{{ .RetryAfter }}'
+      bodyTemplate: '{"error": {{ .message | json }}, "status": {{ .status_code }}}'
+"#
+    .replace("ECHO", &echo.port().to_string());
+    let mut resources = gatehouse_config::Resources::default();
+    gatehouse_config::load(&text, "edge.yaml", &mut resources)?;
+    let mut options = RenderOptions {
+        listen_address: "127.0.0.1".into(),
+        listen_port: 0,
+        admin_port: 0,
+        ..RenderOptions::default()
+    };
+    let files = render(&resources, &options)?;
+    let ratelimit = RateLimitService::builder()
+        .file("ambassador.yaml", &files.ratelimit["ambassador.yaml"])
+        .start()
+        .await?;
+    options.ratelimit_address = ratelimit.grpc_addr().to_string();
+    let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "limits")
+        .start()
+        .await?;
+    let send = || {
+        envoy
+            .get("/api/orders")
+            .header("x-limited-by", "spoofed")
+            .send()
+    };
+    for n in 0..2 {
+        let answer = send().await?;
+        assert_eq!(answer.status(), 200, "request {n}");
+        assert_eq!(
+            answer.headers()["x-ratelimit-policy"],
+            "per-address, code 1"
+        );
+        let seen = answer.json::<Echoed>().await?;
+        assert_eq!(
+            seen.headers
+                .get("x-limited-by")
+                .cloned()
+                .unwrap_or_default(),
+            ["per-address"],
+            "the limit's header, and no client copy"
+        );
+    }
+    let limited = send().await?;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["content-type"], "application/json");
+    assert_eq!(
+        limited.headers()["x-ratelimit-policy"],
+        "per-address, code 2"
+    );
+    let wait = limited.headers()["x-retry-in"].to_str()?.to_owned();
+    assert!(wait.ends_with('s') && wait != "0s", "{wait}");
+    let body: serde_json::Value = serde_json::from_str(&limited.text().await?)?;
+    assert_eq!(
+        body,
+        serde_json::json!({ "error": "too many requests", "status": 429 })
+    );
+    Ok(())
+}

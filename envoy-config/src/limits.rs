@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use gatehouse_template_core::{Scope, Template};
+
 use crate::doc::{ErrFn, RawDoc, ResourceError, readable_header};
 
 /// One label specifier: an Envoy rate-limit action.
@@ -262,6 +264,15 @@ pub struct Limit {
     pub log_only: bool,
     /// `name`: names the limit in gatehouse-ratelimit's stats and dump.
     pub name: Option<String>,
+    /// `injectRequestHeaders`: (lowercase name, template), added to the
+    /// upstream request when the limit matched and the request goes on.
+    pub inject_request: Vec<(String, String)>,
+    /// `injectResponseHeaders`: added to the response when it matched.
+    pub inject_response: Vec<(String, String)>,
+    /// `errorResponse`: the 429's headers and body when this limit is over.
+    pub error_headers: Vec<(String, String)>,
+    /// `errorResponse.bodyTemplate`.
+    pub error_body: Option<String>,
 }
 
 /// A `RateLimit` document.
@@ -292,6 +303,56 @@ struct RawLimit {
     unit: String,
     #[serde(default)]
     action: Option<String>,
+    #[serde(default, rename = "injectRequestHeaders")]
+    inject_request_headers: Vec<RawHeaderTemplate>,
+    #[serde(default, rename = "injectResponseHeaders")]
+    inject_response_headers: Vec<RawHeaderTemplate>,
+    #[serde(default, rename = "errorResponse")]
+    error_response: Option<RawLimitError>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderTemplate {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimitError {
+    #[serde(default)]
+    headers: Vec<RawHeaderTemplate>,
+    #[serde(default, rename = "bodyTemplate")]
+    body_template: Option<String>,
+    #[serde(default, rename = "contentType")]
+    content_type: Option<String>,
+}
+
+/// Header templates as gatehouse-ratelimit will load them: names checked,
+/// values parsed by its own template parser.
+fn header_templates(
+    raws: Vec<RawHeaderTemplate>,
+    at: &str,
+    scope: Scope,
+    err: ErrFn<'_>,
+) -> Result<Vec<(String, String)>, ResourceError> {
+    raws.into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            readable_header(&h.name, &format!("{at}[{i}].name"), err)?;
+            let name = h.name.to_ascii_lowercase();
+            if name.is_empty() || !gatehouse_http_core::header::is_config_name(&name) {
+                return Err(err(
+                    &format!("{at}[{i}].name"),
+                    format!("{:?} is not a header name", h.name),
+                ));
+            }
+            Template::parse(&h.value, scope)
+                .map_err(|m| err(&format!("{at}[{i}].value"), format!("{:?}: {m}", h.value)))?;
+            Ok((name, h.value))
+        })
+        .collect()
 }
 
 pub(crate) fn rate_limit(
@@ -334,12 +395,61 @@ pub(crate) fn rate_limit(
                 return Err(err(&at("action"), "Enforce or LogOnly".into()));
             }
         };
+        let inject_request = header_templates(
+            l.inject_request_headers,
+            &at("injectRequestHeaders"),
+            Scope::RateLimit,
+            err,
+        )?;
+        let inject_response = header_templates(
+            l.inject_response_headers,
+            &at("injectResponseHeaders"),
+            Scope::RateLimit,
+            err,
+        )?;
+        let (error_headers, error_body) = match l.error_response {
+            None => (Vec::new(), None),
+            Some(e) => {
+                let mut headers = header_templates(
+                    e.headers,
+                    &at("errorResponse.headers"),
+                    Scope::RateLimitError,
+                    err,
+                )?;
+                if let Some(t) = e.content_type {
+                    if headers.iter().any(|(n, _)| n == "content-type") {
+                        return Err(err(
+                            &at("errorResponse.contentType"),
+                            "a content-type entry of headers says it already: keep one".into(),
+                        ));
+                    }
+                    headers.push(("content-type".into(), t));
+                }
+                if let Some(b) = &e.body_template {
+                    Template::parse(b, Scope::RateLimitError).map_err(|m| {
+                        err(&at("errorResponse.bodyTemplate"), format!("{b:?}: {m}"))
+                    })?;
+                }
+                (headers, e.body_template)
+            }
+        };
+        if log_only && (!error_headers.is_empty() || error_body.is_some()) {
+            return Err(err(
+                &at("errorResponse"),
+                "a LogOnly limit never refuses, so it has no error response: drop one of them"
+                    .into(),
+            ));
+        }
         limits.push(Limit {
             pattern,
             rate: l.rate,
             unit,
             log_only,
             name: l.name,
+            inject_request,
+            inject_response,
+            error_headers,
+            error_body,
         });
     }
     Ok(RateLimit {
@@ -474,6 +584,24 @@ pub fn service_configs(limits: &[RateLimit]) -> Result<BTreeMap<String, String>,
             }
             if l.log_only {
                 v["shadow_mode"] = json!(true);
+            }
+            let headers = |list: &[(String, String)]| {
+                list.iter()
+                    .map(|(n, t)| json!({ "name": n, "value": t }))
+                    .collect::<Vec<_>>()
+            };
+            if !l.inject_request.is_empty() {
+                v["rate_limit"]["request_headers"] = json!(headers(&l.inject_request));
+            }
+            if !l.inject_response.is_empty() {
+                v["rate_limit"]["response_headers"] = json!(headers(&l.inject_response));
+            }
+            if !l.error_headers.is_empty() || l.error_body.is_some() {
+                let mut over = json!({ "headers": headers(&l.error_headers) });
+                if let Some(b) = &l.error_body {
+                    over["body"] = json!(b);
+                }
+                v["rate_limit"]["over_limit"] = over;
             }
         }
         if !node.children.is_empty() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_jwt_core::template::{Scope, Template};
+use gatehouse_template_core::{Scope, Template};
 use serde::Deserialize;
 
 use crate::doc::{ErrFn, RawDoc, ResourceError, readable_header};

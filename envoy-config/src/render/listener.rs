@@ -235,14 +235,21 @@ fn access_log() -> Value {
 }
 
 /// Headers only the stack writes, removed from every request before
-/// anything reads it: the `x-gatehouse-` prefix and every header a JWT
-/// Filter injects.
+/// anything reads it: the `x-gatehouse-` prefix, every header a JWT Filter
+/// injects and every request header a RateLimit adds.
 fn early_header_mutation(ctx: &Ctx<'_>) -> Value {
     let mut mutations =
         vec![json!({ "remove_on_match": { "key_matcher": { "prefix": "x-gatehouse-" } } })];
     let injected: BTreeSet<&str> = ctx
         .jwt_filters()
         .flat_map(|(_, j)| j.inject.iter().map(|(h, _)| h.as_str()))
+        .chain(
+            ctx.resources
+                .rate_limits
+                .iter()
+                .flat_map(|r| &r.limits)
+                .flat_map(|l| l.inject_request.iter().map(|(h, _)| h.as_str())),
+        )
         .filter(|h| !h.starts_with("x-gatehouse-"))
         .collect();
     for h in injected {

@@ -9,7 +9,7 @@ use crate::error::ConfigError;
 use crate::jwks::KeySet;
 use crate::policy::compile::{RawProvider, RawRule};
 use crate::policy::{ErrorResponse, Policy};
-use crate::template::{Scope, Template};
+use gatehouse_template_core::{Scope, Template};
 
 /// Verified tokens a worker remembers unless configured otherwise.
 pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 1000;

@@ -21,7 +21,6 @@ mod jwks;
 pub mod native;
 mod policy;
 pub mod refresh;
-pub mod template;
 mod token;
 mod verify;
 

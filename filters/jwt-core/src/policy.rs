@@ -4,8 +4,8 @@ use gatehouse_http_core as http;
 use serde_json::Value;
 
 use crate::jwks::KeySet;
-use crate::template::{Field, Template};
 use crate::verify::{Host, NoHost, Provider, VerifyError};
+use gatehouse_template_core::{Field, Template};
 
 pub(crate) mod compile;
 mod deny;
@@ -424,7 +424,7 @@ fn lookup<'v>(claims: &'v serde_json::Map<String, Value>, path: &[String]) -> Op
 }
 
 fn header_value(v: &Value) -> String {
-    crate::template::plain(v)
+    gatehouse_template_core::plain(v)
 }
 
 /// A token template's field: from the verified claims, the token's own
@@ -451,7 +451,11 @@ fn token_field(
         Field::RequestHeader(name) => Some(Value::String(
             request.header(name).unwrap_or_default().to_owned(),
         )),
-        Field::StatusCode | Field::Message | Field::RequestId => None,
+        Field::StatusCode
+        | Field::Message
+        | Field::RequestId
+        | Field::RetryAfter
+        | Field::OverallCode => None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! turns them into a [`RateLimitConfig`] of compiled lookup trees, or a
 //! [`ConfigError`] naming the file, the field path and the problem.
 
+use crate::answer::{Answers, RawHeader, RawOverLimit};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -67,6 +68,14 @@ struct RawRateLimit {
     /// `sliding_window`.
     #[serde(default)]
     algorithm: Option<String>,
+    /// Gatehouse extensions ([`Answers`]): headers for the upstream request,
+    /// for the response, and the 429's headers and body.
+    #[serde(default)]
+    request_headers: Vec<RawHeader>,
+    #[serde(default)]
+    response_headers: Vec<RawHeader>,
+    #[serde(default)]
+    over_limit: Option<RawOverLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,9 +130,15 @@ pub struct Rule {
     detailed_metric: bool,
     path_value_to_metric: bool,
     algorithm: Algorithm,
+    answers: Option<Arc<Answers>>,
 }
 
 impl Rule {
+    /// What the rule adds to the request and its response, if anything.
+    #[must_use]
+    pub fn answers(&self) -> Option<&Answers> {
+        self.answers.as_deref()
+    }
     /// Index in [`RateLimitConfig::rules`]; `usize::MAX` for overrides.
     #[must_use]
     pub fn id(&self) -> usize {
@@ -242,7 +257,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(file: &str, path: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &str, path: &str, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             path: path.to_owned(),
@@ -490,7 +505,16 @@ impl RateLimitConfig {
                 ));
             }
         };
+        let answers = Answers::compile(
+            file,
+            at,
+            raw.request_headers,
+            raw.response_headers,
+            raw.over_limit,
+        )?
+        .map(Arc::new);
         Ok(Rule {
+            answers,
             id: self.rules.len(),
             full_key: stat_key.to_owned(),
             stat_key: sanitize_stat_key(stat_key),
@@ -557,6 +581,7 @@ impl RateLimitConfig {
                 detailed_metric: false,
                 path_value_to_metric: false,
                 algorithm: Algorithm::FixedWindow,
+                answers: None,
             };
             return Some(Matched {
                 rule: Arc::new(rule),

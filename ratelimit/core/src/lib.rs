@@ -6,6 +6,7 @@
 //! No tokio, tonic, axum or I/O here: time comes in as a parameter, counters
 //! through the [`Store`] trait, and wire types stop at the service crate.
 
+mod answer;
 mod config;
 mod glob;
 mod key;
@@ -14,6 +15,7 @@ mod request;
 mod store;
 mod unit;
 
+pub use answer::{Added, Answers, OVER_LIMIT_MESSAGE};
 pub use config::{Algorithm, ConfigError, Matched, RateLimitConfig, Rule, sanitize_stat_key};
 pub use glob::matches as wildcard_matches;
 pub use key::MAX_VERBATIM_BYTES;

@@ -1,9 +1,10 @@
 //! Deciding a request: match, count in one store round trip, report.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::config::{Algorithm, Matched, RateLimitConfig};
+use crate::answer::Added;
+use crate::config::{Algorithm, Matched, RateLimitConfig, Rule};
 use crate::request::Request;
 use crate::store::{Op, Store, StoreError};
 use crate::unit::Unit;
@@ -75,6 +76,10 @@ pub struct Decision {
     pub statuses: Vec<Status>,
     /// Headers for Envoy to add to the response to the client.
     pub response_headers: Vec<(String, String)>,
+    /// Headers for Envoy to add to the upstream request (only when `Ok`).
+    pub request_headers: Vec<(String, String)>,
+    /// The 429's body, when a limit that is over says one.
+    pub body: Option<String>,
     /// Per-descriptor counts for metrics (only descriptors that matched a rule).
     pub outcomes: Vec<Outcome>,
 }
@@ -298,6 +303,12 @@ impl Limiter {
                 duration_until_reset: 0,
             })
             .collect();
+        // The rules that add headers or answer a 429 (none in most configs).
+        let answering: Vec<(usize, Arc<Rule>)> = plans
+            .iter()
+            .filter(|p| p.matched.rule.answers().is_some())
+            .map(|p| (p.index, Arc::clone(&p.matched.rule)))
+            .collect();
         let mut outcomes = Vec::with_capacity(plans.len());
         let mut quota = vec![self.settings.quota_mode; descriptors.len()];
         for plan in plans {
@@ -400,11 +411,29 @@ impl Limiter {
         } else {
             Code::Ok
         };
-        let response_headers = self.headers(&statuses, &quota, overall);
+        let mut response_headers = self.headers(&statuses, &quota, overall);
+        let mut added = Added::default();
+        if !answering.is_empty() {
+            let retry_after = statuses
+                .iter()
+                .filter(|s| s.code == Code::OverLimit)
+                .map(|s| s.duration_until_reset)
+                .max()
+                .unwrap_or(0);
+            for (index, rule) in &answering {
+                if let Some(a) = rule.answers() {
+                    let over = statuses[*index].code == Code::OverLimit;
+                    a.add(overall, over, retry_after, &mut added);
+                }
+            }
+            response_headers.append(&mut added.response);
+        }
         Ok(Decision {
             overall,
             statuses,
             response_headers,
+            request_headers: added.request,
+            body: added.body,
             outcomes,
         })
     }

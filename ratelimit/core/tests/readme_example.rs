@@ -81,6 +81,40 @@ fn example_loads_and_behaves_as_documented() {
         ),
         Code::OverLimit
     );
+    // The login limit says so: upstream while within, and in its 429.
+    let login = Request::try_new(
+        "edge".into(),
+        vec![d(&[("path", "/login"), ("user", "bob")])],
+        1,
+    )
+    .unwrap();
+    let limiter = Limiter::new(LimiterSettings::default());
+    let within = block_on(limiter.check(&config, &login, &store, T0)).unwrap();
+    assert_eq!(
+        within.request_headers,
+        [("x-login-limit".to_owned(), "login-per-user".to_owned())]
+    );
+    assert_eq!(within.body, None);
+    let over = Request::try_new(
+        "edge".into(),
+        vec![d(&[("path", "/login"), ("user", "bob")])],
+        5,
+    )
+    .unwrap();
+    let refused = block_on(limiter.check(&config, &over, &store, T0)).unwrap();
+    assert_eq!(refused.overall, Code::OverLimit);
+    assert!(refused.request_headers.is_empty());
+    assert!(
+        refused
+            .response_headers
+            .contains(&("x-login-retry".to_owned(), "50s".to_owned())),
+        "{:?}",
+        refused.response_headers
+    );
+    assert_eq!(
+        refused.body.as_deref(),
+        Some(r#"{"error": "too many requests", "retry_after": "50s"}"#)
+    );
     // A partner's own limit replaces the login limit in the same request.
     let partner = || {
         vec![

@@ -112,17 +112,22 @@ pub fn to_response(decision: &Decision) -> RateLimitResponse {
                 ..Default::default()
             })
             .collect(),
-        response_headers_to_add: decision
-            .response_headers
-            .iter()
-            .map(|(key, value)| HeaderValue {
-                key: key.clone(),
-                value: value.clone(),
-                ..Default::default()
-            })
-            .collect(),
+        response_headers_to_add: wire_headers(&decision.response_headers),
+        request_headers_to_add: wire_headers(&decision.request_headers),
+        raw_body: decision.body.clone().unwrap_or_default().into_bytes(),
         ..Default::default()
     }
+}
+
+fn wire_headers(headers: &[(String, String)]) -> Vec<HeaderValue> {
+    headers
+        .iter()
+        .map(|(key, value)| HeaderValue {
+            key: key.clone(),
+            value: value.clone(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -171,6 +176,8 @@ impl RlsHandler {
                             })
                             .collect(),
                         response_headers: Vec::new(),
+                        request_headers: Vec::new(),
+                        body: None,
                         outcomes: Vec::new(),
                     }),
                 }

@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::{Location, Needs, Policy, ProviderConfig, RemoteJwks, Requirement, Rule};
 use crate::error::ConfigError;
 use crate::jwks::{KeySet, parse_algorithm};
-use crate::template::{Scope, Template};
 use crate::verify::Provider;
+use gatehouse_template_core::{Scope, Template};
 use jsonwebtoken::Algorithm;
 
 #[derive(Debug, Deserialize)]

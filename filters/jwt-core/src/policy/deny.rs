@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::{Decision, DenyReason, Policy, RequestView};
-use crate::template::{Field, Template};
 use crate::verify::VerifyError;
+use gatehouse_template_core::{Field, Template};
 
 /// Ambassador's `errorResponse`: the content type, extra headers and body
 /// template of every refusal.

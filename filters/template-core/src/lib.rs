@@ -1,14 +1,22 @@
-//! The subset of Go's `text/template` that Ambassador's JWT Filter takes in
-//! `injectRequestHeaders` and `errorResponse`: literal text around actions
-//! that print one value, optionally piped through `json`.
+//! The subset of Go's `text/template` that Ambassador takes in its JWT
+//! Filter's `injectRequestHeaders` and `errorResponse` and in a RateLimit's
+//! `injectRequestHeaders`, `injectResponseHeaders` and `errorResponse`:
+//! literal text around actions that print one value, optionally piped
+//! through `json`. Pure, with only serde_json: gatehouse-jwt (wasm),
+//! gatehouse-ratelimit and the renderer parse with this one module, so what
+//! renders also loads.
 //!
 //! Supported actions (with the `{{-` / `-}}` whitespace trims and
-//! `{{/* comments */}}`):
-//! - request headers: `.token.Raw`, `.token.Signature`,
+//! `{{/* comments */}}`), by [`Scope`]:
+//! - JWT request headers: `.token.Raw`, `.token.Signature`,
 //!   `.token.Header.<field>`, `.token.Claims.<claim>` (dots reach into
 //!   objects) and `.httpRequestHeader.Get "<name>"`;
-//! - error bodies and headers: `.status_code` (or `.httpStatus`), `.message`,
-//!   `.request_id` (or `.requestId`) and `.httpRequestHeader.Get "<name>"`;
+//! - JWT error bodies and headers: `.status_code` (or `.httpStatus`),
+//!   `.message`, `.request_id` (or `.requestId`) and
+//!   `.httpRequestHeader.Get "<name>"`;
+//! - rate-limit headers: `.RetryAfter` and `.RateLimitResponse.OverallCode`;
+//!   on a rate-limit error also `.status_code` and `.message` (the service
+//!   sees no request headers, so none of those);
 //! - `| json` or `| json "<indent>"` after any of them: the value as JSON.
 //!
 //! Anything else (`if`, `printf`, variables, other fields) is refused when
@@ -23,6 +31,11 @@ pub enum Scope {
     Token,
     /// The answer to a refused request (`errorResponse`).
     Error,
+    /// A header a rate limit adds (`injectRequestHeaders`,
+    /// `injectResponseHeaders` of a RateLimit's limit).
+    RateLimit,
+    /// The answer when a limit is over (a RateLimit's `errorResponse`).
+    RateLimitError,
 }
 
 /// A value a template prints.
@@ -45,6 +58,11 @@ pub enum Field {
     Message,
     /// Envoy's `x-request-id` of the request.
     RequestId,
+    /// How long until every limit that is over allows again, as Go prints a
+    /// duration (`0s`, `45s`, `1m30s`).
+    RetryAfter,
+    /// The rate-limit service's overall code: 1 within the limits, 2 over.
+    OverallCode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +208,10 @@ fn action_part(action: &str, scope: Scope) -> Result<Part, String> {
             Scope::Error => {
                 ".status_code, .message, .request_id, .httpRequestHeader.Get \"<name>\""
             }
+            Scope::RateLimit => ".RetryAfter, .RateLimitResponse.OverallCode",
+            Scope::RateLimitError => {
+                ".status_code, .message, .RetryAfter, .RateLimitResponse.OverallCode"
+            }
         };
         format!(
             "{{{{ {action} }}}} is not supported: an action prints one of {fields}, optionally piped to json"
@@ -211,7 +233,7 @@ fn action_part(action: &str, scope: Scope) -> Result<Part, String> {
     };
     let words = words(command).ok_or_else(unsupported)?;
     let field = match (words.as_slice(), scope) {
-        ([get, name], _) if get == ".httpRequestHeader.Get" => {
+        ([get, name], Scope::Token | Scope::Error) if get == ".httpRequestHeader.Get" => {
             let name = quoted(name).ok_or_else(unsupported)?;
             if name.is_empty() || !name.bytes().all(is_token_char) {
                 return Err(format!("{name:?} is not a header name"));
@@ -237,9 +259,27 @@ fn action_part(action: &str, scope: Scope) -> Result<Part, String> {
             ".request_id" | ".requestId" => Field::RequestId,
             _ => return Err(unsupported()),
         },
+        ([path], Scope::RateLimit | Scope::RateLimitError) => match path.as_str() {
+            ".RetryAfter" => Field::RetryAfter,
+            ".RateLimitResponse.OverallCode" => Field::OverallCode,
+            ".status_code" | ".httpStatus" if scope == Scope::RateLimitError => Field::StatusCode,
+            ".message" if scope == Scope::RateLimitError => Field::Message,
+            _ => return Err(unsupported()),
+        },
         _ => return Err(unsupported()),
     };
     Ok(Part::Print { field, json })
+}
+
+/// A whole number of seconds as Go's `time.Duration` prints it.
+#[must_use]
+pub fn go_duration(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -444,6 +484,47 @@ mod tests {
         assert!(
             e.contains("printf") && e.contains(".token.Claims.<claim>"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_templates_print_the_wait_and_the_code() {
+        let data = |f: &Field| match f {
+            Field::RetryAfter => Some(json!(go_duration(90))),
+            Field::OverallCode => Some(json!(2)),
+            Field::StatusCode => Some(json!(429)),
+            Field::Message => Some(json!("too many requests")),
+            _ => None,
+        };
+        assert_eq!(
+            render(
+                "retry in {{ .RetryAfter }} (code {{ .RateLimitResponse.OverallCode }})",
+                Scope::RateLimit,
+                &data
+            )
+            .as_deref(),
+            Some("retry in 1m30s (code 2)")
+        );
+        assert_eq!(
+            render(
+                "{\"error\": {{ .message | json }}, \"status\": {{ .status_code }}}",
+                Scope::RateLimitError,
+                &data
+            )
+            .as_deref(),
+            Some("{\"error\": \"too many requests\", \"status\": 429}")
+        );
+        for (text, scope) in [
+            ("{{ .message }}", Scope::RateLimit),
+            ("{{ .httpRequestHeader.Get \"x\" }}", Scope::RateLimitError),
+            ("{{ .request_id }}", Scope::RateLimitError),
+            ("{{ .RateLimitResponse.Statuses }}", Scope::RateLimit),
+        ] {
+            assert!(Template::parse(text, scope).is_err(), "{text}");
+        }
+        assert_eq!(
+            [0, 45, 90, 3600, 3725].map(go_duration),
+            ["0s", "45s", "1m30s", "1h0m0s", "1h2m5s"]
         );
     }
 
