@@ -769,7 +769,10 @@ spec:
 
     /// An OAuth2 Filter in Ambassador's shape, rendered: a browser-like
     /// client logs in at the real IdP through the rendered callback route
-    /// and reaches the protected Mapping with its identity.
+    /// and reaches the protected Mapping with its identity. A rule's
+    /// `insteadOfRedirect` answers its status to the requests its header
+    /// condition picks, where others are sent to the IdP; logging out
+    /// returns to `postLogoutRedirectURI`.
     #[tokio::test]
     async fn a_rendered_oauth2_filter_logs_in_at_the_real_idp() -> anyhow::Result<()> {
         let echo = Echo::start_named("app").await?;
@@ -789,12 +792,21 @@ spec:
     clientID: gatehouse
     secretName: sso-client
     protectedOrigins: [{{origin: "{origin}"}}]
+    postLogoutRedirectURI: "{origin}/app/bye"
 ---
 apiVersion: getambassador.io/v3alpha1
 kind: FilterPolicy
 metadata: {{name: app}}
 spec:
-  rules: [{{path: /app/*, filters: [{{name: sso}}]}}]
+  rules:
+  - path: /app/api/*
+    filters:
+    - name: sso
+      arguments:
+        insteadOfRedirect:
+          httpStatusCode: 401
+          ifRequestHeader: {{name: X-Client, value: spa}}
+  - {{path: /app/*, filters: [{{name: sso}}]}}
 "#,
                 echo = echo.port(),
             );
@@ -841,6 +853,7 @@ spec:
                 "client_id": "gatehouse",
                 "client_secret": "s3cret-for-tests",
                 "redirect_uris": [callback],
+                "post_logout_redirect_uris": [format!("{origin}/app/bye")],
                 "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
                 "token_endpoint_auth_method": "client_secret_basic"
@@ -864,6 +877,26 @@ spec:
         // Ready when a browser is sent to the IdP: the reload went through.
         let start =
             e2e::idp::until_sent_to_login(&client, &envoy.url("/app/orders"), idp.issuer()).await?;
+        // insteadOfRedirect: the single-page app's calls get 401, a browser
+        // on the same path is still sent to the IdP (another cookie jar: a
+        // login started here would replace the one above).
+        let anon = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let spa = anon
+            .get(envoy.url("/app/api/orders"))
+            .header("x-client", "spa")
+            .send()
+            .await?;
+        assert_eq!(spa.status(), 401);
+        assert_eq!(
+            spa.json::<serde_json::Value>().await?["code"],
+            "login_required"
+        );
+        let browser = anon.get(envoy.url("/app/api/orders")).send().await?;
+        assert_eq!(browser.status(), 302);
+        assert!(e2e::idp::location(&browser).starts_with(idp.issuer()));
         let back = idp
             .sign_in(&client, &e2e::idp::location(&start), &callback)
             .await?;
@@ -877,6 +910,24 @@ spec:
             .json::<Echoed>()
             .await?;
         assert_eq!(seen.header("x-gatehouse-user"), Some("alice"));
+
+        // Logging out ends at postLogoutRedirectURI, by way of the IdP.
+        let out = client
+            .post(envoy.url("/.gatehouse/oidc/sso/logout"))
+            .header("origin", origin)
+            .send()
+            .await?;
+        assert_eq!(out.status(), 302, "{}", out.text().await?);
+        let to = e2e::idp::location(&out);
+        let after = format!("{origin}/app/bye");
+        assert!(
+            to.starts_with(idp.issuer())
+                && to.contains(&format!(
+                    "post_logout_redirect_uri={}",
+                    after.replace(':', "%3A").replace('/', "%2F")
+                )),
+            "{to}"
+        );
         Ok(())
     }
 }

@@ -91,6 +91,8 @@ pub struct OAuth2Filter {
     pub scopes: Vec<String>,
     /// Extra authorization request parameters.
     pub extra_params: BTreeMap<String, String>,
+    /// `postLogoutRedirectURI`: where the browser goes after logging out.
+    pub post_logout_redirect: Option<String>,
 }
 
 /// `Filter` of type `APIKey`.
@@ -159,6 +161,36 @@ pub struct FilterUse {
     pub name: String,
     /// Only when this holds.
     pub if_header: Option<HeaderCondition>,
+    /// `arguments.insteadOfRedirect` of an OAuth2 Filter.
+    pub instead_of_redirect: Option<InsteadOfRedirect>,
+}
+
+/// Ambassador's `insteadOfRedirect`: a request without a session gets
+/// `status` instead of the redirect to the IdP, when `header` holds (or
+/// always).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsteadOfRedirect {
+    /// `httpStatusCode` (default 403).
+    pub status: u16,
+    /// `ifRequestHeader`: (lowercase name, exact value or any non-empty,
+    /// negate).
+    pub header: Option<(String, Option<String>, bool)>,
+}
+
+impl InsteadOfRedirect {
+    /// The JSON gatehouse-authz reads from the route's
+    /// `context_extensions` (`gatehouse_instead_of_redirect`).
+    #[must_use]
+    pub fn extension(&self) -> String {
+        let mut v = serde_json::json!({ "status": self.status });
+        if let Some((name, value, negate)) = &self.header {
+            v["header"] = serde_json::json!({ "name": name, "negate": negate });
+            if let Some(value) = value {
+                v["header"]["value"] = serde_json::json!(value);
+            }
+        }
+        v.to_string()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +285,8 @@ struct RawOAuth2 {
     grant_type: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    #[serde(default, rename = "postLogoutRedirectURI")]
+    post_logout_redirect_uri: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,11 +350,58 @@ struct RawIfHeader {
     negate: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawArguments {
     #[serde(default)]
     scope: Option<Vec<String>>,
+    #[serde(default, rename = "insteadOfRedirect")]
+    instead_of_redirect: Option<RawInsteadOfRedirect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInsteadOfRedirect {
+    #[serde(default, rename = "httpStatusCode")]
+    http_status_code: Option<u16>,
+    #[serde(default, rename = "ifRequestHeader")]
+    if_request_header: Option<RawIfHeader>,
+    #[serde(default)]
+    filters: Option<serde_yaml_ng::Value>,
+}
+
+fn instead_of_redirect(
+    raw: RawInsteadOfRedirect,
+    at: &str,
+    err: ErrFn<'_>,
+) -> Result<InsteadOfRedirect, ResourceError> {
+    if raw.filters.is_some() {
+        return Err(err(
+            &format!("{at}.filters"),
+            "deprecated in Ambassador and not supported: answer with httpStatusCode".into(),
+        ));
+    }
+    let status = raw.http_status_code.unwrap_or(403);
+    if !(400..=599).contains(&status) {
+        return Err(err(
+            &format!("{at}.httpStatusCode"),
+            format!("{status}: an error status, 400 to 599"),
+        ));
+    }
+    let header = match raw.if_request_header {
+        None => None,
+        Some(h) => {
+            readable_header(&h.name, &format!("{at}.ifRequestHeader.name"), err)?;
+            if h.value_regex.is_some() {
+                return Err(err(
+                    &format!("{at}.ifRequestHeader.valueRegex"),
+                    "not supported yet here: match an exact value, or the header's presence".into(),
+                ));
+            }
+            Some((h.name.to_ascii_lowercase(), h.value, h.negate))
+        }
+    };
+    Ok(InsteadOfRedirect { status, header })
 }
 
 /// Parses `scheme://host[:port]/path`.
@@ -627,6 +708,9 @@ fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
     };
     url(&origin, "spec.OAuth2.protectedOrigins[0].origin", err)?;
     url(&o.authorization_url, "spec.OAuth2.authorizationURL", err)?;
+    if let Some(after) = &o.post_logout_redirect_uri {
+        url(after, "spec.OAuth2.postLogoutRedirectURI", err)?;
+    }
     Ok(FilterKind::OAuth2(OAuth2Filter {
         authorization_url: o.authorization_url,
         client_id: o.client_id,
@@ -636,6 +720,7 @@ fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
             .scopes
             .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
         extra_params: o.extra_params,
+        post_logout_redirect: o.post_logout_redirect_uri,
     }))
 }
 
@@ -704,15 +789,21 @@ pub(crate) fn policy(
                     })
                 }
             };
-            if f.arguments.is_some_and(|a| a.scope.is_some()) {
+            let arguments = f.arguments.unwrap_or_default();
+            if arguments.scope.is_some() {
                 return Err(err(
                     &fat("arguments.scope"),
                     "per-rule scopes are not supported yet: set the scopes on the OAuth2 Filter (scopes)".into(),
                 ));
             }
+            let instead_of_redirect = arguments
+                .instead_of_redirect
+                .map(|i| instead_of_redirect(i, &fat("arguments.insteadOfRedirect"), err))
+                .transpose()?;
             filters.push(FilterUse {
                 name: f.name,
                 if_header,
+                instead_of_redirect,
             });
         }
         if filters.iter().filter(|f| f.if_header.is_some()).count() > 1 {

@@ -580,6 +580,12 @@ const KINDS: &[Kind] = &[
                 ),
             ),
             (
+                "postLogoutRedirectURI",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], postLogoutRedirectURI: 'https://shop.example.com/bye'",
+                ),
+            ),
+            (
                 "grantType",
                 NoOp(
                     "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], grantType: AuthorizationCode",

@@ -168,22 +168,24 @@ fn load_error(
     leaf: &str,
     value: &str,
 ) -> Option<String> {
-    // The object's own required fields, where the Filter type has them.
-    let siblings = match (probe.kind, parents) {
+    // The required fields of the object at `path`, so that a document gets
+    // as far as the probed field.
+    let siblings = |path: &[(String, bool)]| match (probe.kind, path) {
         ("Filter", [(t, false)]) if t == "OAuth2" => {
             ", authorizationURL: 'https://idp.example.com', clientID: c, protectedOrigins: [{origin: 'https://a.example.com'}]"
         }
+        (_, [.., (h, false)]) if h == "ifRequestHeader" => ", name: x-probe",
+        ("FilterPolicy", [.., (f, true)]) if f == "filters" => ", name: probe-filter",
         _ => "",
     };
-    let mut value = format!("{{{leaf}: {value}{siblings}}}");
-    for (name, list) in parents.iter().rev() {
-        value = if *list {
-            format!("{{{name}: [{value}]}}")
-        } else {
-            format!("{{{name}: {value}}}")
-        };
+    // From the inside out: each object's field, then its required ones.
+    let mut inner = format!("{leaf}: {value}{}", siblings(parents));
+    for depth in (0..parents.len()).rev() {
+        let (name, list) = &parents[depth];
+        let object = format!("{{{inner}}}");
+        let object = if *list { format!("[{object}]") } else { object };
+        inner = format!("{name}: {object}{}", siblings(&parents[..depth]));
     }
-    let inner = value[1..value.len() - 1].to_owned();
     let top = parents.first().map(|(n, _)| n.as_str());
     let mut spec: Vec<String> = probe
         .base

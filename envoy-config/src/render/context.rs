@@ -51,6 +51,16 @@ impl<'a> Ctx<'a> {
                     if !matches!(f.kind, FilterKind::Jwt(_)) {
                         ext += 1;
                     }
+                    if u.instead_of_redirect.is_some() && !matches!(f.kind, FilterKind::OAuth2(_)) {
+                        return Err(render_err(
+                            format!("FilterPolicy {}", p.name),
+                            format!("spec.rules[{i}].filters[{j}].arguments.insteadOfRedirect"),
+                            format!(
+                                "Filter {} is not an OAuth2 Filter: only a login has a redirect to replace",
+                                u.name
+                            ),
+                        ));
+                    }
                 }
                 if ext > 1 {
                     return Err(render_err(

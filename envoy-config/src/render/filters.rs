@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::policy::{FilterKind, JwtFilter};
+use crate::policy::{FilterKind, InsteadOfRedirect, JwtFilter};
 
 use super::context::Ctx;
 use super::groups::{groups, weights};
@@ -113,6 +113,7 @@ pub(super) fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
 pub(super) fn filter_settings(
     ctx: &Ctx<'_>,
     uses: &[&str],
+    instead: Option<&InsteadOfRedirect>,
     per_filter: &mut serde_json::Map<String, Value>,
 ) {
     let mut authz = None;
@@ -131,10 +132,16 @@ pub(super) fn filter_settings(
     }
     if ctx.has_authz {
         let setting = match authz {
-            Some(name) => json!({
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "check_settings": { "context_extensions": { "gatehouse_filter": name } },
-            }),
+            Some(name) => {
+                let mut extensions = json!({ "gatehouse_filter": name });
+                if let Some(i) = instead {
+                    extensions["gatehouse_instead_of_redirect"] = json!(i.extension());
+                }
+                json!({
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                    "check_settings": { "context_extensions": extensions },
+                })
+            }
             None => json!({
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
                 "disabled": true,
@@ -297,6 +304,9 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                 });
                 if !o.extra_params.is_empty() {
                     oidc["extra_auth_params"] = json!(o.extra_params);
+                }
+                if let Some(after) = &o.post_logout_redirect {
+                    oidc["post_logout_redirect_url"] = json!(after);
                 }
                 json!({ "oidc": oidc })
             }

@@ -70,7 +70,7 @@ pub(super) fn route_config(
             continue;
         }
         let mut refused_filters = serde_json::Map::new();
-        filter_settings(ctx, &[], &mut refused_filters);
+        filter_settings(ctx, &[], None, &mut refused_filters);
         let mut routes = vec![crate::sanitize::refused_paths_route(refused_filters)];
         for (f, o) in &oauth {
             let origin_host = host_of_origin(&o.origin);
@@ -81,7 +81,7 @@ pub(super) fn route_config(
             };
             if here {
                 let mut per_filter = serde_json::Map::new();
-                filter_settings(ctx, &[f.name.as_str()], &mut per_filter);
+                filter_settings(ctx, &[f.name.as_str()], None, &mut per_filter);
                 routes.push(json!({
                     "name": format!("{}-oidc", f.name),
                     "match": { "prefix": format!("{OIDC_PATH_PREFIX}{}/", f.name) },
@@ -409,7 +409,7 @@ fn route(
         }
         per_filter.insert("envoy.filters.http.cors".into(), policy);
     }
-    filter_settings(ctx, filters, &mut per_filter);
+    filter_settings(ctx, filters, v.instead, &mut per_filter);
     if !per_filter.is_empty() {
         r["typed_per_filter_config"] = Value::Object(per_filter);
     }

@@ -2,7 +2,7 @@
 //! narrows it (a path inside the Mapping's prefix, a header condition) and
 //! so splits it into more routes, each with the filters that apply there.
 
-use crate::policy::{HeaderCondition, PathMatch};
+use crate::policy::{HeaderCondition, InsteadOfRedirect, PathMatch};
 
 use super::context::Ctx;
 use super::groups::RouteGroup;
@@ -15,6 +15,8 @@ pub(super) struct Variant<'a> {
     pub(super) path: Option<PathMatch>,
     pub(super) header: Option<HeaderCondition>,
     pub(super) filters: Vec<&'a str>,
+    /// What the route's OAuth2 Filter answers instead of a login redirect.
+    pub(super) instead: Option<&'a InsteadOfRedirect>,
     /// `FilterPolicy name, rule index` for `gatehouse routes`.
     pub(super) because: Option<String>,
 }
@@ -127,11 +129,18 @@ pub(super) fn variants<'a>(
             }
         };
         let all: Vec<&'a str> = rule.filters.iter().map(|u| u.name.as_str()).collect();
+        let instead = |conditional: bool| {
+            rule.filters
+                .iter()
+                .filter(|u| conditional || u.if_header.is_none())
+                .find_map(|u| u.instead_of_redirect.as_ref())
+        };
         if let Some(cond) = rule.filters.iter().find_map(|u| u.if_header.clone()) {
             out.push(Variant {
                 path: path.clone(),
                 header: Some(cond),
                 filters: all.clone(),
+                instead: instead(true),
                 because: because.clone(),
             });
             let unconditional = rule
@@ -144,6 +153,7 @@ pub(super) fn variants<'a>(
                 path: path.clone(),
                 header: None,
                 filters: unconditional,
+                instead: instead(false),
                 because,
             });
         } else {
@@ -151,6 +161,7 @@ pub(super) fn variants<'a>(
                 path: path.clone(),
                 header: None,
                 filters: all,
+                instead: instead(true),
                 because,
             });
         }
@@ -162,6 +173,7 @@ pub(super) fn variants<'a>(
         path: None,
         header: None,
         filters: Vec::new(),
+        instead: None,
         because: None,
     });
     Ok(out)

@@ -11,6 +11,8 @@
 //!   what goes upstream) or without one (pass, 401, sign in);
 //! - [`callback`]: the login callback's checks, in order;
 //! - [`refresh`]: what the IdP's answer to a refresh means;
+//! - [`instead`]: a status instead of the login redirect, where a route
+//!   asks for it (Ambassador's `insteadOfRedirect`);
 //! - [`logout`]: who may log out, and where the browser goes then;
 //! - [`backchannel`]: the IdP's logout tokens;
 //! - [`discovery`]: when the IdP's metadata is read again.
@@ -19,6 +21,7 @@ pub mod access;
 pub mod backchannel;
 pub mod callback;
 pub mod discovery;
+pub mod instead;
 pub mod logout;
 pub mod refresh;
 
@@ -41,6 +44,8 @@ pub struct HttpView<'a> {
     pub path: &'a str,
     /// Request headers, names lowercase (as Envoy sends them).
     pub headers: &'a HashMap<String, String>,
+    /// What the route answers instead of a login redirect, if it says.
+    pub instead_of_redirect: Option<&'a instead::InsteadOfRedirect>,
 }
 
 impl<'a> HttpView<'a> {

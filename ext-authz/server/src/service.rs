@@ -13,6 +13,7 @@ use gatehouse_authz_core::{CheckInput, FILTER_EXTENSION, Selected, Verdict};
 
 use crate::load::LiveFilters;
 use crate::metrics::Metrics;
+use gatehouse_authz_core::oidc::instead::{INSTEAD_OF_REDIRECT_EXTENSION, InsteadOfRedirect};
 use gatehouse_authz_core::oidc::{Answer, HttpView};
 
 /// Decides checks against the live filters.
@@ -39,21 +40,35 @@ impl CheckHandler {
             path: http.map_or("", |h| h.path.as_str()),
             headers: http.map_or(&no_headers, |h| &h.headers),
         };
+        let instead = attributes
+            .and_then(|a| a.context_extensions.get(INSTEAD_OF_REDIRECT_EXTENSION))
+            .map(|text| InsteadOfRedirect::parse(text));
         let snapshot = self.live.current();
         let answer = match snapshot.filters.select(&input) {
             Selected::Done(verdict) => Answer::from(verdict),
-            Selected::Oidc { name, .. } => match snapshot.oidc.get(name) {
-                Some(runtime) => {
+            Selected::Oidc { name, .. } => match (snapshot.oidc.get(name), instead) {
+                (_, Some(Err(e))) => {
+                    // The renderer writes it; a broken one fails closed.
+                    tracing::warn!(error = %e, "the route's {INSTEAD_OF_REDIRECT_EXTENSION} does not parse");
+                    Answer::from(Verdict::deny(
+                        500,
+                        "bad_route",
+                        "the route's settings do not parse",
+                    ))
+                }
+                (Some(runtime), instead) => {
+                    let instead = instead.and_then(Result::ok);
                     let view = HttpView {
                         body: http.map_or("", |h| h.body.as_str()),
                         method: http.map_or("GET", |h| h.method.as_str()),
                         host: http.map_or("", |h| h.host.as_str()),
                         path: input.path,
                         headers: input.headers,
+                        instead_of_redirect: instead.as_ref(),
                     };
                     runtime.check(&view, &self.metrics).await
                 }
-                None => Answer::from(Verdict::deny(
+                (None, _) => Answer::from(Verdict::deny(
                     500,
                     "unknown_filter",
                     "the route names no configured filter",

@@ -79,6 +79,15 @@ pub fn without_session(filter: &OidcFilter, request: &HttpView<'_>) -> NoSession
             "sign in first: no valid session",
         ));
     }
+    if let Some(instead) = request.instead_of_redirect
+        && instead.applies(request.headers)
+    {
+        return NoSession::Answer(Verdict::deny(
+            instead.status,
+            "login_required",
+            "sign in first: no valid session",
+        ));
+    }
     NoSession::SignIn
 }
 

@@ -90,6 +90,7 @@ impl Req {
             host: "app.example",
             path: &self.path,
             headers: &self.headers,
+            instead_of_redirect: None,
         }
     }
 }

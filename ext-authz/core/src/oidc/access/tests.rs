@@ -99,6 +99,36 @@ fn without_a_session_programs_get_401_and_browsers_sign_in() {
 }
 
 #[test]
+fn a_route_may_answer_a_status_instead_of_the_login_redirect() {
+    let f = filter("      public_paths: [/health]\n");
+    let instead = crate::oidc::instead::InsteadOfRedirect::parse(
+        r#"{"status": 403, "header": {"name": "x-client", "value": "spa"}}"#,
+    )
+    .unwrap();
+    let asked = Req::browser("/app").header("x-client", "spa");
+    let mut view = asked.view();
+    view.instead_of_redirect = Some(&instead);
+    let NoSession::Answer(v) = without_session(&f, &view) else {
+        panic!("the route's status expected")
+    };
+    assert_eq!(status(&v), 403);
+    assert!(body(&v).contains("login_required"));
+    // Another client on the same route still signs in; a public path
+    // stays public.
+    let other = Req::browser("/app").header("x-client", "web");
+    let mut view = other.view();
+    view.instead_of_redirect = Some(&instead);
+    assert_eq!(without_session(&f, &view), NoSession::SignIn);
+    let health = Req::browser("/health").header("x-client", "spa");
+    let mut view = health.view();
+    view.instead_of_redirect = Some(&instead);
+    assert!(matches!(
+        without_session(&f, &view),
+        NoSession::Answer(Verdict::Allow { .. })
+    ));
+}
+
+#[test]
 fn paths_that_only_look_public_need_a_session() {
     let f = filter("      public_paths: [/health]\n");
     for tricky in [
