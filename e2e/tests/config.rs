@@ -772,7 +772,8 @@ spec:
     /// and reaches the protected Mapping with its identity. A rule's
     /// `insteadOfRedirect` answers its status to the requests its header
     /// condition picks, where others are sent to the IdP; logging out
-    /// returns to `postLogoutRedirectURI`.
+    /// returns to `postLogoutRedirectURI`; `injectRequestHeaders` reach the
+    /// upstream from the session's ID token.
     #[tokio::test]
     async fn a_rendered_oauth2_filter_logs_in_at_the_real_idp() -> anyhow::Result<()> {
         let echo = Echo::start_named("app").await?;
@@ -793,6 +794,13 @@ spec:
     secretName: sso-client
     protectedOrigins: [{{origin: "{origin}"}}]
     postLogoutRedirectURI: "{origin}/app/bye"
+    injectRequestHeaders:
+    - name: X-Sub
+      value: "{{{{ .idToken.Claims.sub }}}}"
+    - name: X-Agent
+      value: 'agent={{{{ .httpRequestHeader.Get "User-Agent" }}}}'
+    - name: X-Missing
+      value: "{{{{ .idToken.Claims.no_such_claim }}}}"
 ---
 apiVersion: getambassador.io/v3alpha1
 kind: FilterPolicy
@@ -905,11 +913,22 @@ spec:
         assert_eq!(e2e::idp::location(&r), "/app/orders");
         let seen = client
             .get(envoy.url("/app/orders"))
+            .header("user-agent", "shop-browser/2")
+            .header("x-sub", "mallory")
+            .header("x-missing", "mallory")
             .send()
             .await?
             .json::<Echoed>()
             .await?;
         assert_eq!(seen.header("x-gatehouse-user"), Some("alice"));
+        // injectRequestHeaders: from the ID token and the request; a
+        // client's copies never pass, not even of a header with no value.
+        assert_eq!(
+            seen.headers.get("x-sub").cloned().unwrap_or_default(),
+            ["alice"]
+        );
+        assert_eq!(seen.header("x-agent"), Some("agent=shop-browser/2"));
+        assert_eq!(seen.header("x-missing"), None);
 
         // Logging out ends at postLogoutRedirectURI, by way of the IdP.
         let out = client

@@ -93,6 +93,9 @@ pub struct OAuth2Filter {
     pub extra_params: BTreeMap<String, String>,
     /// `postLogoutRedirectURI`: where the browser goes after logging out.
     pub post_logout_redirect: Option<String>,
+    /// `injectRequestHeaders`: (lowercase header, template over the
+    /// session's `.token` and `.idToken` and the request).
+    pub inject: Vec<(String, String)>,
 }
 
 /// `Filter` of type `APIKey`.
@@ -287,6 +290,8 @@ struct RawOAuth2 {
     scopes: Option<Vec<String>>,
     #[serde(default, rename = "postLogoutRedirectURI")]
     post_logout_redirect_uri: Option<String>,
+    #[serde(default, rename = "injectRequestHeaders")]
+    inject_request_headers: Vec<RawInject>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -711,6 +716,13 @@ fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
     if let Some(after) = &o.post_logout_redirect_uri {
         url(after, "spec.OAuth2.postLogoutRedirectURI", err)?;
     }
+    let mut inject = Vec::new();
+    for (i, h) in o.inject_request_headers.into_iter().enumerate() {
+        let at = format!("spec.OAuth2.injectRequestHeaders[{i}]");
+        header_name(&h.name, &format!("{at}.name"), err)?;
+        template(&h.value, Scope::OAuth2, &format!("{at}.value"), err)?;
+        inject.push((h.name.to_ascii_lowercase(), h.value));
+    }
     Ok(FilterKind::OAuth2(OAuth2Filter {
         authorization_url: o.authorization_url,
         client_id: o.client_id,
@@ -721,6 +733,7 @@ fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
             .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
         extra_params: o.extra_params,
         post_logout_redirect: o.post_logout_redirect_uri,
+        inject,
     }))
 }
 

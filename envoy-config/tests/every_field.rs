@@ -586,6 +586,12 @@ const KINDS: &[Kind] = &[
                 ),
             ),
             (
+                "injectRequestHeaders",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], injectRequestHeaders: [{name: X-Sub, value: '{{ .idToken.Claims.sub }}'}]",
+                ),
+            ),
+            (
                 "grantType",
                 NoOp(
                     "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], grantType: AuthorizationCode",

@@ -308,6 +308,13 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                 if let Some(after) = &o.post_logout_redirect {
                     oidc["post_logout_redirect_url"] = json!(after);
                 }
+                if !o.inject.is_empty() {
+                    oidc["inject_request_headers"] = o
+                        .inject
+                        .iter()
+                        .map(|(header, template)| json!({ "header": header, "template": template }))
+                        .collect();
+                }
                 json!({ "oidc": oidc })
             }
             FilterKind::ApiKey(a) => json!({ "api_keys": {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::host::{Host, Listener, SecurityModel};
+use crate::policy::FilterKind;
 use crate::resources::Resources;
 
 use super::context::Ctx;
@@ -235,14 +236,18 @@ fn access_log() -> Value {
 }
 
 /// Headers only the stack writes, removed from every request before
-/// anything reads it: the `x-gatehouse-` prefix, every header a JWT Filter
-/// injects and every request header a RateLimit adds.
+/// anything reads it: the `x-gatehouse-` prefix, every header a JWT or
+/// OAuth2 Filter injects and every request header a RateLimit adds.
 fn early_header_mutation(ctx: &Ctx<'_>) -> Value {
     let mut mutations =
         vec![json!({ "remove_on_match": { "key_matcher": { "prefix": "x-gatehouse-" } } })];
     let injected: BTreeSet<&str> = ctx
         .jwt_filters()
         .flat_map(|(_, j)| j.inject.iter().map(|(h, _)| h.as_str()))
+        .chain(ctx.resources.filters.iter().flat_map(|f| match &f.kind {
+            FilterKind::OAuth2(o) => o.inject.iter().map(|(h, _)| h.as_str()).collect(),
+            _ => Vec::new(),
+        }))
         .chain(
             ctx.resources
                 .rate_limits

@@ -121,6 +121,8 @@ struct RawOidc {
     #[serde(default)]
     forward_access_token: bool,
     #[serde(default)]
+    inject_request_headers: Vec<RawInjectHeader>,
+    #[serde(default)]
     public_paths: Vec<String>,
     #[serde(default)]
     required_groups: Vec<String>,
@@ -191,6 +193,13 @@ pub struct RedisSessionStore {
     pub redis_url: String,
     /// Prefix of every key the store writes.
     pub key_prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInjectHeader {
+    header: String,
+    template: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,6 +343,9 @@ pub struct OidcFilter {
     pub groups_header: String,
     /// Send `Authorization: Bearer <access token>` upstream.
     pub forward_access_token: bool,
+    /// Headers set upstream from templates over the session's tokens and
+    /// the request (Ambassador's OAuth2 `injectRequestHeaders`).
+    pub inject_request_headers: Vec<(String, gatehouse_template_core::Template)>,
     /// Path prefixes that need no login, matched on segment boundaries
     /// (see [`OidcFilter::is_public`]).
     pub public_paths: Vec<String>,

@@ -354,7 +354,7 @@ impl OidcRuntime {
             }
         }
         Answer {
-            verdict: access::allow(&self.filter, &session, cookie_header),
+            verdict: access::allow(&self.filter, &session, request.headers, cookie_header),
             response_headers,
         }
     }

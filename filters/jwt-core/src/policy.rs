@@ -451,7 +451,11 @@ fn token_field(
         Field::RequestHeader(name) => Some(Value::String(
             request.header(name).unwrap_or_default().to_owned(),
         )),
-        Field::StatusCode
+        Field::IdTokenRaw
+        | Field::IdTokenSignature
+        | Field::IdTokenHeader(_)
+        | Field::IdTokenClaim(_)
+        | Field::StatusCode
         | Field::Message
         | Field::RequestId
         | Field::RetryAfter

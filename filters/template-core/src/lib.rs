@@ -14,6 +14,8 @@
 //! - JWT error bodies and headers: `.status_code` (or `.httpStatus`),
 //!   `.message`, `.request_id` (or `.requestId`) and
 //!   `.httpRequestHeader.Get "<name>"`;
+//! - OAuth2 session headers: the same of `.token` (the access token) and of
+//!   `.idToken` (the ID token), and `.httpRequestHeader.Get "<name>"`;
 //! - rate-limit headers: `.RetryAfter` and `.RateLimitResponse.OverallCode`;
 //!   on a rate-limit error also `.status_code` and `.message` (the service
 //!   sees no request headers, so none of those);
@@ -36,6 +38,10 @@ pub enum Scope {
     RateLimit,
     /// The answer when a limit is over (a RateLimit's `errorResponse`).
     RateLimitError,
+    /// A header set from an OAuth2 session (the OAuth2 Filter's
+    /// `injectRequestHeaders`): `.token` is the access token, `.idToken`
+    /// the ID token.
+    OAuth2,
 }
 
 /// A value a template prints.
@@ -49,6 +55,14 @@ pub enum Field {
     TokenHeader(Vec<String>),
     /// A claim of the verified token.
     Claim(Vec<String>),
+    /// The ID token as the IdP sent it.
+    IdTokenRaw,
+    /// The ID token's signature segment.
+    IdTokenSignature,
+    /// A field of the ID token's JOSE header.
+    IdTokenHeader(Vec<String>),
+    /// A claim of the ID token.
+    IdTokenClaim(Vec<String>),
     /// A request header by lowercase name; absent prints as empty, as Go's
     /// `http.Header.Get` does.
     RequestHeader(String),
@@ -209,6 +223,9 @@ fn action_part(action: &str, scope: Scope) -> Result<Part, String> {
                 ".status_code, .message, .request_id, .httpRequestHeader.Get \"<name>\""
             }
             Scope::RateLimit => ".RetryAfter, .RateLimitResponse.OverallCode",
+            Scope::OAuth2 => {
+                ".token.Raw, .token.Signature, .token.Header.<field>, .token.Claims.<claim> (the access token), the same of .idToken, .httpRequestHeader.Get \"<name>\""
+            }
             Scope::RateLimitError => {
                 ".status_code, .message, .RetryAfter, .RateLimitResponse.OverallCode"
             }
@@ -233,21 +250,32 @@ fn action_part(action: &str, scope: Scope) -> Result<Part, String> {
     };
     let words = words(command).ok_or_else(unsupported)?;
     let field = match (words.as_slice(), scope) {
-        ([get, name], Scope::Token | Scope::Error) if get == ".httpRequestHeader.Get" => {
+        ([get, name], Scope::Token | Scope::Error | Scope::OAuth2)
+            if get == ".httpRequestHeader.Get" =>
+        {
             let name = quoted(name).ok_or_else(unsupported)?;
             if name.is_empty() || !name.bytes().all(is_token_char) {
                 return Err(format!("{name:?} is not a header name"));
             }
             Field::RequestHeader(name.to_ascii_lowercase())
         }
-        ([path], Scope::Token) => match path.as_str() {
+        ([path], Scope::Token | Scope::OAuth2) => match path.as_str() {
             ".token.Raw" => Field::TokenRaw,
             ".token.Signature" => Field::TokenSignature,
+            ".idToken.Raw" if scope == Scope::OAuth2 => Field::IdTokenRaw,
+            ".idToken.Signature" if scope == Scope::OAuth2 => Field::IdTokenSignature,
             p => {
+                let dotted = |rest: &str| dotted(rest).ok_or_else(unsupported);
                 if let Some(c) = p.strip_prefix(".token.Claims.") {
-                    Field::Claim(dotted(c).ok_or_else(unsupported)?)
+                    Field::Claim(dotted(c)?)
                 } else if let Some(h) = p.strip_prefix(".token.Header.") {
-                    Field::TokenHeader(dotted(h).ok_or_else(unsupported)?)
+                    Field::TokenHeader(dotted(h)?)
+                } else if let (Some(c), Scope::OAuth2) = (p.strip_prefix(".idToken.Claims."), scope)
+                {
+                    Field::IdTokenClaim(dotted(c)?)
+                } else if let (Some(h), Scope::OAuth2) = (p.strip_prefix(".idToken.Header."), scope)
+                {
+                    Field::IdTokenHeader(dotted(h)?)
                 } else {
                     return Err(unsupported());
                 }
@@ -526,6 +554,27 @@ mod tests {
             [0, 45, 90, 3600, 3725].map(go_duration),
             ["0s", "45s", "1m30s", "1h0m0s", "1h2m5s"]
         );
+    }
+
+    #[test]
+    fn oauth2_templates_print_either_token() {
+        let data = |f: &Field| match f {
+            Field::IdTokenClaim(p) if p == &["sub"] => Some(json!("alice")),
+            Field::Claim(p) if p == &["scope"] => Some(json!("openid email")),
+            Field::IdTokenRaw => Some(json!("i.d.t")),
+            _ => None,
+        };
+        assert_eq!(
+            render(
+                "{{ .idToken.Claims.sub }} ({{ .token.Claims.scope }}) {{ .idToken.Raw }}",
+                Scope::OAuth2,
+                &data
+            )
+            .as_deref(),
+            Some("alice (openid email) i.d.t")
+        );
+        assert!(Template::parse("{{ .idToken.Claims.sub }}", Scope::Token).is_err());
+        assert!(Template::parse("{{ .idToken }}", Scope::OAuth2).is_err());
     }
 
     #[test]

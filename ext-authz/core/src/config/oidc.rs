@@ -186,6 +186,27 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
         email_header: header(raw.email_header, "x-gatehouse-email", "email_header")?,
         groups_header: header(raw.groups_header, "x-gatehouse-groups", "groups_header")?,
         forward_access_token: raw.forward_access_token,
+        inject_request_headers: raw
+            .inject_request_headers
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let at = field(&format!("inject_request_headers[{i}]"));
+                if !gatehouse_http_core::header::is_config_name(&h.header) {
+                    return Err(ConfigError::new(
+                        file,
+                        at,
+                        "header: a lowercase header name",
+                    ));
+                }
+                let t = gatehouse_template_core::Template::parse(
+                    &h.template,
+                    gatehouse_template_core::Scope::OAuth2,
+                )
+                .map_err(|m| ConfigError::new(file, format!("{at}.template"), m))?;
+                Ok((h.header, t))
+            })
+            .collect::<Result<_, _>>()?,
         public_paths: raw
             .public_paths
             .into_iter()

@@ -112,6 +112,14 @@ fn oidc_errors_name_the_field() {
         with("logout_path: /.gatehouse/oidc/callback").contains("filters.sso.oidc.logout_path")
     );
     assert!(with("cookie_name: 'a b'").contains("filters.sso.oidc.cookie_name"));
+    assert!(
+        with("inject_request_headers: [{header: x-a, template: '{{ .token.Raw }} {{ printf }}'}]")
+            .contains("filters.sso.oidc.inject_request_headers[0].template")
+    );
+    assert!(
+        with("inject_request_headers: [{header: X-A, template: x}]")
+            .contains("filters.sso.oidc.inject_request_headers[0]")
+    );
     assert!(err(&OIDC.replace("https://idp.example/", "idp")).contains("filters.sso.oidc.issuer"));
     assert!(
         err(&OIDC.replace("callback_url: https://app.example", "callback_url: /x"))

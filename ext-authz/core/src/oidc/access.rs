@@ -2,6 +2,13 @@
 //! if due, if the groups fit), without one it passes anonymously (public
 //! paths), gets 401 (programs) or goes to sign in (browsers).
 
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_template_core::Field;
+use serde_json::Value;
+
 use crate::check::Verdict;
 use crate::config::OidcFilter;
 use crate::identity::{BearerRefusal, IdentityHeaders, identity_headers};
@@ -170,10 +177,17 @@ pub fn stored_ttl(filter: &OidcFilter, session: &Session, now: u64) -> u64 {
 
 /// What a signed-in request carries upstream: the identity headers (client
 /// copies replaced or removed), the tokens when the filter forwards them,
-/// and the cookies minus ours (the session and login cookies stay at the
-/// edge).
+/// the `inject_request_headers` templates over the session's tokens and
+/// the request's `headers` (a template naming what the tokens lack sets no
+/// header, and the client's copy is removed), and the cookies minus ours
+/// (the session and login cookies stay at the edge).
 #[must_use]
-pub fn allow(filter: &OidcFilter, session: &Session, cookie_header: Option<&str>) -> Verdict {
+pub fn allow(
+    filter: &OidcFilter,
+    session: &Session,
+    headers: &HashMap<String, String>,
+    cookie_header: Option<&str>,
+) -> Verdict {
     let identity = identity_headers(
         filter,
         &session.sub,
@@ -193,6 +207,12 @@ pub fn allow(filter: &OidcFilter, session: &Session, cookie_header: Option<&str>
             format!("Bearer {}", session.access_token),
         ));
     }
+    for (name, template) in &filter.inject_request_headers {
+        match template.render(&|f| session_field(f, session, headers)) {
+            Some(value) => set.push((name.clone(), value)),
+            None => remove.push(name.clone()),
+        }
+    }
     let login = login_cookie_name(filter);
     match cookie_header.and_then(|h| cookies_without(h, |n| n == filter.cookie_name || n == login))
     {
@@ -203,6 +223,51 @@ pub fn allow(filter: &OidcFilter, session: &Session, cookie_header: Option<&str>
         set,
         remove,
         remove_query: Vec::new(),
+    }
+}
+
+/// A template field of an OAuth2 session: the access token's and the ID
+/// token's parts (both came from the IdP itself, the ID token verified at
+/// the callback, so they are only decoded here; an opaque access token has
+/// no header, claims or signature), or a request header (empty when absent).
+fn session_field(
+    field: &Field,
+    session: &Session,
+    headers: &HashMap<String, String>,
+) -> Option<Value> {
+    let part = |token: &str, index: usize| -> Option<serde_json::Map<String, Value>> {
+        let segments: Vec<&str> = token.split('.').collect();
+        if segments.len() != 3 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(segments[index]).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let lookup = |map: Option<serde_json::Map<String, Value>>, path: &[String]| {
+        let map = map?;
+        let (first, rest) = path.split_first()?;
+        rest.iter()
+            .try_fold(map.get(first)?, |v, k| v.get(k))
+            .cloned()
+    };
+    let signature = |token: &str| {
+        let segments: Vec<&str> = token.split('.').collect();
+        (segments.len() == 3).then(|| Value::from(segments[2]))
+    };
+    let (access, id) = (session.access_token.as_str(), session.id_token.as_str());
+    match field {
+        Field::TokenRaw => Some(Value::from(access)),
+        Field::TokenSignature => signature(access),
+        Field::TokenHeader(p) => lookup(part(access, 0), p),
+        Field::Claim(p) => lookup(part(access, 1), p),
+        Field::IdTokenRaw => Some(Value::from(id)),
+        Field::IdTokenSignature => signature(id),
+        Field::IdTokenHeader(p) => lookup(part(id, 0), p),
+        Field::IdTokenClaim(p) => lookup(part(id, 1), p),
+        Field::RequestHeader(name) => Some(Value::from(
+            headers.get(name).map(String::as_str).unwrap_or_default(),
+        )),
+        _ => None,
     }
 }
 

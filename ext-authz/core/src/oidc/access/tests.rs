@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use super::*;
 use crate::oidc::fixtures::{Req, body, filter, session, status};
 
@@ -217,16 +219,21 @@ fn a_stored_session_lives_until_its_absolute_timeout() {
 fn upstream_gets_the_identity_and_the_cookies_minus_ours() {
     let f = filter("");
     let header = "a=1; gatehouse_session=sealed; gatehouse_session_login=flow; b=2";
-    let v = allow(&f, &session(), Some(header));
+    let v = allow(&f, &session(), &HashMap::new(), Some(header));
     assert_eq!(set(&v, "x-gatehouse-user"), ["alice"]);
     assert_eq!(set(&v, "x-gatehouse-email"), ["alice@example.test"]);
     assert_eq!(set(&v, "x-gatehouse-groups"), ["staff"]);
     assert_eq!(set(&v, "cookie"), ["a=1; b=2"]);
     assert!(set(&v, "authorization").is_empty(), "no token by default");
-    let only_ours = allow(&f, &session(), Some("gatehouse_session=sealed"));
+    let only_ours = allow(
+        &f,
+        &session(),
+        &HashMap::new(),
+        Some("gatehouse_session=sealed"),
+    );
     assert!(set(&only_ours, "cookie").is_empty());
     assert!(removed(&only_ours).contains(&"cookie"));
-    let none = allow(&f, &session(), None);
+    let none = allow(&f, &session(), &HashMap::new(), None);
     assert!(removed(&none).contains(&"cookie"));
 }
 
@@ -239,7 +246,7 @@ fn an_identity_a_client_sends_is_replaced_or_removed() {
         sub: "bob\r\nx-gatehouse-groups: admins".into(),
         ..session()
     };
-    let v = allow(&f, &bare, None);
+    let v = allow(&f, &bare, &HashMap::new(), None);
     assert_eq!(
         set(&v, "x-gatehouse-user"),
         ["bob%0D%0Ax-gatehouse-groups: admins"]
@@ -252,11 +259,17 @@ fn an_identity_a_client_sends_is_replaced_or_removed() {
 
 #[test]
 fn tokens_go_upstream_only_when_configured() {
-    let id = allow(&filter("      forward_id_token: true\n"), &session(), None);
+    let id = allow(
+        &filter("      forward_id_token: true\n"),
+        &session(),
+        &HashMap::new(),
+        None,
+    );
     assert_eq!(set(&id, "authorization"), ["Bearer id.token.sig"]);
     let access = allow(
         &filter("      forward_access_token: true\n"),
         &session(),
+        &HashMap::new(),
         None,
     );
     assert_eq!(set(&access, "authorization"), ["Bearer at"]);
@@ -281,4 +294,42 @@ fn a_bearer_token_passes_with_its_identity_or_gets_401_or_403() {
         assert!(body(&v).contains(r#""code":"forbidden""#));
         assert!(body(&v).contains(&refusal.to_string()));
     }
+}
+
+#[test]
+fn injected_headers_print_the_session_tokens_and_the_request() {
+    use base64::Engine as _;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let f = filter(concat!(
+        "      inject_request_headers:\n",
+        "        - {header: x-sub, template: \"{{ .idToken.Claims.sub }}\"}\n",
+        "        - {header: x-scope, template: \"scope={{ .token.Claims.scope }}\"}\n",
+        "        - {header: x-ua, template: \"{{ .httpRequestHeader.Get \\\"User-Agent\\\" }}\"}\n",
+        "        - {header: x-level, template: \"{{ .idToken.Claims.acr }}\"}\n",
+    ));
+    let mut s = session();
+    s.id_token = format!(
+        "{}.{}.sig",
+        b64(serde_json::json!({"alg": "RS256"})),
+        b64(serde_json::json!({"sub": "alice"}))
+    );
+    s.access_token = format!(
+        "{}.{}.sig",
+        b64(serde_json::json!({"alg": "RS256"})),
+        b64(serde_json::json!({"scope": "openid orders"}))
+    );
+    let headers: HashMap<String, String> = [("user-agent".to_owned(), "curl/8".to_owned())].into();
+    let v = allow(&f, &s, &headers, None);
+    assert_eq!(set(&v, "x-sub"), ["alice"]);
+    assert_eq!(set(&v, "x-scope"), ["scope=openid orders"]);
+    assert_eq!(set(&v, "x-ua"), ["curl/8"]);
+    assert!(set(&v, "x-level").is_empty());
+    assert!(removed(&v).contains(&"x-level"), "a client's copy goes");
+    // An opaque access token has no claims: the header is not set.
+    let mut opaque = s.clone();
+    opaque.access_token = "opaque-token".into();
+    let v = allow(&f, &opaque, &headers, None);
+    assert!(set(&v, "x-scope").is_empty() && removed(&v).contains(&"x-scope"));
 }
