@@ -266,6 +266,14 @@ const KINDS: &[Kind] = &[
                 },
             ),
             (
+                "auth_context_extensions",
+                Versus {
+                    set: "prefix: /a/, service: a, auth_context_extensions: {tenant: shop}",
+                    base: "prefix: /a/, service: a",
+                    around: GUARDED_A,
+                },
+            ),
+            (
                 "case_sensitive",
                 Set("prefix: /a/, service: a, case_sensitive: false"),
             ),
@@ -589,6 +597,12 @@ const KINDS: &[Kind] = &[
                 "injectRequestHeaders",
                 Set(
                     "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], injectRequestHeaders: [{name: X-Sub, value: '{{ .idToken.Claims.sub }}'}]",
+                ),
+            ),
+            (
+                "allowMalformedAccessToken",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], allowMalformedAccessToken: true",
                 ),
             ),
             (

@@ -1011,3 +1011,44 @@ spec: {{hostname: '*', tlsSecret: {{name: fallback}}}}
         assert!(e.contains("spec.hostname"), "{bad}: {e}");
     }
 }
+
+/// `auth_context_extensions` go with every check of the Mapping's
+/// requests, as Ambassador sends them to its AuthService; the stack's own
+/// keys cannot be overridden, and a route gatehouse-authz does not check
+/// carries none.
+#[test]
+fn auth_context_extensions_go_with_each_check() {
+    let policy = "---\napiVersion: getambassador.io/v3alpha1\nkind: Filter\nmetadata: {name: keys}\nspec: {APIKey: {keys: [{secretName: acme}]}}\n---\napiVersion: getambassador.io/v3alpha1\nkind: FilterPolicy\nmetadata: {name: p}\nspec: {rules: [{path: '/api/*', filters: [{name: keys}]}]}\n";
+    let text = format!(
+        "{}{}{policy}",
+        mapping(
+            "api",
+            "{prefix: /api/, service: api, auth_context_extensions: {tenant: shop, tier: gold}}"
+        ),
+        mapping(
+            "open",
+            "{prefix: /open/, service: api, auth_context_extensions: {tenant: shop}}"
+        ),
+    );
+    let e = envoy(&text);
+    let all = routes(&e, "any");
+    let api = named(&all, "api");
+    let ext = &api[0]["typed_per_filter_config"]["gatehouse.authz"]["check_settings"]["context_extensions"];
+    assert_eq!(ext["gatehouse_filter"], "keys");
+    assert_eq!(ext["tenant"], "shop");
+    assert_eq!(ext["tier"], "gold");
+    let open = named(&all, "open");
+    assert_eq!(
+        open[0]["typed_per_filter_config"]["gatehouse.authz"]["disabled"],
+        true
+    );
+    let e = rendered(&mapping(
+        "api",
+        "{prefix: /api/, service: api, auth_context_extensions: {gatehouse_filter: other}}",
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("spec.auth_context_extensions.gatehouse_filter"),
+        "{e}"
+    );
+}

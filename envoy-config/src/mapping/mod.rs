@@ -96,6 +96,8 @@ pub(crate) struct RawMappingSpec {
     #[serde(default)]
     bypass_auth: bool,
     #[serde(default)]
+    auth_context_extensions: BTreeMap<String, String>,
+    #[serde(default)]
     case_sensitive: Option<bool>,
     #[serde(default)]
     shadow: bool,
@@ -193,6 +195,10 @@ pub struct Mapping {
     pub redirect: Option<Redirect>,
     /// No Filter checks this Mapping's requests (`bypass_auth`).
     pub bypass_auth: bool,
+    /// `auth_context_extensions`: sent to gatehouse-authz with each check
+    /// of this Mapping's requests, as Ambassador sends them to its
+    /// AuthService (keys starting with `gatehouse_` are the stack's own).
+    pub auth_context_extensions: BTreeMap<String, String>,
     /// Paths match without regard to case (`case_sensitive: false`).
     pub case_insensitive: bool,
     /// A copy of each request of the Mappings with the same match goes here,
@@ -476,6 +482,16 @@ pub(crate) fn mapping(
             "letters, digits, '_', '-' and '.' only".into(),
         ));
     }
+    if let Some(key) = spec
+        .auth_context_extensions
+        .keys()
+        .find(|k| k.starts_with("gatehouse_"))
+    {
+        return Err(err(
+            &format!("spec.auth_context_extensions.{key}"),
+            "keys starting with gatehouse_ are the stack's own: pick another name".into(),
+        ));
+    }
     Ok(Mapping {
         hostname_given,
         metadata_labels: raw.metadata.labels.clone().unwrap_or_default(),
@@ -519,6 +535,7 @@ pub(crate) fn mapping(
         sticky,
         redirect,
         bypass_auth: spec.bypass_auth,
+        auth_context_extensions: spec.auth_context_extensions,
         case_insensitive: spec.case_sensitive == Some(false),
         shadow: spec.shadow,
         connect_timeout_ms: spec.connect_timeout_ms,

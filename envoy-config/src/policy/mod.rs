@@ -106,6 +106,9 @@ pub struct OAuth2Filter {
     /// `injectRequestHeaders`: (lowercase header, template over the
     /// session's `.token` and `.idToken` and the request).
     pub inject: Vec<(String, String)>,
+    /// `allowMalformedAccessToken`: forward an access token that is not an
+    /// RFC 6750 `b64token` (default: such a session's requests get 502).
+    pub allow_malformed_access_token: bool,
 }
 
 /// `Filter` of type `APIKey`.

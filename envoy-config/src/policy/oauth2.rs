@@ -40,6 +40,8 @@ pub(super) struct RawOAuth2 {
     post_logout_redirect_uri: Option<String>,
     #[serde(default, rename = "injectRequestHeaders")]
     inject_request_headers: Vec<RawInject>,
+    #[serde(default, rename = "allowMalformedAccessToken")]
+    allow_malformed_access_token: bool,
 }
 
 pub(super) fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
@@ -96,5 +98,6 @@ pub(super) fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, Resourc
         extra_params: o.extra_params,
         post_logout_redirect: o.post_logout_redirect_uri,
         inject,
+        allow_malformed_access_token: o.allow_malformed_access_token,
     }))
 }

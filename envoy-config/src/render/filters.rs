@@ -305,6 +305,9 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                 if !o.extra_params.is_empty() {
                     oidc["extra_auth_params"] = json!(o.extra_params);
                 }
+                if o.allow_malformed_access_token {
+                    oidc["allow_malformed_access_token"] = json!(true);
+                }
                 if let Some(after) = &o.post_logout_redirect {
                     oidc["post_logout_redirect_url"] = json!(after);
                 }

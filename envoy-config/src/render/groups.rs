@@ -410,6 +410,7 @@ mod tests {
     fn weights_always_sum_to_a_hundred() {
         let m = |w: Option<u32>| Mapping {
             hostname_given: false,
+            auth_context_extensions: BTreeMap::new(),
             metadata_labels: BTreeMap::new(),
             name: "m".into(),
             hostname: "*".into(),

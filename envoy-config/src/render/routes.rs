@@ -13,7 +13,9 @@ use crate::policy::{Filter, FilterKind, OAuth2Filter, PathMatch};
 use super::context::Ctx;
 use super::filters::filter_settings;
 use super::groups::{RouteGroup, Shared, groups, split};
-use super::names::{JWT_TOKEN_HEADER, OIDC_PATH_PREFIX, ROUTE_HEADER, cluster_name, seconds_text};
+use super::names::{
+    AUTHZ_FILTER, JWT_TOKEN_HEADER, OIDC_PATH_PREFIX, ROUTE_HEADER, cluster_name, seconds_text,
+};
 use super::options::RenderError;
 use super::rules::{Variant, variants};
 
@@ -410,6 +412,16 @@ fn route(
         per_filter.insert("envoy.filters.http.cors".into(), policy);
     }
     filter_settings(ctx, filters, v.instead, &mut per_filter);
+    // The Mapping's auth_context_extensions go along with each check.
+    if let Some(extensions) = per_filter
+        .get_mut(AUTHZ_FILTER)
+        .and_then(|s| s.pointer_mut("/check_settings/context_extensions"))
+        .and_then(Value::as_object_mut)
+    {
+        for (k, v) in &member.auth_context_extensions {
+            extensions.insert(k.clone(), json!(v));
+        }
+    }
     if !per_filter.is_empty() {
         r["typed_per_filter_config"] = Value::Object(per_filter);
     }

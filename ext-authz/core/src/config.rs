@@ -123,6 +123,8 @@ struct RawOidc {
     #[serde(default)]
     inject_request_headers: Vec<RawInjectHeader>,
     #[serde(default)]
+    allow_malformed_access_token: bool,
+    #[serde(default)]
     public_paths: Vec<String>,
     #[serde(default)]
     required_groups: Vec<String>,
@@ -343,6 +345,9 @@ pub struct OidcFilter {
     pub groups_header: String,
     /// Send `Authorization: Bearer <access token>` upstream.
     pub forward_access_token: bool,
+    /// Forward an access token that is not an RFC 6750 `b64token` (some
+    /// IdPs issue such); otherwise such a session's requests get 502.
+    pub allow_malformed_access_token: bool,
     /// Headers set upstream from templates over the session's tokens and
     /// the request (Ambassador's OAuth2 `injectRequestHeaders`).
     pub inject_request_headers: Vec<(String, gatehouse_template_core::Template)>,

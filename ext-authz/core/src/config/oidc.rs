@@ -186,6 +186,7 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
         email_header: header(raw.email_header, "x-gatehouse-email", "email_header")?,
         groups_header: header(raw.groups_header, "x-gatehouse-groups", "groups_header")?,
         forward_access_token: raw.forward_access_token,
+        allow_malformed_access_token: raw.allow_malformed_access_token,
         inject_request_headers: raw
             .inject_request_headers
             .into_iter()

@@ -202,6 +202,22 @@ pub fn allow(
         ));
     }
     if filter.forward_access_token {
+        // RFC 6750 §2.1: a bearer token is a b64token. Ambassador refuses
+        // to send another unless told to (`allowMalformedAccessToken`);
+        // what no header may carry is never sent.
+        let b64token = is_b64token(&session.access_token);
+        let header_safe = !session.access_token.is_empty()
+            && !session
+                .access_token
+                .bytes()
+                .any(|b| b.is_ascii_control() || !b.is_ascii());
+        if !header_safe || (!b64token && !filter.allow_malformed_access_token) {
+            return Verdict::deny(
+                502,
+                "malformed_access_token",
+                "the identity provider's access token cannot be sent as a bearer token",
+            );
+        }
         set.push((
             "authorization".to_owned(),
             format!("Bearer {}", session.access_token),
@@ -224,6 +240,16 @@ pub fn allow(
         remove,
         remove_query: Vec::new(),
     }
+}
+
+/// Whether `token` is an RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" /
+/// "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// A template field of an OAuth2 session: the access token's and the ID

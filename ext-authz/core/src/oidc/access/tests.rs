@@ -333,3 +333,34 @@ fn injected_headers_print_the_session_tokens_and_the_request() {
     let v = allow(&f, &opaque, &headers, None);
     assert!(set(&v, "x-scope").is_empty() && removed(&v).contains(&"x-scope"));
 }
+
+#[test]
+fn a_malformed_access_token_is_sent_only_when_allowed() {
+    let forwarding = filter("      forward_access_token: true\n");
+    let lenient =
+        filter("      forward_access_token: true\n      allow_malformed_access_token: true\n");
+    for (token, strict, allowed) in [
+        ("abc.DEF-_~+/==", 200, 200),
+        ("has space", 502, 200),
+        ("quote\"d", 502, 200),
+        ("line\nbreak", 502, 502),
+        ("", 502, 502),
+    ] {
+        let mut s = session();
+        s.access_token = token.into();
+        assert_eq!(
+            status(&allow(&forwarding, &s, &HashMap::new(), None)),
+            strict,
+            "{token:?}"
+        );
+        assert_eq!(
+            status(&allow(&lenient, &s, &HashMap::new(), None)),
+            allowed,
+            "{token:?}"
+        );
+    }
+    // Not forwarded: not looked at.
+    let mut s = session();
+    s.access_token = "has space".into();
+    assert_eq!(status(&allow(&filter(""), &s, &HashMap::new(), None)), 200);
+}
