@@ -767,13 +767,19 @@ spec:
         Ok(())
     }
 
+    /// The same origin by another host name: `localhost` for `127.0.0.1`.
+    fn other_origin(origin: &str) -> String {
+        origin.replace("127.0.0.1", "localhost")
+    }
+
     /// An OAuth2 Filter in Ambassador's shape, rendered: a browser-like
     /// client logs in at the real IdP through the rendered callback route
     /// and reaches the protected Mapping with its identity. A rule's
     /// `insteadOfRedirect` answers its status to the requests its header
     /// condition picks, where others are sent to the IdP; logging out
     /// returns to `postLogoutRedirectURI`; `injectRequestHeaders` reach the
-    /// upstream from the session's ID token.
+    /// upstream from the session's ID token; a second protected origin has
+    /// its own callback and session.
     #[tokio::test]
     async fn a_rendered_oauth2_filter_logs_in_at_the_real_idp() -> anyhow::Result<()> {
         let echo = Echo::start_named("app").await?;
@@ -792,7 +798,7 @@ spec:
     authorizationURL: {issuer}
     clientID: gatehouse
     secretName: sso-client
-    protectedOrigins: [{{origin: "{origin}"}}]
+    protectedOrigins: [{{origin: "{origin}"}}, {{origin: "{other}"}}]
     postLogoutRedirectURI: "{origin}/app/bye"
     injectRequestHeaders:
     - name: X-Sub
@@ -817,6 +823,7 @@ spec:
   - {{path: /app/*, filters: [{{name: sso}}]}}
 "#,
                 echo = echo.port(),
+                other = other_origin(origin),
             );
             let mut resources = Resources::default();
             load(&text, "sso.yaml", &mut resources)?;
@@ -856,11 +863,12 @@ spec:
         let origin = envoy.url("");
         let origin = origin.trim_end_matches('/');
         let callback = format!("{origin}/.gatehouse/oidc/sso/callback");
+        let other_callback = format!("{}/.gatehouse/oidc/sso/callback", other_origin(origin));
         let idp = e2e::idp::Idp::start(
             &json!([{
                 "client_id": "gatehouse",
                 "client_secret": "s3cret-for-tests",
-                "redirect_uris": [callback],
+                "redirect_uris": [callback, other_callback],
                 "post_logout_redirect_uris": [format!("{origin}/app/bye")],
                 "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
@@ -929,6 +937,37 @@ spec:
         );
         assert_eq!(seen.header("x-agent"), Some("agent=shop-browser/2"));
         assert_eq!(seen.header("x-missing"), None);
+
+        // The Filter's other origin: a login begun there returns there, and
+        // its session is that origin's.
+        let elsewhere = reqwest::Client::builder()
+            .no_proxy()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let other_app = format!("{}/app/orders", other_origin(origin));
+        let start = elsewhere.get(&other_app).send().await?;
+        assert_eq!(start.status(), 302);
+        assert!(
+            e2e::idp::location(&start).contains(&format!(
+                "redirect_uri={}",
+                other_callback.replace(':', "%3A").replace('/', "%2F")
+            )),
+            "{}",
+            e2e::idp::location(&start)
+        );
+        let back = idp
+            .sign_in(&elsewhere, &e2e::idp::location(&start), &other_callback)
+            .await?;
+        let r = elsewhere.get(&back).send().await?;
+        assert_eq!(r.status(), 302, "{}", r.text().await?);
+        let seen = elsewhere
+            .get(&other_app)
+            .send()
+            .await?
+            .json::<Echoed>()
+            .await?;
+        assert_eq!(seen.header("x-gatehouse-user"), Some("alice"));
 
         // Logging out ends at postLogoutRedirectURI, by way of the IdP.
         let out = client

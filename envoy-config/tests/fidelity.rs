@@ -1052,3 +1052,49 @@ fn auth_context_extensions_go_with_each_check() {
         "{e}"
     );
 }
+
+/// An OAuth2 Filter may protect several origins: each gets its callback on
+/// its own host; origins must share a scheme (one session cookie setting).
+#[test]
+fn several_protected_origins_each_get_their_callback() {
+    let filter = |origins: &str| {
+        format!(
+            "---\napiVersion: getambassador.io/v3alpha1\nkind: Filter\nmetadata: {{name: sso}}\nspec: {{OAuth2: {{authorizationURL: 'https://idp.example.com', clientID: c, secretName: s, protectedOrigins: [{origins}]}}}}\n"
+        )
+    };
+    let out = rendered(&filter(
+        "{origin: 'https://shop.example.com'}, {origin: 'https://admin.example.com/'}",
+    ))
+    .unwrap();
+    let authz: Value = serde_yaml_ng::from_str(&out.authz.unwrap()).unwrap();
+    let oidc = &authz["filters"]["sso"]["oidc"];
+    assert_eq!(
+        oidc["callback_url"],
+        "https://shop.example.com/.gatehouse/oidc/sso/callback"
+    );
+    assert_eq!(
+        oidc["other_callback_urls"][0],
+        "https://admin.example.com/.gatehouse/oidc/sso/callback"
+    );
+    for (origins, message) in [
+        (
+            "{origin: 'https://shop.example.com'}, {origin: 'http://admin.example.com'}",
+            "protectedOrigins[1].origin: the origins of one Filter share a scheme",
+        ),
+        (
+            "{origin: 'https://shop.example.com'}, {origin: 'https://SHOP.example.com'}",
+            "is named twice",
+        ),
+        (
+            "{origin: 'https://shop.example.com/app'}",
+            "an origin has no path",
+        ),
+        (
+            "{origin: 'https://shop.example.com', includeSubdomains: true}",
+            "includeSubdomains",
+        ),
+    ] {
+        let e = rendered(&filter(origins)).unwrap_err();
+        assert!(e.contains(message), "{origins}: {e}");
+    }
+}

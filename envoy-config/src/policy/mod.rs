@@ -95,8 +95,9 @@ pub struct OAuth2Filter {
     pub client_id: String,
     /// The Secret holding `oauth2-client-secret`.
     pub secret_name: String,
-    /// The site's origin (`https://app.example.com`): the callback lives there.
-    pub origin: String,
+    /// The sites' origins (`https://app.example.com`), the first first: the
+    /// callback lives on each, and a login returns to the one it began on.
+    pub origins: Vec<String>,
     /// Scopes asked for.
     pub scopes: Vec<String>,
     /// Extra authorization request parameters.

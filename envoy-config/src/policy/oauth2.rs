@@ -66,16 +66,40 @@ pub(super) fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, Resourc
             "only AuthorizationCode is supported; machine clients use a JWT Filter".into(),
         ));
     }
-    let origin = match o.protected_origins.as_slice() {
-        [one] => one.origin.trim_end_matches('/').to_owned(),
-        _ => {
+    if o.protected_origins.is_empty() {
+        return Err(err(
+            "spec.OAuth2.protectedOrigins",
+            "name the site's origin (e.g. https://app.example.com)".into(),
+        ));
+    }
+    let mut origins: Vec<String> = Vec::new();
+    for (i, p) in o.protected_origins.iter().enumerate() {
+        let at = format!("spec.OAuth2.protectedOrigins[{i}].origin");
+        let origin = p.origin.trim_end_matches('/').to_owned();
+        let parsed = url(&origin, &at, err)?;
+        if parsed
+            .full
+            .splitn(4, '/')
+            .nth(3)
+            .is_some_and(|path| !path.is_empty())
+        {
+            return Err(err(&at, format!("{origin:?}: an origin has no path")));
+        }
+        if origins.iter().any(|o| o.eq_ignore_ascii_case(&origin)) {
+            return Err(err(&at, format!("{origin:?} is named twice")));
+        }
+        if origins
+            .first()
+            .is_some_and(|first| first.split("://").next() != origin.split("://").next())
+        {
             return Err(err(
-                "spec.OAuth2.protectedOrigins",
-                "exactly one origin is supported yet (e.g. https://app.example.com)".into(),
+                &at,
+                "the origins of one Filter share a scheme: its session cookie is Secure or not"
+                    .into(),
             ));
         }
-    };
-    url(&origin, "spec.OAuth2.protectedOrigins[0].origin", err)?;
+        origins.push(origin);
+    }
     url(&o.authorization_url, "spec.OAuth2.authorizationURL", err)?;
     if let Some(after) = &o.post_logout_redirect_uri {
         url(after, "spec.OAuth2.postLogoutRedirectURI", err)?;
@@ -91,7 +115,7 @@ pub(super) fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, Resourc
         authorization_url: o.authorization_url,
         client_id: o.client_id,
         secret_name,
-        origin,
+        origins,
         scopes: o
             .scopes
             .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),

@@ -290,13 +290,13 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                     "issuer": o.authorization_url,
                     "client_id": o.client_id,
                     "client_secret_file": format!("{secrets}/{}/oauth2-client-secret", o.secret_name),
-                    "callback_url": format!("{}{OIDC_PATH_PREFIX}{}/callback", o.origin, f.name),
+                    "callback_url": format!("{}{OIDC_PATH_PREFIX}{}/callback", o.origins[0], f.name),
                     "logout_path": format!("{OIDC_PATH_PREFIX}{}/logout", f.name),
                     "session_keys_file": format!("{secrets}/gatehouse-session-keys/keys"),
                     "cookie_name": session_cookie_name(&f.name),
                     "scopes": o.scopes,
                     // Browsers drop Secure cookies over plain http.
-                    "cookie_secure": o.origin.starts_with("https://"),
+                    "cookie_secure": o.origins[0].starts_with("https://"),
                     // The upstream gets the access token, as behind
                     // Ambassador's OAuth2 Filter (a JWT Filter after it
                     // checks that token).
@@ -304,6 +304,14 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                 });
                 if !o.extra_params.is_empty() {
                     oidc["extra_auth_params"] = json!(o.extra_params);
+                }
+                if o.origins.len() > 1 {
+                    oidc["other_callback_urls"] = o.origins[1..]
+                        .iter()
+                        .map(|origin| {
+                            json!(format!("{origin}{OIDC_PATH_PREFIX}{}/callback", f.name))
+                        })
+                        .collect();
                 }
                 if o.allow_malformed_access_token {
                     oidc["allow_malformed_access_token"] = json!(true);

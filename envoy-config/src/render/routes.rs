@@ -75,12 +75,14 @@ pub(super) fn route_config(
         filter_settings(ctx, &[], None, &mut refused_filters);
         let mut routes = vec![crate::sanitize::refused_paths_route(refused_filters)];
         for (f, o) in &oauth {
-            let origin_host = host_of_origin(&o.origin);
-            let here = if names.contains(origin_host) {
-                origin_host == vhost
-            } else {
-                vhost == "*"
-            };
+            let here = o.origins.iter().any(|origin| {
+                let origin_host = host_of_origin(origin);
+                if names.contains(origin_host) {
+                    origin_host == vhost
+                } else {
+                    vhost == "*"
+                }
+            });
             if here {
                 let mut per_filter = serde_json::Map::new();
                 filter_settings(ctx, &[f.name.as_str()], None, &mut per_filter);

@@ -88,6 +88,8 @@ struct RawOidc {
     private_key_id: Option<String>,
     callback_url: String,
     #[serde(default)]
+    other_callback_urls: Vec<String>,
+    #[serde(default)]
     scopes: Option<Vec<String>>,
     #[serde(default)]
     extra_auth_params: BTreeMap<String, String>,
@@ -310,6 +312,10 @@ pub struct OidcFilter {
     pub callback_url: String,
     /// The path part of `callback_url`.
     pub callback_path: String,
+    /// The same callback on the filter's other origins (Ambassador's
+    /// further `protectedOrigins`): a login started on one of their hosts
+    /// returns there, each registered at the IdP.
+    pub other_callback_urls: Vec<String>,
     /// Scopes asked for (`openid` always included).
     pub scopes: Vec<String>,
     /// Extra authorization request parameters.
@@ -371,6 +377,22 @@ pub struct OidcFilter {
 }
 
 impl OidcFilter {
+    /// The redirect URI of a login started on `host` (`:authority`): the
+    /// configured callback URL whose host is `host` (ASCII case aside),
+    /// else `callback_url`. Only configured URLs: a request's host picks
+    /// among them, never makes one.
+    #[must_use]
+    pub fn callback_url_for(&self, host: &str) -> &str {
+        self.other_callback_urls
+            .iter()
+            .find(|u| {
+                u.split_once("://")
+                    .and_then(|(_, rest)| rest.split('/').next())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
+            })
+            .unwrap_or(&self.callback_url)
+    }
+
     /// Whether `path` (the request's `:path`; the query is ignored) needs no
     /// login: it is under one of `public_paths` on a segment boundary
     /// (`/health` covers `/health`, `/health/…`, `/health?…`, not

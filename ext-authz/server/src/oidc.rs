@@ -458,6 +458,14 @@ impl OidcRuntime {
                 },
             )
             .set_pkce_challenge(challenge);
+        // A login started on another of the filter's origins returns there.
+        let redirect = self.filter.callback_url_for(request.host);
+        if redirect != self.filter.callback_url {
+            match RedirectUrl::new(redirect.to_owned()) {
+                Ok(url) => auth = auth.set_redirect_uri(std::borrow::Cow::Owned(url)),
+                Err(_) => return flow::idp_unavailable(Vec::new()),
+            }
+        }
         for scope in access::extra_scopes(&self.filter) {
             auth = auth.add_scope(Scope::new(scope.to_owned()));
         }

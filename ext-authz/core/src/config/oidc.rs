@@ -98,6 +98,15 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
         ));
     };
     let callback_path = callback_path.split('?').next().unwrap_or("/").to_owned();
+    for (i, other) in raw.other_callback_urls.iter().enumerate() {
+        if split_url(other).is_none_or(|(_, path)| path != callback_path) {
+            return Err(ConfigError::new(
+                file,
+                field(&format!("other_callback_urls[{i}]")),
+                format!("write the callback URL of another origin, with the path {callback_path}"),
+            ));
+        }
+    }
     let logout_path = raw
         .logout_path
         .unwrap_or_else(|| "/.gatehouse/oidc/logout".to_owned());
@@ -168,6 +177,7 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
         client_secret,
         client_auth,
         callback_url: raw.callback_url,
+        other_callback_urls: raw.other_callback_urls,
         callback_path,
         scopes,
         extra_auth_params: raw.extra_auth_params,

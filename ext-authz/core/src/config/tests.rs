@@ -117,6 +117,26 @@ fn oidc_errors_name_the_field() {
             .contains("filters.sso.oidc.inject_request_headers[0].template")
     );
     assert!(
+        with("other_callback_urls: [https://b.example/elsewhere]")
+            .contains("filters.sso.oidc.other_callback_urls[0]: write the callback URL of another origin, with the path")
+    );
+    let two =
+        format!("{OIDC}      other_callback_urls: [https://b.example/.gatehouse/oidc/callback]\n");
+    let config = AuthzConfig::parse(&two, "authz.yaml").unwrap();
+    let FilterKind::Oidc(f) = &config.filters()["sso"] else {
+        panic!("oidc expected")
+    };
+    assert_eq!(
+        f.callback_url_for("B.example"),
+        "https://b.example/.gatehouse/oidc/callback"
+    );
+    assert_eq!(f.callback_url_for("app.example"), f.callback_url);
+    assert_eq!(
+        f.callback_url_for("evil.example"),
+        f.callback_url,
+        "a host picks, never makes"
+    );
+    assert!(
         with("inject_request_headers: [{header: X-A, template: x}]")
             .contains("filters.sso.oidc.inject_request_headers[0]")
     );

@@ -83,7 +83,14 @@ impl OidcRuntime {
             }
         };
         let exchange = pending.after_first_use(used)?;
-        let tokens = self.exchange(&exchange, now, metrics).await?;
+        let tokens = self
+            .exchange(
+                &exchange,
+                self.filter.callback_url_for(request.host),
+                now,
+                metrics,
+            )
+            .await?;
         let session =
             callback::session_from_login(&self.filter, tokens, now).inspect_err(|_| {
                 tracing::info!("login refused: the ID token lacks a required claim")
@@ -105,6 +112,7 @@ impl OidcRuntime {
     async fn exchange(
         &self,
         exchange: &callback::Exchange,
+        redirect: &str,
         now: u64,
         metrics: &Metrics,
     ) -> Result<LoginTokens, CallbackError> {
@@ -116,6 +124,15 @@ impl OidcRuntime {
             .exchange_code(AuthorizationCode::new(exchange.code.clone()))
             .map_err(|_| CallbackError::NoTokenEndpoint)?
             .set_pkce_verifier(PkceCodeVerifier::new(exchange.flow.pkce_verifier.clone()));
+        // The redirect URI the login was sent with: the origin's own.
+        let other = (redirect != self.filter.callback_url)
+            .then(|| RedirectUrl::new(redirect.to_owned()))
+            .transpose()
+            .map_err(|_| CallbackError::NoTokenEndpoint)?;
+        let request = match &other {
+            Some(url) => request.set_redirect_uri(std::borrow::Cow::Borrowed(url)),
+            None => request,
+        };
         let request = match self.client_assertion(&discovered, now) {
             Some(assertion) => request
                 .add_extra_param("client_assertion_type", ASSERTION_TYPE)
