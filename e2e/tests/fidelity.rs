@@ -561,6 +561,8 @@ spec:
       value: '{{ .token.Signature }}'
     - name: X-Optional
       value: '{{ .token.Claims.optional }}'
+    - name: X-Quoted
+      value: 'sub={{ printf "%q" .token.Claims.sub }}, exp={{ printf "%.0f" .token.Claims.exp }}'
     errorResponse:
       realm: shop
       contentType: application/problem+json
@@ -608,6 +610,15 @@ spec:
     assert_eq!(header("x-fixed"), ["a fixed string"]);
     assert_eq!(header("x-authorization"), ["Authenticated RS256; sub=ada"]);
     assert_eq!(header("x-ua"), ["migrating-client/1.0"]);
+    let quoted = header("x-quoted");
+    let exp = quoted
+        .first()
+        .and_then(|q| q.strip_prefix("sub=\"ada\", exp="))
+        .unwrap_or_default();
+    assert!(
+        !exp.is_empty() && exp.bytes().all(|b| b.is_ascii_digit()),
+        "the time claim whole, not 1.8e+09: {quoted:?}"
+    );
     assert_eq!(
         header("x-signature"),
         [token.rsplit('.').next().unwrap_or_default()]

@@ -21,7 +21,9 @@
 //!   sees no request headers, so none of those);
 //! - `| json` or `| json "<indent>"` after any of them: the value as JSON.
 //!
-//! Anything else (`if`, `printf`, variables, other fields) is refused when
+//! `printf "<format>" <value>` (or `<value> | printf "<format>"`) takes one
+//! verb: `%s`, `%v`, `%q`, `%d`, `%f` or `%.Nf`. Anything else (`if`,
+//! `hasKey`, variables, other fields) is refused when
 //! the configuration is read, never at request time.
 
 use serde_json::Value;
@@ -82,11 +84,31 @@ pub enum Field {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Print {
-        field: Field,
-        /// `| json`, with the indent of nested lines when given.
-        json: Option<String>,
+    Print { field: Field, format: Format },
+}
+
+/// How a printed value is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Format {
+    /// As it is ([`plain`]).
+    Plain,
+    /// `| json`, with the indent of nested lines when given.
+    Json(String),
+    /// `printf "<text %verb text>"`: one verb, text around it.
+    Printf {
+        before: String,
+        verb: Verb,
+        after: String,
     },
+}
+
+/// The `printf` verbs taken: `%s`, `%v`, `%q`, `%d`, `%f` / `%.Nf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Plain,
+    Quoted,
+    Integer,
+    Float(Option<usize>),
 }
 
 /// A parsed template. Build it with [`Template::parse`].
@@ -166,11 +188,20 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Print { field, json } => {
+                Part::Print { field, format } => {
                     let v = value(field)?;
-                    match json {
-                        None => out.push_str(&plain(&v)),
-                        Some(indent) => out.push_str(&as_json(&v, indent)),
+                    match format {
+                        Format::Plain => out.push_str(&plain(&v)),
+                        Format::Json(indent) => out.push_str(&as_json(&v, indent)),
+                        Format::Printf {
+                            before,
+                            verb,
+                            after,
+                        } => {
+                            out.push_str(before);
+                            out.push_str(&printf(*verb, &v)?);
+                            out.push_str(after);
+                        }
                     }
                 }
             }
@@ -231,24 +262,37 @@ fn action_part(action: &str, scope: Scope) -> Result<Part, String> {
             }
         };
         format!(
-            "{{{{ {action} }}}} is not supported: an action prints one of {fields}, optionally piped to json"
+            "{{{{ {action} }}}} is not supported: an action prints one of {fields}, optionally through printf \"<one verb>\" or piped to json"
         )
     };
     let mut stages = action.split('|').map(str::trim);
     let command = stages.next().unwrap_or_default();
-    let json = match (stages.next(), stages.next()) {
+    let piped = match (stages.next(), stages.next()) {
         (None, _) => None,
         (Some(pipe), None) => {
             let words = words(pipe).ok_or_else(unsupported)?;
             match words.as_slice() {
-                [f] if f == "json" => Some(String::new()),
-                [f, indent] if f == "json" => Some(quoted(indent).ok_or_else(unsupported)?),
+                [f] if f == "json" => Some(Format::Json(String::new())),
+                [f, indent] if f == "json" => {
+                    Some(Format::Json(quoted(indent).ok_or_else(unsupported)?))
+                }
+                [f, text] if f == "printf" => Some(printf_format(text).ok_or_else(unsupported)?),
                 _ => return Err(unsupported()),
             }
         }
         _ => return Err(unsupported()),
     };
-    let words = words(command).ok_or_else(unsupported)?;
+    let mut words = words(command).ok_or_else(unsupported)?;
+    // `printf "<format>" <value>`, the value last, as in the pipe form.
+    let format = match (words.first().map(String::as_str), piped) {
+        (Some("printf"), None) if words.len() > 2 => {
+            let format = printf_format(&words[1]).ok_or_else(unsupported)?;
+            words.drain(..2);
+            format
+        }
+        (_, Some(format)) => format,
+        (_, None) => Format::Plain,
+    };
     let field = match (words.as_slice(), scope) {
         ([get, name], Scope::Token | Scope::Error | Scope::OAuth2)
             if get == ".httpRequestHeader.Get" =>
@@ -296,7 +340,7 @@ fn action_part(action: &str, scope: Scope) -> Result<Part, String> {
         },
         _ => return Err(unsupported()),
     };
-    Ok(Part::Print { field, json })
+    Ok(Part::Print { field, format })
 }
 
 /// A whole number of seconds as Go's `time.Duration` prints it.
@@ -307,6 +351,70 @@ pub fn go_duration(seconds: u64) -> String {
         (0, 0) => format!("{s}s"),
         (0, _) => format!("{m}m{s}s"),
         _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// A `printf` format with exactly one verb, `%%` for a `%`.
+fn printf_format(word: &str) -> Option<Format> {
+    let text = quoted(word)?;
+    let (mut before, mut after) = (String::new(), String::new());
+    let mut verb = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let out = if verb.is_some() {
+            &mut after
+        } else {
+            &mut before
+        };
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            out.push('%');
+            continue;
+        }
+        if verb.is_some() {
+            return None;
+        }
+        let mut precision = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            precision = Some(digits.parse().ok()?);
+        }
+        verb = Some(match (chars.next()?, precision) {
+            ('s' | 'v', None) => Verb::Plain,
+            ('q', None) => Verb::Quoted,
+            ('d', None) => Verb::Integer,
+            ('f', p) => Verb::Float(p),
+            _ => return None,
+        });
+    }
+    Some(Format::Printf {
+        before,
+        verb: verb?,
+        after,
+    })
+}
+
+/// A value as a `printf` verb prints it; `None` where Go would print an
+/// error (`%d` of text, `%f` of a string).
+fn printf(verb: Verb, v: &Value) -> Option<String> {
+    match verb {
+        Verb::Plain => Some(plain(v)),
+        Verb::Quoted => Some(Value::from(plain(v)).to_string()),
+        #[allow(clippy::cast_possible_truncation)]
+        Verb::Integer => v
+            .as_i64()
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .map(|n| n.to_string()),
+        Verb::Float(p) => v.as_f64().map(|f| format!("{f:.*}", p.unwrap_or(6))),
     }
 }
 
@@ -492,7 +600,7 @@ mod tests {
                 "{{ if hasKey .token.Claims \"x\" }}y{{ end }}",
                 Scope::Token,
             ),
-            ("{{ printf \"%q\" .token.Claims.name }}", Scope::Token),
+            ("{{ printf \"%q %q\" .token.Claims.name }}", Scope::Token),
             ("{{ .token.Claims }}", Scope::Token),
             ("{{ .token.Claims.a..b }}", Scope::Token),
             ("{{ .message }}", Scope::Token),
@@ -507,10 +615,9 @@ mod tests {
             let e = Template::parse(text, scope).unwrap_err();
             assert!(e.contains("not"), "{text}: {e}");
         }
-        let e =
-            Template::parse("{{ printf \"%q\" .token.Claims.name }}", Scope::Token).unwrap_err();
+        let e = Template::parse("{{ index .token.Claims \"name\" }}", Scope::Token).unwrap_err();
         assert!(
-            e.contains("printf") && e.contains(".token.Claims.<claim>"),
+            e.contains("index") && e.contains(".token.Claims.<claim>"),
             "{e}"
         );
     }
@@ -575,6 +682,50 @@ mod tests {
         );
         assert!(Template::parse("{{ .idToken.Claims.sub }}", Scope::Token).is_err());
         assert!(Template::parse("{{ .idToken }}", Scope::OAuth2).is_err());
+    }
+
+    #[test]
+    fn printf_takes_one_verb_as_go_prints_it() {
+        let data = |f: &Field| match f {
+            Field::Claim(p) if p == &["name"] => Some(json!("Ada \"the\" Countess")),
+            Field::Claim(p) if p == &["exp"] => Some(json!(1_700_000_000.0)),
+            Field::Claim(p) if p == &["score"] => Some(json!(2.5)),
+            _ => None,
+        };
+        let r = |t: &str| render(t, Scope::Token, &data);
+        assert_eq!(
+            r("name={{ printf \"%q\" .token.Claims.name }}").as_deref(),
+            Some("name=\"Ada \\\"the\\\" Countess\"")
+        );
+        assert_eq!(
+            r("{{ printf \"%.0f\" .token.Claims.exp }}").as_deref(),
+            Some("1700000000")
+        );
+        assert_eq!(
+            r("{{ .token.Claims.exp | printf \"exp=%d\" }}").as_deref(),
+            Some("exp=1700000000")
+        );
+        assert_eq!(
+            r("{{ printf \"%.2f%%\" .token.Claims.score }}").as_deref(),
+            Some("2.50%")
+        );
+        assert_eq!(
+            r("{{ printf \"%s!\" .token.Claims.name }}").as_deref(),
+            Some("Ada \"the\" Countess!")
+        );
+        assert_eq!(
+            r("{{ printf \"%d\" .token.Claims.name }}"),
+            None,
+            "Go prints an error"
+        );
+        for bad in [
+            "{{ printf \"%s %s\" .token.Claims.name }}",
+            "{{ printf \"%x\" .token.Claims.name }}",
+            "{{ printf \"no verb\" .token.Claims.name }}",
+            "{{ printf .token.Claims.name }}",
+        ] {
+            assert!(Template::parse(bad, Scope::Token).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -976,7 +976,7 @@ fn template_errors_name_the_field() {
     for (config, field) in [
         (
             json!({ "providers": { "idp": { "jwks": { "inline": jwks },
-                "header_templates": [ { "header": "x-a", "template": "{{ printf \"%q\" .token.Claims.sub }}" } ] } } }),
+                "header_templates": [ { "header": "x-a", "template": "{{ printf \"%q %q\" .token.Claims.sub }}" } ] } } }),
             "providers.idp.header_templates[0].template",
         ),
         (
