@@ -1098,3 +1098,19 @@ fn several_protected_origins_each_get_their_callback() {
         assert!(e.contains(message), "{origins}: {e}");
     }
 }
+
+/// No Host at all: Emissary's default `*` Host without a certificate, so
+/// every Mapping is served in cleartext (routed, not redirected).
+#[test]
+fn without_a_host_everything_is_served_in_cleartext() {
+    let e = envoy(&mapping("app", "{prefix: /app/, service: app}"));
+    let listeners = e["static_resources"]["listeners"].as_sequence().unwrap();
+    assert_eq!(listeners.len(), 1, "one cleartext listener");
+    let app = named(&routes(&e, "any"), "app")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(app.len(), 1);
+    assert!(app[0]["route"]["cluster"].is_string(), "{:?}", app[0]);
+    assert!(app[0]["redirect"].is_null());
+}
