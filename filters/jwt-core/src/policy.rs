@@ -428,11 +428,13 @@ fn header_value(v: &Value) -> String {
 }
 
 /// A token template's field: from the verified claims, the token's own
-/// segments (already verified, so only decoded here) or the request.
+/// segments (already verified, so only decoded here; the JOSE header once a
+/// request, in `header`, when a template first asks) or the request.
 fn token_field(
     field: &Field,
     claims: &serde_json::Map<String, Value>,
     token: &str,
+    header: &std::cell::OnceCell<Option<serde_json::Map<String, Value>>>,
     request: &RequestView<'_>,
 ) -> Option<Value> {
     match field {
@@ -443,10 +445,14 @@ fn token_field(
             .next()
             .map(|s| Value::String(s.to_owned())),
         Field::TokenHeader(path) => {
-            let segment = token.split('.').next()?;
-            let bytes = crate::token::base64url_decode(segment.as_bytes())?;
-            let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-            lookup(&header, path).cloned()
+            let header = header
+                .get_or_init(|| {
+                    let segment = token.split('.').next()?;
+                    let bytes = crate::token::base64url_decode(segment.as_bytes())?;
+                    serde_json::from_slice(&bytes).ok()
+                })
+                .as_ref()?;
+            lookup(header, path).cloned()
         }
         Field::RequestHeader(name) => Some(Value::String(
             request.header(name).unwrap_or_default().to_owned(),
@@ -516,7 +522,8 @@ impl ProviderConfig {
             })
             .collect();
         if !self.templates.is_empty() {
-            let value = |f: &Field| token_field(f, claims, token, request);
+            let header = std::cell::OnceCell::new();
+            let value = |f: &Field| token_field(f, claims, token, &header, request);
             set.extend(
                 self.templates
                     .iter()

@@ -2,6 +2,7 @@
 //! if due, if the groups fit), without one it passes anonymously (public
 //! paths), gets 401 (programs) or goes to sign in (browsers).
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use base64::Engine as _;
@@ -223,8 +224,13 @@ pub fn allow(
             format!("Bearer {}", session.access_token),
         ));
     }
+    let tokens = SessionTokens {
+        session,
+        headers,
+        segments: Default::default(),
+    };
     for (name, template) in &filter.inject_request_headers {
-        match template.render(&|f| session_field(f, session, headers)) {
+        match template.render(&|f| tokens.field(f)) {
             Some(value) => set.push((name.clone(), value)),
             None => remove.push(name.clone()),
         }
@@ -252,48 +258,67 @@ fn is_b64token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
-/// A template field of an OAuth2 session: the access token's and the ID
-/// token's parts (both came from the IdP itself, the ID token verified at
-/// the callback, so they are only decoded here; an opaque access token has
-/// no header, claims or signature), or a request header (empty when absent).
-fn session_field(
-    field: &Field,
-    session: &Session,
-    headers: &HashMap<String, String>,
-) -> Option<Value> {
-    let part = |token: &str, index: usize| -> Option<serde_json::Map<String, Value>> {
-        let segments: Vec<&str> = token.split('.').collect();
-        if segments.len() != 3 {
-            return None;
+/// A JSON segment of a compact JWT (`index` 0: the header, 1: the claims);
+/// `None` for an opaque token.
+fn jwt_segment(token: &str, index: usize) -> Option<serde_json::Map<String, Value>> {
+    let segments: Vec<&str> = token.split('.').collect();
+    if segments.len() != 3 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(segments[index]).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The session's tokens for the templates of one request: each JSON
+/// segment decoded once, when a template first asks for it.
+struct SessionTokens<'a> {
+    session: &'a Session,
+    headers: &'a HashMap<String, String>,
+    /// Access token header and claims, ID token header and claims.
+    segments: [OnceCell<Option<serde_json::Map<String, Value>>>; 4],
+}
+
+impl SessionTokens<'_> {
+    /// A template field of an OAuth2 session: the access token's and the ID
+    /// token's parts (both came from the IdP itself, the ID token verified
+    /// at the callback, so they are only decoded here; an opaque access
+    /// token has no header, claims or signature), or a request header
+    /// (empty when absent).
+    fn field(&self, field: &Field) -> Option<Value> {
+        let (access, id) = (
+            self.session.access_token.as_str(),
+            self.session.id_token.as_str(),
+        );
+        let lookup = |slot: usize, token: &str, index: usize, path: &[String]| {
+            let map = self.segments[slot]
+                .get_or_init(|| jwt_segment(token, index))
+                .as_ref()?;
+            let (first, rest) = path.split_first()?;
+            rest.iter()
+                .try_fold(map.get(first)?, |v, k| v.get(k))
+                .cloned()
+        };
+        let signature = |token: &str| {
+            let segments: Vec<&str> = token.split('.').collect();
+            (segments.len() == 3).then(|| Value::from(segments[2]))
+        };
+        match field {
+            Field::TokenRaw => Some(Value::from(access)),
+            Field::TokenSignature => signature(access),
+            Field::TokenHeader(p) => lookup(0, access, 0, p),
+            Field::Claim(p) => lookup(1, access, 1, p),
+            Field::IdTokenRaw => Some(Value::from(id)),
+            Field::IdTokenSignature => signature(id),
+            Field::IdTokenHeader(p) => lookup(2, id, 0, p),
+            Field::IdTokenClaim(p) => lookup(3, id, 1, p),
+            Field::RequestHeader(name) => Some(Value::from(
+                self.headers
+                    .get(name)
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )),
+            _ => None,
         }
-        let bytes = URL_SAFE_NO_PAD.decode(segments[index]).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    };
-    let lookup = |map: Option<serde_json::Map<String, Value>>, path: &[String]| {
-        let map = map?;
-        let (first, rest) = path.split_first()?;
-        rest.iter()
-            .try_fold(map.get(first)?, |v, k| v.get(k))
-            .cloned()
-    };
-    let signature = |token: &str| {
-        let segments: Vec<&str> = token.split('.').collect();
-        (segments.len() == 3).then(|| Value::from(segments[2]))
-    };
-    let (access, id) = (session.access_token.as_str(), session.id_token.as_str());
-    match field {
-        Field::TokenRaw => Some(Value::from(access)),
-        Field::TokenSignature => signature(access),
-        Field::TokenHeader(p) => lookup(part(access, 0), p),
-        Field::Claim(p) => lookup(part(access, 1), p),
-        Field::IdTokenRaw => Some(Value::from(id)),
-        Field::IdTokenSignature => signature(id),
-        Field::IdTokenHeader(p) => lookup(part(id, 0), p),
-        Field::IdTokenClaim(p) => lookup(part(id, 1), p),
-        Field::RequestHeader(name) => Some(Value::from(
-            headers.get(name).map(String::as_str).unwrap_or_default(),
-        )),
-        _ => None,
     }
 }
 
