@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 WASM_PROFILE := wasm-release
-WASM_CRATES := -p gatehouse-jwt -p gatehouse-noop -p gatehouse-router
+WASM_CRATES := -p gatehouse-jwt -p gatehouse-noop -p gatehouse-router -p gatehouse-session
 
 .PHONY: help setup wasm build test lint bench run clean
 
@@ -28,7 +28,7 @@ test: wasm ## run every test: unit, property and end-to-end against real Envoy
 lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors, shipped configs checked
 	@$(CARGO) fmt --all --check
 	@$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	@$(CARGO) clippy --locked --target $(WASM_TARGET) $(WASM_CRATES) -p gatehouse-jwt-core -p gatehouse-router-core -- -D warnings
+	@$(CARGO) clippy --locked --target $(WASM_TARGET) $(WASM_CRATES) -p gatehouse-jwt-core -p gatehouse-router-core -p gatehouse-session-core -- -D warnings
 	@$(CARGO) build --locked --quiet -p gatehouse-ratelimit -p gatehouse-authz -p gatehouse-config
 	@GATEHOUSE_ENVOY=.venv/bin/envoy target/debug/gatehouse validate -f envoy-config/examples/quickstart.yaml
 	@target/debug/gatehouse-authz --check-config ext-authz/examples/authz.yaml

@@ -60,6 +60,8 @@ struct RawConfig {
     default_filter: Option<String>,
     #[serde(default)]
     filters: BTreeMap<String, RawFilter>,
+    #[serde(default)]
+    feed_socket: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +144,29 @@ struct RawOidc {
     session_store: Option<RawSessionStore>,
     #[serde(default)]
     backchannel_logout_path: Option<String>,
+    #[serde(default)]
+    fast_path: Option<RawFastPath>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFastPath {
+    #[serde(default)]
+    ticket_cookie_name: Option<String>,
+    #[serde(default)]
+    ticket_seconds: Option<u64>,
+}
+
+/// The SSO fast path of a filter: after a full check, a short-lived
+/// identity ticket the gatehouse-session filter verifies inside Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastPath {
+    /// The ticket's cookie (default `<cookie_name>_ticket`).
+    pub ticket_cookie: String,
+    /// How long a ticket lasts at most (seconds, default 300): how often a
+    /// signed-in browser's request still makes the full check (idle
+    /// tracking, refresh), and how long a revocation stays in the feed.
+    pub ticket_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +283,7 @@ struct RawLocation {
 pub struct AuthzConfig {
     default_filter: Option<String>,
     filters: BTreeMap<String, FilterKind>,
+    feed_socket: Option<String>,
 }
 
 /// What one named filter does.
@@ -374,6 +400,8 @@ pub struct OidcFilter {
     pub session_store: Option<RedisSessionStore>,
     /// Where the IdP posts back-channel logout tokens (Redis store only).
     pub backchannel_logout_path: String,
+    /// The fast path, when on.
+    pub fast_path: Option<FastPath>,
 }
 
 impl OidcFilter {
@@ -499,10 +527,37 @@ impl AuthzConfig {
                 format!("no filter is named {default:?}"),
             ));
         }
+        let fast = filters
+            .values()
+            .any(|f| matches!(f, FilterKind::Oidc(o) if o.fast_path.is_some()));
+        match &raw.feed_socket {
+            Some(path) if !path.starts_with('/') => {
+                return Err(ConfigError::new(
+                    file,
+                    "feed_socket",
+                    "an absolute path of a Unix socket",
+                ));
+            }
+            None if fast => {
+                return Err(ConfigError::new(
+                    file,
+                    "feed_socket",
+                    "a filter has fast_path: name the Unix socket the gatehouse-session filter polls",
+                ));
+            }
+            _ => {}
+        }
         Ok(Self {
             default_filter: raw.default_filter,
             filters,
+            feed_socket: raw.feed_socket,
         })
+    }
+
+    /// The Unix socket the fast path's feed is served on.
+    #[must_use]
+    pub fn feed_socket(&self) -> Option<&str> {
+        self.feed_socket.as_deref()
     }
 
     /// The filter used when a route names none.

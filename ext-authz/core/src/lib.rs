@@ -28,6 +28,6 @@ pub use apikeys::{ApiKeys, KeysError, sha256_hex};
 pub use check::{CheckInput, Filters, Selected, Verdict};
 pub use config::{
     ApiKeyFilter, AuthzConfig, BearerTokens, ClaimRequirement, ClientAuth, ConfigError,
-    DEFAULT_CLIENT_HEADER, FILTER_EXTENSION, FilterKind, KeyLocation, KeySource, OidcFilter,
-    RedisSessionStore, SecretSource,
+    DEFAULT_CLIENT_HEADER, FILTER_EXTENSION, FastPath, FilterKind, KeyLocation, KeySource,
+    OidcFilter, RedisSessionStore, SecretSource,
 };

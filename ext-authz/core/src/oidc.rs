@@ -21,6 +21,7 @@ pub mod access;
 pub mod backchannel;
 pub mod callback;
 pub mod discovery;
+pub mod fast;
 pub mod instead;
 pub mod logout;
 pub mod refresh;

@@ -6,6 +6,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use gatehouse_session_core::TicketKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ use crate::config::ConfigError;
 #[derive(Clone)]
 pub struct SessionKeys {
     keys: Vec<Aes256Gcm>,
+    /// The newest key's bytes: what the fast path's ticket keys are
+    /// derived from (never used as a ticket key itself).
+    newest: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -51,6 +55,7 @@ impl SessionKeys {
     /// not 32 bytes of base64. The key itself is never in the message.
     pub fn from_key_file(text: &str, file: &str) -> Result<Self, ConfigError> {
         let mut keys = Vec::new();
+        let mut newest = None;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -69,6 +74,9 @@ impl SessionKeys {
                     )
                 })?;
             keys.push(Self::cipher(&bytes)?);
+            if newest.is_none() {
+                newest = <[u8; 32]>::try_from(bytes.as_slice()).ok();
+            }
         }
         if keys.is_empty() {
             return Err(ConfigError::new(
@@ -77,7 +85,7 @@ impl SessionKeys {
                 "no session key: add one line of openssl rand -base64 32",
             ));
         }
-        Ok(Self { keys })
+        Ok(Self { keys, newest })
     }
 
     fn cipher(bytes: &[u8]) -> Result<Aes256Gcm, ConfigError> {
@@ -90,7 +98,17 @@ impl SessionKeys {
     pub fn from_raw(keys: &[[u8; 32]]) -> Self {
         Self {
             keys: keys.iter().map(|k| Aes256Gcm::new(&(*k).into())).collect(),
+            newest: keys.first().copied(),
         }
+    }
+
+    /// The fast path's ticket keys around `now` for `purpose` (previous,
+    /// current, next epoch), derived from the newest session key: a new
+    /// session key changes them all. `None` without a key.
+    #[must_use]
+    pub fn ticket_keys(&self, purpose: &str, now: u64) -> Option<[TicketKey; 3]> {
+        self.newest
+            .map(|master| TicketKey::around(&master, purpose, now))
     }
 
     /// Seals `value` for `purpose` (the associated data: a value sealed for

@@ -22,7 +22,11 @@ fn split_url(url: &str) -> Option<(&str, &str)> {
     ))
 }
 
-pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilter, ConfigError> {
+pub(super) fn oidc_filter(
+    mut raw: RawOidc,
+    file: &str,
+    at: &str,
+) -> Result<OidcFilter, ConfigError> {
     let field = |name: &str| format!("{at}.{name}");
     if split_url(&raw.issuer).is_none() {
         return Err(ConfigError::new(
@@ -170,7 +174,8 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
             "session timeouts must be positive",
         ));
     }
-    Ok(OidcFilter {
+    let raw_fast = raw.fast_path.take();
+    let mut filter = OidcFilter {
         // Exactly as written: discovery must return this very string.
         issuer: raw.issuer,
         client_id: client_id.clone(),
@@ -282,6 +287,7 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
         backchannel_logout_path: raw
             .backchannel_logout_path
             .unwrap_or_else(|| "/.gatehouse/oidc/backchannel-logout".to_owned()),
+        fast_path: None,
         bearer: match raw.bearer {
             None => None,
             Some(b) if split_url(&b.issuer).is_none() && b.issuer.is_empty() => {
@@ -311,5 +317,60 @@ pub(super) fn oidc_filter(raw: RawOidc, file: &str, at: &str) -> Result<OidcFilt
                 jwks_file: b.jwks_file,
             }),
         },
+    };
+    if let Some(raw) = raw_fast {
+        filter.fast_path = Some(fast_path(raw, &filter, file, &field("fast_path"))?);
+    }
+    Ok(filter)
+}
+
+/// The fast path's settings. Refused where a ticket could not say what the
+/// full check would: a header template that reads the request (a ticket
+/// is made once, the request changes).
+fn fast_path(
+    raw: RawFastPath,
+    filter: &OidcFilter,
+    file: &str,
+    at: &str,
+) -> Result<FastPath, ConfigError> {
+    if let Some((header, _)) = filter
+        .inject_request_headers
+        .iter()
+        .find(|(_, t)| t.request_headers().next().is_some())
+    {
+        return Err(ConfigError::new(
+            file,
+            at,
+            format!(
+                "inject_request_headers {header:?} reads the request (httpRequestHeader): a ticket cannot carry it; turn the fast path off for this filter"
+            ),
+        ));
+    }
+    let ticket_cookie = raw
+        .ticket_cookie_name
+        .unwrap_or_else(|| format!("{}_ticket", filter.cookie_name));
+    if ticket_cookie.is_empty()
+        || !ticket_cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || ticket_cookie == filter.cookie_name
+    {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.ticket_cookie_name"),
+            "letters, digits, _ and - only, and not the session cookie's name",
+        ));
+    }
+    let ticket_secs = raw.ticket_seconds.unwrap_or(300);
+    if ticket_secs == 0 || ticket_secs > 3600 {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.ticket_seconds"),
+            "between 1 and 3600 seconds",
+        ));
+    }
+    Ok(FastPath {
+        ticket_cookie,
+        ticket_secs,
     })
 }

@@ -1,0 +1,210 @@
+//! What the `gatehouse-session` filter does with one request: verify the
+//! ticket cookie against the latest feed and, when it holds, set the
+//! identity headers the full check would set and mark the request so that
+//! ext_authz is skipped. Anything less sends the request the slow way.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use crate::feed::{FeedError, FilterFeed};
+use crate::keys::KeyRing;
+use crate::ticket::{Ticket, TicketError};
+use gatehouse_http_core::cookie;
+
+/// The filter's plugin configuration: one SSO filter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// The SSO filter's name in gatehouse-authz: which part of the feed.
+    pub filter: String,
+    /// The cookie that carries the ticket.
+    pub ticket_cookie: String,
+    /// Cookies that never go upstream: the session, login and ticket
+    /// cookies (the full check drops the same).
+    pub strip_cookies: Vec<String>,
+    /// The header a verified request is marked with. Envoy removes any
+    /// client copy before the filters run and turns ours into metadata
+    /// that switches ext_authz off; it never reaches the upstream.
+    pub verified_header: String,
+    /// Where the feed comes from.
+    pub feed: FeedSource,
+    /// How often each worker polls the feed.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// A feed older than this is no longer trusted (revocations might be
+    /// missing): every request goes the slow way until a poll succeeds.
+    /// The bound on how long a revoked session can pass here.
+    #[serde(default = "default_max_feed_age_ms")]
+    pub max_feed_age_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    2_000
+}
+
+fn default_max_feed_age_ms() -> u64 {
+    10_000
+}
+
+/// The Envoy cluster and path of gatehouse-authz's feed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedSource {
+    /// The cluster (a Unix socket only Envoy and gatehouse-authz share).
+    pub cluster: String,
+    /// The request path.
+    pub path: String,
+    /// `:authority` of the request.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    /// How long a poll may take.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_authority() -> String {
+    "gatehouse-authz".to_owned()
+}
+
+fn default_timeout_ms() -> u64 {
+    1_000
+}
+
+impl FilterConfig {
+    /// Parses the plugin configuration.
+    ///
+    /// # Errors
+    /// What is wrong, with the field's path.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let config: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if config.ticket_cookie.is_empty() || config.verified_header.is_empty() {
+            return Err("ticket_cookie and verified_header must not be empty".to_owned());
+        }
+        if config.poll_ms == 0 || config.max_feed_age_ms < config.poll_ms {
+            return Err("poll_ms must be positive and at most max_feed_age_ms".to_owned());
+        }
+        Ok(config)
+    }
+}
+
+/// What one worker knows from the feed.
+#[derive(Debug, Clone, Default)]
+pub struct FeedState {
+    ring: KeyRing,
+    revoked: BTreeSet<String>,
+    /// When the last good feed arrived (ms); `None` before the first.
+    fresh_at_ms: Option<u64>,
+}
+
+impl FeedState {
+    /// Takes this filter's part of a feed that arrived at `now_ms`. A feed
+    /// without the filter is a good feed with no keys: nothing verifies.
+    ///
+    /// # Errors
+    /// A bad key: the old state is kept (and ages out).
+    pub fn accept(&mut self, part: Option<&FilterFeed>, now_ms: u64) -> Result<usize, FeedError> {
+        let (ring, revoked) = match part {
+            Some(p) => (p.ring()?, p.revoked.clone()),
+            None => (KeyRing::default(), BTreeSet::new()),
+        };
+        let keys = ring.len();
+        self.ring = ring;
+        self.revoked = revoked;
+        self.fresh_at_ms = Some(now_ms);
+        Ok(keys)
+    }
+
+    /// Whether the feed is recent enough to trust at `now_ms`.
+    #[must_use]
+    pub fn is_fresh(&self, now_ms: u64, max_age_ms: u64) -> bool {
+        self.fresh_at_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) <= max_age_ms)
+    }
+}
+
+/// Why a request goes the slow way (counted by the filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slow {
+    /// No feed yet, or too old to trust.
+    NoFeed,
+    /// No ticket cookie.
+    NoTicket,
+    /// More than one ticket cookie: which one the browser meant is unknown.
+    TicketTwins,
+    /// The ticket did not verify.
+    Refused(TicketError),
+    /// The ticket's session was ended.
+    Revoked,
+}
+
+/// The decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastPath {
+    /// Verified: set and remove these request headers; ext_authz is skipped.
+    Verified {
+        /// Headers to set, replacing any copy (identity, the rewritten
+        /// `cookie`, the verified mark).
+        set: Vec<(String, String)>,
+        /// Headers to remove.
+        remove: Vec<String>,
+    },
+    /// Leave the request alone: ext_authz decides.
+    Slow(Slow),
+}
+
+/// Decides one request from its `cookie` headers at `now` (seconds and ms).
+#[must_use]
+pub fn decide(
+    config: &FilterConfig,
+    state: &FeedState,
+    cookies: &[&str],
+    now_secs: u64,
+    now_ms: u64,
+) -> FastPath {
+    if !state.is_fresh(now_ms, config.max_feed_age_ms) {
+        return FastPath::Slow(Slow::NoFeed);
+    }
+    let mut tickets = cookies.iter().flat_map(|h| {
+        h.split(';').filter_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == config.ticket_cookie).then_some(v)
+        })
+    });
+    let Some(text) = tickets.next() else {
+        return FastPath::Slow(Slow::NoTicket);
+    };
+    if tickets.next().is_some() {
+        return FastPath::Slow(Slow::TicketTwins);
+    }
+    let ticket = match Ticket::verify(text, &state.ring, now_secs) {
+        Ok(t) => t,
+        Err(e) => return FastPath::Slow(Slow::Refused(e)),
+    };
+    if ticket.handles.iter().any(|h| state.revoked.contains(h)) {
+        return FastPath::Slow(Slow::Revoked);
+    }
+    let Ticket {
+        mut set,
+        mut remove,
+        ..
+    } = ticket;
+    // What the full check would write, and never anything it would not:
+    // the ticket cannot smuggle our own mark or a cookie in.
+    set.retain(|(name, _)| !is_ours(config, name));
+    remove.retain(|name| !is_ours(config, name));
+    let joined = cookies.join("; ");
+    match cookie::without(&joined, |n| config.strip_cookies.iter().any(|s| s == n)) {
+        Some(rest) => set.push(("cookie".to_owned(), rest)),
+        None => remove.push("cookie".to_owned()),
+    }
+    set.push((config.verified_header.clone(), "1".to_owned()));
+    FastPath::Verified { set, remove }
+}
+
+fn is_ours(config: &FilterConfig, name: &str) -> bool {
+    name.eq_ignore_ascii_case("cookie") || name.eq_ignore_ascii_case(&config.verified_header)
+}
+
+#[cfg(test)]
+mod tests;
