@@ -256,6 +256,11 @@ impl LiveFilters {
         self.current.load()
     }
 
+    /// What checks read now, held across awaits.
+    pub fn current_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     /// Reads everything again; on error the previous filters stay.
     pub fn reload(&self) -> Result<(), LoadError> {
         let loaded = load_after(&self.config, &self.current().oidc)?;

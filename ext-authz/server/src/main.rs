@@ -10,6 +10,7 @@
 //! modules below), nor the process plumbing both services share (shutdown,
 //! logging, ready file, side port, watcher: `gatehouse-service-kit`).
 
+mod feed;
 mod http;
 mod load;
 mod metrics;
@@ -131,6 +132,15 @@ async fn serve(config: PathBuf, args: &Args) -> Result<()> {
         })
         .context("watching the configuration")?;
     }
+    // Read once: the socket is bound for the life of the process.
+    let feed_socket = live
+        .current()
+        .filters
+        .config()
+        .and_then(|c| c.feed_socket())
+        .map(|p| feed::bind(std::path::Path::new(p)))
+        .transpose()?;
+    let feed_live = live.clone();
     let handler = Arc::new(service::CheckHandler {
         live,
         metrics: metrics.clone(),
@@ -170,9 +180,17 @@ async fn serve(config: PathBuf, args: &Args) -> Result<()> {
             .set_not_serving::<AuthorizationServer<service::AuthzService>>()
             .await;
     });
-    let (grpc_result, http_result, ()) = tokio::join!(grpc_server, http_server, signals);
+    let feed_server = async {
+        match feed_socket {
+            Some(listener) => feed::serve(listener, feed_live, shutdown.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let (grpc_result, http_result, feed_result, ()) =
+        tokio::join!(grpc_server, http_server, feed_server, signals);
     grpc_result.context("gRPC server")?;
     http_result.context("HTTP server")?;
+    feed_result?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -122,6 +122,8 @@ pub struct NoRandom;
 struct Shared {
     used_states: Mutex<Option<UsedStates>>,
     flights: Mutex<HashMap<String, Flight>>,
+    /// Sessions ended here, for the full check and the fast path's feed.
+    revocations: Mutex<Option<gatehouse_authz_core::oidc::fast::Revocations>>,
 }
 
 /// One OIDC filter at run time: its settings, keys, secret and what
@@ -148,6 +150,8 @@ pub struct OidcRuntime {
     /// What each of our sealed values is bound to, made once: the session
     /// cookie, the login cookie, the stored session.
     purposes: [(String, String); 3],
+    /// What the fast path's tickets and their keys are bound to.
+    ticket_purpose: String,
 }
 
 impl std::fmt::Debug for OidcRuntime {
@@ -161,7 +165,7 @@ impl std::fmt::Debug for OidcRuntime {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -209,7 +213,9 @@ impl OidcRuntime {
             let purpose = filter.seal_purpose(name, &what);
             (what, purpose)
         });
+        let ticket_purpose = filter.seal_purpose(name, "ticket");
         let runtime = Self {
+            ticket_purpose,
             filter,
             name: name.to_owned(),
             keys,
@@ -311,6 +317,8 @@ impl OidcRuntime {
             Route::Bearer(token) => return self.bearer_check(token, now).into(),
             Route::InvalidBearer => return flow::invalid_token().into(),
             Route::Session => match self.read_session(cookie_header).await {
+                // Logged out here: a replayed cookie is no session.
+                Ok(Some((s, _))) if self.is_revoked(&s, now) => (None, None),
                 Ok(Some((s, id))) => (Some(s), id),
                 Ok(None) => (None, None),
                 Err(e) => {
@@ -353,8 +361,12 @@ impl OidcRuntime {
                 Err(WriteError::Random(_)) => return no_random().into(),
             }
         }
+        let verdict = access::allow(&self.filter, &session, request.headers, cookie_header);
+        if let Some(set) = self.ticket_cookie(&session, &verdict, now) {
+            response_headers.push(("set-cookie".to_owned(), set));
+        }
         Answer {
-            verdict: access::allow(&self.filter, &session, request.headers, cookie_header),
+            verdict,
             response_headers,
         }
     }
@@ -373,9 +385,9 @@ impl OidcRuntime {
         {
             tracing::warn!(error = %e, "session store unreachable while ending a session");
         }
-        self.login(request, now, metrics)
-            .await
-            .with_cookie(flow::clear_session_cookie(&self.filter))
+        flow::fast::clear_cookies(&self.filter)
+            .into_iter()
+            .fold(self.login(request, now, metrics).await, Answer::with_cookie)
     }
 
     /// A fresh client assertion when the filter authenticates with a key.
@@ -489,6 +501,7 @@ const STORED_SESSION: &str = gatehouse_authz_core::session::STORED_SESSION_PURPO
 
 mod callback;
 mod discovery;
+mod fast;
 mod logout;
 mod refresh;
 mod sessions;

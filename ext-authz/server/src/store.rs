@@ -148,4 +148,28 @@ impl RedisSessions {
         bounded(conn.del::<_, ()>(keys)).await?;
         Ok(ids.len())
     }
+
+    /// Records revoked fast-path handles at `now`, for every replica's
+    /// feed; entries older than `window` seconds are dropped on the way.
+    pub async fn revoke(&self, handles: &[String], now: u64, window: u64) -> Result<(), StoreDown> {
+        let mut conn = self.conn().await?;
+        let key = self.index("revoked", "tickets");
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for h in handles {
+            pipe.zadd(&key, h, now).ignore();
+        }
+        pipe.zrembyscore(&key, 0, now.saturating_sub(window).saturating_sub(1))
+            .ignore()
+            .expire(&key, i64::try_from(window).unwrap_or(i64::MAX).max(1))
+            .ignore();
+        bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// The handles revoked at or after `since`.
+    pub async fn revoked_since(&self, since: u64) -> Result<Vec<String>, StoreDown> {
+        let mut conn = self.conn().await?;
+        let key = self.index("revoked", "tickets");
+        bounded(conn.zrangebyscore(key, since, "+inf")).await
+    }
 }

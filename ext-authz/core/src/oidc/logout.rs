@@ -81,8 +81,8 @@ pub fn location(filter: &OidcFilter, end_session: Option<&str>, id_token: Option
 
 /// Logged out: to `location`, clearing the session cookie (`clear`).
 #[must_use]
-pub fn logged_out(location: &str, clear: String) -> Verdict {
-    redirect(location, vec![clear])
+pub fn logged_out(location: &str, clear: Vec<String>) -> Verdict {
+    redirect(location, clear)
 }
 
 #[cfg(test)]

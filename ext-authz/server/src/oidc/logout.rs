@@ -14,8 +14,15 @@ impl OidcRuntime {
         }
         // Server-side revocation: with the Redis store, the session is gone
         // for every copy of the cookie.
+        let now = now_secs();
         let session = match self.read_session(request.header("cookie")).await {
             Ok(Some((session, id))) => {
+                // Every copy of the cookie, and its fast-path tickets, end.
+                self.revoke(
+                    gatehouse_authz_core::oidc::fast::handles(&self.ticket_purpose, &session),
+                    now,
+                )
+                .await;
                 if let (Some(store), Some(id)) = (&self.store, id)
                     && let Err(e) = store.delete(&id).await
                 {
@@ -32,7 +39,7 @@ impl OidcRuntime {
             end_session,
             session.as_ref().map(|s| s.id_token.as_str()),
         );
-        flow::logout::logged_out(&location, flow::clear_session_cookie(&self.filter))
+        flow::logout::logged_out(&location, flow::fast::clear_cookies(&self.filter))
     }
 
     /// OpenID Connect Back-Channel Logout: the IdP posts a signed logout
@@ -53,6 +60,15 @@ impl OidcRuntime {
         let Some(store) = &self.store else {
             return LogoutTokenError::NoVerifier.answer();
         };
+        // The fast path's tickets of those sessions end too.
+        let handle = match (&subject.sid, &subject.sub) {
+            (Some(sid), _) => Some(gatehouse_authz_core::oidc::fast::idp_session_handle(sid)),
+            (None, Some(sub)) => Some(gatehouse_authz_core::oidc::fast::subject_handle(sub)),
+            (None, None) => None,
+        };
+        if let Some(handle) = handle {
+            self.revoke(vec![handle], now).await;
+        }
         match store
             .end_all(subject.sid.as_deref(), subject.sub.as_deref())
             .await

@@ -875,3 +875,5 @@ async fn logs_carry_no_codes_states_tokens_or_cookies() {
         assert!(!text.contains(secret), "{secret} logged:\n{text}");
     }
 }
+
+mod fast;

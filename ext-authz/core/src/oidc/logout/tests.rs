@@ -110,7 +110,7 @@ fn without_a_session_an_endpoint_or_rp_logout_the_logout_is_local() {
 
 #[test]
 fn logged_out_redirects_and_clears_the_cookie() {
-    let v = logged_out("/", "gatehouse_session=; Max-Age=0".into());
+    let v = logged_out("/", vec!["gatehouse_session=; Max-Age=0".into()]);
     assert_eq!(status(&v), 302);
     assert_eq!(headers(&v, "location"), ["/"]);
     assert_eq!(headers(&v, "set-cookie"), ["gatehouse_session=; Max-Age=0"]);
