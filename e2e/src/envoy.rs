@@ -186,7 +186,7 @@ impl EnvoyBuilder {
     crate::launch_options!();
 
     /// Renders the template, filling the wasm filter paths (`JWT_WASM`,
-    /// `NOOP_WASM`, `ROUTER_WASM`) the template uses, and
+    /// `NOOP_WASM`, `ROUTER_WASM`, `SESSION_WASM`) the template uses, and
     /// `EARLY_HEADER_MUTATION` and `ROUTE_HEADERS_TO_REMOVE` (default `[]`:
     /// none).
     pub fn render(&self) -> Result<String> {
@@ -195,6 +195,7 @@ impl EnvoyBuilder {
             ("JWT_WASM", "gatehouse_jwt"),
             ("NOOP_WASM", "gatehouse_noop"),
             ("ROUTER_WASM", "gatehouse_router"),
+            ("SESSION_WASM", "gatehouse_session"),
         ] {
             if self.template.contains(placeholder) && !vars.contains_key(placeholder) {
                 let wasm = paths::wasm_filter(crate_name)?;

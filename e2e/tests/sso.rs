@@ -35,16 +35,53 @@ async fn stack_as(
     extra: &str,
     auth: ClientAuth,
 ) -> anyhow::Result<Stack> {
+    stack_with(access_token_ttl_secs, extra, auth, Path::Slow).await
+}
+
+/// Which way a signed-in request takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// Every request through ext_authz.
+    Slow,
+    /// gatehouse-session verifies tickets in Envoy; the rest through ext_authz.
+    Fast,
+}
+
+/// The stack with the SSO fast path on.
+async fn stack_fast(access_token_ttl_secs: u64, extra: &str) -> anyhow::Result<Stack> {
+    stack_with(
+        access_token_ttl_secs,
+        &format!("{extra}      fast_path: {{}}\n"),
+        ClientAuth::SecretBasic,
+        Path::Fast,
+    )
+    .await
+}
+
+async fn stack_with(
+    access_token_ttl_secs: u64,
+    extra: &str,
+    auth: ClientAuth,
+    path: Path,
+) -> anyhow::Result<Stack> {
     let echo = Echo::start().await?;
-    let authz = AuthzService::builder(BOOT)
+    let boot = match path {
+        Path::Slow => BOOT.to_owned(),
+        Path::Fast => format!("feed_socket: feed.sock\n{BOOT}"),
+    };
+    let authz = AuthzService::builder(&boot)
         .file("keys.yaml", "keys: []\n")
         .start()
         .await?;
-    let envoy = Envoy::from_template("ext-authz.yaml")?
-        .upstream(&echo)
-        .authz(&authz)
-        .start()
-        .await?;
+    let envoy = match path {
+        Path::Slow => Envoy::from_template("ext-authz.yaml")?,
+        Path::Fast => Envoy::from_template("sso-fast.yaml")?
+            .var("FEED_SOCKET", authz.dir().join("feed.sock").display()),
+    }
+    .upstream(&echo)
+    .authz(&authz)
+    .start()
+    .await?;
     let clients = serde_json::json!([{
         "client_id": "gatehouse",
         "client_secret": "s3cret-for-tests",
@@ -100,7 +137,7 @@ async fn stack_as(
         )?,
     )?;
     let config = format!(
-        "{BOOT}  sso:
+        "{boot}  sso:
     oidc:
       issuer: {issuer}
       client_id: gatehouse
@@ -1090,4 +1127,250 @@ async fn parallel_requests_of_one_session_spend_its_refresh_token_once() -> anyh
         "one refresh for six parallel requests"
     );
     Ok(())
+}
+
+// === The fast path: signed-in requests verified inside Envoy ===
+
+/// A gatehouse-session counter of Envoy (`verified`, `slow.refused`, …).
+async fn session_stat(envoy: &Envoy, name: &str) -> anyhow::Result<u64> {
+    envoy
+        .stat(&format!("wasmcustom.gatehouse_session.{name}"))
+        .await
+}
+
+/// Full checks gatehouse-authz allowed.
+async fn allowed_checks(authz: &AuthzService) -> anyhow::Result<f64> {
+    authz
+        .metric("gatehouse_authz_checks_total{result=\"allowed\",status=\"200\"}")
+        .await
+}
+
+/// A program's request with `client`'s cookies (and `headers`): the status
+/// and what the upstream saw.
+async fn get_app(
+    client: &reqwest::Client,
+    envoy: &Envoy,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, Option<Echoed>)> {
+    let mut request = client
+        .get(envoy.url("/app/data"))
+        .header("accept", "application/json");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let r = request.send().await?;
+    let status = r.status().as_u16();
+    Ok((
+        status,
+        if status == 200 {
+            Some(r.json().await?)
+        } else {
+            None
+        },
+    ))
+}
+
+/// Signs in with `client` and makes requests until one is verified in
+/// Envoy (the first full check sets the ticket; the filter needs its first
+/// feed): what the upstream saw through the full check and through the
+/// fast path.
+async fn signed_in_fast(
+    client: &reqwest::Client,
+    envoy: &Envoy,
+    idp: &Idp,
+) -> anyhow::Result<(Echoed, Echoed)> {
+    login(client, envoy, idp, "/app/home").await?;
+    let (status, full) = get_app(client, envoy, &[]).await?;
+    assert_eq!(status, 200);
+    let full = full.ok_or_else(|| anyhow::anyhow!("no echo"))?;
+    let fast = e2e::poll::until(
+        "a request verified inside Envoy",
+        e2e::poll::READY_DEADLINE,
+        || async {
+            let before = session_stat(envoy, "verified").await?;
+            let (status, seen) = get_app(client, envoy, &[]).await?;
+            assert_eq!(status, 200);
+            Ok((session_stat(envoy, "verified").await? > before).then_some(seen))
+        },
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("no echo"))?;
+    Ok((full, fast))
+}
+
+/// The cookies `client` sends, as the upstream of a public route sees them.
+async fn jar_cookies(client: &reqwest::Client, envoy: &Envoy) -> anyhow::Result<String> {
+    let seen: Echoed = client
+        .get(envoy.url("/public/peek"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(seen.header("cookie").unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn the_fast_path_serves_the_same_identity_without_asking_gatehouse_authz()
+-> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack_fast(3600, "").await?;
+    let b = client()?;
+    let (full, fast) = signed_in_fast(&b, &envoy, &idp).await?;
+    // Exactly the headers the full check gave the upstream.
+    for name in [
+        "x-gatehouse-user",
+        "x-gatehouse-email",
+        "x-gatehouse-groups",
+        "authorization",
+        "cookie",
+    ] {
+        assert_eq!(full.header(name), fast.header(name), "{name}");
+    }
+    assert_eq!(fast.header("x-gatehouse-user"), Some("alice"));
+    assert!(
+        !fast
+            .header("cookie")
+            .unwrap_or_default()
+            .contains("gatehouse_"),
+        "our cookies stay at the edge: {:?}",
+        fast.header("cookie")
+    );
+    assert_eq!(fast.header("x-gatehouse-session-verified"), None);
+
+    // A verified request never reaches gatehouse-authz.
+    let checks = allowed_checks(&authz).await?;
+    let verified = session_stat(&envoy, "verified").await?;
+    for _ in 0..5 {
+        assert_eq!(get_app(&b, &envoy, &[]).await?.0, 200);
+    }
+    assert_eq!(session_stat(&envoy, "verified").await?, verified + 5);
+    assert_eq!(allowed_checks(&authz).await?, checks);
+
+    // Client copies of identity headers and of the mark are dropped.
+    let (status, seen) = get_app(
+        &b,
+        &envoy,
+        &[
+            ("x-gatehouse-user", "mallory"),
+            ("x-gatehouse-session-verified", "1"),
+        ],
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let seen = seen.ok_or_else(|| anyhow::anyhow!("no echo"))?;
+    assert_eq!(seen.header("x-gatehouse-user"), Some("alice"));
+    assert_eq!(seen.header("x-gatehouse-session-verified"), None);
+    // The mark alone opens nothing: ext_authz still runs.
+    let stranger = reqwest::Client::builder().no_proxy().build()?;
+    let (status, _) = get_app(&stranger, &envoy, &[("x-gatehouse-session-verified", "1")]).await?;
+    assert_eq!(status, 401);
+
+    // A tampered or foreign ticket is refused in Envoy: alone it is no
+    // session; next to the session cookie the full check decides.
+    let cookies = jar_cookies(&b, &envoy).await?;
+    let ticket = cookies
+        .split("; ")
+        .find_map(|c| c.strip_prefix("gatehouse_session_ticket="))
+        .ok_or_else(|| anyhow::anyhow!("no ticket in {cookies}"))?;
+    let session = session_cookie(&cookies).ok_or_else(|| anyhow::anyhow!("no session"))?;
+    let mut parts: Vec<String> = ticket.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].replace('a', "b").replace('A', "a");
+    let tampered = parts.join(".");
+    let refused = session_stat(&envoy, "slow.refused").await?;
+    let (status, _) = get_app(
+        &stranger,
+        &envoy,
+        &[("cookie", &format!("gatehouse_session_ticket={tampered}"))],
+    )
+    .await?;
+    assert_eq!(status, 401, "a ticket alone, tampered");
+    let checks = allowed_checks(&authz).await?;
+    let (status, seen) = get_app(
+        &stranger,
+        &envoy,
+        &[(
+            "cookie",
+            &format!("gatehouse_session={session}; gatehouse_session_ticket={tampered}"),
+        )],
+    )
+    .await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        seen.and_then(|s| s.header("x-gatehouse-user").map(str::to_owned)),
+        Some("alice".to_owned())
+    );
+    assert_eq!(
+        allowed_checks(&authz).await?,
+        checks + 1.0,
+        "the full check"
+    );
+    assert_eq!(session_stat(&envoy, "slow.refused").await?, refused + 2);
+    Ok(())
+}
+
+/// Logs `client` out as a same-site form would.
+async fn log_out(client: &reqwest::Client, envoy: &Envoy) -> anyhow::Result<()> {
+    let out = client
+        .post(envoy.url("/.gatehouse/oidc/logout"))
+        .header("origin", envoy.url("").trim_end_matches('/'))
+        .send()
+        .await?;
+    assert_eq!(out.status(), 302);
+    Ok(())
+}
+
+/// After a logout, the cookies copied before it are refused as soon as
+/// every worker has taken a feed polled after the logout (polls are every
+/// 2 s; the documented bound is 10 s, the age after which a filter that
+/// cannot poll stops trusting its feed).
+async fn a_replay_after_logout_is_refused(extra: &str) -> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz: _authz,
+        envoy,
+        idp,
+    } = stack_fast(3600, extra).await?;
+    let b = client()?;
+    signed_in_fast(&b, &envoy, &idp).await?;
+    let copied = jar_cookies(&b, &envoy).await?;
+    assert!(copied.contains("gatehouse_session_ticket="), "{copied}");
+    let attacker = reqwest::Client::builder().no_proxy().build()?;
+    let with_copy = [("cookie", copied.as_str())];
+    let replay = || get_app(&attacker, &envoy, &with_copy);
+    assert_eq!(replay().await?.0, 200, "the copy works while signed in");
+
+    log_out(&b, &envoy).await?;
+    // Each of Envoy's wasm VMs (the main thread's and one worker's) starts
+    // its next poll only when the previous one answered: four more polls
+    // mean every VM has taken a feed asked for after the logout.
+    let polls = session_stat(&envoy, "feed.polls").await?;
+    e2e::poll::until(
+        "two polls of every VM",
+        e2e::poll::READY_DEADLINE,
+        || async { Ok((session_stat(&envoy, "feed.polls").await? >= polls + 4).then_some(())) },
+    )
+    .await?;
+    let revoked = session_stat(&envoy, "slow.revoked").await?;
+    assert_eq!(replay().await?.0, 401, "the logged-out copy is refused");
+    assert_eq!(session_stat(&envoy, "slow.revoked").await?, revoked + 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cookie_replayed_after_logout_is_refused_on_the_fast_path() -> anyhow::Result<()> {
+    a_replay_after_logout_is_refused("").await
+}
+
+#[tokio::test]
+async fn a_redis_session_replayed_after_logout_is_refused_on_the_fast_path() -> anyhow::Result<()> {
+    let redis = e2e::Redis::start().await?;
+    a_replay_after_logout_is_refused(&format!(
+        "      session_store:\n        redis_url: redis://127.0.0.1:{}/0\n",
+        redis.port()
+    ))
+    .await
 }

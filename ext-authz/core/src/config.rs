@@ -531,11 +531,11 @@ impl AuthzConfig {
             .values()
             .any(|f| matches!(f, FilterKind::Oidc(o) if o.fast_path.is_some()));
         match &raw.feed_socket {
-            Some(path) if !path.starts_with('/') => {
+            Some(path) if path.is_empty() => {
                 return Err(ConfigError::new(
                     file,
                     "feed_socket",
-                    "an absolute path of a Unix socket",
+                    "the path of a Unix socket (relative to this file's directory, or absolute)",
                 ));
             }
             None if fast => {

@@ -138,7 +138,8 @@ async fn serve(config: PathBuf, args: &Args) -> Result<()> {
         .filters
         .config()
         .and_then(|c| c.feed_socket())
-        .map(|p| feed::bind(std::path::Path::new(p)))
+        // Relative to the configuration's directory, as every file it names.
+        .map(|p| feed::bind(&config.parent().unwrap_or(std::path::Path::new(".")).join(p)))
         .transpose()?;
     let feed_live = live.clone();
     let handler = Arc::new(service::CheckHandler {

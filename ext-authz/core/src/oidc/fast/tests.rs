@@ -35,7 +35,7 @@ fn the_fast_path_is_configured_with_defaults_and_refused_where_it_cannot_hold() 
     let e = parse("      fast_path: { ticket_cookie_name: gatehouse_session }\nfeed_socket: /s\n")
         .unwrap_err();
     assert!(e.contains("ticket_cookie_name"), "{e}");
-    let e = parse("      fast_path: {}\nfeed_socket: relative.sock\n").unwrap_err();
+    let e = parse("      fast_path: {}\nfeed_socket: ''\n").unwrap_err();
     assert!(e.contains("feed_socket"), "{e}");
 }
 
