@@ -27,6 +27,6 @@ mod wrk;
 
 pub use figures::{Sample, Summary, median, paired_ratio, table};
 pub use run::{Pinning, RawScenario, Scenario, Settings, cpu_time, run, run_raw};
-pub use session::{BENCH_SESSION_KEY, bench_cookie, bench_session};
+pub use session::{BENCH_SESSION_KEY, bench_cookie, bench_session, bench_ticket_cookie};
 pub use sidecar::{BENCH_RLS_CONFIG, Sidecar};
 pub use wrk::{parse_wrk_report, token_rotation};

@@ -171,6 +171,9 @@ pub async fn run(
             builder = builder
                 .var("RLS_PORT", sidecar.grpc_addr().port())
                 .var("AUTHZ_PORT", sidecar.grpc_addr().port());
+            if let Some(socket) = sidecar.feed_socket() {
+                builder = builder.var("FEED_SOCKET", socket.display());
+            }
         }
         if let Some(p) = pinning {
             builder = builder.cpus(&p.envoy);

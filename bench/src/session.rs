@@ -92,3 +92,47 @@ pub(crate) async fn store_bench_session(redis: &Redis) -> Result<()> {
 pub(crate) fn bench_authz_config() -> String {
     "filters:\n  sso:\n    oidc:\n      issuer: http://127.0.0.1:9\n      client_id: bench\n      client_secret_file: secret\n      callback_url: http://127.0.0.1/.gatehouse/oidc/callback\n      session_keys_file: session-keys\n      cookie_secure: false\n      discovery_refresh_seconds: 86400\n".to_owned()
 }
+
+/// The bench configuration with the SSO fast path on: tickets last the
+/// whole run (wrk never stores the fresh ticket a browser would).
+pub(crate) fn bench_authz_fast_config() -> String {
+    format!(
+        "feed_socket: feed.sock\n{}      fast_path: {{ ticket_seconds: 3600 }}\n",
+        bench_authz_config()
+    )
+}
+
+/// The ticket cookie gatehouse-authz sets on a full check of
+/// [`bench_session`] with the fast path on, made by the same functions.
+///
+/// # Errors
+/// When the bench configuration has no fast-path filter `sso`.
+pub fn bench_ticket_cookie() -> Result<String> {
+    use gatehouse_authz_core::oidc::{access, fast};
+    use gatehouse_authz_core::session::SessionKeys;
+    let config =
+        gatehouse_authz_core::AuthzConfig::parse(&bench_authz_fast_config(), "authz.yaml")?;
+    let Some(gatehouse_authz_core::FilterKind::Oidc(filter)) = config.filters().get("sso") else {
+        bail!("the bench configuration has no oidc filter sso");
+    };
+    let Some(settings) = &filter.fast_path else {
+        bail!("the bench filter sso has no fast path");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let session = bench_session();
+    let purpose = filter.seal_purpose("sso", "ticket");
+    let cookie = bench_cookie(false)?;
+    let verdict = access::allow(filter, &session, &Default::default(), Some(&cookie));
+    let ticket = fast::ticket(filter, settings, &purpose, &session, &verdict, now)
+        .ok_or_else(|| anyhow::anyhow!("the bench session gets no ticket"))?;
+    let keys = SessionKeys::from_raw(&[BENCH_SESSION_KEY])
+        .ticket_keys(&purpose, now)
+        .ok_or_else(|| anyhow::anyhow!("no ticket keys"))?;
+    Ok(format!(
+        "{}={}",
+        settings.ticket_cookie,
+        ticket.issue(&keys[1])
+    ))
+}

@@ -13,7 +13,9 @@ use e2e::process::ChildProcess;
 use e2e::redis::Redis;
 use tempfile::TempDir;
 
-use crate::session::{BENCH_SESSION_KEY, bench_authz_config, store_bench_session};
+use crate::session::{
+    BENCH_SESSION_KEY, bench_authz_config, bench_authz_fast_config, store_bench_session,
+};
 
 /// A rate-limit service beside Envoy (or alone, for raw gRPC load).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub enum Sidecar {
     /// The same with sessions in its own Redis; the bench session is stored
     /// there under id `bench`.
     AuthzRedis,
+    /// gatehouse-authz with the SSO fast path on: it serves the feed the
+    /// gatehouse-session filter polls.
+    AuthzFast,
 }
 
 /// The rate-limit configuration every bench scenario uses: one rule so high
@@ -114,10 +119,14 @@ impl RunningSidecar {
                     _dir: dir,
                 }))
             }
-            Sidecar::Authz | Sidecar::AuthzRedis => {
+            Sidecar::Authz | Sidecar::AuthzRedis | Sidecar::AuthzFast => {
                 use base64::Engine as _;
                 let key = base64::engine::general_purpose::STANDARD.encode(BENCH_SESSION_KEY);
-                let mut config = bench_authz_config();
+                let mut config = if kind == Sidecar::AuthzFast {
+                    bench_authz_fast_config()
+                } else {
+                    bench_authz_config()
+                };
                 let redis = if kind == Sidecar::AuthzRedis {
                     let mut redis = Redis::start().await?;
                     redis.set_log_on_drop(false);
@@ -181,6 +190,16 @@ impl RunningSidecar {
             Self::Null { addr, .. } => *addr,
             Self::Gatehouse { service, .. } => service.grpc_addr(),
             Self::Authz { service, .. } => service.grpc_addr(),
+        }
+    }
+
+    /// The socket of gatehouse-authz's fast-path feed, when it serves one.
+    pub(crate) fn feed_socket(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Authz { service, .. } => {
+                Some(service.dir().join("feed.sock")).filter(|p| p.exists())
+            }
+            _ => None,
         }
     }
 

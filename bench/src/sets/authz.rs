@@ -12,44 +12,7 @@ use crate::{Pinning, RawScenario, Scenario, Settings, Sidecar};
 /// Envoy's ext_authz with a null service against gatehouse-authz checking a
 /// session cookie.
 pub(super) async fn authz(settings: &Settings, pinning: Option<&Pinning>) -> Result<Measured> {
-    // The in-proxy peer: a real login through Envoy's oauth2 filter against
-    // the test IdP (which stays up: the filter may call it), on a login Envoy
-    // of the same configuration; the bench Envoy takes the same cookies.
-    let idp = e2e::idp::Idp::start(&serde_json::json!([e2e::oauth2::idp_client()]), 3600).await?;
-    let idp_port = idp
-        .issuer()
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let oauth2_vars = vec![
-        ("IDP_ISSUER".to_owned(), idp.issuer().to_owned()),
-        ("IDP_PORT".to_owned(), idp_port),
-    ];
-    let oauth2_cookie = {
-        let echo = e2e::Echo::start().await?;
-        let envoy = oauth2_vars
-            .iter()
-            .fold(e2e::Envoy::from_template("oauth2.yaml")?, |b, (k, v)| {
-                b.var(k, v)
-            })
-            .upstream(&echo)
-            .log_on_drop(false)
-            .start()
-            .await?;
-        e2e::oauth2::login(&envoy, &idp).await?
-    };
-    let mut native = scenario(
-        "Envoy's native oauth2 filter, valid session",
-        "oauth2.yaml",
-        "/app/bench",
-        Sidecar::None,
-    );
-    native.vars = oauth2_vars;
-    native.headers = vec![
-        ("Host".to_owned(), e2e::oauth2::HOST.to_owned()),
-        ("cookie".to_owned(), oauth2_cookie),
-    ];
+    let (native, _idp) = native_oauth2().await?;
     let (session_cookie, reference_cookie) =
         (crate::bench_cookie(false)?, crate::bench_cookie(true)?);
     let with_cookie = |mut s: Scenario| {
@@ -136,6 +99,49 @@ pub(super) async fn authz(settings: &Settings, pinning: Option<&Pinning>) -> Res
         crate::table(&s, None),
         targets,
     ))
+}
+
+/// The in-proxy peer: Envoy's native oauth2 filter with a session made by a
+/// real login through it against the test IdP (which must stay up while
+/// the scenario runs: the filter may call it), on a login Envoy of the same
+/// configuration; the bench Envoy takes the same cookies.
+pub(super) async fn native_oauth2() -> Result<(Scenario, e2e::idp::Idp)> {
+    let idp = e2e::idp::Idp::start(&serde_json::json!([e2e::oauth2::idp_client()]), 3600).await?;
+    let idp_port = idp
+        .issuer()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let oauth2_vars = vec![
+        ("IDP_ISSUER".to_owned(), idp.issuer().to_owned()),
+        ("IDP_PORT".to_owned(), idp_port),
+    ];
+    let oauth2_cookie = {
+        let echo = e2e::Echo::start().await?;
+        let envoy = oauth2_vars
+            .iter()
+            .fold(e2e::Envoy::from_template("oauth2.yaml")?, |b, (k, v)| {
+                b.var(k, v)
+            })
+            .upstream(&echo)
+            .log_on_drop(false)
+            .start()
+            .await?;
+        e2e::oauth2::login(&envoy, &idp).await?
+    };
+    let mut native = scenario(
+        "Envoy's native oauth2 filter, valid session",
+        "oauth2.yaml",
+        "/app/bench",
+        Sidecar::None,
+    );
+    native.vars = oauth2_vars;
+    native.headers = vec![
+        ("Host".to_owned(), e2e::oauth2::HOST.to_owned()),
+        ("cookie".to_owned(), oauth2_cookie),
+    ];
+    Ok((native, idp))
 }
 
 /// The services alone under concurrent `Check` calls.

@@ -6,19 +6,21 @@ mod jwt;
 mod proxy;
 mod ratelimit;
 mod router;
+mod sso;
 
 use anyhow::{Result, bail};
 
 use crate::{Pinning, Scenario, Settings, Sidecar, Summary};
 
 /// The sets `bench` runs when it is given none.
-pub const DEFAULT: [&str; 6] = [
+pub const DEFAULT: [&str; 7] = [
     "proxy",
     "ratelimit",
     "ratelimit-raw",
     "jwt",
     "authz",
     "authz-raw",
+    "sso",
 ];
 
 /// What one set measured: the sentence that says how, the table and the
@@ -42,6 +44,7 @@ pub async fn measure(
         "authz" => authz::authz(settings, pinning).await,
         "router" => router::router(settings, pinning).await,
         "authz-raw" => authz::authz_raw(settings, pinning).await,
+        "sso" => sso::sso(settings, pinning).await,
         other => bail!(
             "unknown benchmark set {other:?}: use {}",
             DEFAULT.join(", ")

@@ -29,6 +29,12 @@ pub struct FilterConfig {
     pub verified_header: String,
     /// Where the feed comes from.
     pub feed: FeedSource,
+    /// Envoy removes every header a ticket may set or remove from the
+    /// client's request before the filters run (the rendered listener's
+    /// early header mutation): the ticket's removals are then already
+    /// done, and each header set saves a host call.
+    #[serde(default)]
+    pub reserved_headers_stripped_by_envoy: bool,
     /// How often each worker polls the feed.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
@@ -192,7 +198,11 @@ pub fn decide(
     // What the full check would write, and never anything it would not:
     // the ticket cannot smuggle our own mark or a cookie in.
     set.retain(|(name, _)| !is_ours(config, name));
-    remove.retain(|name| !is_ours(config, name));
+    if config.reserved_headers_stripped_by_envoy {
+        remove.clear();
+    } else {
+        remove.retain(|name| !is_ours(config, name));
+    }
     let joined = cookies.join("; ");
     match cookie::without(&joined, |n| config.strip_cookies.iter().any(|s| s == n)) {
         Some(rest) => set.push(("cookie".to_owned(), rest)),

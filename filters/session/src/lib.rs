@@ -35,6 +35,9 @@ struct Shared {
     config: FilterConfig,
     state: RefCell<FeedState>,
     stats: Stats,
+    /// The clock as the last tick read it: a request reads it here instead
+    /// of asking the host (tickets expire by the second; a tick is 250 ms).
+    clock: std::cell::Cell<Duration>,
 }
 
 /// Envoy stats, e.g. `wasmcustom.gatehouse_session.verified`.
@@ -179,6 +182,7 @@ impl RootContext for SessionRoot {
                     config,
                     state: RefCell::new(FeedState::default()),
                     stats: Stats::define(),
+                    clock: std::cell::Cell::new(now()),
                 }));
                 if let Err(status) = hostcalls::set_tick_period(TICK) {
                     log(
@@ -203,7 +207,9 @@ impl RootContext for SessionRoot {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        let now_ms = millis(now());
+        let now = now();
+        shared.clock.set(now);
+        let now_ms = millis(now);
         let fresh = shared
             .state
             .borrow()
@@ -252,7 +258,8 @@ impl SessionRequest {
         let shared = &self.shared;
         let cookie = hostcalls::get_map_value(MapType::HttpRequestHeaders, "cookie")?;
         let cookies: Vec<&str> = cookie.as_deref().into_iter().collect();
-        let now = now();
+        // At most one tick old: one host call less per request.
+        let now = shared.clock.get();
         let decision = decide(
             &shared.config,
             &shared.state.borrow(),
@@ -267,9 +274,15 @@ impl SessionRequest {
                     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)?;
                 }
                 // The verified mark comes last: a failure before it leaves
-                // the request to ext_authz.
+                // the request to ext_authz. Envoy removed any client copy
+                // first (early header mutation), so adding is enough there.
+                let add = shared.config.reserved_headers_stripped_by_envoy;
                 for (name, value) in &set {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))?;
+                    if add && name != "cookie" && name != "authorization" {
+                        hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)?;
+                    } else {
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))?;
+                    }
                 }
                 Stats::add(stats.verified);
             }

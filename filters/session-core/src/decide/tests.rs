@@ -137,6 +137,19 @@ fn missing_twin_tampered_foreign_and_expired_tickets_go_the_slow_way() {
 }
 
 #[test]
+fn removals_are_left_to_envoy_when_it_strips_reserved_headers() {
+    let mut c = config();
+    c.reserved_headers_stripped_by_envoy = true;
+    let cookie = format!("t={}", ticket("s1"));
+    let FastPath::Verified { set, remove } = decide(&c, &state(&[]), &[&cookie], NOW, NOW * 1000)
+    else {
+        panic!("verified expected")
+    };
+    assert_eq!(remove, ["cookie"], "only the request's own cookie header");
+    assert_eq!(set[0], ("x-gatehouse-user".to_owned(), "alice".to_owned()));
+}
+
+#[test]
 fn a_ticket_cannot_set_the_mark_or_the_cookie() {
     let sneaky = Ticket {
         expires_at: NOW + 60,
