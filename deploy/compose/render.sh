@@ -21,6 +21,8 @@ exec "$gatehouse" render -f "$root/deploy/quickstart/edge.yaml" -o "$out" \
   --listen-port 8080 --admin-port 9901 \
   --jwt-wasm /etc/gatehouse/wasm/gatehouse_jwt.wasm \
   --router-wasm /etc/gatehouse/wasm/gatehouse_router.wasm \
+  --session-wasm /etc/gatehouse/wasm/gatehouse_session.wasm \
+  --feed-socket /run/gatehouse/feed.sock \
   --authz 127.0.0.1:9191 \
   --ratelimit 127.0.0.1:8081 \
   --secrets-dir /etc/gatehouse/secrets

@@ -27,7 +27,8 @@ render() {
   --router-wasm /etc/gatehouse/wasm/gatehouse_router.wasm \
   --authz gatehouse-authz:9191 \
   --ratelimit gatehouse-ratelimit:8081 \
-  --secrets-dir /etc/gatehouse/secrets
+  --secrets-dir /etc/gatehouse/secrets \
+  --no-fast-path
 }
 # The edge Deployment sends to the apps' Services; a sidecar to its own app
 # on the pod's loopback.

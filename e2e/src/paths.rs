@@ -63,6 +63,19 @@ pub fn wasm_filter(crate_name: &str) -> Result<PathBuf> {
     )
 }
 
+/// A fresh path for the Unix socket of gatehouse-authz's fast-path feed
+/// (`feed_socket`), which Envoy and gatehouse-authz must both name: short
+/// (a socket path has at most 107 bytes), unique per call, under the
+/// system's temporary directory. gatehouse-authz removes it when it stops.
+pub fn feed_socket() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir()
+        .join(format!("gh-feed-{}-{n}.sock", std::process::id()))
+        .display()
+        .to_string()
+}
+
 /// A service binary of this workspace, built by `make test` / `make build`:
 /// `$GATEHOUSE_BIN_DIR/<name>` if set, else `target/debug/<name>`.
 pub fn service_bin(name: &str) -> Result<PathBuf> {

@@ -85,6 +85,10 @@ spec:
         jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
             .display()
             .to_string(),
+        session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+            .display()
+            .to_string(),
+        feed_socket: e2e::paths::feed_socket(),
         ..RenderOptions::default()
     };
     tweak(&mut options);

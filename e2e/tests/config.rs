@@ -43,6 +43,10 @@ async fn every_example_renders_to_a_bootstrap_envoy_validates() -> anyhow::Resul
                 .display()
                 .to_string(),
             secrets_dir: secrets.display().to_string(),
+            session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+                .display()
+                .to_string(),
+            feed_socket: e2e::paths::feed_socket(),
             ..RenderOptions::default()
         };
         let bootstrap = work.path().join(format!("{name}.envoy.yaml"));
@@ -97,6 +101,10 @@ spec: {{prefix: /, service: '127.0.0.1:{port}'}}
         listen_port: 0,
         https_port: 0,
         admin_port: 0,
+        session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+            .display()
+            .to_string(),
+        feed_socket: e2e::paths::feed_socket(),
         ..RenderOptions::default()
     };
     let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "tls")
@@ -195,6 +203,10 @@ spec: {{port: 8080, protocol: HTTP, securityModel: XFP, l7Depth: 1}}
         listen_address: "127.0.0.1".into(),
         listen_port: 0,
         admin_port: 0,
+        session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+            .display()
+            .to_string(),
+        feed_socket: e2e::paths::feed_socket(),
         ..RenderOptions::default()
     };
     let envoy = e2e::EnvoyBuilder::from_text(&render_bootstrap(&resources, &options)?, "rendered")
@@ -579,6 +591,10 @@ spec:
                 .display()
                 .to_string(),
             secrets_dir: secrets.path().display().to_string(),
+            session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+                .display()
+                .to_string(),
+            feed_socket: e2e::paths::feed_socket(),
             ..RenderOptions::default()
         };
         // The services' files do not depend on where the services listen.
@@ -728,6 +744,10 @@ spec:
             router_wasm: e2e::paths::wasm_filter("gatehouse_router")?
                 .display()
                 .to_string(),
+            session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+                .display()
+                .to_string(),
+            feed_socket: e2e::paths::feed_socket(),
             ..RenderOptions::default()
         };
         let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "sticky")
@@ -846,6 +866,10 @@ spec:
             listen_port: 0,
             admin_port: 0,
             secrets_dir: secrets.path().display().to_string(),
+            session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+                .display()
+                .to_string(),
+            feed_socket: e2e::paths::feed_socket(),
             ..RenderOptions::default()
         };
         // The IdP must know the callback, which needs Envoy's port: start

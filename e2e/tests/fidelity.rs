@@ -27,6 +27,10 @@ fn with_jwt() -> anyhow::Result<RenderOptions> {
         jwt_wasm: e2e::paths::wasm_filter("gatehouse_jwt")?
             .display()
             .to_string(),
+        session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+            .display()
+            .to_string(),
+        feed_socket: e2e::paths::feed_socket(),
         ..RenderOptions::default()
     })
 }
@@ -779,6 +783,10 @@ spec:
         listen_address: "127.0.0.1".into(),
         listen_port: 0,
         admin_port: 0,
+        session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+            .display()
+            .to_string(),
+        feed_socket: e2e::paths::feed_socket(),
         ..RenderOptions::default()
     };
     let files = render(&resources, &options)?;

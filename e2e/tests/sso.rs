@@ -168,6 +168,25 @@ async fn stack_with(
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     e2e::idp::until_sent_to_login(&client, &envoy.url("/app/"), idp.issuer()).await?;
+    if path == Path::Fast {
+        // The filter has the new filter's keys once every wasm VM (the main
+        // thread's and the worker's) completed a poll started after the
+        // reload: two more polls each.
+        let polls = envoy
+            .stat("wasmcustom.gatehouse_session.feed.polls")
+            .await?;
+        e2e::poll::until(
+            "the feed polled after the reload",
+            e2e::poll::READY_DEADLINE,
+            || async {
+                let now = envoy
+                    .stat("wasmcustom.gatehouse_session.feed.polls")
+                    .await?;
+                Ok((now >= polls + 4).then_some(()))
+            },
+        )
+        .await?;
+    }
     Ok(Stack {
         echo,
         authz,
@@ -792,6 +811,30 @@ async fn the_filter_can_authenticate_to_the_idp_with_a_private_key() -> anyhow::
 }
 
 /// The hidden inputs of the first form on a page.
+/// Signs `client`'s user out at the IdP itself (its end-session page and
+/// confirmation), which then tells gatehouse-authz by back-channel logout.
+async fn sign_out_at_the_idp(client: &reqwest::Client, idp: &Idp) -> anyhow::Result<()> {
+    let page = client
+        .get(format!("{}/session/end", idp.issuer()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut form = hidden_inputs(&page);
+    form.push(("logout".to_owned(), "yes".to_owned()));
+    let confirm = client
+        .post(format!("{}/session/end/confirm", idp.issuer()))
+        .form(&form)
+        .send()
+        .await?;
+    assert!(
+        confirm.status().is_redirection() || confirm.status().is_success(),
+        "{}",
+        confirm.status()
+    );
+    Ok(())
+}
+
 fn hidden_inputs(page: &str) -> Vec<(String, String)> {
     page.split("<input")
         .skip(1)
@@ -857,24 +900,7 @@ async fn redis_sessions_end_on_logout_everywhere_and_on_back_channel_logout() ->
     let a = client()?;
     login(&a, &envoy, &idp, "/app/home").await?;
     assert_eq!(api(&a, "/app/data").await?.status(), 200);
-    let page = a
-        .get(format!("{}/session/end", idp.issuer()))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let mut form = hidden_inputs(&page);
-    form.push(("logout".to_owned(), "yes".to_owned()));
-    let confirm = a
-        .post(format!("{}/session/end/confirm", idp.issuer()))
-        .form(&form)
-        .send()
-        .await?;
-    assert!(
-        confirm.status().is_redirection() || confirm.status().is_success(),
-        "{}",
-        confirm.status()
-    );
+    sign_out_at_the_idp(&a, &idp).await?;
     e2e::poll::until(
         "the back-channel logout applied",
         e2e::poll::READY_DEADLINE,
@@ -1373,4 +1399,192 @@ async fn a_redis_session_replayed_after_logout_is_refused_on_the_fast_path() -> 
         redis.port()
     ))
     .await
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_rides_the_fast_path_and_logs_out() -> anyhow::Result<()> {
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack_fast(3600, "").await?;
+    let browser = Browser::start().await?;
+    browser.goto(&envoy.url("/app/orders")).await?;
+    browser.until_url_starts_with(idp.issuer()).await?;
+    browser.type_into("#username", "alice").await?;
+    browser.type_into("#password", "wonderland").await?;
+    browser.click("#login").await?;
+    browser
+        .until_url_starts_with(&envoy.url("/app/orders"))
+        .await?;
+    // The browser stored the ticket the full check set: its next pages are
+    // verified in Envoy, with the same identity, and nobody else is asked.
+    let before = (idp.requests(), allowed_checks(&authz).await?);
+    let verified = session_stat(&envoy, "verified").await?;
+    for page in ["/app/profile", "/app/settings"] {
+        browser.goto(&envoy.url(page)).await?;
+        let seen = echoed(&browser.text().await?)?;
+        assert_eq!(seen.header("x-gatehouse-user"), Some("alice"));
+        assert_eq!(seen.header("x-gatehouse-groups"), Some("staff,admins"));
+    }
+    let mut why = String::new();
+    for stat in [
+        "slow.no_feed",
+        "slow.no_ticket",
+        "slow.refused",
+        "slow.revoked",
+    ] {
+        why.push_str(&format!("{stat} {} ", session_stat(&envoy, stat).await?));
+    }
+    assert_eq!(
+        session_stat(&envoy, "verified").await?,
+        verified + 2,
+        "{why}"
+    );
+    assert_eq!((idp.requests(), allowed_checks(&authz).await?), before);
+
+    // Logout still reaches gatehouse-authz (the filter is off on its route),
+    // and ends the session at the IdP too.
+    browser
+        .run("const f = document.createElement('form'); f.method = 'POST'; f.action = '/.gatehouse/oidc/logout'; document.body.appendChild(f); f.submit(); return true;")
+        .await?;
+    browser.until_url_starts_with(idp.issuer()).await?;
+    browser.click("#logout-confirm").await?;
+    browser
+        .until_url_starts_with(&envoy.url("/public/bye"))
+        .await?;
+    browser.goto(&envoy.url("/app/orders")).await?;
+    browser.until_url_starts_with(idp.issuer()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_full_check_refreshes_and_the_fast_path_carries_the_new_token() -> anyhow::Result<()> {
+    // Access tokens last 70 s and are refreshed 60 s before: a ticket lasts
+    // at most until the refresh is due, 10 s after login.
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack_fast(
+        70,
+        "      refresh_margin_seconds: 60\n      forward_access_token: true\n",
+    )
+    .await?;
+    let b = client()?;
+    let (_, fast) = signed_in_fast(&b, &envoy, &idp).await?;
+    let first = fast.header("authorization").unwrap_or_default().to_owned();
+    assert!(first.starts_with("Bearer "), "{first}");
+    assert_eq!(authz.metric("gatehouse_authz_refreshes_total").await?, 0.0);
+    // Once the ticket is due, the next request takes the full check, which
+    // refreshes at the IdP and sets a ticket for the new token.
+    e2e::poll::until("the refresh", e2e::poll::READY_DEADLINE, || async {
+        assert_eq!(get_app(&b, &envoy, &[]).await?.0, 200);
+        Ok((authz.metric("gatehouse_authz_refreshes_total").await? >= 1.0).then_some(()))
+    })
+    .await?;
+    let verified = session_stat(&envoy, "verified").await?;
+    let (status, seen) = get_app(&b, &envoy, &[]).await?;
+    assert_eq!(status, 200);
+    assert_eq!(session_stat(&envoy, "verified").await?, verified + 1);
+    let now = seen
+        .and_then(|s| s.header("authorization").map(str::to_owned))
+        .unwrap_or_default();
+    assert!(
+        now.starts_with("Bearer ") && now != first,
+        "{first} then {now}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_session_key_retires_old_tickets_and_a_down_idp_changes_nothing() -> anyhow::Result<()>
+{
+    let Stack {
+        echo: _echo,
+        authz,
+        envoy,
+        idp,
+    } = stack_fast(3600, "").await?;
+    let b = client()?;
+    signed_in_fast(&b, &envoy, &idp).await?;
+    let ticket_key = |cookies: &str| {
+        cookies
+            .split("; ")
+            .find_map(|c| c.strip_prefix("gatehouse_session_ticket="))
+            .and_then(|t| t.split('.').next())
+            .map(str::to_owned)
+    };
+    let old = ticket_key(&jar_cookies(&b, &envoy).await?);
+    // A new key first, the old one kept so sessions sealed with it open.
+    authz.write_file(
+        "session-keys",
+        "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )?;
+    // The old ticket is refused in Envoy once the feed has the new keys; the
+    // full check lets the session through and sets a ticket of the new key.
+    let refused = session_stat(&envoy, "slow.refused").await?;
+    e2e::poll::until(
+        "the old ticket refused",
+        e2e::poll::READY_DEADLINE,
+        || async {
+            assert_eq!(get_app(&b, &envoy, &[]).await?.0, 200);
+            Ok((session_stat(&envoy, "slow.refused").await? > refused).then_some(()))
+        },
+    )
+    .await?;
+    let new = ticket_key(&jar_cookies(&b, &envoy).await?);
+    assert!(new.is_some() && new != old, "{old:?} then {new:?}");
+    let verified = session_stat(&envoy, "verified").await?;
+    assert_eq!(get_app(&b, &envoy, &[]).await?.0, 200);
+    assert_eq!(session_stat(&envoy, "verified").await?, verified + 1);
+
+    // The IdP goes away: signed-in browsers do not notice.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(idp.pid())?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    for _ in 0..3 {
+        let (status, seen) = get_app(&b, &envoy, &[]).await?;
+        assert_eq!(status, 200);
+        assert_eq!(
+            seen.and_then(|s| s.header("x-gatehouse-user").map(str::to_owned)),
+            Some("alice".to_owned())
+        );
+    }
+    assert_eq!(session_stat(&envoy, "verified").await?, verified + 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_back_channel_logout_ends_the_fast_path_too() -> anyhow::Result<()> {
+    let redis = e2e::Redis::start().await?;
+    let Stack {
+        echo: _echo,
+        authz: _authz,
+        envoy,
+        idp,
+    } = stack_fast(
+        3600,
+        &format!(
+            "      session_store:\n        redis_url: redis://127.0.0.1:{}/0\n",
+            redis.port()
+        ),
+    )
+    .await?;
+    let a = client()?;
+    signed_in_fast(&a, &envoy, &idp).await?;
+    // The user signs out at the IdP itself, which tells gatehouse-authz.
+    sign_out_at_the_idp(&a, &idp).await?;
+    let revoked = session_stat(&envoy, "slow.revoked").await?;
+    e2e::poll::until(
+        "the back-channel logout on the fast path",
+        e2e::poll::READY_DEADLINE,
+        || async { Ok((get_app(&a, &envoy, &[]).await?.0 == 401).then_some(())) },
+    )
+    .await?;
+    assert!(session_stat(&envoy, "slow.revoked").await? > revoked);
+    Ok(())
 }

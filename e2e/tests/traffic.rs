@@ -141,6 +141,10 @@ async fn pool() -> Result<Pool> {
         listen_port: 0,
         admin_port: 0,
         dns_resolver: Some(dns.address()),
+        session_wasm: e2e::paths::wasm_filter("gatehouse_session")?
+            .display()
+            .to_string(),
+        feed_socket: e2e::paths::feed_socket(),
         ..RenderOptions::default()
     };
     let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "traffic")

@@ -600,6 +600,12 @@ const KINDS: &[Kind] = &[
                 ),
             ),
             (
+                "fastPath",
+                Set(
+                    "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], fastPath: false",
+                ),
+            ),
+            (
                 "allowMalformedAccessToken",
                 Set(
                     "authorizationURL: 'https://idp.example.com', clientID: edge, secretName: sso, protectedOrigins: [{origin: 'https://shop.example.com'}], allowMalformedAccessToken: true",

@@ -122,6 +122,9 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
         admin_port,
         jwt_wasm: wasm("gatehouse_jwt")?,
         router_wasm: wasm("gatehouse_router")?,
+        session_wasm: wasm("gatehouse_session")?,
+        // The fast path's keys travel over this socket only.
+        feed_socket: secrets.path().join("feed.sock").display().to_string(),
         secrets_dir: secrets.path().display().to_string(),
         ..RenderOptions::default()
     };

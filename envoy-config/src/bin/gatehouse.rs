@@ -135,6 +135,15 @@ struct Options {
     /// The gatehouse-router wasm file, as Envoy sees it
     #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().router_wasm)]
     router_wasm: String,
+    /// The gatehouse-session wasm file (the SSO fast path), as Envoy sees it
+    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().session_wasm)]
+    session_wasm: String,
+    /// The Unix socket gatehouse-authz serves the SSO fast path's keys on, as Envoy and gatehouse-authz see it
+    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().feed_socket)]
+    feed_socket: String,
+    /// Every OAuth2 Filter through ext_authz, as with fastPath: false (where gatehouse-authz runs in another pod or host than Envoy)
+    #[arg(long, global = true)]
+    no_fast_path: bool,
     /// gatehouse-authz's gRPC address
     #[arg(long, value_name = "HOST:PORT", global = true, default_value_t = RenderOptions::default().authz_address)]
     authz: String,
@@ -169,6 +178,9 @@ impl Options {
             admin_port: self.admin_port,
             jwt_wasm: self.jwt_wasm.clone(),
             router_wasm: self.router_wasm.clone(),
+            session_wasm: self.session_wasm.clone(),
+            feed_socket: self.feed_socket.clone(),
+            fast_path: !self.no_fast_path,
             authz_address: self.authz.clone(),
             ratelimit_address: self.ratelimit.clone(),
             secrets_dir: self.secrets_dir.clone(),

@@ -110,6 +110,10 @@ pub struct OAuth2Filter {
     /// `allowMalformedAccessToken`: forward an access token that is not an
     /// RFC 6750 `b64token` (default: such a session's requests get 502).
     pub allow_malformed_access_token: bool,
+    /// `fastPath` (Gatehouse's own, default on): signed-in requests are
+    /// verified inside Envoy by gatehouse-session; only the rest reach
+    /// gatehouse-authz.
+    pub fast_path: bool,
 }
 
 /// `Filter` of type `APIKey`.

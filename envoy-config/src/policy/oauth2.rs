@@ -42,6 +42,8 @@ pub(super) struct RawOAuth2 {
     inject_request_headers: Vec<RawInject>,
     #[serde(default, rename = "allowMalformedAccessToken")]
     allow_malformed_access_token: bool,
+    #[serde(default, rename = "fastPath")]
+    fast_path: Option<bool>,
 }
 
 pub(super) fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, ResourceError> {
@@ -111,6 +113,23 @@ pub(super) fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, Resourc
         template(&h.value, Scope::OAuth2, &format!("{at}.value"), err)?;
         inject.push((h.name.to_ascii_lowercase(), h.value));
     }
+    // A ticket is made once per full check: a header template that reads
+    // the request cannot ride in it. Unset, such a Filter keeps every
+    // request on ext_authz; asked for, it is refused.
+    let reads_request = inject.iter().any(|(_, t)| {
+        gatehouse_template_core::Template::parse(t, Scope::OAuth2)
+            .is_ok_and(|t| t.request_headers().next().is_some())
+    });
+    let fast_path = match o.fast_path {
+        Some(true) if reads_request => {
+            return Err(err(
+                "spec.OAuth2.fastPath",
+                "an injectRequestHeaders template reads the request (httpRequestHeader): the fast path's ticket cannot carry it; leave fastPath out or set it to false".into(),
+            ));
+        }
+        Some(on) => on,
+        None => !reads_request,
+    };
     Ok(FilterKind::OAuth2(OAuth2Filter {
         authorization_url: o.authorization_url,
         client_id: o.client_id,
@@ -123,5 +142,6 @@ pub(super) fn oauth2(o: RawOAuth2, err: ErrFn<'_>) -> Result<FilterKind, Resourc
         post_logout_redirect: o.post_logout_redirect_uri,
         inject,
         allow_malformed_access_token: o.allow_malformed_access_token,
+        fast_path,
     }))
 }

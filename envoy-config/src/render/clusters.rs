@@ -9,7 +9,7 @@ use crate::mapping::{HealthCheck, Mapping, Probe};
 
 use super::context::Ctx;
 use super::names::{
-    AUTHZ_CLUSTER, RATELIMIT_CLUSTER, cluster_name, jwks_cluster_name, seconds_text,
+    AUTHZ_CLUSTER, FEED_CLUSTER, RATELIMIT_CLUSTER, cluster_name, jwks_cluster_name, seconds_text,
 };
 use super::options::{RenderError, RenderOptions, render_err};
 
@@ -74,6 +74,22 @@ pub(super) fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Value>, RenderError> {
                 &ctx.options.authz_address,
                 ctx.options.services_ca_file.as_deref(),
             ),
+        );
+    }
+    if ctx.fast_filters().next().is_some() {
+        // The fast path's keys: over a Unix socket only Envoy and
+        // gatehouse-authz share, never a network port.
+        out.insert(
+            FEED_CLUSTER.into(),
+            json!({
+                "name": FEED_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": FEED_CLUSTER,
+                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": { "pipe": { "path": ctx.options.feed_socket } } } }] }],
+                },
+            }),
         );
     }
     if !ctx.domains.is_empty() {

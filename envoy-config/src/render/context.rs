@@ -233,6 +233,16 @@ impl<'a> Ctx<'a> {
         self.resources.filters.iter().find(|f| f.name == name)
     }
 
+    /// The OAuth2 Filters whose signed-in requests gatehouse-session
+    /// verifies inside Envoy (none without gatehouse-authz in the chain).
+    pub(super) fn fast_filters(&self) -> impl Iterator<Item = &'a Filter> {
+        let has_authz = self.has_authz && self.options.fast_path;
+        self.resources
+            .filters
+            .iter()
+            .filter(move |f| has_authz && matches!(&f.kind, FilterKind::OAuth2(o) if o.fast_path))
+    }
+
     pub(super) fn jwt_filters(&self) -> impl Iterator<Item = (&'a Filter, &'a JwtFilter)> {
         self.resources.filters.iter().filter_map(|f| match &f.kind {
             FilterKind::Jwt(j) => Some((f, j)),

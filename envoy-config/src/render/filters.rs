@@ -9,8 +9,9 @@ use crate::policy::{FilterKind, InsteadOfRedirect, JwtFilter};
 use super::context::Ctx;
 use super::groups::{groups, weights};
 use super::names::{
-    AUTHZ_CLUSTER, AUTHZ_FILTER, OIDC_PATH_PREFIX, RATELIMIT_CLUSTER, ROUTE_HEADER, ROUTER_FILTER,
-    cluster_name, jwks_cluster_name, jwt_filter_name, seconds_text, session_cookie_name,
+    AUTHZ_CLUSTER, AUTHZ_FILTER, FEED_CLUSTER, OIDC_PATH_PREFIX, RATELIMIT_CLUSTER, ROUTE_HEADER,
+    ROUTER_FILTER, VERIFIED_HEADER, VERIFIED_METADATA, cluster_name, jwks_cluster_name,
+    jwt_filter_name, seconds_text, session_cookie_name, session_filter_name, ticket_cookie_name,
 };
 
 /// The HTTP filters of every listener, in request order.
@@ -45,7 +46,12 @@ pub(super) fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
         }));
     }
     if ctx.has_authz {
-        filters.push(json!({
+        let mut fast = false;
+        for f in ctx.fast_filters() {
+            fast = true;
+            filters.push(session_filter(ctx, &f.name));
+        }
+        let mut authz = json!({
             "name": AUTHZ_FILTER,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
@@ -54,7 +60,30 @@ pub(super) fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
                 "failure_mode_allow": false,
                 "grpc_service": { "envoy_grpc": { "cluster_name": AUTHZ_CLUSTER }, "timeout": "2s" },
             },
-        }));
+        });
+        if fast {
+            // gatehouse-session's mark (a header no client can send: every
+            // listener removes x-gatehouse-* first) becomes metadata, and
+            // the metadata switches ext_authz off for that request.
+            filters.push(json!({
+                "name": "envoy.filters.http.header_to_metadata",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+                    "request_rules": [{
+                        "header": VERIFIED_HEADER,
+                        "on_header_present": { "metadata_namespace": VERIFIED_METADATA, "key": "verified", "type": "STRING" },
+                        "remove": true,
+                    }],
+                },
+            }));
+            authz["typed_config"]["filter_enabled_metadata"] = json!({
+                "filter": VERIFIED_METADATA,
+                "path": [{ "key": "verified" }],
+                "value": { "present_match": true },
+                "invert": true,
+            });
+        }
+        filters.push(authz);
     }
     if let Some(config) = router_config(ctx) {
         filters.push(json!({
@@ -108,12 +137,50 @@ pub(super) fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
     filters
 }
 
+/// The gatehouse-session filter of the OAuth2 Filter `name`: off unless a
+/// route switches it on.
+fn session_filter(ctx: &Ctx<'_>, name: &str) -> Value {
+    let cookie = session_cookie_name(name);
+    let config = json!({
+        "filter": name,
+        "ticket_cookie": ticket_cookie_name(name),
+        "strip_cookies": [cookie, format!("{cookie}_login"), ticket_cookie_name(name)],
+        "verified_header": VERIFIED_HEADER,
+        // Every listener's early header mutation (listener.rs).
+        "reserved_headers_stripped_by_envoy": true,
+        "feed": { "cluster": FEED_CLUSTER, "path": "/feed" },
+    });
+    json!({
+        "name": session_filter_name(name),
+        "disabled": true,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": session_filter_name(name),
+                "root_id": session_filter_name(name),
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": config.to_string(),
+                },
+                "vm_config": {
+                    "vm_id": "gatehouse-session",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": ctx.options.session_wasm } },
+                },
+            },
+        },
+    })
+}
+
 /// The per-route settings that switch the filters named in `uses` on, and
-/// gatehouse-authz off where no Filter of its asks for it.
+/// gatehouse-authz off where no Filter of its asks for it. With `fast`, an
+/// OAuth2 Filter's gatehouse-session is switched on too (never on the
+/// routes of its callback and logout, which must reach gatehouse-authz).
 pub(super) fn filter_settings(
     ctx: &Ctx<'_>,
     uses: &[&str],
     instead: Option<&InsteadOfRedirect>,
+    fast: bool,
     per_filter: &mut serde_json::Map<String, Value>,
 ) {
     let mut authz = None;
@@ -131,6 +198,15 @@ pub(super) fn filter_settings(
         }
     }
     if ctx.has_authz {
+        if let Some(name) = authz
+            && fast
+            && ctx.fast_filters().any(|f| f.name == name)
+        {
+            per_filter.insert(
+                session_filter_name(name),
+                json!({ "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {} }),
+            );
+        }
         let setting = match authz {
             Some(name) => {
                 let mut extensions = json!({ "gatehouse_filter": name });
@@ -319,6 +395,10 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
                 if let Some(after) = &o.post_logout_redirect {
                     oidc["post_logout_redirect_url"] = json!(after);
                 }
+                if ctx.fast_filters().any(|fast| fast.name == f.name) {
+                    oidc["fast_path"] =
+                        json!({ "ticket_cookie_name": ticket_cookie_name(&f.name) });
+                }
                 if !o.inject.is_empty() {
                     oidc["inject_request_headers"] = o
                         .inject
@@ -345,6 +425,10 @@ pub(super) fn authz_config(ctx: &Ctx<'_>) -> Option<String> {
     let mut text = String::from(
         "# Rendered by `gatehouse render` for gatehouse-authz: edit the Filter resources, not this file.\n",
     );
-    text.push_str(&serde_yaml_ng::to_string(&json!({ "filters": filters })).unwrap_or_default());
+    let mut config = json!({ "filters": filters });
+    if ctx.fast_filters().next().is_some() {
+        config["feed_socket"] = json!(ctx.options.feed_socket);
+    }
+    text.push_str(&serde_yaml_ng::to_string(&config).unwrap_or_default());
     Some(text)
 }

@@ -15,6 +15,12 @@ pub(super) const ROUTER_FILTER: &str = "gatehouse.router";
 pub(super) const ROUTE_HEADER: &str = "x-gatehouse-route";
 /// Where a JWT Filter's token arrives; routes it guards remove it.
 pub(super) const JWT_TOKEN_HEADER: &str = "authorization";
+/// The cluster of gatehouse-authz's fast-path feed (its Unix socket).
+pub(super) const FEED_CLUSTER: &str = "gatehouse_authz_feed";
+/// The header gatehouse-session marks a verified request with, and the
+/// metadata it becomes, which switches ext_authz off for the request.
+pub(super) const VERIFIED_HEADER: &str = "x-gatehouse-session-verified";
+pub(super) const VERIFIED_METADATA: &str = "gatehouse.session";
 /// The clusters of gatehouse-authz and gatehouse-ratelimit.
 pub(super) const AUTHZ_CLUSTER: &str = "gatehouse_authz";
 pub(super) const RATELIMIT_CLUSTER: &str = "gatehouse_ratelimit";
@@ -36,6 +42,17 @@ pub(super) fn cluster_name(m: &Mapping) -> String {
 /// The name of a JWT Filter's wasm filter in the chain and in routes.
 pub(super) fn jwt_filter_name(filter: &str) -> String {
     format!("gatehouse.jwt.{filter}")
+}
+
+/// The name of an OAuth2 Filter's gatehouse-session filter in the chain
+/// and in routes.
+pub(super) fn session_filter_name(filter: &str) -> String {
+    format!("gatehouse.session.{filter}")
+}
+
+/// The ticket cookie of the OAuth2 Filter `filter`.
+pub(super) fn ticket_cookie_name(filter: &str) -> String {
+    format!("{}_ticket", session_cookie_name(filter))
 }
 
 /// The cluster Envoy fetches a JWKS through.

@@ -19,6 +19,15 @@ pub struct RenderOptions {
     pub jwt_wasm: String,
     /// The gatehouse-router wasm file, as Envoy sees it.
     pub router_wasm: String,
+    /// The gatehouse-session wasm file (the SSO fast path), as Envoy sees it.
+    pub session_wasm: String,
+    /// The Unix socket gatehouse-authz serves the fast path's feed on,
+    /// as both Envoy and gatehouse-authz see it.
+    pub feed_socket: String,
+    /// Whether OAuth2 Filters may use the fast path at all (`fastPath`
+    /// decides per Filter): off where gatehouse-authz cannot share a Unix
+    /// socket with Envoy (another pod or host).
+    pub fast_path: bool,
     /// gatehouse-authz's gRPC address (`host:port`).
     pub authz_address: String,
     /// gatehouse-ratelimit's gRPC address (`host:port`).
@@ -46,6 +55,9 @@ impl Default for RenderOptions {
             xff_num_trusted_hops: 0,
             jwt_wasm: "/etc/gatehouse/wasm/gatehouse_jwt.wasm".into(),
             router_wasm: "/etc/gatehouse/wasm/gatehouse_router.wasm".into(),
+            session_wasm: "/etc/gatehouse/wasm/gatehouse_session.wasm".into(),
+            feed_socket: "/run/gatehouse/feed.sock".into(),
+            fast_path: true,
             authz_address: "127.0.0.1:9191".into(),
             ratelimit_address: "127.0.0.1:8081".into(),
             secrets_dir: "/etc/gatehouse/secrets".into(),

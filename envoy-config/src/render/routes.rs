@@ -72,7 +72,7 @@ pub(super) fn route_config(
             continue;
         }
         let mut refused_filters = serde_json::Map::new();
-        filter_settings(ctx, &[], None, &mut refused_filters);
+        filter_settings(ctx, &[], None, false, &mut refused_filters);
         let mut routes = vec![crate::sanitize::refused_paths_route(refused_filters)];
         for (f, o) in &oauth {
             let here = o.origins.iter().any(|origin| {
@@ -85,7 +85,9 @@ pub(super) fn route_config(
             });
             if here {
                 let mut per_filter = serde_json::Map::new();
-                filter_settings(ctx, &[f.name.as_str()], None, &mut per_filter);
+                // Callback and logout always reach gatehouse-authz: no
+                // fast path on these routes.
+                filter_settings(ctx, &[f.name.as_str()], None, false, &mut per_filter);
                 routes.push(json!({
                     "name": format!("{}-oidc", f.name),
                     "match": { "prefix": format!("{OIDC_PATH_PREFIX}{}/", f.name) },
@@ -413,7 +415,7 @@ fn route(
         }
         per_filter.insert("envoy.filters.http.cors".into(), policy);
     }
-    filter_settings(ctx, filters, v.instead, &mut per_filter);
+    filter_settings(ctx, filters, v.instead, true, &mut per_filter);
     // The Mapping's auth_context_extensions go along with each check.
     if let Some(extensions) = per_filter
         .get_mut(AUTHZ_FILTER)

@@ -73,14 +73,22 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves the feed on `listener` until shutdown.
+/// Serves the feed on `listener` until shutdown, then removes the socket.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     live: Arc<LiveFilters>,
     shutdown: Shutdown,
 ) -> Result<()> {
-    axum::serve(listener, router(live))
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let served = axum::serve(listener, router(live))
         .with_graceful_shutdown(shutdown.stopped())
         .await
-        .context("feed server")
+        .context("feed server");
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
+    served
 }

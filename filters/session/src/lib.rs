@@ -92,6 +92,24 @@ struct SessionRoot {
     polling: Option<u32>,
     /// When the last poll started (ms).
     last_poll_ms: u64,
+    /// Whether the last poll failed: a failure is logged when polls start
+    /// failing and a recovery when they work again, not at every tick.
+    failing: bool,
+}
+
+impl SessionRoot {
+    fn failed(&mut self, shared: &Shared, why: &str) {
+        Stats::add(shared.stats.feed_failures);
+        if !self.failing {
+            self.failing = true;
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "gatehouse-session: feed not taken, requests go to ext_authz until it is: {why}"
+                ),
+            );
+        }
+    }
 }
 
 impl SessionRoot {
@@ -114,13 +132,7 @@ impl SessionRoot {
             Duration::from_millis(feed.timeout_ms),
         ) {
             Ok(token) => self.polling = Some(token),
-            Err(status) => {
-                Stats::add(shared.stats.feed_failures);
-                log(
-                    LogLevel::Warn,
-                    &format!("gatehouse-session: cannot poll the feed: {status:?}"),
-                );
-            }
+            Err(status) => self.failed(shared, &format!("cannot poll: {status:?}")),
         }
     }
 }
@@ -153,13 +165,17 @@ impl Context for SessionRoot {
                 }),
             other => Err(format!("the feed answered {}", other.unwrap_or("nothing"))),
         };
-        if let Err(e) = taken {
+        match taken {
             // The old keys stay until they are too old to trust.
-            Stats::add(shared.stats.feed_failures);
-            log(
-                LogLevel::Warn,
-                &format!("gatehouse-session: feed not taken: {e}"),
-            );
+            Err(e) => self.failed(&shared, &e),
+            Ok(keys) => {
+                if std::mem::take(&mut self.failing) {
+                    log(
+                        LogLevel::Info,
+                        &format!("gatehouse-session: feed taken again: {keys} keys"),
+                    );
+                }
+            }
         }
     }
 }

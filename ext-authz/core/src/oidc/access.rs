@@ -236,8 +236,10 @@ pub fn allow(
         }
     }
     let login = login_cookie_name(filter);
-    match cookie_header.and_then(|h| cookies_without(h, |n| n == filter.cookie_name || n == login))
-    {
+    let ticket = filter.fast_path.as_ref().map(|f| f.ticket_cookie.as_str());
+    // Our cookies stay at the edge: the session, the login and the ticket.
+    let ours = |n: &str| n == filter.cookie_name || n == login || Some(n) == ticket;
+    match cookie_header.and_then(|h| cookies_without(h, ours)) {
         Some(rest) => set.push(("cookie".to_owned(), rest)),
         None => remove.push("cookie".to_owned()),
     }

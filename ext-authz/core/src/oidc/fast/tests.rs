@@ -67,6 +67,17 @@ fn a_ticket_says_what_the_full_check_decided_except_the_cookie() {
             .collect::<Vec<_>>()
     );
     assert_eq!(t.handles, handles("p", &s));
+    // The ticket cookie never goes upstream either.
+    let again = Req::browser("/").header(
+        "cookie",
+        "a=1; gatehouse_session=x; gatehouse_session_ticket=t",
+    );
+    let view = again.view();
+    let Verdict::Allow { set, .. } = access::allow(&f, &s, view.headers, view.header("cookie"))
+    else {
+        panic!("allow expected")
+    };
+    assert!(set.contains(&("cookie".to_owned(), "a=1".to_owned())));
     // A deny issues nothing.
     let deny = Verdict::deny(403, "x", "y");
     assert_eq!(ticket(&f, &fast, "p", &s, &deny, 600), None);
