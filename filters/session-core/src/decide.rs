@@ -3,7 +3,7 @@
 //! identity headers the full check would set and mark the request so that
 //! ext_authz is skipped. Anything less sends the request the slow way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Deserialize;
 
@@ -94,13 +94,25 @@ impl FilterConfig {
     }
 }
 
-/// What one worker knows from the feed.
+/// Request headers to set and to remove.
+type Writes = (Vec<(String, String)>, Vec<String>);
+
+/// How many verified tickets one worker remembers. A browser sends the
+/// same ticket for minutes: a repeat skips the MAC and the parsing.
+pub const VERIFIED_CAPACITY: usize = 4096;
+
+/// What one worker knows from the feed, and the tickets it verified.
 #[derive(Debug, Clone, Default)]
 pub struct FeedState {
     ring: KeyRing,
     revoked: BTreeSet<String>,
     /// When the last good feed arrived (ms); `None` before the first.
     fresh_at_ms: Option<u64>,
+    /// Tickets verified with the current ring, by their MAC, with their
+    /// whole text (a hit must be the very same ticket). Emptied when the
+    /// ring changes: a retired key retires its tickets at once. Expiry and
+    /// revocation are checked at every use.
+    verified: HashMap<String, (String, Ticket)>,
 }
 
 impl FeedState {
@@ -115,10 +127,45 @@ impl FeedState {
             None => (KeyRing::default(), BTreeSet::new()),
         };
         let keys = ring.len();
+        if ring != self.ring {
+            self.verified.clear();
+        }
         self.ring = ring;
         self.revoked = revoked;
         self.fresh_at_ms = Some(now_ms);
         Ok(keys)
+    }
+
+    /// What the ticket in `text` lets through at `now`: its headers to set
+    /// and remove, if it verifies with the ring (from the verified tickets
+    /// when this very text verified before), has not expired and names no
+    /// revoked session.
+    fn admit(&mut self, text: &str, now: u64) -> Result<Writes, Slow> {
+        let mac = text.rsplit('.').next().unwrap_or_default();
+        let hit = self
+            .verified
+            .get(mac)
+            .is_some_and(|(known, _)| known == text);
+        if !hit {
+            let ticket = Ticket::verify(text, &self.ring, now).map_err(Slow::Refused)?;
+            if self.verified.len() >= VERIFIED_CAPACITY {
+                // Full: start over rather than track ages; the next
+                // requests verify again.
+                self.verified.clear();
+            }
+            self.verified
+                .insert(mac.to_owned(), (text.to_owned(), ticket));
+        }
+        let Some((_, ticket)) = self.verified.get(mac) else {
+            return Err(Slow::Refused(TicketError::Malformed));
+        };
+        if ticket.expires_at <= now {
+            return Err(Slow::Refused(TicketError::Expired));
+        }
+        if ticket.handles.iter().any(|h| self.revoked.contains(h)) {
+            return Err(Slow::Revoked);
+        }
+        Ok((ticket.set.clone(), ticket.remove.clone()))
     }
 
     /// Whether the feed is recent enough to trust at `now_ms`.
@@ -163,7 +210,7 @@ pub enum FastPath {
 #[must_use]
 pub fn decide(
     config: &FilterConfig,
-    state: &FeedState,
+    state: &mut FeedState,
     cookies: &[&str],
     now_secs: u64,
     now_ms: u64,
@@ -183,18 +230,10 @@ pub fn decide(
     if tickets.next().is_some() {
         return FastPath::Slow(Slow::TicketTwins);
     }
-    let ticket = match Ticket::verify(text, &state.ring, now_secs) {
-        Ok(t) => t,
-        Err(e) => return FastPath::Slow(Slow::Refused(e)),
+    let (mut set, mut remove) = match state.admit(text, now_secs) {
+        Ok(parts) => parts,
+        Err(why) => return FastPath::Slow(why),
     };
-    if ticket.handles.iter().any(|h| state.revoked.contains(h)) {
-        return FastPath::Slow(Slow::Revoked);
-    }
-    let Ticket {
-        mut set,
-        mut remove,
-        ..
-    } = ticket;
     // What the full check would write, and never anything it would not:
     // the ticket cannot smuggle our own mark or a cookie in.
     set.retain(|(name, _)| !is_ours(config, name));

@@ -278,7 +278,7 @@ impl SessionRequest {
         let now = shared.clock.get();
         let decision = decide(
             &shared.config,
-            &shared.state.borrow(),
+            &mut shared.state.borrow_mut(),
             &cookies,
             now.as_secs(),
             millis(now),

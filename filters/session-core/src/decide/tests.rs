@@ -37,7 +37,7 @@ fn ticket(session: &str) -> String {
 }
 
 fn run(state: &FeedState, cookies: &[&str]) -> FastPath {
-    decide(&config(), state, cookies, NOW, NOW * 1000)
+    decide(&config(), &mut state.clone(), cookies, NOW, NOW * 1000)
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn without_a_fresh_feed_everything_goes_the_slow_way() {
     let old = state(&[]);
     let later = NOW * 1000 + config().max_feed_age_ms + 1;
     assert_eq!(
-        decide(&config(), &old, &[&cookie], NOW, later),
+        decide(&config(), &mut old.clone(), &[&cookie], NOW, later),
         FastPath::Slow(Slow::NoFeed)
     );
 }
@@ -131,7 +131,7 @@ fn missing_twin_tampered_foreign_and_expired_tickets_go_the_slow_way() {
     );
     let expired = format!("t={good}");
     assert_eq!(
-        decide(&config(), &s, &[&expired], NOW + 60, NOW * 1000),
+        decide(&config(), &mut s.clone(), &[&expired], NOW + 60, NOW * 1000),
         FastPath::Slow(Slow::Refused(TicketError::Expired))
     );
 }
@@ -141,7 +141,8 @@ fn removals_are_left_to_envoy_when_it_strips_reserved_headers() {
     let mut c = config();
     c.reserved_headers_stripped_by_envoy = true;
     let cookie = format!("t={}", ticket("s1"));
-    let FastPath::Verified { set, remove } = decide(&c, &state(&[]), &[&cookie], NOW, NOW * 1000)
+    let FastPath::Verified { set, remove } =
+        decide(&c, &mut state(&[]), &[&cookie], NOW, NOW * 1000)
     else {
         panic!("verified expected")
     };
@@ -192,4 +193,51 @@ fn bad_configurations_are_refused() {
     ] {
         assert!(FilterConfig::parse(bad).is_err());
     }
+}
+
+#[test]
+fn a_repeated_ticket_is_taken_from_the_verified_ones_until_it_expires_or_is_revoked() {
+    let mut s = state(&[]);
+    let text = ticket("s1");
+    let cookie = format!("t={text}");
+    let at = |s: &mut FeedState, now: u64| decide(&config(), s, &[&cookie], now, NOW * 1000);
+    assert!(matches!(at(&mut s, NOW), FastPath::Verified { .. }));
+    assert!(matches!(at(&mut s, NOW + 1), FastPath::Verified { .. }));
+    // Expiry and revocation are checked at every use.
+    assert_eq!(
+        at(&mut s, NOW + 60),
+        FastPath::Slow(Slow::Refused(TicketError::Expired))
+    );
+    let part = FilterFeed::new(
+        &TicketKey::around(b"master", "sso", NOW),
+        ["s1".to_owned()].into(),
+    );
+    s.accept(Some(&part), NOW * 1000).unwrap();
+    assert_eq!(at(&mut s, NOW), FastPath::Slow(Slow::Revoked));
+    // Same MAC, other text (a forged payload under a known MAC): refused.
+    let mut parts: Vec<&str> = text.split('.').collect();
+    let other = ticket("s2");
+    parts[1] = other.split('.').nth(1).unwrap();
+    let forged = format!("t={}", parts.join("."));
+    assert_eq!(
+        decide(&config(), &mut s, &[&forged], NOW, NOW * 1000),
+        FastPath::Slow(Slow::Refused(TicketError::BadSignature))
+    );
+}
+
+#[test]
+fn a_new_ring_forgets_the_verified_tickets() {
+    let mut s = state(&[]);
+    let cookie = format!("t={}", ticket("s1"));
+    assert!(matches!(
+        decide(&config(), &mut s, &[&cookie], NOW, NOW * 1000),
+        FastPath::Verified { .. }
+    ));
+    // The session key changed: the feed carries other keys.
+    let part = FilterFeed::new(&TicketKey::around(b"new", "sso", NOW), BTreeSet::new());
+    s.accept(Some(&part), NOW * 1000).unwrap();
+    assert_eq!(
+        decide(&config(), &mut s, &[&cookie], NOW, NOW * 1000),
+        FastPath::Slow(Slow::Refused(TicketError::UnknownKey))
+    );
 }

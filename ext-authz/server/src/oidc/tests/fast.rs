@@ -54,7 +54,13 @@ async fn the_filter_sets_exactly_what_the_full_check_set() {
     let FastPath::Verified {
         set: fast_set,
         remove: fast_remove,
-    } = decide(&filter_config(), &state, &[&cookie], now, now * 1000)
+    } = decide(
+        &filter_config(),
+        &mut state.clone(),
+        &[&cookie],
+        now,
+        now * 1000,
+    )
     else {
         panic!("the ticket verifies")
     };
@@ -96,7 +102,7 @@ async fn tickets_of_another_session_key_do_not_verify() {
     assert!(matches!(
         decide(
             &filter_config(),
-            &polled(&rt, now).await,
+            &mut polled(&rt, now).await,
             &[&cookie],
             now,
             now * 1000
@@ -140,7 +146,7 @@ async fn a_cookie_replayed_after_logout_is_refused_in_cookie_mode_and_its_ticket
     assert_eq!(
         decide(
             &filter_config(),
-            &polled(&rt, now).await,
+            &mut polled(&rt, now).await,
             &[&cookie],
             now,
             now * 1000
@@ -175,7 +181,7 @@ async fn a_logout_reaches_every_replicas_feed_through_redis() {
     assert!(matches!(
         decide(
             &filter_config(),
-            &polled(&there, now).await,
+            &mut polled(&there, now).await,
             &[&both],
             now,
             now * 1000
@@ -187,7 +193,7 @@ async fn a_logout_reaches_every_replicas_feed_through_redis() {
     assert_eq!(
         decide(
             &filter_config(),
-            &polled(&there, now).await,
+            &mut polled(&there, now).await,
             &[&both],
             now,
             now * 1000
