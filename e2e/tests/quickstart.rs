@@ -115,8 +115,27 @@ async fn make_run_starts_the_stack_its_examples_work_and_ctrl_c_stops_it() -> Re
     .await?;
     let back = client.get(&callback).send().await?;
     assert_eq!(back.status(), 302);
-    let page: Echoed = client.get(&app).send().await?.json().await?;
+    let first = client.get(&app).send().await?;
+    // The SSO fast path is on: the full check set the identity ticket the
+    // gatehouse-session filter verifies in Envoy from the next request on.
+    assert!(
+        first.headers().get_all("set-cookie").iter().any(|v| v
+            .to_str()
+            .is_ok_and(|v| v.starts_with("gatehouse_sso_ticket="))),
+        "{:?}",
+        first.headers()
+    );
+    let page: Echoed = first.json().await?;
     assert_eq!(page.header("x-gatehouse-user"), Some("alice"));
+    let again: Echoed = client.get(&app).send().await?.json().await?;
+    assert_eq!(again.header("x-gatehouse-user"), Some("alice"));
+    assert!(
+        !again
+            .header("cookie")
+            .unwrap_or_default()
+            .contains("gatehouse_"),
+        "our cookies stay at the edge"
+    );
 
     // 2. The curl line: its token passes, and the user reaches the API.
     let line = field(&banner, "JWT API:")?;
