@@ -17,10 +17,9 @@ pub(super) const ROUTE_HEADER: &str = "x-gatehouse-route";
 pub(super) const JWT_TOKEN_HEADER: &str = "authorization";
 /// The cluster of gatehouse-authz's fast-path feed (its Unix socket).
 pub(super) const FEED_CLUSTER: &str = "gatehouse_authz_feed";
-/// The header gatehouse-session marks a verified request with, and the
-/// metadata it becomes, which switches ext_authz off for the request.
+/// The header gatehouse-session marks a verified request with: ext_authz
+/// is skipped for it, and the route table removes it before the upstream.
 pub(super) const VERIFIED_HEADER: &str = "x-gatehouse-session-verified";
-pub(super) const VERIFIED_METADATA: &str = "gatehouse.session";
 /// The clusters of gatehouse-authz and gatehouse-ratelimit.
 pub(super) const AUTHZ_CLUSTER: &str = "gatehouse_authz";
 pub(super) const RATELIMIT_CLUSTER: &str = "gatehouse_ratelimit";

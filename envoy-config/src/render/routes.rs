@@ -14,7 +14,8 @@ use super::context::Ctx;
 use super::filters::filter_settings;
 use super::groups::{RouteGroup, Shared, groups, split};
 use super::names::{
-    AUTHZ_FILTER, JWT_TOKEN_HEADER, OIDC_PATH_PREFIX, ROUTE_HEADER, cluster_name, seconds_text,
+    AUTHZ_FILTER, JWT_TOKEN_HEADER, OIDC_PATH_PREFIX, ROUTE_HEADER, VERIFIED_HEADER, cluster_name,
+    seconds_text,
 };
 use super::options::RenderError;
 use super::rules::{Variant, variants};
@@ -142,9 +143,12 @@ pub(super) fn route_config(
         }
         virtual_hosts.push(json!({ "name": vhost_name, "domains": [vhost], "routes": routes }));
     }
-    Ok(
-        json!({ "name": if tls { "gatehouse_tls" } else { "gatehouse" }, "virtual_hosts": virtual_hosts }),
-    )
+    let mut config = json!({ "name": if tls { "gatehouse_tls" } else { "gatehouse" }, "virtual_hosts": virtual_hosts });
+    if ctx.fast_filters().next().is_some() {
+        // gatehouse-session's mark has done its work by the router.
+        config["request_headers_to_remove"] = json!([VERIFIED_HEADER]);
+    }
+    Ok(config)
 }
 
 /// What an insecure request matching `matcher` gets on Host `host`: a

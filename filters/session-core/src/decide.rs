@@ -24,8 +24,8 @@ pub struct FilterConfig {
     /// cookies (the full check drops the same).
     pub strip_cookies: Vec<String>,
     /// The header a verified request is marked with. Envoy removes any
-    /// client copy before the filters run and turns ours into metadata
-    /// that switches ext_authz off; it never reaches the upstream.
+    /// client copy before the filters run, skips ext_authz for a request
+    /// that carries ours, and removes it before the upstream.
     pub verified_header: String,
     /// Where the feed comes from.
     pub feed: FeedSource,
