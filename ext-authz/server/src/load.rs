@@ -261,9 +261,24 @@ impl LiveFilters {
         self.current.load_full()
     }
 
-    /// Reads everything again; on error the previous filters stay.
+    /// Reads everything again; on error the previous filters stay. The
+    /// feed's socket is bound at start: a reload that moves it (or adds or
+    /// drops it) is refused, never half applied.
     pub fn reload(&self) -> Result<(), LoadError> {
         let loaded = load_after(&self.config, &self.current().oidc)?;
+        let socket = |f: &Filters| f.config().and_then(|c| c.feed_socket()).map(str::to_owned);
+        let (before, after) = (socket(&self.current().filters), socket(&loaded.filters));
+        if before != after {
+            return Err(LoadError::invalid(Invalid::Config(
+                gatehouse_authz_core::ConfigError {
+                    file: self.config.display().to_string(),
+                    path: "feed_socket".to_owned(),
+                    message: format!(
+                        "changed from {before:?} to {after:?}: the socket is bound at start, restart gatehouse-authz to change it"
+                    ),
+                },
+            )));
+        }
         start(&loaded, &self.metrics);
         self.current.store(Arc::new(Snapshot {
             filters: loaded.filters,
@@ -402,6 +417,34 @@ mod tests {
             Some("acme"),
             "the old keys stay"
         );
+    }
+
+    #[test]
+    fn a_reload_that_moves_the_feed_socket_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("authz.yaml");
+        let with = |socket: &str| {
+            format!(
+                "{socket}default_filter: p\nfilters:\n  p:\n    api_keys: {{keys_file: keys.yaml}}\n"
+            )
+        };
+        std::fs::write(dir.path().join("keys.yaml"), "keys: []\n").unwrap();
+        std::fs::write(&config, with("feed_socket: feed.sock\n")).unwrap();
+        let live = LiveFilters::load(config.clone(), metrics()).unwrap();
+        // The same socket: fine.
+        live.reload().unwrap();
+        for changed in ["feed_socket: other.sock\n", ""] {
+            std::fs::write(&config, with(changed)).unwrap();
+            let err = live.reload().unwrap_err().to_string();
+            assert!(err.contains("feed_socket: changed from"), "{err}");
+        }
+        let socket = live
+            .current()
+            .filters
+            .config()
+            .and_then(|c| c.feed_socket())
+            .map(str::to_owned);
+        assert_eq!(socket.as_deref(), Some("feed.sock"), "the old config stays");
     }
 
     #[test]
