@@ -355,13 +355,7 @@ async fn user_seen(
 /// The session cookie in `client`'s jar, as a public route's upstream sees
 /// it (the jar keeps cookies for the host Envoy answers on).
 async fn jar_session_cookie(client: &reqwest::Client, envoy: &Envoy) -> anyhow::Result<String> {
-    let seen: Echoed = client
-        .get(envoy.url("/public/peek"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    session_cookie(seen.header("cookie").unwrap_or_default())
+    session_cookie(&jar_cookies(client, envoy).await?)
         .ok_or_else(|| anyhow::anyhow!("no session cookie"))
 }
 

@@ -27,6 +27,18 @@ async fn polled(rt: &OidcRuntime, now: u64) -> FeedState {
     state
 }
 
+/// What the filter decides for a request with `cookie` right after
+/// polling `rt`'s feed at `now`.
+async fn filter_decides(rt: &OidcRuntime, cookie: &str, now: u64) -> FastPath {
+    decide(
+        &filter_config(),
+        &mut polled(rt, now).await,
+        &[cookie],
+        now,
+        now * 1000,
+    )
+}
+
 fn ticket_of(a: &Answer) -> Option<String> {
     set_cookies(a).iter().find_map(|c| {
         c.strip_prefix("gatehouse_session_ticket=")
@@ -100,13 +112,7 @@ async fn tickets_of_another_session_key_do_not_verify() {
     let ticket = ticket_of(&ask(&other, &req).await).unwrap();
     let cookie = format!("gatehouse_session_ticket={ticket}");
     assert!(matches!(
-        decide(
-            &filter_config(),
-            &mut polled(&rt, now).await,
-            &[&cookie],
-            now,
-            now * 1000
-        ),
+        filter_decides(&rt, &cookie, now).await,
         FastPath::Slow(Slow::Refused(_))
     ));
 }
@@ -144,13 +150,7 @@ async fn a_cookie_replayed_after_logout_is_refused_in_cookie_mode_and_its_ticket
     assert_eq!(status(&replay), 401, "a logged-out cookie is no session");
     let cookie = format!("{session}; gatehouse_session_ticket={ticket}");
     assert_eq!(
-        decide(
-            &filter_config(),
-            &mut polled(&rt, now).await,
-            &[&cookie],
-            now,
-            now * 1000
-        ),
+        filter_decides(&rt, &cookie, now).await,
         FastPath::Slow(Slow::Revoked)
     );
     // Another session of the same user is not affected.
@@ -179,25 +179,13 @@ async fn a_logout_reaches_every_replicas_feed_through_redis() {
     let ticket = ticket_of(&ask(&there, &Req::api("/").header("cookie", &cookie)).await).unwrap();
     let both = format!("{cookie}; gatehouse_session_ticket={ticket}");
     assert!(matches!(
-        decide(
-            &filter_config(),
-            &mut polled(&there, now).await,
-            &[&both],
-            now,
-            now * 1000
-        ),
+        filter_decides(&there, &both, now).await,
         FastPath::Verified { .. }
     ));
     assert_eq!(status(&log_out(&here, &cookie).await), 302);
     // The other replica's feed has it; its full check finds no session.
     assert_eq!(
-        decide(
-            &filter_config(),
-            &mut polled(&there, now).await,
-            &[&both],
-            now,
-            now * 1000
-        ),
+        filter_decides(&there, &both, now).await,
         FastPath::Slow(Slow::Revoked)
     );
     assert_eq!(
