@@ -226,11 +226,7 @@ async fn a_browser_logs_in_rides_its_session_and_logs_out() -> anyhow::Result<()
 
     // A protected page sends the browser to the IdP's login.
     let start = envoy.url("/app/orders?page=2");
-    browser.goto(&start).await?;
-    browser.until_url_starts_with(idp.issuer()).await?;
-    browser.type_into("#username", "alice").await?;
-    browser.type_into("#password", "wonderland").await?;
-    browser.click("#login").await?;
+    browser_signs_in(&browser, &start, &idp).await?;
 
     // Back on the original URL, the upstream sees who it is.
     let landed = browser
@@ -263,6 +259,27 @@ async fn a_browser_logs_in_rides_its_session_and_logs_out() -> anyhow::Result<()
     assert_eq!(idp.requests(), before, "no IdP request for a second page");
 
     // Logout is a same-site POST: the session ends here and at the IdP.
+    browser_logs_out(&browser, &envoy, &idp).await?;
+    assert!(
+        browser.text().await?.contains("Sign"),
+        "the IdP asks to sign in again"
+    );
+    Ok(())
+}
+
+/// The browser opens `start`, is sent to the IdP and signs in as alice
+/// there (the IdP then sends it back).
+async fn browser_signs_in(browser: &Browser, start: &str, idp: &Idp) -> anyhow::Result<()> {
+    browser.goto(start).await?;
+    browser.until_url_starts_with(idp.issuer()).await?;
+    browser.type_into("#username", "alice").await?;
+    browser.type_into("#password", "wonderland").await?;
+    browser.click("#login").await
+}
+
+/// The browser logs out with a same-site POST, confirms at the IdP, lands
+/// on the post-logout page, and a protected page asks to sign in again.
+async fn browser_logs_out(browser: &Browser, envoy: &Envoy, idp: &Idp) -> anyhow::Result<()> {
     browser
         .run("const f = document.createElement('form'); f.method = 'POST'; f.action = '/.gatehouse/oidc/logout'; document.body.appendChild(f); f.submit(); return true;")
         .await?;
@@ -273,10 +290,6 @@ async fn a_browser_logs_in_rides_its_session_and_logs_out() -> anyhow::Result<()
         .await?;
     browser.goto(&envoy.url("/app/orders")).await?;
     browser.until_url_starts_with(idp.issuer()).await?;
-    assert!(
-        browser.text().await?.contains("Sign"),
-        "the IdP asks to sign in again"
-    );
     Ok(())
 }
 
@@ -1404,11 +1417,7 @@ async fn a_browser_signs_in_rides_the_fast_path_and_logs_out() -> anyhow::Result
         idp,
     } = stack_fast(3600, "").await?;
     let browser = Browser::start().await?;
-    browser.goto(&envoy.url("/app/orders")).await?;
-    browser.until_url_starts_with(idp.issuer()).await?;
-    browser.type_into("#username", "alice").await?;
-    browser.type_into("#password", "wonderland").await?;
-    browser.click("#login").await?;
+    browser_signs_in(&browser, &envoy.url("/app/orders"), &idp).await?;
     browser
         .until_url_starts_with(&envoy.url("/app/orders"))
         .await?;
@@ -1440,16 +1449,7 @@ async fn a_browser_signs_in_rides_the_fast_path_and_logs_out() -> anyhow::Result
 
     // Logout still reaches gatehouse-authz (the filter is off on its route),
     // and ends the session at the IdP too.
-    browser
-        .run("const f = document.createElement('form'); f.method = 'POST'; f.action = '/.gatehouse/oidc/logout'; document.body.appendChild(f); f.submit(); return true;")
-        .await?;
-    browser.until_url_starts_with(idp.issuer()).await?;
-    browser.click("#logout-confirm").await?;
-    browser
-        .until_url_starts_with(&envoy.url("/public/bye"))
-        .await?;
-    browser.goto(&envoy.url("/app/orders")).await?;
-    browser.until_url_starts_with(idp.issuer()).await?;
+    browser_logs_out(&browser, &envoy, &idp).await?;
     Ok(())
 }
 

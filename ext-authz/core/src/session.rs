@@ -111,6 +111,14 @@ impl SessionKeys {
             .map(|master| TicketKey::around(&master, purpose, now))
     }
 
+    /// The ticket key that signs new tickets at `now`: the middle one of
+    /// [`SessionKeys::ticket_keys`], derived alone.
+    #[must_use]
+    pub fn ticket_key(&self, purpose: &str, now: u64) -> Option<TicketKey> {
+        self.newest
+            .map(|master| TicketKey::current(&master, purpose, now))
+    }
+
     /// Seals `value` for `purpose` (the associated data: a value sealed for
     /// one purpose does not open for another; see
     /// [`crate::OidcFilter::seal_purpose`]) with the newest key. `nonce`

@@ -242,7 +242,11 @@ pub fn decide(
     } else {
         remove.retain(|name| !is_ours(config, name));
     }
-    let joined = cookies.join("; ");
+    // One `cookie` header (the usual case) is read in place.
+    let joined = match cookies {
+        [one] => std::borrow::Cow::Borrowed(*one),
+        many => std::borrow::Cow::Owned(many.join("; ")),
+    };
     match cookie::without(&joined, |n| config.strip_cookies.iter().any(|s| s == n)) {
         Some(rest) => set.push(("cookie".to_owned(), rest)),
         None => remove.push("cookie".to_owned()),

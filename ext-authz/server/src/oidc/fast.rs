@@ -65,8 +65,8 @@ impl OidcRuntime {
             verdict,
             now,
         )?;
-        let keys = self.keys.ticket_keys(&self.ticket_purpose, now)?;
-        let text = ticket.issue(&keys[1]);
+        let key = self.keys.ticket_key(&self.ticket_purpose, now)?;
+        let text = ticket.issue(&key);
         if text.len() > gatehouse_session_core::ticket::MAX_TICKET_LEN {
             // Forwarded tokens too large for a cookie: this session stays
             // on the full check.
