@@ -54,6 +54,7 @@ async fn shipped_templates_pass_envoy_validate() -> anyhow::Result<()> {
         "jwt-authn.yaml",
         "ratelimit.yaml",
         "jwt-remote.yaml",
+        "sso-jwt-authn.yaml",
     ] {
         let rendered = Envoy::from_template(template)?
             .upstream(&echo)
@@ -64,6 +65,12 @@ async fn shipped_templates_pass_envoy_validate() -> anyhow::Result<()> {
             )
             .var("RLS_PORT", 1)
             .var("JWKS_PORT", 2)
+            .var("AUTHZ_PORT", 3)
+            .var("TICKET_COOKIE", "ticket")
+            .var(
+                "TICKET_JWKS",
+                r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"k","k":"dGlja2V0LWtleS10aWNrZXQta2V5LXRpY2tldC1rZXk"}]}"#,
+            )
             .render()?;
         let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
         std::fs::write(file.path(), rendered)?;
