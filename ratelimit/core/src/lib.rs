@@ -11,6 +11,7 @@ mod config;
 mod glob;
 mod key;
 mod limiter;
+pub mod quota;
 mod request;
 mod store;
 mod unit;

@@ -14,6 +14,7 @@ mod http;
 #[cfg(test)]
 mod limiter_tests;
 mod metrics;
+mod quota;
 mod resp;
 mod service;
 mod settings;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::RateLimitQuotaServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use gatehouse_ratelimit_core::{Limiter, MemoryStore};
 use gatehouse_service_kit::{Listening, LogFormat, Shutdown, SidePort};
@@ -227,6 +229,9 @@ async fn serve(settings: Settings) -> Result<()> {
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(RateLimitServiceServer::new(service::RlsService(handler)))
+        .add_service(RateLimitQuotaServiceServer::new(quota::QuotaService::new(
+            live.clone(),
+        )))
         .serve_with_incoming_shutdown(tokio_stream_from(grpc), shutdown.stopped());
     let http_server =
         axum::serve(http, http::router(state.clone())).with_graceful_shutdown(shutdown.stopped());
