@@ -40,27 +40,55 @@ const REPORTER_STALE: Duration = Duration::from_secs(30);
 /// A bucket: the domain and its id's entries, sorted.
 type BucketKey = (String, Vec<(String, String)>);
 
+/// Every this many reports, buckets nobody reports any more are forgotten:
+/// bucket ids can carry client values, so the map must not only grow.
+const SWEEP_EVERY: u64 = 1024;
+
 /// Which stream (one per Envoy) reported which bucket, and when.
 #[derive(Debug, Default)]
 struct Reporters {
-    buckets: Mutex<HashMap<BucketKey, HashMap<u64, Instant>>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    reporters: HashMap<BucketKey, HashMap<u64, Instant>>,
+    reports: u64,
 }
 
 impl Reporters {
     /// Notes `stream` as a reporter of `bucket` and returns how many fresh
     /// reporters the bucket has.
     fn report(&self, bucket: &BucketKey, stream: u64, now: Instant) -> u32 {
+        let fresh = |seen: &Instant| now.duration_since(*seen) < REPORTER_STALE;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let streams = buckets.entry(bucket.clone()).or_default();
+        buckets.reports += 1;
+        if buckets.reports.is_multiple_of(SWEEP_EVERY) {
+            buckets.reporters.retain(|_, streams| {
+                streams.retain(|_, seen| fresh(seen));
+                !streams.is_empty()
+            });
+        }
+        let streams = buckets.reporters.entry(bucket.clone()).or_default();
         streams.insert(stream, now);
-        streams.retain(|_, seen| now.duration_since(*seen) < REPORTER_STALE);
+        streams.retain(|_, seen| fresh(seen));
         u32::try_from(streams.len()).unwrap_or(u32::MAX)
+    }
+
+    /// How many buckets are tracked.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reporters
+            .len()
     }
 
     /// Forgets a stream that ended.
     fn leave(&self, stream: u64) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        buckets.retain(|_, streams| {
+        buckets.reporters.retain(|_, streams| {
             streams.remove(&stream);
             !streams.is_empty()
         });
@@ -210,5 +238,52 @@ impl RateLimitQuotaService for QuotaService {
             service.reporters.leave(stream);
         });
         Ok(Response::new(Assignments(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(value: &str) -> BucketKey {
+        (
+            "edge".to_owned(),
+            vec![("user".to_owned(), value.to_owned())],
+        )
+    }
+
+    #[test]
+    fn a_bucket_counts_the_envoys_that_reported_it_lately() {
+        let reporters = Reporters::default();
+        let start = Instant::now();
+        assert_eq!(reporters.report(&key("a"), 1, start), 1);
+        assert_eq!(reporters.report(&key("a"), 2, start), 2);
+        assert_eq!(
+            reporters.report(&key("a"), 2, start),
+            2,
+            "one stream is one Envoy"
+        );
+        // Stream 1 went quiet: after the stale time only stream 2 holds a share.
+        let later = start + REPORTER_STALE + Duration::from_secs(1);
+        assert_eq!(reporters.report(&key("a"), 2, later), 1);
+        reporters.leave(2);
+        assert_eq!(reporters.len(), 0);
+    }
+
+    #[test]
+    fn buckets_nobody_reports_are_forgotten() {
+        let reporters = Reporters::default();
+        let start = Instant::now();
+        for n in 0..SWEEP_EVERY - 1 {
+            reporters.report(&key(&n.to_string()), 1, start);
+        }
+        assert_eq!(
+            reporters.len(),
+            usize::try_from(SWEEP_EVERY - 1).unwrap_or(0)
+        );
+        // The sweep at the next report drops every stale bucket.
+        let later = start + REPORTER_STALE + Duration::from_secs(1);
+        reporters.report(&key("fresh"), 1, later);
+        assert_eq!(reporters.len(), 1);
     }
 }
