@@ -35,23 +35,7 @@ async fn envoy_enforces_the_assignment_of_the_bucket_a_request_lands_in() -> any
 
     // Until the first assignment arrives, the bucket allows all (its
     // no_assignment_behavior); once it holds 5 an hour, it runs dry.
-    let allowed = std::cell::Cell::new(0_u32);
-    poll::until(
-        "the assignment of /generic's bucket denies a request",
-        Duration::from_secs(20),
-        || async {
-            match status("/generic", "ursula").await? {
-                200 => {
-                    allowed.set(allowed.get() + 1);
-                    Ok(None)
-                }
-                429 => Ok(Some(())),
-                other => anyhow::bail!("unexpected status {other}"),
-            }
-        },
-    )
-    .await?;
-    let allowed = allowed.get();
+    let allowed = run_dry(&envoy, "/generic", "ursula").await?;
     assert!(
         allowed >= 5,
         "the bucket admitted {allowed}, fewer than its 5 tokens"
@@ -65,5 +49,117 @@ async fn envoy_enforces_the_assignment_of_the_bucket_a_request_lands_in() -> any
     }
     // Another descriptor value is another bucket, with tokens of its own.
     assert_eq!(status("/user", "victor").await?, 200);
+    Ok(())
+}
+
+/// Requests `path` as `user` until one is denied; how many were allowed.
+async fn run_dry(envoy: &Envoy, path: &str, user: &str) -> anyhow::Result<u32> {
+    let allowed = std::cell::Cell::new(0_u32);
+    poll::until(
+        &format!("{path} as {user} is denied"),
+        Duration::from_secs(30),
+        || async {
+            match envoy
+                .get(path)
+                .header("x-user", user)
+                .send()
+                .await?
+                .status()
+                .as_u16()
+            {
+                200 => {
+                    allowed.set(allowed.get() + 1);
+                    Ok(None)
+                }
+                429 => Ok(Some(())),
+                other => anyhow::bail!("unexpected status {other}"),
+            }
+        },
+    )
+    .await?;
+    Ok(allowed.get())
+}
+
+#[tokio::test]
+async fn a_restarted_quota_service_resumes_and_envoy_follows_its_policy_meanwhile()
+-> anyhow::Result<()> {
+    // /generic never runs dry: it carries the load whose answers are counted.
+    let config = EDGE.replace(
+        "rate_limit: { unit: hour, requests_per_unit: 5 }\n  - key: user",
+        "rate_limit: { unit: second, requests_per_unit: 1000000000 }\n  - key: user",
+    );
+    assert_ne!(config, EDGE);
+    let echo = Echo::start().await?;
+    let mut rls = RateLimitService::builder()
+        .file("edge.yaml", &config)
+        .start()
+        .await?;
+    let port = rls.grpc_port();
+    let envoy = Envoy::from_template("ratelimit-quota.yaml")?
+        .upstream(&echo)
+        .ratelimit(&rls)
+        .start()
+        .await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let url = envoy.url("/generic");
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = match client.get(&url).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                *statuses.entry(status).or_default() += 1;
+            }
+            statuses
+        })
+    };
+
+    assert!(run_dry(&envoy, "/user", "victor").await? >= 5);
+    let stopped = tokio::time::timeout(Duration::from_secs(20), rls.terminate()).await;
+    assert!(
+        matches!(&stopped, Ok(Ok(s)) if s.success()),
+        "the service did not stop cleanly within 20 s with Envoy's quota streams open: {stopped:?}"
+    );
+    // Without the service: a bucket keeps its last assignment (victor stays
+    // denied), and a new bucket allows all (its no_assignment_behavior).
+    for n in 0..5 {
+        let status = envoy
+            .get("/user")
+            .header("x-user", "victor")
+            .send()
+            .await?
+            .status();
+        assert_eq!(status, 429, "victor's request {n} with the service down");
+    }
+    for n in 0..10 {
+        let status = envoy
+            .get("/user")
+            .header("x-user", "wendy")
+            .send()
+            .await?
+            .status();
+        assert_eq!(status, 200, "wendy's request {n} with the service down");
+    }
+    // Back on the same port: Envoy's stream reconnects, wendy's bucket gets
+    // its assignment and runs dry.
+    let _rls = RateLimitService::builder()
+        .file("edge.yaml", &config)
+        .env("GRPC_PORT", port)
+        .start()
+        .await?;
+    run_dry(&envoy, "/user", "wendy").await?;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.await?;
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "every request of the load is answered 200 throughout: {statuses:?}"
+    );
+    assert!(statuses[&200] > 0);
     Ok(())
 }

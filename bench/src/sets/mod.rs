@@ -13,10 +13,11 @@ use anyhow::{Result, bail};
 use crate::{Pinning, Scenario, Settings, Sidecar, Summary};
 
 /// The sets `bench` runs when it is given none.
-pub const DEFAULT: [&str; 7] = [
+pub const DEFAULT: [&str; 8] = [
     "proxy",
     "ratelimit",
     "ratelimit-raw",
+    "ratelimit-quota",
     "jwt",
     "authz",
     "authz-raw",
@@ -40,6 +41,7 @@ pub async fn measure(
         "proxy" => proxy::proxy(settings, pinning).await,
         "ratelimit" => ratelimit::ratelimit(settings, pinning).await,
         "ratelimit-raw" => ratelimit::ratelimit_raw(settings, pinning).await,
+        "ratelimit-quota" => ratelimit::ratelimit_quota(settings, pinning).await,
         "jwt" => jwt::jwt(settings, pinning).await,
         "authz" => authz::authz(settings, pinning).await,
         "router" => router::router(settings, pinning).await,

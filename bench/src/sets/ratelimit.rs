@@ -8,24 +8,33 @@ use anyhow::Result;
 use super::{Measured, cpu, env_number, ratio, scenario, verdict};
 use crate::{Pinning, RawScenario, Settings, Sidecar};
 
+/// Side calls add latency; with few connections Envoy then waits instead of
+/// working, and the rate measures that latency (on two cores Redis shares
+/// the load generator's core). Enough connections keep Envoy's core busy,
+/// so the rate measures cost.
+fn busy(settings: &Settings) -> Result<Settings> {
+    Ok(Settings {
+        connections: env_number("BENCH_RATELIMIT_CONNECTIONS", 128)?,
+        ..settings.clone()
+    })
+}
+
+/// The baseline row of the rate-limit sets.
+fn no_rate_limit() -> crate::Scenario {
+    scenario(
+        "envoy, no rate limit (baseline)",
+        "proxy.yaml",
+        "/generic",
+        Sidecar::None,
+    )
+}
+
 /// Through Envoy: no rate limit, the null RLS, gatehouse-ratelimit on memory
 /// and on Redis.
 pub(super) async fn ratelimit(settings: &Settings, pinning: Option<&Pinning>) -> Result<Measured> {
-    // Side calls add latency; with few connections Envoy then
-    // waits instead of working, and the rate measures that latency
-    // (on two cores Redis shares the load generator's core). Enough
-    // connections keep Envoy's core busy, so the rate measures cost.
-    let settings = Settings {
-        connections: env_number("BENCH_RATELIMIT_CONNECTIONS", 128)?,
-        ..settings.clone()
-    };
+    let settings = busy(settings)?;
     let scenarios = [
-        scenario(
-            "envoy, no rate limit (baseline)",
-            "proxy.yaml",
-            "/generic",
-            Sidecar::None,
-        ),
+        no_rate_limit(),
         scenario(
             "envoy + null RLS",
             "ratelimit.yaml",
@@ -64,6 +73,54 @@ pub(super) async fn ratelimit(settings: &Settings, pinning: Option<&Pinning>) ->
             settings.connections
         ),
         crate::table(&s, Some(1)),
+        targets,
+    ))
+}
+
+/// Through Envoy, limits never hit: no rate limit, the per-request path
+/// (a `ShouldRateLimit` call per request) and the quota path (Envoy's
+/// `rate_limit_quota` filter enforcing gatehouse-ratelimit's assignment
+/// locally, usage streamed in the background).
+pub(super) async fn ratelimit_quota(
+    settings: &Settings,
+    pinning: Option<&Pinning>,
+) -> Result<Measured> {
+    let settings = busy(settings)?;
+    let scenarios = [
+        no_rate_limit(),
+        scenario(
+            "per-request path: gatehouse-ratelimit (memory), a call per request",
+            "ratelimit.yaml",
+            "/generic",
+            Sidecar::Memory,
+        ),
+        scenario(
+            "quota path: gatehouse-ratelimit (memory) over RLQS",
+            "ratelimit-quota.yaml",
+            "/generic",
+            Sidecar::Memory,
+        ),
+    ];
+    let s = crate::run(&scenarios, &settings, pinning).await?;
+    let mut targets = String::from("Targets:\n");
+    let r = ratio(&s, 2, 0);
+    let _ = writeln!(
+        targets,
+        "- quota path at least 0.85 of no rate limit: {r:.2}, {}",
+        verdict(r >= 0.85)
+    );
+    let _ = writeln!(
+        targets,
+        "- (for scale) per-request path against no rate limit: {:.2}; quota path against the per-request path: {:.2}",
+        ratio(&s, 1, 0),
+        ratio(&s, 2, 1)
+    );
+    Ok((
+        format!(
+            "Envoy with 1 worker under wrk (1 thread, {} connections, as in `ratelimit`), limits never hit: the per-request path makes a ShouldRateLimit call per request; the quota path enforces the service's token-bucket assignment inside Envoy and reports usage every second. Service CPU from /proc, per request.",
+            settings.connections
+        ),
+        crate::table(&s, None),
         targets,
     ))
 }

@@ -231,6 +231,7 @@ async fn serve(settings: Settings) -> Result<()> {
         .add_service(RateLimitServiceServer::new(service::RlsService(handler)))
         .add_service(RateLimitQuotaServiceServer::new(quota::QuotaService::new(
             live.clone(),
+            shutdown.clone(),
         )))
         .serve_with_incoming_shutdown(tokio_stream_from(grpc), shutdown.stopped());
     let http_server =

@@ -26,6 +26,8 @@ use gatehouse_ratelimit_core::quota::{self, Assignment};
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use gatehouse_service_kit::Shutdown;
+
 use crate::config_dir::LiveConfig;
 
 /// How long an assignment holds without being renewed. Every report renews
@@ -99,15 +101,19 @@ impl Reporters {
 #[derive(Debug, Clone)]
 pub struct QuotaService {
     live: Arc<LiveConfig>,
+    /// Streams end when the service drains, so a shutdown never waits on
+    /// Envoy's long-lived streams (Envoy reconnects to another replica).
+    shutdown: Shutdown,
     reporters: Arc<Reporters>,
     next_stream: Arc<AtomicU64>,
 }
 
 impl QuotaService {
     /// A service answering from the configuration in force.
-    pub fn new(live: Arc<LiveConfig>) -> Self {
+    pub fn new(live: Arc<LiveConfig>, shutdown: Shutdown) -> Self {
         Self {
             live,
+            shutdown,
             reporters: Arc::default(),
             next_stream: Arc::default(),
         }
@@ -209,8 +215,14 @@ impl RateLimitQuotaService for QuotaService {
         tokio::spawn(async move {
             // The first report names the domain; later ones may leave it empty.
             let mut domain = String::new();
+            let stopped = service.shutdown.stopped();
+            tokio::pin!(stopped);
             loop {
-                match reports.message().await {
+                let report = tokio::select! {
+                    report = reports.message() => report,
+                    () = &mut stopped => break,
+                };
+                match report {
                     Ok(Some(report)) => {
                         if !report.domain.is_empty() {
                             domain.clone_from(&report.domain);
