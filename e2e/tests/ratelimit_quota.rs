@@ -163,3 +163,95 @@ async fn a_restarted_quota_service_resumes_and_envoy_follows_its_policy_meanwhil
     assert!(statuses[&200] > 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rendered_quota_rate_limit_runs_dry_and_a_client_cannot_name_a_bucket()
+-> anyhow::Result<()> {
+    use gatehouse_config::{RenderOptions, Resources, load, render};
+    let echo = Echo::start().await?;
+    let text = format!(
+        "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: api}}
+spec:
+  prefix: /api/
+  service: 127.0.0.1:{port}
+  labels:
+    ambassador:
+    - per_client: [{{generic_key: {{value: api}}}}, {{remote_address: {{key: remote_address}}}}]
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: free}}
+spec:
+  prefix: /free/
+  service: 127.0.0.1:{port}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: RateLimit
+metadata: {{name: api}}
+spec:
+  domain: ambassador
+  enforcement: quota
+  limits:
+  - pattern: [{{generic_key: api}}, {{remote_address: \"*\"}}]
+    rate: 5
+    unit: hour
+",
+        port = echo.port()
+    );
+    let mut resources = Resources::default();
+    load(&text, "edge.yaml", &mut resources)?;
+    let mut options = RenderOptions {
+        listen_address: "127.0.0.1".into(),
+        listen_port: 0,
+        admin_port: 0,
+        ..RenderOptions::default()
+    };
+    let files = render(&resources, &options)?;
+    let mut builder = RateLimitService::builder();
+    for (name, text) in &files.ratelimit {
+        builder = builder.file(name, text);
+    }
+    let rls = builder.start().await?;
+    options.ratelimit_address = rls.grpc_addr().to_string();
+    let envoy = e2e::EnvoyBuilder::from_text(&render(&resources, &options)?.envoy, "rendered")
+        .start()
+        .await?;
+
+    // The client's bucket: its first requests pass before the assignment,
+    // then 5, then it runs dry.
+    assert!(run_dry(&envoy, "/api/x", "ursula").await? >= 5);
+    // The route names its bucket in a header; a client naming it on another
+    // route is not counted there (the listener removes the header first),
+    // and the header never reaches the upstream.
+    let bootstrap: serde_json::Value = serde_yaml_ng::from_str(&files.envoy)?;
+    let key = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["name"] == "gatehouse.ratelimit_quota.ambassador")
+        .and_then(|f| {
+            f["typed_config"]["bucket_matchers"]["matcher_tree"]["exact_match_map"]["map"]
+                .as_object()?
+                .keys()
+                .next()
+                .cloned()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no bucket in the rendered quota filter"))?;
+    for n in 0..10 {
+        let response = envoy
+            .get("/free/x")
+            .header("x-gatehouse-quota-bucket", &key)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200, "/free request {n}");
+        let echoed: serde_json::Value = response.json().await?;
+        assert!(
+            !echoed.to_string().contains("x-gatehouse-quota-bucket"),
+            "{echoed}"
+        );
+    }
+    Ok(())
+}

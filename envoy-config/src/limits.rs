@@ -284,6 +284,20 @@ pub struct RateLimit {
     pub domain: String,
     /// The limits.
     pub limits: Vec<Limit>,
+    /// How Envoy enforces them (`spec.enforcement`, Gatehouse's own field).
+    pub enforcement: Enforcement,
+}
+
+/// How Envoy enforces a RateLimit's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Enforcement {
+    /// `exact` (default): a `ShouldRateLimit` call per request, counted
+    /// exactly by gatehouse-ratelimit.
+    #[default]
+    Exact,
+    /// `quota`: Envoy's `rate_limit_quota` filter enforces an assignment
+    /// from gatehouse-ratelimit (RLQS) locally; no call per request.
+    Quota,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +305,8 @@ pub struct RateLimit {
 pub(crate) struct RawRateLimitSpec {
     domain: String,
     limits: Vec<RawLimit>,
+    #[serde(default)]
+    enforcement: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,6 +375,18 @@ pub(crate) fn rate_limit(
     raw: RawDoc<RawRateLimitSpec>,
     err: ErrFn<'_>,
 ) -> Result<RateLimit, ResourceError> {
+    let enforcement = match raw.spec.enforcement.as_deref() {
+        None | Some("exact") => Enforcement::Exact,
+        Some("quota") => Enforcement::Quota,
+        Some(other) => {
+            return Err(err(
+                "spec.enforcement",
+                format!(
+                    "{other:?}: use exact (a call to gatehouse-ratelimit per request, the default) or quota (Envoy enforces gatehouse-ratelimit's assignment itself)"
+                ),
+            ));
+        }
+    };
     let mut limits = Vec::new();
     for (i, l) in raw.spec.limits.into_iter().enumerate() {
         let at = |f: &str| format!("spec.limits[{i}].{f}");
@@ -433,6 +461,25 @@ pub(crate) fn rate_limit(
                 (headers, e.body_template)
             }
         };
+        if enforcement == Enforcement::Quota {
+            // Envoy answers a quota denial itself: nothing the service
+            // would add can reach the request or the response.
+            for (field, set) in [
+                ("injectRequestHeaders", !inject_request.is_empty()),
+                ("injectResponseHeaders", !inject_response.is_empty()),
+                (
+                    "errorResponse",
+                    !error_headers.is_empty() || error_body.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(err(
+                        &at(field),
+                        "with enforcement: quota Envoy decides alone and adds nothing from gatehouse-ratelimit: drop the field or use enforcement: exact".into(),
+                    ));
+                }
+            }
+        }
         if log_only && (!error_headers.is_empty() || error_body.is_some()) {
             return Err(err(
                 &at("errorResponse"),
@@ -456,6 +503,7 @@ pub(crate) fn rate_limit(
         name: raw.metadata.name,
         domain: raw.spec.domain,
         limits,
+        enforcement,
     })
 }
 

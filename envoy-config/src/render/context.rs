@@ -22,6 +22,8 @@ pub(super) struct Ctx<'a> {
     pub(super) has_authz: bool,
     /// Rate-limit domains in filter order (their stage is the index).
     pub(super) domains: Vec<String>,
+    /// The domain enforced on the quota path (RLQS), with its buckets.
+    pub(super) quota: Option<(String, super::quota::Buckets)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -179,13 +181,95 @@ impl<'a> Ctx<'a> {
             .flat_map(|m| m.labels.keys().cloned())
             .filter(|d| d == domain)
             .collect();
-        Ok(Self {
+        let mut ctx = Self {
             resources,
             options,
             rules,
             has_authz,
             domains: domains.into_iter().collect(),
-        })
+            quota: None,
+        };
+        ctx.quota = ctx.quota_domain(&all)?;
+        Ok(ctx)
+    }
+
+    /// The quota path's domain and buckets, when the domain's RateLimits
+    /// ask for it (all of them: one filter enforces a domain).
+    fn quota_domain(
+        &self,
+        all: &[super::groups::RouteGroup<'_>],
+    ) -> Result<Option<(String, super::quota::Buckets)>, RenderError> {
+        use crate::limits::Enforcement;
+        let Some(domain) = self.domains.first() else {
+            return Ok(None);
+        };
+        let mut limits = self
+            .resources
+            .rate_limits
+            .iter()
+            .filter(|r| &r.domain == domain);
+        let Some(first) = limits.next() else {
+            return Ok(None);
+        };
+        if let Some(other) = limits.find(|r| r.enforcement != first.enforcement) {
+            return Err(render_err(
+                format!("RateLimit {}", other.name),
+                "spec.enforcement",
+                format!(
+                    "RateLimit {} enforces domain {domain} another way: one filter enforces a domain, so its RateLimits agree",
+                    first.name
+                ),
+            ));
+        }
+        if first.enforcement != Enforcement::Quota {
+            return Ok(None);
+        }
+        let fail_closed = self.ratelimit_service().failure_mode_deny;
+        let mut buckets = super::quota::Buckets::new();
+        for g in all {
+            let mapping = &g.members[0].name;
+            let groups = self.descriptors(g.shared()?.labels, domain, mapping)?;
+            if groups.len() > 1 {
+                return Err(render_err(
+                    format!("Mapping {mapping}"),
+                    format!("spec.labels.{domain}"),
+                    format!(
+                        "{} label groups, and the quota path puts a request in one bucket: keep one group, or use enforcement: exact on the domain's RateLimits",
+                        groups.len()
+                    ),
+                ));
+            }
+            for group in groups {
+                let (key, on_match) = super::quota::bucket(group, fail_closed).map_err(|m| {
+                    render_err(
+                        format!("Mapping {mapping}"),
+                        format!("spec.labels.{domain}"),
+                        m,
+                    )
+                })?;
+                buckets.insert(key, on_match);
+            }
+        }
+        Ok(Some((domain.clone(), buckets)))
+    }
+
+    /// The quota bucket key of a route's labels, when its domain is on the
+    /// quota path and it has a label group there.
+    pub(super) fn quota_key(
+        &self,
+        labels: Option<&crate::limits::Labels>,
+        mapping: &str,
+    ) -> Result<Option<String>, RenderError> {
+        let Some((domain, _)) = &self.quota else {
+            return Ok(None);
+        };
+        let fail_closed = self.ratelimit_service().failure_mode_deny;
+        // Checked in `quota_domain`: at most one group, every label readable.
+        Ok(self
+            .descriptors(labels, domain, mapping)?
+            .first()
+            .and_then(|group| super::quota::bucket(group, fail_closed).ok())
+            .map(|(key, _)| key))
     }
 
     /// What Envoy sends for each of a route's label groups in `domain`

@@ -116,6 +116,12 @@ pub(super) fn http_filters(ctx: &Ctx<'_>) -> Vec<Value> {
         filters.insert(0, ip_filter(rule));
     }
     for (stage, domain) in ctx.domains.iter().enumerate() {
+        if let Some((quota_domain, buckets)) = &ctx.quota
+            && quota_domain == domain
+        {
+            filters.extend(super::quota::filters(domain, buckets));
+            continue;
+        }
         filters.push(json!({
             "name": format!("gatehouse.ratelimit.{domain}"),
             "typed_config": {

@@ -178,6 +178,7 @@ impl RouteGroup<'_> {
             add_request_headers,
             add_response_headers,
             rate_limits: Vec::new(),
+            quota_bucket: None,
         })
     }
 
@@ -235,6 +236,8 @@ pub(super) struct Shared<'a> {
     /// Envoy's `rate_limits` of the routes, filled in by `routes` (it needs
     /// the render context).
     pub(super) rate_limits: Vec<serde_json::Value>,
+    /// The quota bucket the routes name, filled in by `routes` too.
+    pub(super) quota_bucket: Option<String>,
     /// No Filter runs on the routes.
     pub(super) bypass_auth: bool,
     /// Paths match without regard to case.

@@ -24,6 +24,7 @@ mod listener;
 mod live;
 mod names;
 mod options;
+mod quota;
 mod routes;
 mod rules;
 mod table;

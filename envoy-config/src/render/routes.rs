@@ -18,6 +18,7 @@ use super::names::{
     seconds_text,
 };
 use super::options::RenderError;
+use super::quota::{self, QUOTA_BUCKET_HEADER, QUOTA_MARK_FILTER};
 use super::rules::{Variant, variants};
 
 /// Virtual hosts, first match first, for a cleartext (`tls == false`) or
@@ -101,7 +102,11 @@ pub(super) fn route_config(
         for g in groups.iter().filter(|g| g.serves(vhost, &resources.hosts)) {
             let shared = g.shared()?;
             let mut limits = Vec::new();
+            let quota_domain = ctx.quota.as_ref().map(|(d, _)| d);
             for (stage, domain) in ctx.domains.iter().enumerate() {
+                if quota_domain == Some(domain) {
+                    continue;
+                }
                 for d in ctx.descriptors(shared.labels, domain, &g.members[0].name)? {
                     limits.push(json!({
                         "stage": stage,
@@ -111,6 +116,7 @@ pub(super) fn route_config(
             }
             let shared = Shared {
                 rate_limits: limits,
+                quota_bucket: ctx.quota_key(shared.labels, &g.members[0].name)?,
                 ..shared
             };
             for v in variants(ctx, g, vhost)? {
@@ -144,9 +150,17 @@ pub(super) fn route_config(
         virtual_hosts.push(json!({ "name": vhost_name, "domains": [vhost], "routes": routes }));
     }
     let mut config = json!({ "name": if tls { "gatehouse_tls" } else { "gatehouse" }, "virtual_hosts": virtual_hosts });
+    // The marks of gatehouse-session and of the quota buckets have done
+    // their work by the router.
+    let mut marks = Vec::new();
     if ctx.fast_filters().next().is_some() {
-        // gatehouse-session's mark has done its work by the router.
-        config["request_headers_to_remove"] = json!([VERIFIED_HEADER]);
+        marks.push(VERIFIED_HEADER);
+    }
+    if ctx.quota.is_some() {
+        marks.push(QUOTA_BUCKET_HEADER);
+    }
+    if !marks.is_empty() {
+        config["request_headers_to_remove"] = json!(marks);
     }
     Ok(config)
 }
@@ -420,6 +434,9 @@ fn route(
         per_filter.insert("envoy.filters.http.cors".into(), policy);
     }
     filter_settings(ctx, filters, v.instead, true, &mut per_filter);
+    if let Some(key) = &shared.quota_bucket {
+        per_filter.insert(QUOTA_MARK_FILTER.into(), quota::mark(key));
+    }
     // The Mapping's auth_context_extensions go along with each check.
     if let Some(extensions) = per_filter
         .get_mut(AUTHZ_FILTER)
