@@ -39,8 +39,10 @@ pub const ASSIGNMENT_TTL: Duration = Duration::from_secs(30);
 /// share of it.
 const REPORTER_STALE: Duration = Duration::from_secs(30);
 
-/// A bucket: the domain and its id's entries, sorted.
-type BucketKey = (String, Vec<(String, String)>);
+/// A bucket: a keyed hash of the domain and its descriptor. Bucket values
+/// can be client values of any length; the service keeps 8 bytes of each,
+/// and the random key leaves no way to aim two buckets at one slot.
+type BucketKey = u64;
 
 /// Every this many reports, buckets nobody reports any more are forgotten:
 /// bucket ids can carry client values, so the map must not only grow.
@@ -50,6 +52,7 @@ const SWEEP_EVERY: u64 = 1024;
 #[derive(Debug, Default)]
 struct Reporters {
     buckets: Mutex<Buckets>,
+    hasher: std::hash::RandomState,
 }
 
 #[derive(Debug, Default)]
@@ -59,9 +62,15 @@ struct Buckets {
 }
 
 impl Reporters {
+    /// The key of `descriptor`'s bucket in `domain`.
+    fn key(&self, domain: &str, descriptor: &gatehouse_ratelimit_core::Descriptor) -> BucketKey {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one((domain, descriptor.entries()))
+    }
+
     /// Notes `stream` as a reporter of `bucket` and returns how many fresh
     /// reporters the bucket has.
-    fn report(&self, bucket: &BucketKey, stream: u64, now: Instant) -> u32 {
+    fn report(&self, bucket: BucketKey, stream: u64, now: Instant) -> u32 {
         let fresh = |seen: &Instant| now.duration_since(*seen) < REPORTER_STALE;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets.reports += 1;
@@ -71,7 +80,7 @@ impl Reporters {
                 !streams.is_empty()
             });
         }
-        let streams = buckets.reporters.entry(bucket.clone()).or_default();
+        let streams = buckets.reporters.entry(bucket).or_default();
         streams.insert(stream, now);
         streams.retain(|_, seen| fresh(seen));
         u32::try_from(streams.len()).unwrap_or(u32::MAX)
@@ -143,8 +152,8 @@ impl QuotaService {
                             return None;
                         }
                     };
-                let key = (domain.to_owned(), descriptor.entries().to_vec());
-                let envoys = self.reporters.report(&key, stream, now);
+                let key = self.reporters.key(domain, &descriptor);
+                let envoys = self.reporters.report(key, stream, now);
                 let assignment = quota::assignment(&config, domain, &descriptor, envoys);
                 Some(BucketAction {
                     bucket_id: Some(BucketId {
@@ -257,10 +266,10 @@ impl RateLimitQuotaService for QuotaService {
 mod tests {
     use super::*;
 
-    fn key(value: &str) -> BucketKey {
-        (
-            "edge".to_owned(),
-            vec![("user".to_owned(), value.to_owned())],
+    fn key(reporters: &Reporters, value: &str) -> BucketKey {
+        reporters.key(
+            "edge",
+            &gatehouse_ratelimit_core::Descriptor::from_pairs(&[("user", value)]),
         )
     }
 
@@ -268,16 +277,16 @@ mod tests {
     fn a_bucket_counts_the_envoys_that_reported_it_lately() {
         let reporters = Reporters::default();
         let start = Instant::now();
-        assert_eq!(reporters.report(&key("a"), 1, start), 1);
-        assert_eq!(reporters.report(&key("a"), 2, start), 2);
+        assert_eq!(reporters.report(key(&reporters, "a"), 1, start), 1);
+        assert_eq!(reporters.report(key(&reporters, "a"), 2, start), 2);
         assert_eq!(
-            reporters.report(&key("a"), 2, start),
+            reporters.report(key(&reporters, "a"), 2, start),
             2,
             "one stream is one Envoy"
         );
         // Stream 1 went quiet: after the stale time only stream 2 holds a share.
         let later = start + REPORTER_STALE + Duration::from_secs(1);
-        assert_eq!(reporters.report(&key("a"), 2, later), 1);
+        assert_eq!(reporters.report(key(&reporters, "a"), 2, later), 1);
         reporters.leave(2);
         assert_eq!(reporters.len(), 0);
     }
@@ -287,7 +296,7 @@ mod tests {
         let reporters = Reporters::default();
         let start = Instant::now();
         for n in 0..SWEEP_EVERY - 1 {
-            reporters.report(&key(&n.to_string()), 1, start);
+            reporters.report(key(&reporters, &n.to_string()), 1, start);
         }
         assert_eq!(
             reporters.len(),
@@ -295,7 +304,7 @@ mod tests {
         );
         // The sweep at the next report drops every stale bucket.
         let later = start + REPORTER_STALE + Duration::from_secs(1);
-        reporters.report(&key("fresh"), 1, later);
+        reporters.report(key(&reporters, "fresh"), 1, later);
         assert_eq!(reporters.len(), 1);
     }
 }
