@@ -117,7 +117,7 @@ pub(super) async fn ratelimit_quota(
     );
     Ok((
         format!(
-            "Envoy with 1 worker under wrk (1 thread, {} connections, as in `ratelimit`), limits never hit: the per-request path makes a ShouldRateLimit call per request; the quota path enforces the service's token-bucket assignment inside Envoy and reports usage every second. Service CPU from /proc, per request.",
+            "Envoy with 1 worker under wrk (1 thread, {} connections, as in `ratelimit`), limits never hit: the per-request path makes a ShouldRateLimit call per request; the quota path enforces the service's token-bucket assignment inside Envoy and reports usage every 5 s. Service CPU from /proc, per request.",
             settings.connections
         ),
         crate::table(&s, None),
