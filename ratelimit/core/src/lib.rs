@@ -8,6 +8,7 @@
 
 mod answer;
 mod config;
+pub mod demand;
 mod glob;
 mod key;
 mod limiter;

@@ -1,6 +1,6 @@
 //! The decisions of the Rate Limit Quota Service (RLQS,
 //! `envoy.service.rate_limit_quota.v3`): which rule a bucket falls under,
-//! and which assignment each Envoy reporting it gets.
+//! and how its limit is split between the Envoys that report it.
 //!
 //! With RLQS, Envoy's `rate_limit_quota` filter sorts requests into buckets
 //! and enforces an assignment locally; the server only hands out
@@ -9,10 +9,16 @@
 //! (`0.generic_key: checkout`, `1.remote_address: 10.0.0.1`), so the map,
 //! unordered on the wire, gives back the ordered entries.
 //!
-//! A limit is split evenly between the Envoys that report the bucket: each
-//! gets a token bucket of `ceil(limit / envoys)` per unit. Together they
-//! admit at most `limit + envoys - 1` per unit once every Envoy holds the
-//! current split.
+//! A limit of `L` per unit is split between the Envoys reporting the bucket
+//! by their demand ([`split`]): max-min fair, so an Envoy asking for less
+//! than an even share gets what it asks plus headroom, and whatever it
+//! leaves goes to the others. Each Envoy enforces its share as a token
+//! bucket refilled continuously ([`token_bucket`]), holding at most one
+//! second of its share. The shares add up to `L` (each at least one token),
+//! so in any stretch of time `t` the Envoys together admit at most
+//! `L * t / unit` plus what their buckets held when it began: one second of
+//! the limit, plus one token per Envoy for rounding. The README derives the
+//! whole bound, assignment changes and reporting intervals included.
 
 use crate::config::RateLimitConfig;
 use crate::request::Descriptor;
@@ -84,27 +90,119 @@ pub fn descriptor_of<'a>(
     ))
 }
 
-/// The assignment of one of `envoys` Envoys sharing `descriptor`'s bucket
-/// in `domain` (`envoys` of 0 counts as 1).
+/// The limit a bucket is under: `(requests per unit, unit in seconds, the
+/// rule's counter key)`, or `None` when it never denies: no rule matches,
+/// the rule is `unlimited`, or it never denies (`shadow_mode`;
+/// `quota_mode`, which denies only with another rule, and a request lands
+/// in one bucket only). Buckets whose descriptors share a counter on the
+/// per-request path (a `share_threshold` wildcard) share the key, so they
+/// share one quota too.
 #[must_use]
-pub fn assignment(
+pub fn limit_of(
     config: &RateLimitConfig,
     domain: &str,
     descriptor: &Descriptor,
-    envoys: u32,
-) -> Assignment {
-    let Some(matched) = config.find(domain, descriptor) else {
-        return Assignment::AllowAll;
-    };
+) -> Option<(u32, u64, String)> {
+    let matched = config.find(domain, descriptor)?;
     let rule = &matched.rule;
     if rule.is_unlimited() || rule.is_shadow() || rule.is_quota() {
-        return Assignment::AllowAll;
+        return None;
     }
-    let share = rule.requests_per_unit().div_ceil(envoys.max(1));
+    Some((
+        rule.requests_per_unit(),
+        rule.unit().seconds(),
+        matched.counter_key,
+    ))
+}
+
+/// The assignment enforcing `share` tokens per unit of `unit_secs`: refilled
+/// continuously, holding at most one second of the share (at least one
+/// token), so a bucket that sat idle admits a short burst and no more.
+#[must_use]
+pub fn token_bucket(share: u32, unit_secs: u64) -> Assignment {
+    let unit_secs = unit_secs.max(1);
+    let per_second = u64::from(share).div_ceil(unit_secs);
     Assignment::TokenBucket {
-        max_tokens: share,
-        tokens_per_fill: share,
-        fill_interval_secs: rule.unit().seconds(),
+        max_tokens: u32::try_from(per_second).unwrap_or(u32::MAX).max(1),
+        tokens_per_fill: share.max(1),
+        fill_interval_secs: unit_secs,
+    }
+}
+
+/// How much more than its measured demand an Envoy may admit before its
+/// next report, in percent: an Envoy whose traffic grows is not held to
+/// what it sent last interval while there is room.
+pub const HEADROOM_PERCENT: u64 = 25;
+
+/// One Envoy's demand on a bucket, as the service last measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The reporting stream (one per Envoy).
+    pub reporter: u64,
+    /// Requests per second the Envoy saw for the bucket in its last report
+    /// (admitted and denied), in thousandths; `None` until it has reported
+    /// over a measured interval, which claims an even share.
+    pub demand_milli: Option<u64>,
+}
+
+/// Splits `limit` tokens per unit of `unit_secs` between `claims`, in their
+/// order, max-min fair: claims are served smallest first, each getting its
+/// demand plus [`HEADROOM_PERCENT`] but never more than an even share of
+/// what is left; what no claim needs is shared evenly. Shares are whole
+/// tokens adding up to `limit` (a token that does not divide goes to the
+/// lower reporter) and at least 1 each, so with more Envoys than tokens the
+/// sum exceeds `limit` by at most one per Envoy. Integers throughout: the
+/// same claims always give the same shares, so a steady load keeps its
+/// assignments (Envoy refills a token bucket whenever one changes).
+#[must_use]
+pub fn split(limit: u32, unit_secs: u64, claims: &[Claim]) -> Vec<u32> {
+    let want: Vec<u64> = claims
+        .iter()
+        .map(|c| {
+            c.demand_milli.map_or(u64::MAX, |milli| {
+                let scaled = u128::from(milli)
+                    * u128::from(unit_secs.max(1))
+                    * u128::from(100 + HEADROOM_PERCENT);
+                u64::try_from(scaled.div_ceil(100 * 1000)).unwrap_or(u64::MAX)
+            })
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..claims.len()).collect();
+    order.sort_by_key(|&i| (want[i], claims[i].reporter));
+    let mut shares = vec![0_u64; claims.len()];
+    let mut left = u64::from(limit);
+    for (served, &i) in order.iter().enumerate() {
+        let waiting = &order[served..];
+        let count = waiting.len() as u64;
+        if want[i] <= left / count {
+            shares[i] = want[i];
+            left -= want[i];
+            continue;
+        }
+        // Everyone still waiting wants more than an even share: they split
+        // what is left evenly, which is where the limit runs out.
+        share_evenly(&mut shares, waiting, left, claims);
+        left = 0;
+        break;
+    }
+    if left > 0 {
+        // Every claim is met: the rest is headroom for all.
+        share_evenly(&mut shares, &order, left, claims);
+    }
+    shares
+        .into_iter()
+        .map(|s| u32::try_from(s).unwrap_or(u32::MAX).max(1))
+        .collect()
+}
+
+/// Adds `tokens` to the shares of `who` evenly, the tokens that do not
+/// divide going to the lowest reporters.
+fn share_evenly(shares: &mut [u64], who: &[usize], tokens: u64, claims: &[Claim]) {
+    let count = who.len() as u64;
+    let mut by_reporter = who.to_vec();
+    by_reporter.sort_by_key(|&i| claims[i].reporter);
+    for (rank, &i) in by_reporter.iter().enumerate() {
+        shares[i] += tokens / count + u64::from((rank as u64) < tokens % count);
     }
 }
 
@@ -172,28 +270,117 @@ descriptors:
         assert_eq!(bucket(&[]), Err(BucketError::Empty));
     }
 
+    fn claims(demands: &[Option<u64>]) -> Vec<Claim> {
+        demands
+            .iter()
+            .zip(1..)
+            .map(|(&demand_milli, reporter)| Claim {
+                reporter,
+                demand_milli,
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_limit_is_split_evenly_rounding_up() {
-        let config = config();
-        let checkout = Descriptor::from_pairs(&[("generic_key", "checkout")]);
-        for (envoys, share) in [(0, 600), (1, 600), (2, 300), (7, 86)] {
-            assert_eq!(
-                assignment(&config, "edge", &checkout, envoys),
-                Assignment::TokenBucket {
-                    max_tokens: share,
-                    tokens_per_fill: share,
-                    fill_interval_secs: 60
-                },
-                "{envoys} envoys"
-            );
-        }
-        // Never below one token each: the bound is limit + envoys - 1.
-        let nested = Descriptor::from_pairs(&[("remote_address", "10.0.0.1"), ("path", "/")]);
+    fn envoys_that_all_want_more_than_an_even_share_split_the_limit_evenly() {
+        // Two Envoys at 10/s each against 600/minute: 300 each, however the
+        // demands compare, and the same answer at every report.
         assert_eq!(
-            assignment(&config, "edge", &nested, 9),
+            split(600, 60, &claims(&[Some(10_000), Some(12_000)])),
+            [300, 300]
+        );
+        // Seven ways: the rounding goes to the lowest reporters, and the
+        // shares add up to the limit exactly.
+        let seven = split(600, 60, &claims(&[None; 7]));
+        assert_eq!(seven, [86, 86, 86, 86, 86, 85, 85]);
+        assert_eq!(seven.iter().sum::<u32>(), 600);
+    }
+
+    #[test]
+    fn an_envoy_asking_little_keeps_what_it_asks_and_the_rest_goes_to_the_others() {
+        // 3/s with 25 % headroom is 225/minute, under an even 300: it keeps
+        // 225 whatever the other floods, and the other gets the rest.
+        assert_eq!(
+            split(600, 60, &claims(&[Some(3_000), Some(500_000)])),
+            [225, 375]
+        );
+        // Nobody needs it all: what is left is shared evenly.
+        assert_eq!(
+            split(600, 60, &claims(&[Some(3_000), Some(3_000)])),
+            [300, 300]
+        );
+        assert_eq!(
+            split(600, 60, &claims(&[Some(2_000), Some(3_000)])),
+            [263, 337]
+        );
+        // An Envoy not measured yet claims an even share at once.
+        assert_eq!(split(600, 60, &claims(&[Some(500_000), None])), [300, 300]);
+    }
+
+    #[test]
+    fn every_envoy_gets_a_token_even_when_the_limit_is_smaller() {
+        // Envoy refuses a token bucket without tokens: with more Envoys
+        // than tokens each still gets one (the bound's one per Envoy).
+        assert_eq!(split(2, 1, &claims(&[None; 3])), [1, 1, 1]);
+        assert!(split(5, 1, &[]).is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn shares_add_up_to_the_limit_and_a_modest_claim_is_always_met(
+            limit in 1_u32..100_000,
+            unit_secs in proptest::sample::select(vec![1_u64, 60, 3600, 86400]),
+            demands in proptest::collection::vec(proptest::option::of(0_u64..10_000_000), 1..12),
+        ) {
+            let claims = claims(&demands);
+            let shares = split(limit, unit_secs, &claims);
+            proptest::prop_assert_eq!(shares.len(), claims.len());
+            proptest::prop_assert!(shares.iter().all(|&s| s >= 1));
+            let n = u32::try_from(claims.len()).unwrap_or(u32::MAX);
+            if limit >= n {
+                proptest::prop_assert_eq!(shares.iter().map(|&s| u64::from(s)).sum::<u64>(), u64::from(limit));
+            }
+            // An Envoy wanting no more than an even share gets what it wants.
+            for (claim, &share) in claims.iter().zip(&shares) {
+                if let Some(milli) = claim.demand_milli {
+                    let want = (u128::from(milli) * u128::from(unit_secs) * 125).div_ceil(100_000);
+                    if want <= u128::from(limit / n) {
+                        proptest::prop_assert!(u128::from(share) >= want, "{claim:?} got {share}");
+                    }
+                }
+            }
+            // The same claims in another order get the same shares.
+            let mut reversed = claims.clone();
+            reversed.reverse();
+            let mut again = split(limit, unit_secs, &reversed);
+            again.reverse();
+            proptest::prop_assert_eq!(again, shares);
+        }
+    }
+
+    #[test]
+    fn a_token_bucket_holds_one_second_of_its_share() {
+        assert_eq!(
+            token_bucket(300, 60),
+            Assignment::TokenBucket {
+                max_tokens: 5,
+                tokens_per_fill: 300,
+                fill_interval_secs: 60
+            }
+        );
+        assert_eq!(
+            token_bucket(10, 3600),
             Assignment::TokenBucket {
                 max_tokens: 1,
-                tokens_per_fill: 1,
+                tokens_per_fill: 10,
+                fill_interval_secs: 3600
+            }
+        );
+        assert_eq!(
+            token_bucket(7, 1),
+            Assignment::TokenBucket {
+                max_tokens: 7,
+                tokens_per_fill: 7,
                 fill_interval_secs: 1
             }
         );
@@ -207,16 +394,12 @@ descriptors:
             Descriptor::from_pairs(&[("generic_key", "free")]),
             Descriptor::from_pairs(&[("generic_key", "elsewhere")]),
         ] {
-            assert_eq!(
-                assignment(&config, "edge", &d, 1),
-                Assignment::AllowAll,
-                "{d:?}"
-            );
+            assert_eq!(limit_of(&config, "edge", &d), None, "{d:?}");
         }
         let checkout = Descriptor::from_pairs(&[("generic_key", "checkout")]);
-        assert_eq!(
-            assignment(&config, "other-domain", &checkout, 1),
-            Assignment::AllowAll
-        );
+        assert_eq!(limit_of(&config, "other-domain", &checkout), None);
+        let (limit, unit, key) = limit_of(&config, "edge", &checkout).expect("limited");
+        assert_eq!((limit, unit), (600, 60));
+        assert_eq!(key, "edge_generic_key_checkout_");
     }
 }

@@ -175,14 +175,7 @@ mod tests {
     use super::*;
 
     fn runtime(root: &Path) -> RuntimeSettings {
-        RuntimeSettings {
-            root: root.to_path_buf(),
-            subdirectory: String::new(),
-            appdirectory: "config".into(),
-            ignore_dotfiles: false,
-            watch_root: false,
-            merge_domains: false,
-        }
+        RuntimeSettings::in_dir(root)
     }
 
     const ONE: &str = "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: minute, requests_per_unit: 1 }\n";

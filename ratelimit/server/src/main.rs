@@ -10,6 +10,7 @@
 //! (shutdown, logging, ready file, side port, watcher: `gatehouse-service-kit`).
 
 mod config_dir;
+mod demand;
 mod http;
 #[cfg(test)]
 mod limiter_tests;
@@ -160,6 +161,17 @@ async fn serve(settings: Settings) -> Result<()> {
     registry
         .sub_registry_with_prefix("gatehouse_ratelimit")
         .register_collector(Box::new(metrics::MemoryStoreStats(store.clone())));
+    // The quota service's claims live where the counters do.
+    let demands = Arc::new(match &settings.backend {
+        settings::Backend::Memory => demand::Demands::Memory(Default::default()),
+        settings::Backend::Redis(redis) => {
+            let conn = store::client_conns(redis, 1)
+                .await?
+                .pop()
+                .context("no Redis connection for the quota service")?;
+            demand::Demands::Redis(demand::RedisDemands::new(conn, redis.op_timeout))
+        }
+    });
 
     metrics.config_load_success.inc();
     if settings.use_statsd {
@@ -232,6 +244,8 @@ async fn serve(settings: Settings) -> Result<()> {
         .add_service(RateLimitQuotaServiceServer::new(quota::QuotaService::new(
             live.clone(),
             shutdown.clone(),
+            demands,
+            metrics.clone(),
         )))
         .serve_with_incoming_shutdown(tokio_stream_from(grpc), shutdown.stopped());
     let http_server =

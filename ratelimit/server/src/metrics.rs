@@ -67,6 +67,13 @@ pub struct Metrics {
     pub config_load_success: Counter,
     /// Refused configuration reloads (the old configuration stayed).
     pub config_load_error: Counter,
+    /// RLQS usage reports answered.
+    pub quota_reports: Counter,
+    /// RLQS bucket usages reported (one report carries every bucket of an Envoy).
+    pub quota_buckets_reported: Counter,
+    /// RLQS assignments sent to an Envoy other than the reporter, because
+    /// another Envoy's demand moved its share.
+    pub quota_pushes: Counter,
 }
 
 impl Metrics {
@@ -97,6 +104,9 @@ impl Metrics {
             invalid_requests: Counter::default(),
             config_load_success: Counter::default(),
             config_load_error: Counter::default(),
+            quota_reports: Counter::default(),
+            quota_buckets_reported: Counter::default(),
+            quota_pushes: Counter::default(),
         };
         reg.register(
             "total_hits",
@@ -177,6 +187,21 @@ impl Metrics {
             "config_load_error",
             "Configuration loads refused",
             m.config_load_error.clone(),
+        );
+        reg.register(
+            "quota_reports",
+            "RLQS usage reports answered",
+            m.quota_reports.clone(),
+        );
+        reg.register(
+            "quota_buckets_reported",
+            "RLQS bucket usages reported",
+            m.quota_buckets_reported.clone(),
+        );
+        reg.register(
+            "quota_pushes",
+            "RLQS assignments pushed to an Envoy because another Envoy's demand moved its share",
+            m.quota_pushes.clone(),
         );
         m
     }

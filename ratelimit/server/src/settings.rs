@@ -122,6 +122,19 @@ pub struct RuntimeSettings {
 }
 
 impl RuntimeSettings {
+    /// Files in `root/config`, nothing else set: the layout unit tests use.
+    #[cfg(test)]
+    pub fn in_dir(root: &std::path::Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            subdirectory: String::new(),
+            appdirectory: "config".into(),
+            ignore_dotfiles: false,
+            watch_root: false,
+            merge_domains: false,
+        }
+    }
+
     /// The directory whose files (recursively) make the configuration:
     /// `RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY`.
     pub fn config_dir(&self) -> PathBuf {

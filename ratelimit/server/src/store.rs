@@ -70,7 +70,7 @@ impl Backend {
 }
 
 #[derive(Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
 }
@@ -213,53 +213,7 @@ impl RedisStore {
                 metrics,
             });
         }
-        if settings.tls {
-            // One process-wide crypto provider for rustls; a second install is a no-op error.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let conns = match settings.kind {
-            RedisType::Single | RedisType::Sentinel => {
-                let client = if settings.kind == RedisType::Single {
-                    redis::Client::open(connection_info(settings, &settings.url)?)
-                        .context("REDIS_URL: invalid address")?
-                } else {
-                    sentinel_master(settings).await?
-                };
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(settings.connect_timeout))
-                    .set_response_timeout(Some(settings.op_timeout))
-                    // Fail fast while Redis is down: the failure policy answers,
-                    // and the manager keeps reconnecting in the background.
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                let mut conns = Vec::with_capacity(lanes);
-                for _ in 0..lanes {
-                    let manager =
-                        ConnectionManager::new_with_config(client.clone(), config.clone())
-                            .await
-                            .context("connecting to Redis")?;
-                    conns.push(Conn::Single(manager));
-                }
-                conns
-            }
-            RedisType::Cluster => {
-                let nodes = settings
-                    .url
-                    .split(',')
-                    .map(|node| connection_info(settings, node.trim()))
-                    .collect::<Result<Vec<_>>>()?;
-                let client = redis::cluster::ClusterClientBuilder::new(nodes)
-                    .connection_timeout(settings.connect_timeout)
-                    .response_timeout(settings.op_timeout)
-                    .build()
-                    .context("REDIS_URL: invalid cluster nodes")?;
-                let conn = client
-                    .get_async_connection()
-                    .await
-                    .context("connecting to Redis Cluster")?;
-                vec![Conn::Cluster(conn)]
-            }
-        };
+        let conns = client_conns(settings, lanes).await?;
         let probe = Probe::Client(conns[0].clone());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(batcher(
@@ -318,6 +272,57 @@ impl RedisStore {
     async fn ping(&self) -> bool {
         ping(&self.probe, self.op_timeout).await
     }
+}
+
+/// `count` redis-rs connections as the settings say (single, Sentinel-resolved
+/// or cluster; TLS or not), each reconnecting by itself.
+pub(crate) async fn client_conns(settings: &RedisSettings, count: usize) -> Result<Vec<Conn>> {
+    if settings.tls {
+        // One process-wide crypto provider for rustls; a second install is a no-op error.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    Ok(match settings.kind {
+        RedisType::Single | RedisType::Sentinel => {
+            let client = if settings.kind == RedisType::Single {
+                redis::Client::open(connection_info(settings, &settings.url)?)
+                    .context("REDIS_URL: invalid address")?
+            } else {
+                sentinel_master(settings).await?
+            };
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.op_timeout))
+                // Fail fast while Redis is down: the failure policy answers,
+                // and the manager keeps reconnecting in the background.
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1));
+            let mut conns = Vec::with_capacity(count);
+            for _ in 0..count.max(1) {
+                let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .context("connecting to Redis")?;
+                conns.push(Conn::Single(manager));
+            }
+            conns
+        }
+        RedisType::Cluster => {
+            let nodes = settings
+                .url
+                .split(',')
+                .map(|node| connection_info(settings, node.trim()))
+                .collect::<Result<Vec<_>>>()?;
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.op_timeout)
+                .build()
+                .context("REDIS_URL: invalid cluster nodes")?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .context("connecting to Redis Cluster")?;
+            vec![Conn::Cluster(conn)]
+        }
+    })
 }
 
 /// Whether Redis answers `PING` within `timeout`.

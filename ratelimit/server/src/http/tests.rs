@@ -26,15 +26,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("config")).unwrap();
     std::fs::write(dir.path().join("config/edge.yaml"), LIMITS).unwrap();
-    let live = LiveConfig::load(RuntimeSettings {
-        root: dir.path().to_path_buf(),
-        subdirectory: String::new(),
-        appdirectory: "config".into(),
-        ignore_dotfiles: false,
-        watch_root: false,
-        merge_domains: false,
-    })
-    .unwrap();
+    let live = LiveConfig::load(RuntimeSettings::in_dir(dir.path())).unwrap();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, 10));
     metrics.config_load_success.inc();
