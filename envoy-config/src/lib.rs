@@ -20,6 +20,7 @@
 //! that talks to Envoy.
 
 mod doc;
+pub mod doctor;
 mod host;
 mod limits;
 mod mapping;

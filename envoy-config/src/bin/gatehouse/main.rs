@@ -5,12 +5,15 @@
 //!                    [--live [--envoy-admin H:P]]   ... with routes and clusters in files Envoy watches
 //! gatehouse validate -f <file or dir>...            render, then envoy --mode validate
 //! gatehouse routes   -f <file or dir>...            the route table, in precedence order
+//! gatehouse doctor   -f <file or dir>... <url>      walk a request hop by hop, stop at the broken one
 //! ```
 //!
 //! The command line is declared once, with clap ([`Cli`]): `--help` and the
 //! usage errors (exit status 2) come from the same declaration the parser
 //! uses. The rendering is the library's; this file reads and writes files
 //! and runs Envoy's check.
+
+mod doctor;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +56,25 @@ enum Command {
     Validate(ValidateArgs),
     /// The route table in precedence order: what matches, where it goes, which filters run and why
     Routes(CheckArgs),
+    /// Walk a request hop by hop (route, filters, side services, Envoy's cluster, endpoint health, a connection to each endpoint); exit 1 at the first broken hop
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// The request's URL: [http://]host[:port]/path?query (the port is the listener's; default --listen-port)
+    url: String,
+    /// The request's method
+    #[arg(short = 'X', value_name = "METHOD", default_value = "GET")]
+    method: String,
+    /// A request header (repeatable); a Host header replaces the URL's host
+    #[arg(short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Envoy's admin address [default: 127.0.0.1:--admin-port]
+    #[arg(long, value_name = "HOST:PORT")]
+    envoy_admin: Option<String>,
 }
 
 /// The resource files every command reads.
@@ -453,6 +475,7 @@ fn main() -> ExitCode {
         Command::Render(args) => &args.inputs,
         Command::Validate(args) => &args.check.inputs,
         Command::Routes(args) => &args.inputs,
+        Command::Doctor(args) => &args.inputs,
     };
     if let Command::Validate(args) = &cli.command
         && args.report
@@ -503,6 +526,21 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate(_) => validate(&resources, &options),
+        Command::Doctor(args) => {
+            let admin = args
+                .envoy_admin
+                .unwrap_or_else(|| format!("127.0.0.1:{}", options.admin_port));
+            doctor::run(
+                &resources,
+                &options,
+                &admin,
+                &doctor::Request {
+                    method: args.method,
+                    headers: args.headers,
+                    url: args.url,
+                },
+            )
+        }
     }
 }
 
