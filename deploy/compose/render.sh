@@ -15,6 +15,7 @@ out="${1:-$here/config}"
 exec "$gatehouse" render -f "$root/deploy/quickstart/edge.yaml" -o "$out" \
   --set DEMO=127.0.0.1:8090 \
   --set DEMO_V2=127.0.0.1:8092 \
+  --set CATALOG=127.0.0.1:8093 \
   --set JWKS=http://127.0.0.1:8091 \
   --set IDP=http://127.0.0.1:9000 \
   --set ORIGIN=http://127.0.0.1:8080 \

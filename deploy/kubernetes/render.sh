@@ -19,6 +19,7 @@ render() {
   "$gatehouse" render -f "$root/deploy/quickstart/edge.yaml" -o "$out" "$@" \
   --set DEMO="$demo" \
   --set DEMO_V2="$demo_v2" \
+  --set CATALOG="$demo" \
   --set JWKS=https://login.example.com \
   --set IDP=https://login.example.com \
   --set ORIGIN=https://app.example.com \
@@ -31,7 +32,8 @@ render() {
   --no-fast-path
 }
 # The edge Deployment sends to the apps' Services; a sidecar to its own app
-# on the pod's loopback.
+# on the pod's loopback. The demo app stands in for the catalog API (the
+# manifests run no catalog: its route answers as the demo does).
 render "$out" demo:8080 demo-v2:8080
 sidecar="${2:-$here/overlays/sidecar/config}"
 render "$sidecar" 127.0.0.1:3000 127.0.0.1:3000

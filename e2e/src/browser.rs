@@ -134,6 +134,27 @@ impl Browser {
             .to_owned())
     }
 
+    /// Sets the window's size (a laptop screen, for screenshots).
+    pub async fn window_size(&self, width: u32, height: u32) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Saves a PNG of the page as the browser shows it.
+    pub async fn screenshot(&self, path: &std::path::Path) -> Result<()> {
+        use base64::Engine as _;
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap_or_default())
+            .context("the screenshot is not base64")?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Runs a script in the page and returns its value.
     pub async fn run(&self, script: &str) -> Result<Value> {
         self.call(

@@ -29,13 +29,19 @@ pub struct JwksServer {
 impl JwksServer {
     /// Starts down: every fetch gets 503 until [`JwksServer::serve`].
     pub async fn start_down() -> Result<Self> {
+        Self::start_down_at("/jwks.json").await
+    }
+
+    /// The same for any JSON document at `path` (an OpenAPI document for
+    /// the developer portal).
+    pub async fn start_down_at(path: &str) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the JWKS server")?;
         let addr = listener.local_addr()?;
         let served = Arc::new(Served::default());
         let app = Router::new()
-            .route("/jwks.json", get(jwks))
+            .route(path, get(jwks))
             .with_state(served.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -109,7 +109,7 @@ fn the_compose_file_parses_and_names_only_what_exists() -> Result<()> {
         {
             let spec = volume.as_str().context("a volume is host:container[:ro]")?;
             let host = spec.split(':').next().unwrap_or_default();
-            if host.starts_with("./") {
+            if host.starts_with("./") || host.starts_with("../") {
                 let path = compose_dir().join(host);
                 assert!(path.exists(), "{name}: {} does not exist", path.display());
             } else {

@@ -68,6 +68,7 @@ async fn make_run_starts_the_stack_its_examples_work_and_ctrl_c_stops_it() -> Re
     let mut child = Command::new(bin)
         .env("GATEHOUSE_LISTEN_PORT", "0")
         .env("GATEHOUSE_ADMIN_PORT", "0")
+        .env("GATEHOUSE_DIAG_PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -89,7 +90,11 @@ async fn make_run_starts_the_stack_its_examples_work_and_ctrl_c_stops_it() -> Re
         .split_whitespace()
         .map(str::parse)
         .collect::<Result<_, _>>()?;
-    assert_eq!(pids.len(), 4, "Envoy, the two services and the IdP");
+    assert_eq!(
+        pids.len(),
+        5,
+        "Envoy, the two services, the IdP and gatehouse diag"
+    );
     let client = reqwest::Client::builder()
         .no_proxy()
         .cookie_store(true)
@@ -163,6 +168,18 @@ async fn make_run_starts_the_stack_its_examples_work_and_ctrl_c_stops_it() -> Re
         codes.push(client.get(limited).send().await?.status().as_u16());
     }
     assert_eq!(codes, [200, 200, 200, 200, 200, 429]);
+
+    // 4. The diagnostics page shows the routes; the portal lists the
+    // catalog API's operations, fetched through the edge.
+    let diag = url_in(field(&banner, "diagnostics:")?)?;
+    let page = client.get(diag).send().await?.text().await?;
+    assert!(page.contains("prefix /limited/"), "{page}");
+    let portal = url_in(field(&banner, "API portal:")?)?;
+    let page = client.get(portal).send().await?.text().await?;
+    assert!(
+        page.contains("Demo catalog") && page.contains("List the items"),
+        "{page}"
+    );
 
     // Ctrl-C: the binary stops everything and exits.
     nix::sys::signal::kill(

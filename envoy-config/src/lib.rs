@@ -19,6 +19,7 @@
 //! the services themselves (they read the text rendered here), and anything
 //! that talks to Envoy.
 
+pub mod diag;
 mod doc;
 pub mod doctor;
 mod host;
@@ -37,8 +38,8 @@ pub use limits::{
     service_configs,
 };
 pub use mapping::{
-    AddedHeader, CircuitBreaker, Cors, HashOn, HealthCheck, LoadBalancer, Mapping, Outlier, Probe,
-    RetryPolicy, Sticky,
+    AddedHeader, CircuitBreaker, Cors, Docs, HashOn, HealthCheck, LoadBalancer, Mapping, Outlier,
+    Probe, RetryPolicy, Sticky,
 };
 pub use module::{IpRange, IpRule, Module};
 pub use policy::{

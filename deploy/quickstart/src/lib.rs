@@ -3,8 +3,9 @@
 //! Envoy with the gatehouse-jwt and gatehouse-router filters;
 //! gatehouse-authz for single sign-on; gatehouse-ratelimit on its memory
 //! store; two demo upstreams that echo what they receive; a demo token
-//! issuer (a JWKS server and a token signed with the test key); and the
-//! demo OpenID provider.
+//! issuer (a JWKS server and a token signed with the test key); the demo
+//! OpenID provider; a demo catalog API serving its OpenAPI document; and
+//! `gatehouse diag`, the diagnostics page and developer portal.
 //!
 //! What lives here: the user-facing `quickstart` binary (`src/main.rs`) and
 //! the wiring of its parts. What does not: starting and stopping each part
@@ -28,6 +29,10 @@ use tempfile::TempDir;
 /// The resource file, relative to the workspace.
 pub const RESOURCES: &str = "deploy/quickstart/edge.yaml";
 
+/// The demo catalog API's OpenAPI document, listed by the portal (the
+/// compose stack serves the same file).
+const CATALOG_API: &str = include_str!("../catalog/openapi.json");
+
 /// The OIDC client the quickstart registers at the demo IdP.
 const CLIENT_ID: &str = "gatehouse-quickstart";
 
@@ -48,6 +53,12 @@ pub struct Quickstart {
     pub demo: Echo,
     /// The canary demo upstream.
     pub demo_v2: Echo,
+    /// The demo catalog API (its OpenAPI document).
+    pub catalog: JwksServer,
+    /// `gatehouse diag`: the diagnostics page and the developer portal.
+    pub diag: e2e::process::ChildProcess,
+    /// Where `gatehouse diag` serves, e.g. `http://127.0.0.1:8877`.
+    pub diag_url: String,
     /// A demo API token (sub `demo-user`, valid for a day).
     pub token: String,
     _secrets: TempDir,
@@ -76,13 +87,18 @@ fn wasm(name: &str) -> Result<String> {
     Ok(e2e::paths::wasm_filter(name)?.display().to_string())
 }
 
-/// Starts the stack with Envoy on `listen_port` and its admin on
-/// `admin_port` (0 picks free ports); `quiet` keeps the components' logs
-/// to their files when they stop.
+/// Starts the stack with Envoy on `listen_port`, its admin on `admin_port`
+/// and `gatehouse diag` on `diag_port` (0 picks free ports); `quiet` keeps
+/// the components' logs to their files when they stop.
 ///
 /// # Errors
 /// When a part does not start; the parts started so far are stopped.
-pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Quickstart> {
+pub async fn start(
+    listen_port: u16,
+    admin_port: u16,
+    diag_port: u16,
+    quiet: bool,
+) -> Result<Quickstart> {
     let path = Quickstart::resources_path();
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -91,6 +107,8 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
     let jwks = JwksServer::start_down().await?;
     jwks.serve(&e2e::demo::jwks()?);
     let token = e2e::demo::token("demo-user")?;
+    let catalog = JwksServer::start_down_at("/openapi.json").await?;
+    catalog.serve(CATALOG_API);
 
     let secrets = tempfile::Builder::new()
         .prefix("gatehouse-quickstart-secrets-")
@@ -114,6 +132,7 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
             ("JWKS", format!("http://127.0.0.1:{}", jwks.port())),
             ("IDP", idp.to_owned()),
             ("ORIGIN", origin.to_owned()),
+            ("CATALOG", format!("127.0.0.1:{}", catalog.port())),
         ]
     };
     let mut options = RenderOptions {
@@ -176,12 +195,56 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
     let config = render(&real, &options)?.authz.unwrap_or_default();
     authz.write_file("authz.yaml", &config)?;
 
+    // gatehouse diag reads the same resources, filled in.
+    let filled_vars: Vec<(String, String)> = vars(idp.issuer(), &origin)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let filled = gatehouse_config::substitute(&text, &filled_vars)
+        .map_err(|e| anyhow!("{RESOURCES}: {e}"))?;
+    let edge_file = secrets.path().join("edge.yaml");
+    std::fs::write(&edge_file, filled)?;
+    let diag_port = if diag_port == 0 {
+        e2e::redis::free_port()?
+    } else {
+        diag_port
+    };
+    let diag_url = format!("http://127.0.0.1:{diag_port}");
+    let admin = envoy.admin_url("");
+    let mut diag = e2e::process::ChildProcess::spawn(
+        "gatehouse diag",
+        std::process::Command::new(e2e::paths::service_bin("gatehouse")?)
+            .arg("diag")
+            .arg("-f")
+            .arg(&edge_file)
+            .args(["--listen", &format!("127.0.0.1:{diag_port}")])
+            .args(["--envoy-admin", admin.trim_start_matches("http://")])
+            .args(["--envoy-url", &origin])
+            .args(["--ratelimit-metrics", &ratelimit.http_url("/metrics")])
+            .args(["--authz-metrics", &authz.http_url("/metrics")]),
+        &secrets.path().join("diag.log"),
+    )?;
+    diag.set_log_on_drop(!quiet);
+
     // Ready when a browser asking for /app/ is sent to the IdP.
     let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     e2e::idp::until_sent_to_login(&client, &format!("{origin}/app/"), idp.issuer()).await?;
+    e2e::poll::until(
+        "gatehouse diag answers",
+        e2e::poll::READY_DEADLINE,
+        || async {
+            Ok(client
+                .get(format!("{diag_url}/portal"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                .then_some(()))
+        },
+    )
+    .await?;
     Ok(Quickstart {
         envoy,
         authz,
@@ -190,6 +253,9 @@ pub async fn start(listen_port: u16, admin_port: u16, quiet: bool) -> Result<Qui
         jwks,
         demo,
         demo_v2,
+        catalog,
+        diag,
+        diag_url,
         token,
         _secrets: secrets,
     })
@@ -202,13 +268,14 @@ impl Quickstart {
     }
 
     /// The pids of the processes the stack started (Envoy, the two
-    /// services, the IdP).
+    /// services, the IdP, `gatehouse diag`).
     pub fn pids(&self) -> Vec<u32> {
         vec![
             self.envoy.pid(),
             self.authz.pid(),
             self.ratelimit.pid(),
             self.idp.pid(),
+            self.diag.pid(),
         ]
     }
 

@@ -5,8 +5,9 @@
 //! gatehouse-jwt and gatehouse-router filters, gatehouse-authz,
 //! gatehouse-ratelimit (memory store), two demo upstreams, a demo token
 //! issuer and the demo OpenID provider. `GATEHOUSE_LISTEN_PORT` (default
-//! 8080) and `GATEHOUSE_ADMIN_PORT` (default 9901) choose Envoy's ports; 0
-//! picks free ones.
+//! 8080) and `GATEHOUSE_ADMIN_PORT` (default 9901) choose Envoy's ports,
+//! `GATEHOUSE_DIAG_PORT` (default 8877) `gatehouse diag`'s; 0 picks free
+//! ones.
 //!
 //! Only the banner and the signals live here; the stack is this crate's
 //! library (`src/lib.rs`).
@@ -27,9 +28,10 @@ fn port(name: &str, default: u16) -> Result<u16> {
 async fn main() -> Result<()> {
     let listen = port("GATEHOUSE_LISTEN_PORT", 8080)?;
     let admin = port("GATEHOUSE_ADMIN_PORT", 9901)?;
+    let diag = port("GATEHOUSE_DIAG_PORT", 8877)?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let stack = gatehouse_quickstart::start(listen, admin, true).await?;
+    let stack = gatehouse_quickstart::start(listen, admin, diag, true).await?;
     let edge = |path: &str| stack.url(path);
     println!(
         "Gatehouse quickstart is up, rendered from {}:",
@@ -47,6 +49,12 @@ async fn main() -> Result<()> {
     println!(
         "  rate limit:     for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' {}; done   # 5 a minute: the sixth gets 429",
         edge("/limited/")
+    );
+    println!("  diagnostics:    {}/", stack.diag_url);
+    println!(
+        "  API portal:     {}/portal   (the catalog API, {})",
+        stack.diag_url,
+        edge("/catalog/")
     );
     println!("  demo IdP:       {}", stack.idp.issuer());
     println!("  envoy admin:    {}", stack.envoy.admin_url("/"));

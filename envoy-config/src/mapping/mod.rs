@@ -116,9 +116,9 @@ pub(crate) struct RawMappingSpec {
     #[serde(default)]
     outlier_detection: Option<RawOutlier>,
     /// The developer portal's entry (Ambassador's `docs`): it changes no
-    /// route, in Ambassador either; checked so a typo is still an error.
-    #[serde(default, rename = "docs")]
-    _docs: Option<RawDocs>,
+    /// route, in Ambassador either.
+    #[serde(default)]
+    docs: Option<RawDocs>,
 }
 
 /// A `Mapping`: requests matching host, prefix and headers go to a service.
@@ -218,6 +218,24 @@ pub struct Mapping {
     pub health_checks: Vec<HealthCheck>,
     /// Passive ejection of failing instances.
     pub outlier: Option<Outlier>,
+    /// The developer portal's entry (`docs`).
+    pub docs: Option<Docs>,
+}
+
+/// A Mapping's `docs`: where the developer portal finds the service's API
+/// document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Docs {
+    /// A path on the service, fetched through Envoy under the Mapping's prefix.
+    pub path: Option<String>,
+    /// An absolute URL instead.
+    pub url: Option<String>,
+    /// The name the portal shows (default: the Mapping's name).
+    pub display_name: Option<String>,
+    /// Left out of the portal.
+    pub ignored: bool,
+    /// How long a fetch may take, in milliseconds.
+    pub timeout_ms: Option<u64>,
 }
 
 /// A Mapping hostname as Ambassador takes it: `*`, an exact name, or a
@@ -549,5 +567,12 @@ pub(crate) fn mapping(
         load_balancer,
         health_checks,
         outlier,
+        docs: spec.docs.map(|d| Docs {
+            path: d.path,
+            url: d.url,
+            display_name: d.display_name,
+            ignored: d.ignored.unwrap_or(false),
+            timeout_ms: d.timeout_ms,
+        }),
     })
 }

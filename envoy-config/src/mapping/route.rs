@@ -27,16 +27,16 @@ pub struct Redirect {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDocs {
-    #[serde(default, rename = "path")]
-    pub(super) _path: Option<String>,
-    #[serde(default, rename = "url")]
-    pub(super) _url: Option<String>,
-    #[serde(default, rename = "ignored")]
-    pub(super) _ignored: Option<bool>,
-    #[serde(default, rename = "display_name")]
-    pub(super) _display_name: Option<String>,
-    #[serde(default, rename = "timeout_ms")]
-    pub(super) _timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) path: Option<String>,
+    #[serde(default)]
+    pub(super) url: Option<String>,
+    #[serde(default)]
+    pub(super) ignored: Option<bool>,
+    #[serde(default)]
+    pub(super) display_name: Option<String>,
+    #[serde(default)]
+    pub(super) timeout_ms: Option<u64>,
 }
 
 /// An added header as Ambassador writes it: a value (text or a bool), or

@@ -457,6 +457,7 @@ mod tests {
             load_balancer: None,
             health_checks: Vec::new(),
             outlier: None,
+            docs: None,
         };
         for set in [
             vec![None, None, None],

@@ -6,9 +6,11 @@
 //! connection to each endpoint from this machine.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use crate::http::resolve;
 
 use gatehouse_config::doctor::{Action, Matched, Probe, route};
 use gatehouse_config::{RenderOptions, Resources, render_bootstrap};
@@ -284,91 +286,17 @@ fn parse(request: &Request, default_port: u16) -> Result<(Probe, u16), String> {
 
 /// `GET /clusters?format=json` of Envoy's admin.
 fn admin_clusters(admin: &str) -> Result<Value, String> {
-    let addr = resolve(admin)?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET /clusters?format=json HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(head.lines().next().unwrap_or_default().to_owned());
-    }
-    let chunked = head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
+    let body = crate::http::get(admin, "/clusters?format=json", TIMEOUT)?;
     serde_json::from_str(&body).map_err(|e| format!("/clusters is not JSON: {e}"))
-}
-
-/// The body of a `Transfer-Encoding: chunked` answer.
-fn dechunk(mut rest: &str) -> Result<String, String> {
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").ok_or("a chunk without its size")?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16)
-            .map_err(|_| format!("bad chunk size {size:?}"))?;
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = after.get(..size).ok_or("a chunk cut short")?;
-        body.push_str(chunk);
-        rest = after.get(size + 2..).ok_or("a chunk cut short")?;
-    }
 }
 
 /// The endpoints Envoy has for `cluster`, each with whether it may take
 /// requests (not failing an active health check, not EDS-unhealthy).
 fn endpoints(clusters: &Value, cluster: &str) -> Result<Vec<(String, bool)>, String> {
-    let status = clusters["cluster_statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == cluster)
-        .ok_or_else(|| format!("Envoy has no cluster {cluster}"))?;
-    Ok(status["host_statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| {
-            let sa = &h["address"]["socket_address"];
-            let addr = format!(
-                "{}:{}",
-                sa["address"].as_str().unwrap_or_default(),
-                sa["port_value"].as_u64().unwrap_or_default()
-            );
-            let health = &h["health_status"];
-            let failing = health
-                .as_object()
-                .into_iter()
-                .flatten()
-                .any(|(k, v)| k.starts_with("failed_") && v == true)
-                || health["eds_health_status"]
-                    .as_str()
-                    .is_some_and(|s| s != "HEALTHY" && s != "UNKNOWN");
-            (addr, !failing)
-        })
-        .collect())
-}
-
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    addr.to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr} resolves to nothing"))
+    gatehouse_config::diag::cluster_figures(&Value::Null, clusters)
+        .remove(cluster)
+        .map(|f| f.endpoints)
+        .ok_or_else(|| format!("Envoy has no cluster {cluster}"))
 }
 
 fn connect(addr: &str) -> Result<(), String> {
@@ -477,16 +405,6 @@ mod tests {
         );
         assert!(parse(&request("http://edge:x/", &[]), 80).is_err());
         assert!(parse(&request("http://edge/", &["novalue"]), 80).is_err());
-    }
-
-    #[test]
-    fn a_chunked_body_is_put_back_together() {
-        assert_eq!(
-            dechunk("3\r\n{\"a\r\n4\r\n\": 1\r\n1\r\n}\r\n0\r\n\r\n").unwrap(),
-            "{\"a\": 1}"
-        );
-        assert!(dechunk("zz\r\nabc").is_err());
-        assert!(dechunk("9\r\nabc").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! gatehouse validate -f <file or dir>...            render, then envoy --mode validate
 //! gatehouse routes   -f <file or dir>...            the route table, in precedence order
 //! gatehouse doctor   -f <file or dir>... <url>      walk a request hop by hop, stop at the broken one
+//! gatehouse diag     -f <file or dir>...            serve the diagnostics page and the API portal
 //! ```
 //!
 //! The command line is declared once, with clap ([`Cli`]): `--help` and the
@@ -13,7 +14,9 @@
 //! uses. The rendering is the library's; this file reads and writes files
 //! and runs Envoy's check.
 
+mod diag;
 mod doctor;
+mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,6 +61,32 @@ enum Command {
     Routes(CheckArgs),
     /// Walk a request hop by hop (route, filters, side services, Envoy's cluster, endpoint health, a connection to each endpoint); exit 1 at the first broken hop
     Doctor(DoctorArgs),
+    /// Serve the diagnostics page (routes joined with Envoy's and the services' live figures) and the developer portal (the APIs of Mappings with docs)
+    Diag(DiagArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DiagArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// Where the pages are served
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8877")]
+    listen: String,
+    /// Envoy's admin address [default: 127.0.0.1:--admin-port]
+    #[arg(long, value_name = "HOST:PORT")]
+    envoy_admin: Option<String>,
+    /// Envoy's listener as clients reach it, through which API documents are fetched [default: http://127.0.0.1:--listen-port]
+    #[arg(long, value_name = "URL")]
+    envoy_url: Option<String>,
+    /// gatehouse-ratelimit's metrics, e.g. http://127.0.0.1:8080/metrics
+    #[arg(long, value_name = "URL")]
+    ratelimit_metrics: Option<String>,
+    /// gatehouse-authz's metrics, e.g. http://127.0.0.1:8090/metrics
+    #[arg(long, value_name = "URL")]
+    authz_metrics: Option<String>,
+    /// How often API documents are fetched again, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    refresh: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -476,6 +505,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => &args.check.inputs,
         Command::Routes(args) => &args.inputs,
         Command::Doctor(args) => &args.inputs,
+        Command::Diag(args) => &args.inputs,
     };
     if let Command::Validate(args) = &cli.command
         && args.report
@@ -526,6 +556,22 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate(_) => validate(&resources, &options),
+        Command::Diag(args) => diag::serve(
+            &resources,
+            &options,
+            &args.listen,
+            diag::Sources {
+                admin: args
+                    .envoy_admin
+                    .unwrap_or_else(|| format!("127.0.0.1:{}", options.admin_port)),
+                ratelimit_metrics: args.ratelimit_metrics,
+                authz_metrics: args.authz_metrics,
+                envoy_url: args
+                    .envoy_url
+                    .unwrap_or_else(|| format!("http://127.0.0.1:{}", options.listen_port)),
+                refresh: std::time::Duration::from_secs(args.refresh.max(1)),
+            },
+        ),
         Command::Doctor(args) => {
             let admin = args
                 .envoy_admin
