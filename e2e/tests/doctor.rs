@@ -121,7 +121,7 @@ spec:
             "no ok {hop} line:\n{out}"
         );
     }
-    assert!(out.contains("route ok"), "{out}");
+    assert!(out.contains("route ok (prefix /ok/)"), "{out}");
     // A limited route meets gatehouse-ratelimit, which answers its health check.
     let (code, out) = doctor(&file, &options, admin, "/limited/x").await?;
     assert_eq!(code, 0, "{out}");

@@ -28,6 +28,9 @@ pub struct Matched {
     pub virtual_host: String,
     /// The route's name (a Mapping's name, or Gatehouse's own route).
     pub route: String,
+    /// Why it matched: its path matcher, and the headers and query
+    /// parameters it also required.
+    pub because: String,
     /// What the route does.
     pub action: Action,
     /// The HTTP filters that run for it, in order (the router left out).
@@ -163,9 +166,31 @@ pub fn route(bootstrap: &Value, port: u16, probe: &Probe) -> Result<Matched, NoR
         listener: listener["name"].as_str().unwrap_or_default().to_owned(),
         virtual_host: vhost_name,
         route: route["name"].as_str().unwrap_or_default().to_owned(),
+        because: because(&route["match"]),
         action,
         filters,
     })
+}
+
+/// A route's matcher in words: `prefix /api/, header x-beta`.
+fn because(m: &Value) -> String {
+    let mut parts: Vec<String> = ["prefix", "path", "path_separated_prefix"]
+        .iter()
+        .find_map(|k| m[*k].as_str().map(|v| format!("{k} {v}")))
+        .or_else(|| {
+            m["safe_regex"]["regex"]
+                .as_str()
+                .map(|v| format!("regex {v}"))
+        })
+        .into_iter()
+        .collect();
+    for h in m["headers"].as_array().into_iter().flatten() {
+        parts.push(format!("header {}", h["name"].as_str().unwrap_or_default()));
+    }
+    for q in m["query_parameters"].as_array().into_iter().flatten() {
+        parts.push(format!("query {}", q["name"].as_str().unwrap_or_default()));
+    }
+    parts.join(", ")
 }
 
 /// Envoy's order: an exact domain, then the longest `*.suffix`, then the
@@ -439,6 +464,7 @@ spec:
         // A header picks the more specific Mapping.
         let beta = route(&b, port, &probe("edge", "/api/x", &[("x-beta", "yes")])).expect("beta");
         assert_eq!(beta.route, "beta");
+        assert_eq!(beta.because, "prefix /api/, header x-beta");
         assert!(beta.filters.iter().all(|f| f.calls.is_empty()));
         // The host picks the virtual host.
         let shop = route(&b, port, &probe("shop.example.com", "/cart", &[])).expect("shop");

@@ -228,8 +228,8 @@ pub fn run(
 
 fn describe(m: &Matched, action: &str) -> String {
     format!(
-        "listener {}, virtual host {}, route {}: {action}",
-        m.listener, m.virtual_host, m.route
+        "listener {}, virtual host {}, route {} ({}): {action}",
+        m.listener, m.virtual_host, m.route, m.because
     )
 }
 
