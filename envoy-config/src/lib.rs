@@ -48,6 +48,8 @@ pub use policy::{
 };
 pub use render::{
     LiveFiles, OIDC_PATH_PREFIX, RenderError, RenderOptions, Rendered, render, render_bootstrap,
-    render_live, route_table, union_cds,
+    render_live, render_xds_bootstrap, route_table, union_cds,
 };
-pub use resources::{Instance, Outcome, Resources, load, load_for, report, substitute};
+pub use resources::{
+    Instance, Outcome, Resources, load, load_for, report, resource_files, substitute,
+};

@@ -323,3 +323,25 @@ pub fn substitute(text: &str, vars: &[(String, String)]) -> Result<String, Strin
     }
     Ok(out)
 }
+
+/// The resource files of `paths`: a directory's `*.yaml` and `*.yml` files
+/// (in name order), or the path itself.
+///
+/// # Errors
+/// A directory that cannot be listed.
+pub fn resource_files(paths: &[std::path::PathBuf]) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            entries.sort();
+            out.extend(entries);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}

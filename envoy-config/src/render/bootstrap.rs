@@ -65,6 +65,53 @@ pub fn render_bootstrap(
     render(resources, options).map(|r| r.envoy)
 }
 
+/// The bootstrap of an Envoy that takes everything else from the xDS
+/// control plane `gatehouse serve` at `server` (`host:port`, plain HTTP/2):
+/// its node (`node_id` tells Envoys apart, `node_cluster` groups them),
+/// its admin on `127.0.0.1:<admin_port>`, and listeners and clusters over
+/// ADS, state of the world.
+#[must_use]
+pub fn render_xds_bootstrap(
+    server: &str,
+    node_id: &str,
+    node_cluster: &str,
+    admin_port: u16,
+) -> String {
+    let (host, port) = server.rsplit_once(':').unwrap_or((server, "18000"));
+    let port: u16 = port.parse().unwrap_or(18000);
+    let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    header_and(&json!({
+        "node": { "id": node_id, "cluster": node_cluster },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin_port } } },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": "gatehouse_xds" } }],
+            },
+            "cds_config": ads.clone(),
+            "lds_config": ads,
+        },
+        "static_resources": { "clusters": [{
+            "name": "gatehouse_xds",
+            "type": "STRICT_DNS",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": { "http2_protocol_options": {} },
+                },
+            },
+            "load_assignment": {
+                "cluster_name": "gatehouse_xds",
+                "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                    "socket_address": { "address": host.trim_matches(['[', ']']), "port_value": port },
+                } } }] }],
+            },
+        }] },
+    }))
+}
+
 /// A rendered YAML file: the header that marks it as rendered (so a later
 /// render may replace or remove it), then `value`.
 pub(super) fn header_and(value: &Value) -> String {

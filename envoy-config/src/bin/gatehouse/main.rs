@@ -7,6 +7,7 @@
 //! gatehouse routes   -f <file or dir>...            the route table, in precedence order
 //! gatehouse doctor   -f <file or dir>... <url>      walk a request hop by hop, stop at the broken one
 //! gatehouse diag     -f <file or dir>...            serve the diagnostics page and the API portal
+//! gatehouse serve    -f <file or dir>...            an xDS control plane (runs gatehouse-xds, beside this binary)
 //! ```
 //!
 //! The command line is declared once, with clap ([`Cli`]): `--help` and the
@@ -61,8 +62,18 @@ enum Command {
     Routes(CheckArgs),
     /// Walk a request hop by hop (route, filters, side services, Envoy's cluster, endpoint health, a connection to each endpoint); exit 1 at the first broken hop
     Doctor(DoctorArgs),
+    /// An xDS (ADS) control plane serving the rendered resources to many Envoys: runs gatehouse-xds (found beside this binary) with these arguments; `gatehouse serve --help` shows them
+    #[command(disable_help_flag = true)]
+    Serve(ServeArgs),
     /// Serve the diagnostics page (routes joined with Envoy's and the services' live figures) and the developer portal (the APIs of Mappings with docs)
     Diag(DiagArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// gatehouse-xds's arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,6 +138,15 @@ struct RenderArgs {
     /// With --live: wait for the Envoy with this admin address to take each step, then drop the old clusters
     #[arg(long, value_name = "HOST:PORT")]
     envoy_admin: Option<String>,
+    /// Write envoy.yaml as the bootstrap of an Envoy that takes its listeners and clusters from `gatehouse serve` at this address (the services' files as usual)
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "live")]
+    xds: Option<String>,
+    /// With --xds: the Envoy's node id (how the control plane tells Envoys apart)
+    #[arg(long, value_name = "ID", default_value = "edge-1")]
+    node_id: String,
+    /// With --xds: the Envoy's node cluster
+    #[arg(long, value_name = "NAME", default_value = "edge")]
+    node_cluster: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -251,20 +271,7 @@ fn var(text: &str) -> Result<(String, String), String> {
 }
 
 fn files(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-                .collect();
-            entries.sort();
-            out.extend(entries);
-        } else {
-            out.push(input.clone());
-        }
-    }
-    Ok(out)
+    gatehouse_config::resource_files(inputs)
 }
 
 fn read(inputs: &[PathBuf], options: &Options) -> Result<Resources, String> {
@@ -497,15 +504,41 @@ fn report_files(inputs: &[PathBuf], cli: &Options, options: &RenderOptions) -> E
     }
 }
 
+/// `gatehouse serve`: gatehouse-xds, from the directory this binary is in
+/// (both are built and installed together), with the same arguments.
+fn serve(args: &[String]) -> ExitCode {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("gatehouse-xds")));
+    let Some(binary) = beside.filter(|b| b.exists()) else {
+        eprintln!(
+            "gatehouse: gatehouse-xds is not beside this binary (cargo build -p gatehouse-xds)"
+        );
+        return ExitCode::FAILURE;
+    };
+    match std::process::Command::new(&binary).args(args).status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("gatehouse: {}: {e}", binary.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let options = cli.options.render_options();
+    if let Command::Serve(args) = &cli.command {
+        return serve(&args.args);
+    }
     let inputs = match &cli.command {
         Command::Render(args) => &args.inputs,
         Command::Validate(args) => &args.check.inputs,
         Command::Routes(args) => &args.inputs,
         Command::Doctor(args) => &args.inputs,
         Command::Diag(args) => &args.inputs,
+        Command::Serve(_) => unreachable!("handled above"),
     };
     if let Command::Validate(args) = &cli.command
         && args.report
@@ -536,7 +569,19 @@ fn main() -> ExitCode {
                 eprintln!("gatehouse: {}: {e}", dir.display());
                 return ExitCode::FAILURE;
             }
-            let result = if args.live {
+            let result = if let Some(server) = &args.xds {
+                render_files(&resources, &options, &dir).and_then(|written| {
+                    let bootstrap = gatehouse_config::render_xds_bootstrap(
+                        server,
+                        &args.node_id,
+                        &args.node_cluster,
+                        options.admin_port,
+                    );
+                    write_atomically(&dir.join("envoy.yaml"), &bootstrap)
+                        .map(|()| written)
+                        .map_err(|e| format!("writing {}: {e}", dir.display()))
+                })
+            } else if args.live {
                 render_live_files(&resources, &options, &dir, args.envoy_admin.as_deref())
                     .map(|()| vec![dir.join("envoy.yaml")])
             } else {
@@ -556,6 +601,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate(_) => validate(&resources, &options),
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Diag(args) => diag::serve(
             &resources,
             &options,

@@ -1,0 +1,245 @@
+//! `gatehouse serve` (gatehouse-xds) as the control plane of three real
+//! Envoys that share one listener port: each joins with the bootstrap
+//! `gatehouse render --xds` writes; a change reaches all three under load
+//! without a failed request; a change that does not render never reaches
+//! them; a restarted Envoy gets the current version; a version the Envoys
+//! refuse (NACK) is recorded with Envoy's message while they keep serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use e2e::{Echo, Envoy, EnvoyBuilder, poll};
+
+fn mapping(name: &str, prefix: &str, port: u16) -> String {
+    format!(
+        "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {{name: {name}}}\nspec: {{prefix: {prefix}, service: '127.0.0.1:{port}'}}\n"
+    )
+}
+
+/// The version of the listeners an Envoy accepted last (its LDS
+/// `version_text`; the config dump keeps a listener's first version across
+/// in-place updates).
+async fn running(envoy: &Envoy, client: &reqwest::Client) -> anyhow::Result<String> {
+    let text = client
+        .get(envoy.admin_url("/stats?filter=^listener_manager.lds.version_text$"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .split_once(": ")
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_default())
+}
+
+async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(client.get(url).send().await?.json().await?)
+}
+
+async fn start_envoy(ads: u16, node: &str) -> anyhow::Result<Envoy> {
+    let bootstrap =
+        gatehouse_config::render_xds_bootstrap(&format!("127.0.0.1:{ads}"), node, "edge", 0);
+    EnvoyBuilder::from_text(&bootstrap, node).start().await
+}
+
+#[tokio::test]
+async fn three_envoys_follow_the_control_plane_and_keep_serving_through_bad_changes()
+-> anyhow::Result<()> {
+    let echo = Echo::start().await?;
+    let dir = tempfile::tempdir()?;
+    let edge = dir.path().join("edge.yaml");
+    std::fs::write(&edge, mapping("app", "/app/", echo.port()))?;
+    let (ads, status_port, listen) = (
+        e2e::redis::free_port()?,
+        e2e::redis::free_port()?,
+        e2e::redis::free_port()?,
+    );
+    let _xds = e2e::process::ChildProcess::spawn(
+        "gatehouse-xds",
+        std::process::Command::new(e2e::paths::service_bin("gatehouse-xds")?)
+            .arg("-f")
+            .arg(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{ads}")])
+            .args(["--status", &format!("127.0.0.1:{status_port}")])
+            .args(["--listen-address", "127.0.0.1"])
+            .args(["--listen-port", &listen.to_string()])
+            .args(["--poll-ms", "200"]),
+        &dir.path().join("xds.log"),
+    )?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let status_url = format!("http://127.0.0.1:{status_port}/status");
+    poll::until("gatehouse-xds answers", poll::READY_DEADLINE, || async {
+        Ok(status(&client, &status_url).await.ok())
+    })
+    .await?;
+
+    let mut envoys = Vec::new();
+    for i in 1..=3 {
+        envoys.push(start_envoy(ads, &format!("edge-{i}")).await?);
+    }
+    let first = status(&client, &status_url).await?["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for envoy in &envoys {
+        assert_eq!(running(envoy, &client).await?, first);
+    }
+
+    // Load on the shared port from here on: a new connection per request,
+    // so the kernel spreads it over the three Envoys.
+    let edge_url = format!("http://127.0.0.1:{listen}/app/x");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, url) = (stop.clone(), edge_url.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("a client");
+            let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+            while !stop.load(Ordering::Relaxed) {
+                let code = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
+                *statuses.entry(code).or_default() += 1;
+            }
+            statuses
+        })
+    };
+
+    // A change reaches all three.
+    std::fs::write(
+        &edge,
+        mapping("app", "/app/", echo.port()) + &mapping("new", "/new/", echo.port()),
+    )?;
+    let second = poll::until("a new version", Duration::from_secs(20), || async {
+        let v = status(&client, &status_url).await?["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok((v != first).then_some(v))
+    })
+    .await?;
+    for envoy in &envoys {
+        poll::until(
+            "the Envoy runs the new version",
+            Duration::from_secs(20),
+            || async { Ok((running(envoy, &client).await? == second).then_some(())) },
+        )
+        .await?;
+    }
+    let new_url = format!("http://127.0.0.1:{listen}/new/x");
+    assert_eq!(client.get(&new_url).send().await?.status(), 200);
+
+    // A change that does not render is refused before any Envoy sees it.
+    std::fs::write(
+        &edge,
+        mapping("app", "/app/", echo.port()).replace("prefix", "prefx"),
+    )?;
+    let refused = poll::until("the change refused", Duration::from_secs(20), || async {
+        let s = status(&client, &status_url).await?;
+        Ok(s["refused"].as_str().map(str::to_owned))
+    })
+    .await?;
+    assert!(refused.contains("prefx"), "{refused}");
+    let metrics = client
+        .get(format!("http://127.0.0.1:{status_port}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("gatehouse_xds_refused_changes_total 1"),
+        "{metrics}"
+    );
+    for envoy in &envoys {
+        assert_eq!(running(envoy, &client).await?, second);
+    }
+    assert_eq!(client.get(&new_url).send().await?.status(), 200);
+
+    // A version the Envoys refuse: a filter whose wasm file is not there.
+    // Each NACKs with Envoy's message, is reported, and keeps serving.
+    std::fs::write(
+        &edge,
+        mapping("app", "/app/", echo.port())
+            + &mapping("new", "/new/", echo.port())
+            + "---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {name: jwt}
+spec:
+  JWT:
+    jwksURI: http://127.0.0.1:9/jwks.json
+    issuer: https://issuer.example
+    validAlgorithms: [RS256]
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {name: edge}
+spec:
+  rules:
+  - path: /new/*
+    filters: [{name: jwt}]
+",
+    )?;
+    let nacks = poll::until("three NACKs", Duration::from_secs(30), || async {
+        let s = status(&client, &status_url).await?;
+        let nacks: Vec<String> = s["nodes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, n)| n["nacked"][2].as_str().map(str::to_owned))
+            .collect();
+        Ok((nacks.len() == 3).then_some(nacks))
+    })
+    .await?;
+    println!("Envoy's NACK: {}", nacks[0]);
+    assert!(!nacks[0].is_empty());
+    for envoy in &envoys {
+        assert_eq!(
+            running(envoy, &client).await?,
+            second,
+            "kept the last good version"
+        );
+    }
+    assert_eq!(client.get(&new_url).send().await?.status(), 200);
+
+    // The resources fixed: the same edge is the same version again.
+    std::fs::write(
+        &edge,
+        mapping("app", "/app/", echo.port()) + &mapping("new", "/new/", echo.port()),
+    )?;
+    poll::until(
+        "the good version again",
+        Duration::from_secs(20),
+        || async {
+            let v = status(&client, &status_url).await?["version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Ok((v == second).then_some(()))
+        },
+    )
+    .await?;
+
+    stop.store(true, Ordering::Relaxed);
+    let statuses = load.await?;
+    println!("load through every change: {statuses:?}");
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "non-2xx answers under load: {statuses:?}"
+    );
+
+    // Without load (a stopping Envoy resets what its socket had queued):
+    // a restarted Envoy gets the current version.
+    envoys.pop();
+    envoys.push(start_envoy(ads, "edge-3").await?);
+    assert_eq!(running(&envoys[2], &client).await?, second);
+
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! `gatehouse-xds` (`gatehouse serve`): serves the rendered resources of the
+//! given files and directories to every Envoy that joins, over ADS, and a
+//! new version whenever they change and still render. A change that does not
+//! is logged, counted and shown on the status page; the last good version
+//! keeps serving.
+//!
+//! ```text
+//! gatehouse-xds -f <file or dir>... [--listen 127.0.0.1:18000] [--status 127.0.0.1:18001]
+//!               [--listen-port N] [--admin-port N] [--authz H:P] [--ratelimit H:P] ...
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use gatehouse_config::RenderOptions;
+use gatehouse_xds::ads::{Ads, Nodes};
+use gatehouse_xds::proto::Protos;
+use gatehouse_xds::snapshot::{self, Snapshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// An xDS (ADS) control plane for the resources `gatehouse render` reads.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse-xds", version)]
+struct Args {
+    /// A resource file, or a directory (its *.yaml and *.yml files); repeatable
+    #[arg(short = 'f', value_name = "FILE|DIR", required = true)]
+    files: Vec<PathBuf>,
+    /// Where Envoys connect (gRPC, ADS)
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18000")]
+    listen: String,
+    /// The status page (`/status`, JSON) and `/metrics`
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18001")]
+    status: String,
+    /// How often the files are checked for changes, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    poll_ms: u64,
+    /// The listeners' port when no Listener resource says
+    #[arg(long, value_name = "N", default_value_t = RenderOptions::default().listen_port)]
+    listen_port: u16,
+    /// The listeners' address
+    #[arg(long, value_name = "IP", default_value_t = RenderOptions::default().listen_address)]
+    listen_address: String,
+    /// gatehouse-authz's gRPC address
+    #[arg(long, value_name = "HOST:PORT", default_value_t = RenderOptions::default().authz_address)]
+    authz: String,
+    /// gatehouse-ratelimit's gRPC address
+    #[arg(long, value_name = "HOST:PORT", default_value_t = RenderOptions::default().ratelimit_address)]
+    ratelimit: String,
+    /// The gatehouse-jwt wasm file, as the Envoys see it
+    #[arg(long, value_name = "PATH", default_value_t = RenderOptions::default().jwt_wasm)]
+    jwt_wasm: String,
+    /// Where Secrets are mounted on the Envoys' side
+    #[arg(long, value_name = "DIR", default_value_t = RenderOptions::default().secrets_dir)]
+    secrets_dir: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    versions: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Refusal(std::sync::Mutex<Option<String>>);
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let options = RenderOptions {
+        listen_port: args.listen_port,
+        listen_address: args.listen_address.clone(),
+        authz_address: args.authz.clone(),
+        ratelimit_address: args.ratelimit.clone(),
+        jwt_wasm: args.jwt_wasm.clone(),
+        secrets_dir: args.secrets_dir.clone(),
+        ..RenderOptions::default()
+    };
+    let protos = Protos::load()?;
+    // The first version must build: a server with nothing good to serve
+    // says so and exits.
+    let first = snapshot::build(&args.files, &options, &protos)
+        .map_err(|e| anyhow::anyhow!("the resources do not render: {e}"))?;
+    tracing::info!(version = %first.version, "serving");
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let nodes: Nodes = Nodes::default();
+    let counters = Arc::new(Counters::default());
+    counters.versions.fetch_add(1, Ordering::Relaxed);
+    let refusal = Arc::new(Refusal::default());
+
+    {
+        let (files, counters, refusal) = (args.files.clone(), counters.clone(), refusal.clone());
+        let poll = Duration::from_millis(args.poll_ms.max(50));
+        tokio::spawn(async move {
+            let mut stamp = snapshot::stamp(&files);
+            loop {
+                tokio::time::sleep(poll).await;
+                let now = snapshot::stamp(&files);
+                if now == stamp {
+                    continue;
+                }
+                stamp = now;
+                match snapshot::build(&files, &options, &protos) {
+                    Ok(next) if next.version == tx.borrow().version => {
+                        *refusal.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                    Ok(next) => {
+                        tracing::info!(version = %next.version, "a new version, pushed to every Envoy");
+                        counters.versions.fetch_add(1, Ordering::Relaxed);
+                        *refusal.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        tx.send_replace(Arc::new(next));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, version = %tx.borrow().version, "a change refused: it does not render; the last good version keeps serving");
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        *refusal.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    }
+                }
+            }
+        });
+    }
+
+    let status = tokio::net::TcpListener::bind(&args.status)
+        .await
+        .with_context(|| format!("binding the status page on {}", args.status))?;
+    {
+        let (rx, nodes, counters, refusal) =
+            (rx.clone(), nodes.clone(), counters.clone(), refusal.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = status.accept().await {
+                let (rx, nodes, counters, refusal) =
+                    (rx.clone(), nodes.clone(), counters.clone(), refusal.clone());
+                tokio::spawn(async move {
+                    let mut head = vec![0_u8; 2048];
+                    let n = stream.read(&mut head).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&head[..n]);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/");
+                    let (kind, body) = if path == "/metrics" {
+                        (
+                            "text/plain; version=0.0.4",
+                            format!(
+                                "# TYPE gatehouse_xds_versions_total counter\ngatehouse_xds_versions_total {}\n\
+# TYPE gatehouse_xds_refused_changes_total counter\ngatehouse_xds_refused_changes_total {}\n",
+                                counters.versions.load(Ordering::Relaxed),
+                                counters.refused.load(Ordering::Relaxed)
+                            ),
+                        )
+                    } else {
+                        let snapshot: Arc<Snapshot> = rx.borrow().clone();
+                        let status = serde_json::json!({
+                            "version": snapshot.version,
+                            "refused": *refusal.0.lock().unwrap_or_else(|e| e.into_inner()),
+                            "nodes": *nodes.lock().unwrap_or_else(|e| e.into_inner()),
+                        });
+                        ("application/json", status.to_string())
+                    };
+                    let _ = stream
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+    }
+
+    let address = args
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {}", args.listen))?;
+    tracing::info!(%address, status = %args.status, "listening");
+    tonic::transport::Server::builder()
+        .add_service(AggregatedDiscoveryServiceServer::new(Ads::new(rx, nodes)))
+        .serve_with_shutdown(address, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving ADS")
+}

@@ -1,0 +1,163 @@
+//! A version of the edge as xDS serves it: the resources read from the
+//! directories, rendered, and converted to Envoy's protobuf. Building one is
+//! the whole check: a change that does not read, render or convert never
+//! becomes a snapshot, so it never reaches an Envoy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use envoy_types::pb::google::protobuf::Any;
+use gatehouse_config::{RenderOptions, Resources, load, render, resource_files as files};
+use serde_json::Value;
+
+use crate::proto::Protos;
+
+/// xDS type URL of listeners.
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// xDS type URL of clusters.
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+/// One version of every resource, by type URL, each `(name, resource)`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// A digest of the resources: the same edge has the same version on
+    /// every server and after a restart.
+    pub version: String,
+    /// Resources by type URL.
+    pub resources: BTreeMap<&'static str, Vec<(String, Any)>>,
+}
+
+/// Reads, renders and converts the resources of `paths`.
+///
+/// # Errors
+/// The first thing that fails, naming the file, document and field (as
+/// `gatehouse render` does) or the resource and path that Envoy's protobuf
+/// refuses.
+pub fn build(
+    paths: &[PathBuf],
+    options: &RenderOptions,
+    protos: &Protos,
+) -> Result<Snapshot, String> {
+    let mut resources = Resources::default();
+    for file in files(paths).map_err(|e| e.to_string())? {
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        load(&text, &file.display().to_string(), &mut resources).map_err(|e| e.to_string())?;
+    }
+    from_resources(&resources, options, protos)
+}
+
+/// The snapshot of loaded resources.
+///
+/// # Errors
+/// As [`build`].
+pub fn from_resources(
+    resources: &Resources,
+    options: &RenderOptions,
+    protos: &Protos,
+) -> Result<Snapshot, String> {
+    let rendered = render(resources, options).map_err(|e| e.to_string())?;
+    let bootstrap: Value = serde_yaml_ng::from_str(&rendered.envoy).map_err(|e| e.to_string())?;
+    let mut snapshot = Snapshot::default();
+    let mut digest = Fnv::default();
+    for (type_url, key, message) in [
+        (CLUSTER, "clusters", "envoy.config.cluster.v3.Cluster"),
+        (LISTENER, "listeners", "envoy.config.listener.v3.Listener"),
+    ] {
+        let mut list = Vec::new();
+        for resource in bootstrap["static_resources"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = resource["name"].as_str().unwrap_or_default().to_owned();
+            let value = protos
+                .encode(message, resource)
+                .map_err(|e| format!("{key} {name}: {e}"))?;
+            // The JSON, not the encoding: protobuf maps encode in any order.
+            digest.write(resource.to_string().as_bytes());
+            list.push((
+                name,
+                Any {
+                    type_url: type_url.to_owned(),
+                    value,
+                },
+            ));
+        }
+        snapshot.resources.insert(type_url, list);
+    }
+    snapshot.version = format!("{:016x}", digest.0);
+    Ok(snapshot)
+}
+
+/// FNV-1a, 64 bits: a stable digest for versions (not a security boundary).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// When any of `paths`' files last changed, and how many there are: a
+/// change of either means the resources may have changed.
+#[must_use]
+pub fn stamp(paths: &[PathBuf]) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)> {
+    files(paths)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(Path::new(&p)).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.map_or(0, |m| m.len());
+            (p, modified, len)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EDGE: &str = "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: app}
+spec: {prefix: /app/, service: '127.0.0.1:9000'}
+";
+
+    #[test]
+    fn the_same_edge_has_the_same_version_and_a_change_another() {
+        let protos = Protos::load().expect("descriptors");
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("edge.yaml"), EDGE).expect("write");
+        let paths = vec![dir.path().to_path_buf()];
+        let options = RenderOptions::default();
+        let one = build(&paths, &options, &protos).expect("builds");
+        assert_eq!(one.resources[LISTENER].len(), 1);
+        assert_eq!(
+            one.version,
+            build(&paths, &options, &protos).expect("builds").version
+        );
+        std::fs::write(dir.path().join("edge.yaml"), EDGE.replace("/app/", "/web/"))
+            .expect("write");
+        let two = build(&paths, &options, &protos).expect("builds");
+        assert_ne!(one.version, two.version);
+        // A change that does not render is no snapshot, and says why.
+        std::fs::write(
+            dir.path().join("edge.yaml"),
+            EDGE.replace("prefix", "prefx"),
+        )
+        .expect("write");
+        let e = build(&paths, &options, &protos).expect_err("refused");
+        assert!(e.contains("prefx"), "{e}");
+    }
+}
