@@ -134,12 +134,17 @@ async fn two_envoys_share_one_limit_through_redis_and_a_burst_takes_nothing_from
     tokio::time::sleep(Duration::from_secs(u64::from(UNIT_SECS))).await;
     let window_end = Instant::now();
 
-    // Then a burst on A while B drops to 3/s, under its even share: B keeps
-    // what it asks (plus headroom), A gets the rest.
+    // B drops to 3/s, under its even share, and two reports of each Envoy
+    // let the split follow (B's bucket, drained at 10/s, refills meanwhile).
     b.set_rate(3);
-    a.set_rate(50);
-    // Two reports of each Envoy: the split has followed both demands.
+    for rls in &replicas {
+        let before = rls.metric(REPORTS).await?;
+        reports_answered(rls, before + 2.0).await?;
+    }
+    // Then a burst on A: B keeps what it asks (plus headroom), A gets the
+    // rest, through two more reports of each.
     let burst_start = Instant::now();
+    a.set_rate(50);
     for rls in &replicas {
         let before = rls.metric(REPORTS).await?;
         reports_answered(rls, before + 2.0).await?;

@@ -76,6 +76,8 @@ struct Reported {
     limit: u32,
     unit_secs: u64,
     seen: u64,
+    /// The time the Envoy says the counts cover (whole seconds, cut short).
+    reported: Option<Duration>,
 }
 
 /// The tonic service.
@@ -134,7 +136,7 @@ impl QuotaService {
             .quota_buckets_reported
             .inc_by(report.bucket_quota_usages.len() as u64);
         let mut actions = Vec::new();
-        let mut reported: Vec<Reported> = Vec::new();
+        let mut reported_keys: Vec<Reported> = Vec::new();
         for usage in &report.bucket_quota_usages {
             let Some(id) = usage.bucket_id.as_ref() else {
                 continue;
@@ -151,28 +153,39 @@ impl QuotaService {
             let seen = usage
                 .num_requests_allowed
                 .saturating_add(usage.num_requests_denied);
+            let reported = usage
+                .time_elapsed
+                .as_ref()
+                .and_then(|d| u64::try_from(d.seconds).ok())
+                .filter(|&secs| secs >= 1)
+                .map(Duration::from_secs);
             match quota::limit_of(&config, domain, &descriptor) {
                 None => actions.push(action(id.clone(), Assignment::AllowAll)),
-                Some((limit, unit_secs, key)) => match reported.iter_mut().find(|r| r.key == key) {
-                    Some(r) => {
-                        r.ids.push(id.clone());
-                        r.seen = r.seen.saturating_add(seen);
+                Some((limit, unit_secs, key)) => {
+                    match reported_keys.iter_mut().find(|r| r.key == key) {
+                        Some(r) => {
+                            r.ids.push(id.clone());
+                            r.seen = r.seen.saturating_add(seen);
+                            r.reported = r.reported.max(reported);
+                        }
+                        None => reported_keys.push(Reported {
+                            key,
+                            ids: vec![id.clone()],
+                            limit,
+                            unit_secs,
+                            seen,
+                            reported,
+                        }),
                     }
-                    None => reported.push(Reported {
-                        key,
-                        ids: vec![id.clone()],
-                        limit,
-                        unit_secs,
-                        seen,
-                    }),
-                },
+                }
             }
         }
-        if reported.is_empty() {
+        if reported_keys.is_empty() {
             return RateLimitQuotaResponse {
                 bucket_action: actions,
             };
         }
+        let reported = reported_keys;
         let claims = self.measure(me, &reported, now);
         match self.demands.report(&claims, now_ms()).await {
             Ok(all) => {
@@ -220,7 +233,11 @@ impl QuotaService {
                 let demand_milli = held.and_then(|held| {
                     held.ids.clone_from(&r.ids);
                     let last = held.last_report.replace(now)?;
-                    let elapsed = now.duration_since(last);
+                    // The shorter of what the service measured and what Envoy
+                    // says: a late report never makes a demand look smaller.
+                    let elapsed = now
+                        .duration_since(last)
+                        .min(r.reported.unwrap_or(Duration::MAX));
                     (elapsed >= MIN_MEASURED).then(|| {
                         #[allow(
                             clippy::cast_possible_truncation,
