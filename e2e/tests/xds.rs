@@ -1,15 +1,24 @@
 //! `gatehouse serve` (gatehouse-xds) as the control plane of three real
-//! Envoys that share one listener port: each joins with the bootstrap
-//! `gatehouse render --xds` writes; a change reaches all three under load
-//! without a failed request; a change that does not render never reaches
-//! them; a restarted Envoy gets the current version; a version the Envoys
-//! refuse (NACK) is recorded with Envoy's message while they keep serving.
+//! Envoys that share one listener port, and a fourth of another Ambassador
+//! instance (its node cluster) with resources of its own: each joins with
+//! the bootstrap `gatehouse render --xds` writes; a change reaches all three
+//! under load without a failed request; a change that does not render never
+//! reaches them; a version the Envoys refuse (NACK) is recorded with Envoy's
+//! message while they keep serving; a restarted Envoy gets the current
+//! version.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use e2e::{Echo, Envoy, EnvoyBuilder, poll};
+
+/// The default instance's listener, on `port`.
+fn listener(port: u16) -> String {
+    format!(
+        "---\napiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata: {{name: edge}}\nspec: {{port: {port}, protocol: HTTP, securityModel: XFP, hostBinding: {{namespace: {{from: ALL}}}}}}\n"
+    )
+}
 
 fn mapping(name: &str, prefix: &str, port: u16) -> String {
     format!(
@@ -38,8 +47,13 @@ async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_jso
 }
 
 async fn start_envoy(ads: u16, node: &str) -> anyhow::Result<Envoy> {
+    start_envoy_of(ads, node, "default").await
+}
+
+/// An Envoy of Ambassador instance `instance` (its node cluster).
+async fn start_envoy_of(ads: u16, node: &str, instance: &str) -> anyhow::Result<Envoy> {
     let bootstrap =
-        gatehouse_config::render_xds_bootstrap(&format!("127.0.0.1:{ads}"), node, "edge", 0);
+        gatehouse_config::render_xds_bootstrap(&format!("127.0.0.1:{ads}"), node, instance, 0);
     EnvoyBuilder::from_text(&bootstrap, node).start().await
 }
 
@@ -49,12 +63,33 @@ async fn three_envoys_follow_the_control_plane_and_keep_serving_through_bad_chan
     let echo = Echo::start().await?;
     let dir = tempfile::tempdir()?;
     let edge = dir.path().join("edge.yaml");
-    std::fs::write(&edge, mapping("app", "/app/", echo.port()))?;
-    let (ads, status_port, listen) = (
+    let (ads, status_port, listen, internal_port) = (
+        e2e::redis::free_port()?,
         e2e::redis::free_port()?,
         e2e::redis::free_port()?,
         e2e::redis::free_port()?,
     );
+    std::fs::write(
+        &edge,
+        listener(listen) + &mapping("app", "/app/", echo.port()),
+    )?;
+    // Another instance's resources: its own listener and route.
+    std::fs::write(
+        dir.path().join("internal.yaml"),
+        format!(
+            "apiVersion: getambassador.io/v3alpha1
+kind: Listener
+metadata: {{name: internal}}
+spec: {{ambassador_id: [internal], port: {internal_port}, protocol: HTTP, securityModel: XFP, hostBinding: {{namespace: {{from: ALL}}}}}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: internal}}
+spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo}'}}
+",
+            echo = echo.port()
+        ),
+    )?;
     let _xds = e2e::process::ChildProcess::spawn(
         "gatehouse-xds",
         std::process::Command::new(e2e::paths::service_bin("gatehouse-xds")?)
@@ -63,11 +98,15 @@ async fn three_envoys_follow_the_control_plane_and_keep_serving_through_bad_chan
             .args(["--listen", &format!("127.0.0.1:{ads}")])
             .args(["--status", &format!("127.0.0.1:{status_port}")])
             .args(["--listen-address", "127.0.0.1"])
-            .args(["--listen-port", &listen.to_string()])
             .args(["--poll-ms", "200"]),
         &dir.path().join("xds.log"),
     )?;
-    let client = reqwest::Client::builder().no_proxy().build()?;
+    // A connection per request: a kept-alive one would stay on the filter
+    // chain it began on, which Envoy drains after an update.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()?;
     let status_url = format!("http://127.0.0.1:{status_port}/status");
     poll::until("gatehouse-xds answers", poll::READY_DEADLINE, || async {
         Ok(status(&client, &status_url).await.ok())
@@ -78,13 +117,42 @@ async fn three_envoys_follow_the_control_plane_and_keep_serving_through_bad_chan
     for i in 1..=3 {
         envoys.push(start_envoy(ads, &format!("edge-{i}")).await?);
     }
-    let first = status(&client, &status_url).await?["version"]
+    let first = status(&client, &status_url).await?["versions"]["default"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     for envoy in &envoys {
         assert_eq!(running(envoy, &client).await?, first);
     }
+    // The other instance's Envoy gets its own resources, and only those.
+    let internal = start_envoy_of(ads, "internal-1", "internal").await?;
+    let versions = status(&client, &status_url).await?["versions"].clone();
+    assert_eq!(
+        running(&internal, &client).await?,
+        versions["internal"].as_str().unwrap_or_default()
+    );
+    assert_ne!(versions["internal"], versions["default"]);
+    let on = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert_eq!(
+        client
+            .get(on(internal_port, "/internal/x"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(on(internal_port, "/app/x"))
+            .send()
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        client.get(on(listen, "/internal/x")).send().await?.status(),
+        404
+    );
 
     // Load on the shared port from here on: a new connection per request,
     // so the kernel spreads it over the three Envoys.
@@ -114,10 +182,12 @@ async fn three_envoys_follow_the_control_plane_and_keep_serving_through_bad_chan
     // A change reaches all three.
     std::fs::write(
         &edge,
-        mapping("app", "/app/", echo.port()) + &mapping("new", "/new/", echo.port()),
+        listener(listen)
+            + &mapping("app", "/app/", echo.port())
+            + &mapping("new", "/new/", echo.port()),
     )?;
     let second = poll::until("a new version", Duration::from_secs(20), || async {
-        let v = status(&client, &status_url).await?["version"]
+        let v = status(&client, &status_url).await?["versions"]["default"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
@@ -142,7 +212,7 @@ async fn three_envoys_follow_the_control_plane_and_keep_serving_through_bad_chan
     )?;
     let refused = poll::until("the change refused", Duration::from_secs(20), || async {
         let s = status(&client, &status_url).await?;
-        Ok(s["refused"].as_str().map(str::to_owned))
+        Ok(s["refused"]["default"].as_str().map(str::to_owned))
     })
     .await?;
     assert!(refused.contains("prefx"), "{refused}");
@@ -165,7 +235,8 @@ async fn three_envoys_follow_the_control_plane_and_keep_serving_through_bad_chan
     // Each NACKs with Envoy's message, is reported, and keeps serving.
     std::fs::write(
         &edge,
-        mapping("app", "/app/", echo.port())
+        listener(listen)
+            + &mapping("app", "/app/", echo.port())
             + &mapping("new", "/new/", echo.port())
             + "---
 apiVersion: getambassador.io/v3alpha1
@@ -211,13 +282,15 @@ spec:
     // The resources fixed: the same edge is the same version again.
     std::fs::write(
         &edge,
-        mapping("app", "/app/", echo.port()) + &mapping("new", "/new/", echo.port()),
+        listener(listen)
+            + &mapping("app", "/app/", echo.port())
+            + &mapping("new", "/new/", echo.port()),
     )?;
     poll::until(
         "the good version again",
         Duration::from_secs(20),
         || async {
-            let v = status(&client, &status_url).await?["version"]
+            let v = status(&client, &status_url).await?["versions"]["default"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::fleet::{DEFAULT_INSTANCE, Fleet};
 use crate::snapshot::{CLUSTER, LISTENER, Snapshot};
 
 /// What one Envoy last said, for the status page.
@@ -40,14 +41,14 @@ pub type Nodes = Arc<Mutex<BTreeMap<String, NodeState>>>;
 /// The tonic service.
 #[derive(Debug, Clone)]
 pub struct Ads {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    fleet: Arc<Fleet>,
     nodes: Nodes,
 }
 
 impl Ads {
-    /// Serves the snapshots `snapshots` carries, recording Envoys in `nodes`.
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, nodes: Nodes) -> Self {
-        Self { snapshots, nodes }
+    /// Serves `fleet`'s versions, recording Envoys in `nodes`.
+    pub fn new(fleet: Arc<Fleet>, nodes: Nodes) -> Self {
+        Self { fleet, nodes }
     }
 }
 
@@ -107,10 +108,12 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Responses>, Status> {
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let mut snapshots = self.snapshots.clone();
+        let fleet = self.fleet.clone();
         let nodes = self.nodes.clone();
         tokio::spawn(async move {
             let mut node_id = String::new();
+            // The instance's versions, once the first request names the node.
+            let mut snapshots: Option<watch::Receiver<Arc<Snapshot>>> = None;
             let mut sent: HashMap<String, Sent> = HashMap::new();
             let mut next_nonce = 0_u64;
             loop {
@@ -124,6 +127,23 @@ impl AggregatedDiscoveryService for Ads {
                             state.cluster.clone_from(&node.cluster);
                             state.connected = true;
                         }
+                        if snapshots.is_none() {
+                            let instance = request
+                                .node
+                                .as_ref()
+                                .map(|n| n.cluster.as_str())
+                                .filter(|c| !c.is_empty())
+                                .unwrap_or(DEFAULT_INSTANCE);
+                            match fleet.subscribe(instance) {
+                                Ok(rx) => snapshots = Some(rx),
+                                Err(e) => {
+                                    tracing::error!(node = %node_id, instance, error = %e, "no version for the Envoy's instance");
+                                    let _ = tx.send(Err(Status::failed_precondition(format!("instance {instance}: {e}")))).await;
+                                    break;
+                                }
+                            }
+                        }
+                        let Some(current) = snapshots.as_ref() else { break };
                         let type_url = request.type_url.clone();
                         if type_url != LISTENER && type_url != CLUSTER {
                             // Routes, endpoints and secrets travel inline for now.
@@ -148,17 +168,19 @@ impl AggregatedDiscoveryService for Ads {
                         }
                         // A new subscription (or a stale nonce): the current version.
                         next_nonce += 1;
-                        let snapshot = snapshots.borrow().clone();
+                        let snapshot = current.borrow().clone();
                         sent.insert(type_url.clone(), Sent { nonce: next_nonce, version: snapshot.version.clone() });
                         if tx.send(Ok(response(&snapshot, &type_url, next_nonce))).await.is_err() {
                             break;
                         }
                     }
-                    changed = snapshots.changed() => {
-                        if changed.is_err() {
-                            break;
+                    changed = async {
+                        match snapshots.as_mut() {
+                            Some(rx) => rx.changed().await.map(|()| rx.borrow_and_update().clone()),
+                            None => std::future::pending().await,
                         }
-                        let snapshot = snapshots.borrow_and_update().clone();
+                    } => {
+                        let Ok(snapshot) = changed else { break };
                         // Clusters before listeners.
                         for type_url in [CLUSTER, LISTENER] {
                             if !sent.contains_key(type_url) {

@@ -2,8 +2,10 @@
 //! `gatehouse render` does and serves them to many Envoys over the
 //! aggregated discovery service (ADS): listeners (routes inline) and
 //! clusters (endpoints inline), a new version whenever the resources change
-//! and render, the last good version while they do not.
+//! and render, the last good version while they do not. An Envoy's node
+//! cluster names the Ambassador instance whose resources it gets.
 
 pub mod ads;
+pub mod fleet;
 pub mod proto;
 pub mod snapshot;

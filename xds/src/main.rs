@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,10 +19,10 @@ use clap::Parser;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use gatehouse_config::RenderOptions;
 use gatehouse_xds::ads::{Ads, Nodes};
+use gatehouse_xds::fleet::Fleet;
 use gatehouse_xds::proto::Protos;
-use gatehouse_xds::snapshot::{self, Snapshot};
+use gatehouse_xds::snapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 /// An xDS (ADS) control plane for the resources `gatehouse render` reads.
 #[derive(Debug, Parser)]
@@ -60,16 +60,6 @@ struct Args {
     secrets_dir: String,
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-struct Counters {
-    versions: AtomicU64,
-    refused: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Refusal(std::sync::Mutex<Option<String>>);
-
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -88,44 +78,26 @@ async fn main() -> Result<()> {
         ..RenderOptions::default()
     };
     let protos = Protos::load()?;
-    // The first version must build: a server with nothing good to serve
+    // The default instance must build: a server with nothing good to serve
     // says so and exits.
-    let first = snapshot::build(&args.files, &options, &protos)
-        .map_err(|e| anyhow::anyhow!("the resources do not render: {e}"))?;
-    tracing::info!(version = %first.version, "serving");
-    let (tx, rx) = watch::channel(Arc::new(first));
-    let nodes: Nodes = Nodes::default();
-    let counters = Arc::new(Counters::default());
-    counters.versions.fetch_add(1, Ordering::Relaxed);
-    let refusal = Arc::new(Refusal::default());
-
+    let fleet = Arc::new(
+        Fleet::new(args.files.clone(), options, protos)
+            .map_err(|e| anyhow::anyhow!("the resources do not render: {e}"))?,
+    );
+    tracing::info!(versions = ?fleet.current(), "serving");
+    let nodes = Nodes::default();
     {
-        let (files, counters, refusal) = (args.files.clone(), counters.clone(), refusal.clone());
+        let (files, fleet) = (args.files.clone(), fleet.clone());
         let poll = Duration::from_millis(args.poll_ms.max(50));
         tokio::spawn(async move {
             let mut stamp = snapshot::stamp(&files);
             loop {
                 tokio::time::sleep(poll).await;
                 let now = snapshot::stamp(&files);
-                if now == stamp {
-                    continue;
-                }
-                stamp = now;
-                match snapshot::build(&files, &options, &protos) {
-                    Ok(next) if next.version == tx.borrow().version => {
-                        *refusal.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    }
-                    Ok(next) => {
-                        tracing::info!(version = %next.version, "a new version, pushed to every Envoy");
-                        counters.versions.fetch_add(1, Ordering::Relaxed);
-                        *refusal.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                        tx.send_replace(Arc::new(next));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, version = %tx.borrow().version, "a change refused: it does not render; the last good version keeps serving");
-                        counters.refused.fetch_add(1, Ordering::Relaxed);
-                        *refusal.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                    }
+                if now != stamp {
+                    stamp = now;
+                    let fleet = fleet.clone();
+                    let _ = tokio::task::spawn_blocking(move || fleet.rebuild()).await;
                 }
             }
         });
@@ -135,12 +107,10 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("binding the status page on {}", args.status))?;
     {
-        let (rx, nodes, counters, refusal) =
-            (rx.clone(), nodes.clone(), counters.clone(), refusal.clone());
+        let (fleet, nodes) = (fleet.clone(), nodes.clone());
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = status.accept().await {
-                let (rx, nodes, counters, refusal) =
-                    (rx.clone(), nodes.clone(), counters.clone(), refusal.clone());
+                let (fleet, nodes) = (fleet.clone(), nodes.clone());
                 tokio::spawn(async move {
                     let mut head = vec![0_u8; 2048];
                     let n = stream.read(&mut head).await.unwrap_or(0);
@@ -152,15 +122,14 @@ async fn main() -> Result<()> {
                             format!(
                                 "# TYPE gatehouse_xds_versions_total counter\ngatehouse_xds_versions_total {}\n\
 # TYPE gatehouse_xds_refused_changes_total counter\ngatehouse_xds_refused_changes_total {}\n",
-                                counters.versions.load(Ordering::Relaxed),
-                                counters.refused.load(Ordering::Relaxed)
+                                fleet.versions.load(Ordering::Relaxed),
+                                fleet.refusals.load(Ordering::Relaxed)
                             ),
                         )
                     } else {
-                        let snapshot: Arc<Snapshot> = rx.borrow().clone();
                         let status = serde_json::json!({
-                            "version": snapshot.version,
-                            "refused": *refusal.0.lock().unwrap_or_else(|e| e.into_inner()),
+                            "versions": fleet.current(),
+                            "refused": fleet.refused(),
                             "nodes": *nodes.lock().unwrap_or_else(|e| e.into_inner()),
                         });
                         ("application/json", status.to_string())
@@ -185,7 +154,9 @@ async fn main() -> Result<()> {
         .with_context(|| format!("--listen {}", args.listen))?;
     tracing::info!(%address, status = %args.status, "listening");
     tonic::transport::Server::builder()
-        .add_service(AggregatedDiscoveryServiceServer::new(Ads::new(rx, nodes)))
+        .add_service(AggregatedDiscoveryServiceServer::new(Ads::new(
+            fleet, nodes,
+        )))
         .serve_with_shutdown(address, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::google::protobuf::Any;
-use gatehouse_config::{RenderOptions, Resources, load, render, resource_files as files};
+use gatehouse_config::{
+    Instance, RenderOptions, Resources, load_for, render, resource_files as files,
+};
 use serde_json::Value;
 
 use crate::proto::Protos;
@@ -27,7 +29,9 @@ pub struct Snapshot {
     pub resources: BTreeMap<&'static str, Vec<(String, Any)>>,
 }
 
-/// Reads, renders and converts the resources of `paths`.
+/// Reads, renders and converts the resources of `paths` for the Ambassador
+/// instance `instance` (an Envoy's node cluster): the resources whose
+/// `spec.ambassador_id` names it, or that name none when it is `default`.
 ///
 /// # Errors
 /// The first thing that fails, naming the file, document and field (as
@@ -35,14 +39,25 @@ pub struct Snapshot {
 /// refuses.
 pub fn build(
     paths: &[PathBuf],
+    instance: &str,
     options: &RenderOptions,
     protos: &Protos,
 ) -> Result<Snapshot, String> {
+    let instance = Instance {
+        ambassador_id: instance.to_owned(),
+        ..Instance::default()
+    };
     let mut resources = Resources::default();
     for file in files(paths).map_err(|e| e.to_string())? {
         let text =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        load(&text, &file.display().to_string(), &mut resources).map_err(|e| e.to_string())?;
+        load_for(
+            &instance,
+            &text,
+            &file.display().to_string(),
+            &mut resources,
+        )
+        .map_err(|e| e.to_string())?;
     }
     from_resources(&resources, options, protos)
 }
@@ -141,15 +156,17 @@ spec: {prefix: /app/, service: '127.0.0.1:9000'}
         std::fs::write(dir.path().join("edge.yaml"), EDGE).expect("write");
         let paths = vec![dir.path().to_path_buf()];
         let options = RenderOptions::default();
-        let one = build(&paths, &options, &protos).expect("builds");
+        let one = build(&paths, "default", &options, &protos).expect("builds");
         assert_eq!(one.resources[LISTENER].len(), 1);
         assert_eq!(
             one.version,
-            build(&paths, &options, &protos).expect("builds").version
+            build(&paths, "default", &options, &protos)
+                .expect("builds")
+                .version
         );
         std::fs::write(dir.path().join("edge.yaml"), EDGE.replace("/app/", "/web/"))
             .expect("write");
-        let two = build(&paths, &options, &protos).expect("builds");
+        let two = build(&paths, "default", &options, &protos).expect("builds");
         assert_ne!(one.version, two.version);
         // A change that does not render is no snapshot, and says why.
         std::fs::write(
@@ -157,7 +174,7 @@ spec: {prefix: /app/, service: '127.0.0.1:9000'}
             EDGE.replace("prefix", "prefx"),
         )
         .expect("write");
-        let e = build(&paths, &options, &protos).expect_err("refused");
+        let e = build(&paths, "default", &options, &protos).expect_err("refused");
         assert!(e.contains("prefx"), "{e}");
     }
 }

@@ -144,8 +144,8 @@ struct RenderArgs {
     /// With --xds: the Envoy's node id (how the control plane tells Envoys apart)
     #[arg(long, value_name = "ID", default_value = "edge-1")]
     node_id: String,
-    /// With --xds: the Envoy's node cluster
-    #[arg(long, value_name = "NAME", default_value = "edge")]
+    /// With --xds: the Envoy's node cluster, the Ambassador instance whose resources it gets (spec.ambassador_id)
+    #[arg(long, value_name = "ID", default_value = "default")]
     node_cluster: String,
 }
 
