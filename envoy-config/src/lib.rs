@@ -51,5 +51,5 @@ pub use render::{
     render_live, render_xds_bootstrap, route_table, union_cds,
 };
 pub use resources::{
-    Instance, Outcome, Resources, load, load_for, report, resource_files, substitute,
+    Instance, Outcome, Resources, load, load_files, load_for, report, resource_files, substitute,
 };

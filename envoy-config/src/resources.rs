@@ -345,3 +345,24 @@ pub fn resource_files(paths: &[std::path::PathBuf]) -> std::io::Result<Vec<std::
     }
     Ok(out)
 }
+
+/// The resources of `paths` ([`resource_files`]) for `instance`, each file's
+/// `${NAME}` filled from `vars` first.
+///
+/// # Errors
+/// A file that cannot be read, a placeholder left unfilled, or a document
+/// refused, named by file, document and field.
+pub fn load_files(
+    paths: &[std::path::PathBuf],
+    instance: &Instance,
+    vars: &[(String, String)],
+) -> Result<Resources, String> {
+    let mut resources = Resources::default();
+    for file in resource_files(paths).map_err(|e| e.to_string())? {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("{name}: {e}"))?;
+        let text = substitute(&text, vars).map_err(|e| format!("{name}: {e}"))?;
+        load_for(instance, &text, &name, &mut resources).map_err(|e| e.to_string())?;
+    }
+    Ok(resources)
+}

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::google::protobuf::Any;
-use gatehouse_config::{
-    Instance, RenderOptions, Resources, load_for, render, resource_files as files,
-};
+use gatehouse_config::{Instance, RenderOptions, Resources, render, resource_files as files};
 use serde_json::Value;
 
 use crate::proto::Protos;
@@ -47,18 +45,7 @@ pub fn build(
         ambassador_id: instance.to_owned(),
         ..Instance::default()
     };
-    let mut resources = Resources::default();
-    for file in files(paths).map_err(|e| e.to_string())? {
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        load_for(
-            &instance,
-            &text,
-            &file.display().to_string(),
-            &mut resources,
-        )
-        .map_err(|e| e.to_string())?;
-    }
+    let resources = gatehouse_config::load_files(paths, &instance, &[])?;
     from_resources(&resources, options, protos)
 }
 

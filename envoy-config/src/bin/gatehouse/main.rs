@@ -24,8 +24,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse_config::{
-    Instance, Outcome, RenderOptions, Resources, load_for, render, render_bootstrap, render_live,
-    report, route_table, substitute, union_cds,
+    Instance, Outcome, RenderOptions, Resources, render, render_bootstrap, render_live, report,
+    route_table, substitute, union_cds,
 };
 
 /// Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy,
@@ -279,21 +279,7 @@ fn read(inputs: &[PathBuf], options: &Options) -> Result<Resources, String> {
         ambassador_id: options.ambassador_id.clone(),
         namespace: options.ambassador_namespace.clone(),
     };
-    let vars = &options.vars;
-    let mut resources = Resources::default();
-    for file in files(inputs).map_err(|e| e.to_string())? {
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let text = substitute(&text, vars).map_err(|e| format!("{}: {e}", file.display()))?;
-        load_for(
-            &instance,
-            &text,
-            &file.display().to_string(),
-            &mut resources,
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(resources)
+    gatehouse_config::load_files(inputs, &instance, &options.vars)
 }
 
 /// Writes through a temporary name and a rename: a watching Envoy never
