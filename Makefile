@@ -38,7 +38,7 @@ lint: setup ## rustfmt, clippy (host and wasm32) with warnings as errors, shippe
 	  && echo "ok: envoy-config/bootstrap/ratelimit.yaml"
 
 bench: wasm ## benchmark scenarios; ratio tables printed and written to bench/results/, drawn in bench/results/bench.png
-	@$(CARGO) build --locked --quiet --release -p gatehouse-bench -p gatehouse-ratelimit -p gatehouse-authz --bins
+	@$(CARGO) build --locked --quiet --release -p gatehouse-bench -p gatehouse-ratelimit -p gatehouse-authz -p gatehouse-xds --bins
 	@$(CARGO) run --locked --quiet --release -p gatehouse-bench --bin bench -- $(SETS)
 	@.venv/bin/python scripts/bench_plot.py bench/results bench/results/bench.png
 

@@ -45,7 +45,7 @@ pub enum Sidecar {
 pub const BENCH_RLS_CONFIG: &str = "domain: edge\ndescriptors:\n  - key: generic_key\n    value: generic\n    rate_limit: { unit: second, requests_per_unit: 1000000000 }\n";
 
 /// Where the benchmark finds release binaries.
-fn release_bin(name: &str) -> Result<PathBuf> {
+pub(crate) fn release_bin(name: &str) -> Result<PathBuf> {
     paths::built(
         name,
         paths::target_dir().join("release").join(name),

@@ -7,13 +7,14 @@ mod proxy;
 mod ratelimit;
 mod router;
 mod sso;
+mod xds;
 
 use anyhow::{Result, bail};
 
 use crate::{Pinning, Scenario, Settings, Sidecar, Summary};
 
 /// The sets `bench` runs when it is given none.
-pub const DEFAULT: [&str; 8] = [
+pub const DEFAULT: [&str; 9] = [
     "proxy",
     "ratelimit",
     "ratelimit-raw",
@@ -22,6 +23,7 @@ pub const DEFAULT: [&str; 8] = [
     "authz",
     "authz-raw",
     "sso",
+    "xds-scale",
 ];
 
 /// What one set measured: the sentence that says how, the table and the
@@ -47,6 +49,7 @@ pub async fn measure(
         "router" => router::router(settings, pinning).await,
         "authz-raw" => authz::authz_raw(settings, pinning).await,
         "sso" => sso::sso(settings, pinning).await,
+        "xds-scale" => xds::xds_scale(settings).await,
         other => bail!(
             "unknown benchmark set {other:?}: use {}",
             DEFAULT.join(", ")
