@@ -253,6 +253,54 @@ mod kubernetes {
     use serde::Deserialize as _;
 
     #[test]
+    fn the_crds_define_every_kind_gatehouse_reads() -> Result<()> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let mut kinds = BTreeSet::new();
+        for doc in kustomize(&dir().join("crds"))? {
+            let crd: CustomResourceDefinition = serde_json::from_value(doc)?;
+            assert_eq!(crd.spec.group, "getambassador.io");
+            assert_eq!(
+                crd.metadata.name.as_deref(),
+                Some(format!("{}.getambassador.io", crd.spec.names.plural).as_str())
+            );
+            assert!(
+                crd.spec
+                    .versions
+                    .iter()
+                    .any(|v| v.name == "v3alpha1" && v.served && v.storage),
+                "{}: v3alpha1 served and stored",
+                crd.spec.names.kind
+            );
+            kinds.insert(crd.spec.names.kind);
+        }
+        // Exactly the kinds the renderer reads; one it does not know, it refuses.
+        assert_eq!(
+            kinds.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "Filter",
+                "FilterPolicy",
+                "Host",
+                "Listener",
+                "Mapping",
+                "Module",
+                "RateLimit",
+                "RateLimitService"
+            ]
+        );
+        let mut resources = gatehouse_config::Resources::default();
+        let err = gatehouse_config::load(
+            "apiVersion: getambassador.io/v3alpha1\nkind: Unknown\nmetadata: {name: x}\nspec: {}\n",
+            "x.yaml",
+            &mut resources,
+        );
+        assert!(
+            err.is_err(),
+            "a kind without a CRD is refused by the renderer too"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn every_kustomization_renders_into_kubernetes_types() -> Result<()> {
         let pinned =
             std::fs::read_to_string(e2e::paths::workspace_root().join("e2e/requirements.txt"))?
