@@ -1,7 +1,8 @@
-//! `gatehouse serve` (gatehouse-xds) as the control plane of three real
-//! Envoys that share one listener port, and a fourth of another Ambassador
-//! instance (its node cluster) with resources of its own: each joins with
-//! the bootstrap `gatehouse render --xds` writes; a change reaches all three
+//! `gatehouse serve` (gatehouse-xds) as the control plane of four real
+//! Envoys that share one listener port (three state-of-the-world, one
+//! incremental), and a fifth of another Ambassador instance (its node
+//! cluster) with resources of its own: each joins with the bootstrap
+//! `gatehouse render --xds` writes; a change reaches all four
 //! under load without a failed request; a change that does not render never
 //! reaches them; a version the Envoys refuse (NACK) is recorded with Envoy's
 //! message while they keep serving; a restarted Envoy gets the current
@@ -117,6 +118,20 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
     for i in 1..=3 {
         envoys.push(start_envoy(ads, &format!("edge-{i}")).await?);
     }
+    // A fourth of the same instance on the incremental variant (delta ADS).
+    let delta = gatehouse_config::render_xds_bootstrap_of(
+        &format!("127.0.0.1:{ads}"),
+        "edge-delta",
+        "default",
+        0,
+        true,
+    );
+    envoys.insert(
+        0,
+        EnvoyBuilder::from_text(&delta, "edge-delta")
+            .start()
+            .await?,
+    );
     let first = status(&client, &status_url).await?["versions"]["default"]
         .as_str()
         .unwrap_or_default()
@@ -155,7 +170,7 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
     );
 
     // Load on the shared port from here on: a new connection per request,
-    // so the kernel spreads it over the three Envoys.
+    // so the kernel spreads it over the four Envoys.
     let edge_url = format!("http://127.0.0.1:{listen}/app/x");
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
@@ -179,7 +194,7 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
         })
     };
 
-    // A change reaches all three.
+    // A change reaches all four.
     std::fs::write(
         &edge,
         listener(listen)
@@ -257,7 +272,7 @@ spec:
     filters: [{name: jwt}]
 ",
     )?;
-    let nacks = poll::until("three NACKs", Duration::from_secs(30), || async {
+    let nacks = poll::until("four NACKs", Duration::from_secs(30), || async {
         let s = status(&client, &status_url).await?;
         let nacks: Vec<String> = s["nodes"]
             .as_object()
@@ -265,7 +280,7 @@ spec:
             .flatten()
             .filter_map(|(_, n)| n["nacked"][2].as_str().map(str::to_owned))
             .collect();
-        Ok((nacks.len() == 3).then_some(nacks))
+        Ok((nacks.len() == 4).then_some(nacks))
     })
     .await?;
     println!("Envoy's NACK: {}", nacks[0]);
@@ -312,7 +327,8 @@ spec:
     // a restarted Envoy gets the current version.
     envoys.pop();
     envoys.push(start_envoy(ads, "edge-3").await?);
-    assert_eq!(running(&envoys[2], &client).await?, second);
+    let restarted = envoys.last().ok_or_else(|| anyhow::anyhow!("no Envoy"))?;
+    assert_eq!(running(restarted, &client).await?, second);
 
     Ok(())
 }

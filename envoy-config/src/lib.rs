@@ -48,7 +48,7 @@ pub use policy::{
 };
 pub use render::{
     LiveFiles, OIDC_PATH_PREFIX, RenderError, RenderOptions, Rendered, render, render_bootstrap,
-    render_live, render_xds_bootstrap, route_table, union_cds,
+    render_live, render_xds_bootstrap, render_xds_bootstrap_of, route_table, union_cds,
 };
 pub use resources::{
     Instance, Outcome, Resources, load, load_files, load_for, report, resource_files, substitute,

@@ -1,7 +1,9 @@
-//! The aggregated discovery service, state of the world: each Envoy's
-//! stream gets every listener and cluster of the current snapshot for the
-//! types it asked for, again whenever the snapshot changes (clusters first,
-//! so a listener never names a cluster Envoy does not have yet). An ACK is
+//! The aggregated discovery service, in both variants. State of the world:
+//! each Envoy's stream gets every listener and cluster of the current
+//! snapshot for the types it asked for, again whenever the snapshot changes
+//! (clusters first, so a listener never names a cluster Envoy does not have
+//! yet). Incremental (delta): only the resources whose own version changed,
+//! and the names of those gone. An ACK is
 //! recorded as the version the Envoy runs; a NACK with Envoy's own message,
 //! and the Envoy keeps its last good version (Envoy does that itself: it
 //! rejects the update).
@@ -13,7 +15,7 @@ use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::Stream;
@@ -64,16 +66,64 @@ impl Stream for Responses {
     }
 }
 
-/// The delta variant's responses (not served yet).
+/// The incremental variant's responses.
 #[derive(Debug)]
-pub struct DeltaResponses;
+pub struct DeltaResponses(mpsc::Receiver<Result<DeltaDiscoveryResponse, Status>>);
 
 impl Stream for DeltaResponses {
     type Item = Result<DeltaDiscoveryResponse, Status>;
 
-    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Poll::Ready(None)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
+}
+
+/// What an incremental stream's Envoy holds of one type: name to version.
+type Holds = BTreeMap<String, String>;
+
+/// The response taking an Envoy that holds `held` to `snapshot`'s
+/// resources of `type_url` (what changed or is new, and what is gone), or
+/// `None` when it holds them all already. `held` becomes what it will hold.
+fn delta(
+    snapshot: &Snapshot,
+    type_url: &str,
+    held: &mut Holds,
+    nonce: u64,
+) -> Option<DeltaDiscoveryResponse> {
+    let items = snapshot
+        .resources
+        .get(type_url)
+        .map_or(&[][..], Vec::as_slice);
+    let resources: Vec<Resource> = items
+        .iter()
+        .filter(|item| held.get(&item.name) != Some(&item.version))
+        .map(|item| Resource {
+            name: item.name.clone(),
+            version: item.version.clone(),
+            resource: Some(item.resource.clone()),
+            ..Resource::default()
+        })
+        .collect();
+    let removed: Vec<String> = held
+        .keys()
+        .filter(|name| !items.iter().any(|item| &item.name == *name))
+        .cloned()
+        .collect();
+    if resources.is_empty() && removed.is_empty() {
+        return None;
+    }
+    *held = items
+        .iter()
+        .map(|item| (item.name.clone(), item.version.clone()))
+        .collect();
+    Some(DeltaDiscoveryResponse {
+        system_version_info: snapshot.version.clone(),
+        resources,
+        type_url: type_url.to_owned(),
+        removed_resources: removed,
+        nonce: nonce.to_string(),
+        ..DeltaDiscoveryResponse::default()
+    })
 }
 
 /// What a stream has sent of one type.
@@ -89,7 +139,7 @@ fn response(snapshot: &Snapshot, type_url: &str, nonce: u64) -> DiscoveryRespons
         resources: snapshot
             .resources
             .get(type_url)
-            .map(|list| list.iter().map(|(_, any)| any.clone()).collect())
+            .map(|list| list.iter().map(|item| item.resource.clone()).collect())
             .unwrap_or_default(),
         type_url: type_url.to_owned(),
         nonce: nonce.to_string(),
@@ -207,10 +257,158 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaResponses>, Status> {
-        Err(Status::unimplemented(
-            "incremental (delta) xDS is not served yet: use api_type GRPC (state of the world)",
-        ))
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let fleet = self.fleet.clone();
+        let nodes = self.nodes.clone();
+        tokio::spawn(async move {
+            let mut node_id = String::new();
+            let mut snapshots: Option<watch::Receiver<Arc<Snapshot>>> = None;
+            // Per type: what the Envoy holds, and the last nonce and version sent.
+            let mut holds: HashMap<String, Holds> = HashMap::new();
+            let mut sent: HashMap<String, Sent> = HashMap::new();
+            let mut next_nonce = 0_u64;
+            loop {
+                tokio::select! {
+                    message = requests.message() => {
+                        let Ok(Some(request)) = message else { break };
+                        if let Some(node) = &request.node {
+                            node_id.clone_from(&node.id);
+                            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+                            let state = nodes.entry(node.id.clone()).or_default();
+                            state.cluster.clone_from(&node.cluster);
+                            state.connected = true;
+                        }
+                        if snapshots.is_none() {
+                            let instance = request
+                                .node
+                                .as_ref()
+                                .map(|n| n.cluster.as_str())
+                                .filter(|c| !c.is_empty())
+                                .unwrap_or(DEFAULT_INSTANCE);
+                            match fleet.subscribe(instance) {
+                                Ok(rx) => snapshots = Some(rx),
+                                Err(e) => {
+                                    let _ = tx.send(Err(Status::failed_precondition(format!("instance {instance}: {e}")))).await;
+                                    break;
+                                }
+                            }
+                        }
+                        let Some(current) = snapshots.as_ref() else { break };
+                        let type_url = request.type_url.clone();
+                        if type_url != LISTENER && type_url != CLUSTER {
+                            continue;
+                        }
+                        if !request.response_nonce.is_empty() {
+                            // An answer to one of ours.
+                            let version = sent.get(&type_url).map(|s| s.version.clone()).unwrap_or_default();
+                            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+                            let state = nodes.entry(node_id.clone()).or_default();
+                            match &request.error_detail {
+                                Some(error) => {
+                                    tracing::warn!(node = %node_id, type_url, version, message = %error.message, "an Envoy refused a version (NACK); it keeps its last good one");
+                                    state.nacked = Some((type_url.clone(), version, error.message.clone()));
+                                    // What it holds is unknown now: the next version sends it all.
+                                    holds.remove(&type_url);
+                                }
+                                None => {
+                                    state.acked.insert(type_url.clone(), version);
+                                }
+                            }
+                            continue;
+                        }
+                        // A subscription: what the Envoy says it holds, then the rest.
+                        let held = holds.entry(type_url.clone()).or_default();
+                        held.extend(request.initial_resource_versions.clone());
+                        next_nonce += 1;
+                        let snapshot = current.borrow().clone();
+                        let response = delta(&snapshot, &type_url, held, next_nonce).unwrap_or_else(|| DeltaDiscoveryResponse {
+                            system_version_info: snapshot.version.clone(),
+                            type_url: type_url.clone(),
+                            nonce: next_nonce.to_string(),
+                            ..DeltaDiscoveryResponse::default()
+                        });
+                        sent.insert(type_url.clone(), Sent { nonce: next_nonce, version: snapshot.version.clone() });
+                        if tx.send(Ok(response)).await.is_err() {
+                            break;
+                        }
+                    }
+                    changed = async {
+                        match snapshots.as_mut() {
+                            Some(rx) => rx.changed().await.map(|()| rx.borrow_and_update().clone()),
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        let Ok(snapshot) = changed else { break };
+                        for type_url in [CLUSTER, LISTENER] {
+                            if !sent.contains_key(type_url) {
+                                continue;
+                            }
+                            let held = holds.entry(type_url.to_owned()).or_default();
+                            next_nonce += 1;
+                            if let Some(response) = delta(&snapshot, type_url, held, next_nonce) {
+                                sent.insert(type_url.to_owned(), Sent { nonce: next_nonce, version: snapshot.version.clone() });
+                                if tx.send(Ok(response)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !node_id.is_empty() {
+                let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(state) = nodes.get_mut(&node_id) {
+                    state.connected = false;
+                }
+            }
+        });
+        Ok(Response::new(DeltaResponses(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Item;
+    use envoy_types::pb::google::protobuf::Any;
+
+    fn snapshot(items: &[(&str, &str)]) -> Snapshot {
+        let mut s = Snapshot {
+            version: "v".into(),
+            ..Snapshot::default()
+        };
+        s.resources.insert(
+            LISTENER,
+            items
+                .iter()
+                .map(|(name, version)| Item {
+                    name: (*name).into(),
+                    version: (*version).into(),
+                    resource: Any::default(),
+                })
+                .collect(),
+        );
+        s
+    }
+
+    #[test]
+    fn an_incremental_envoy_gets_what_changed_and_what_is_gone() {
+        let mut held: Holds = [("a".into(), "1".into()), ("b".into(), "1".into())].into();
+        let next = snapshot(&[("a", "1"), ("c", "2")]);
+        let response = delta(&next, LISTENER, &mut held, 7).expect("a change");
+        let names: Vec<&str> = response.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["c"], "a is unchanged");
+        assert_eq!(response.removed_resources, ["b"]);
+        assert_eq!(response.nonce, "7");
+        // It holds the snapshot now: the same snapshot again sends nothing.
+        assert!(delta(&next, LISTENER, &mut held, 8).is_none());
+        // A changed version of a resource it holds is sent again.
+        let changed = snapshot(&[("a", "3"), ("c", "2")]);
+        let response = delta(&changed, LISTENER, &mut held, 9).expect("a change");
+        assert_eq!(response.resources.len(), 1);
+        assert_eq!(response.resources[0].version, "3");
     }
 }

@@ -24,7 +24,19 @@ pub struct Snapshot {
     /// every server and after a restart.
     pub version: String,
     /// Resources by type URL.
-    pub resources: BTreeMap<&'static str, Vec<(String, Any)>>,
+    pub resources: BTreeMap<&'static str, Vec<Item>>,
+}
+
+/// One resource: its name, its own version (for the incremental variant)
+/// and the resource.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The resource's name.
+    pub name: String,
+    /// A digest of this resource alone.
+    pub version: String,
+    /// The resource.
+    pub resource: Any,
 }
 
 /// Reads, renders and converts the resources of `paths` for the Ambassador
@@ -77,14 +89,18 @@ pub fn from_resources(
                 .encode(message, resource)
                 .map_err(|e| format!("{key} {name}: {e}"))?;
             // The JSON, not the encoding: protobuf maps encode in any order.
-            digest.write(resource.to_string().as_bytes());
-            list.push((
+            let json = resource.to_string();
+            digest.write(json.as_bytes());
+            let mut own = Fnv::default();
+            own.write(json.as_bytes());
+            list.push(Item {
                 name,
-                Any {
+                version: format!("{:016x}", own.0),
+                resource: Any {
                     type_url: type_url.to_owned(),
                     value,
                 },
-            ));
+            });
         }
         snapshot.resources.insert(type_url, list);
     }

@@ -77,6 +77,19 @@ pub fn render_xds_bootstrap(
     node_cluster: &str,
     admin_port: u16,
 ) -> String {
+    render_xds_bootstrap_of(server, node_id, node_cluster, admin_port, false)
+}
+
+/// [`render_xds_bootstrap`], with `delta` choosing the incremental variant
+/// of ADS (`DELTA_GRPC`) over the state of the world.
+#[must_use]
+pub fn render_xds_bootstrap_of(
+    server: &str,
+    node_id: &str,
+    node_cluster: &str,
+    admin_port: u16,
+    delta: bool,
+) -> String {
     let (host, port) = server.rsplit_once(':').unwrap_or((server, "18000"));
     let port: u16 = port.parse().unwrap_or(18000);
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
@@ -85,7 +98,7 @@ pub fn render_xds_bootstrap(
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin_port } } },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": if delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
                 "grpc_services": [{ "envoy_grpc": { "cluster_name": "gatehouse_xds" } }],
             },

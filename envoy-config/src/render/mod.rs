@@ -31,7 +31,9 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use bootstrap::{Rendered, render, render_bootstrap, render_xds_bootstrap};
+pub use bootstrap::{
+    Rendered, render, render_bootstrap, render_xds_bootstrap, render_xds_bootstrap_of,
+};
 pub use live::{LiveFiles, render_live, union_cds};
 pub use names::OIDC_PATH_PREFIX;
 pub use options::{RenderError, RenderOptions};

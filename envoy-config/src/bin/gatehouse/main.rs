@@ -141,6 +141,9 @@ struct RenderArgs {
     /// Write envoy.yaml as the bootstrap of an Envoy that takes its listeners and clusters from `gatehouse serve` at this address (the services' files as usual)
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "live")]
     xds: Option<String>,
+    /// With --xds: the incremental variant of ADS (DELTA_GRPC) instead of the state of the world
+    #[arg(long, requires = "xds")]
+    delta: bool,
     /// With --xds: the Envoy's node id (how the control plane tells Envoys apart)
     #[arg(long, value_name = "ID", default_value = "edge-1")]
     node_id: String,
@@ -557,11 +560,12 @@ fn main() -> ExitCode {
             }
             let result = if let Some(server) = &args.xds {
                 render_files(&resources, &options, &dir).and_then(|written| {
-                    let bootstrap = gatehouse_config::render_xds_bootstrap(
+                    let bootstrap = gatehouse_config::render_xds_bootstrap_of(
                         server,
                         &args.node_id,
                         &args.node_cluster,
                         options.admin_port,
+                        args.delta,
                     );
                     write_atomically(&dir.join("envoy.yaml"), &bootstrap)
                         .map(|()| written)
