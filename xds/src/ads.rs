@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
@@ -133,6 +134,103 @@ struct Sent {
     version: String,
 }
 
+/// One Envoy's stream, as both variants keep it: who it is, its
+/// instance's versions, and what it said.
+struct Peer {
+    fleet: Arc<Fleet>,
+    nodes: Nodes,
+    node_id: String,
+    /// The instance's versions, once the first request names the node.
+    snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
+}
+
+impl Peer {
+    fn new(fleet: Arc<Fleet>, nodes: Nodes) -> Self {
+        Self {
+            fleet,
+            nodes,
+            node_id: String::new(),
+            snapshots: None,
+        }
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NodeState>> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes the node a request names and, at the first, subscribes to its
+    /// instance's versions (the node cluster; `default` without one).
+    fn hello(&mut self, node: Option<&Node>) -> Result<&watch::Receiver<Arc<Snapshot>>, Status> {
+        if let Some(node) = node {
+            self.node_id.clone_from(&node.id);
+            let mut nodes = self.nodes();
+            let state = nodes.entry(node.id.clone()).or_default();
+            state.cluster.clone_from(&node.cluster);
+            state.connected = true;
+        }
+        if self.snapshots.is_none() {
+            let instance = node
+                .map(|n| n.cluster.as_str())
+                .filter(|c| !c.is_empty())
+                .unwrap_or(DEFAULT_INSTANCE);
+            let rx = self.fleet.subscribe(instance).map_err(|e| {
+                tracing::error!(node = %self.node_id, instance, error = %e, "no version for the Envoy's instance");
+                Status::failed_precondition(format!("instance {instance}: {e}"))
+            })?;
+            self.snapshots = Some(rx);
+        }
+        self.snapshots
+            .as_ref()
+            .ok_or_else(|| Status::internal("no versions"))
+    }
+
+    /// Records the Envoy's answer to `version` of `type_url`: an ACK, or a
+    /// NACK with Envoy's message (it keeps its last good version).
+    fn answer(
+        &self,
+        type_url: &str,
+        version: String,
+        error: Option<&envoy_types::pb::google::rpc::Status>,
+    ) {
+        let mut nodes = self.nodes();
+        let state = nodes.entry(self.node_id.clone()).or_default();
+        match error {
+            Some(error) => {
+                tracing::warn!(node = %self.node_id, type_url, version, message = %error.message, "an Envoy refused a version (NACK); it keeps its last good one");
+                state.nacked = Some((type_url.to_owned(), version, error.message.clone()));
+            }
+            None => {
+                state.acked.insert(type_url.to_owned(), version);
+            }
+        }
+    }
+
+    /// The next version of the instance, once there is one.
+    async fn changed(&mut self) -> Option<Arc<Snapshot>> {
+        match self.snapshots.as_mut() {
+            Some(rx) => rx
+                .changed()
+                .await
+                .ok()
+                .map(|()| rx.borrow_and_update().clone()),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if !self.node_id.is_empty() {
+            let id = self.node_id.clone();
+            if let Some(state) = self.nodes().get_mut(&id) {
+                state.connected = false;
+            }
+        }
+    }
+}
+
 fn response(snapshot: &Snapshot, type_url: &str, nonce: u64) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: snapshot.version.clone(),
@@ -161,59 +259,29 @@ impl AggregatedDiscoveryService for Ads {
         let fleet = self.fleet.clone();
         let nodes = self.nodes.clone();
         tokio::spawn(async move {
-            let mut node_id = String::new();
-            // The instance's versions, once the first request names the node.
-            let mut snapshots: Option<watch::Receiver<Arc<Snapshot>>> = None;
+            let mut peer = Peer::new(fleet, nodes);
             let mut sent: HashMap<String, Sent> = HashMap::new();
             let mut next_nonce = 0_u64;
             loop {
                 tokio::select! {
                     message = requests.message() => {
                         let Ok(Some(request)) = message else { break };
-                        if let Some(node) = &request.node {
-                            node_id.clone_from(&node.id);
-                            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
-                            let state = nodes.entry(node.id.clone()).or_default();
-                            state.cluster.clone_from(&node.cluster);
-                            state.connected = true;
-                        }
-                        if snapshots.is_none() {
-                            let instance = request
-                                .node
-                                .as_ref()
-                                .map(|n| n.cluster.as_str())
-                                .filter(|c| !c.is_empty())
-                                .unwrap_or(DEFAULT_INSTANCE);
-                            match fleet.subscribe(instance) {
-                                Ok(rx) => snapshots = Some(rx),
-                                Err(e) => {
-                                    tracing::error!(node = %node_id, instance, error = %e, "no version for the Envoy's instance");
-                                    let _ = tx.send(Err(Status::failed_precondition(format!("instance {instance}: {e}")))).await;
-                                    break;
-                                }
+                        let current = match peer.hello(request.node.as_ref()) {
+                            Ok(current) => current.clone(),
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                break;
                             }
-                        }
-                        let Some(current) = snapshots.as_ref() else { break };
+                        };
                         let type_url = request.type_url.clone();
                         if type_url != LISTENER && type_url != CLUSTER {
                             // Routes, endpoints and secrets travel inline for now.
                             continue;
                         }
                         let answered = sent.get(&type_url);
-                        let about_ours = answered.is_some_and(|s| s.nonce.to_string() == request.response_nonce);
-                        if about_ours {
+                        if answered.is_some_and(|s| s.nonce.to_string() == request.response_nonce) {
                             let version = answered.map(|s| s.version.clone()).unwrap_or_default();
-                            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
-                            let state = nodes.entry(node_id.clone()).or_default();
-                            match &request.error_detail {
-                                Some(error) => {
-                                    tracing::warn!(node = %node_id, type_url, version, message = %error.message, "an Envoy refused a version (NACK); it keeps its last good one");
-                                    state.nacked = Some((type_url.clone(), version, error.message.clone()));
-                                }
-                                None => {
-                                    state.acked.insert(type_url.clone(), version);
-                                }
-                            }
+                            peer.answer(&type_url, version, request.error_detail.as_ref());
                             continue;
                         }
                         // A new subscription (or a stale nonce): the current version.
@@ -224,13 +292,8 @@ impl AggregatedDiscoveryService for Ads {
                             break;
                         }
                     }
-                    changed = async {
-                        match snapshots.as_mut() {
-                            Some(rx) => rx.changed().await.map(|()| rx.borrow_and_update().clone()),
-                            None => std::future::pending().await,
-                        }
-                    } => {
-                        let Ok(snapshot) = changed else { break };
+                    changed = peer.changed() => {
+                        let Some(snapshot) = changed else { break };
                         // Clusters before listeners.
                         for type_url in [CLUSTER, LISTENER] {
                             if !sent.contains_key(type_url) {
@@ -243,12 +306,6 @@ impl AggregatedDiscoveryService for Ads {
                             }
                         }
                     }
-                }
-            }
-            if !node_id.is_empty() {
-                let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(state) = nodes.get_mut(&node_id) {
-                    state.connected = false;
                 }
             }
         });
@@ -264,8 +321,7 @@ impl AggregatedDiscoveryService for Ads {
         let fleet = self.fleet.clone();
         let nodes = self.nodes.clone();
         tokio::spawn(async move {
-            let mut node_id = String::new();
-            let mut snapshots: Option<watch::Receiver<Arc<Snapshot>>> = None;
+            let mut peer = Peer::new(fleet, nodes);
             // Per type: what the Envoy holds, and the last nonce and version sent.
             let mut holds: HashMap<String, Holds> = HashMap::new();
             let mut sent: HashMap<String, Sent> = HashMap::new();
@@ -274,29 +330,13 @@ impl AggregatedDiscoveryService for Ads {
                 tokio::select! {
                     message = requests.message() => {
                         let Ok(Some(request)) = message else { break };
-                        if let Some(node) = &request.node {
-                            node_id.clone_from(&node.id);
-                            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
-                            let state = nodes.entry(node.id.clone()).or_default();
-                            state.cluster.clone_from(&node.cluster);
-                            state.connected = true;
-                        }
-                        if snapshots.is_none() {
-                            let instance = request
-                                .node
-                                .as_ref()
-                                .map(|n| n.cluster.as_str())
-                                .filter(|c| !c.is_empty())
-                                .unwrap_or(DEFAULT_INSTANCE);
-                            match fleet.subscribe(instance) {
-                                Ok(rx) => snapshots = Some(rx),
-                                Err(e) => {
-                                    let _ = tx.send(Err(Status::failed_precondition(format!("instance {instance}: {e}")))).await;
-                                    break;
-                                }
+                        let current = match peer.hello(request.node.as_ref()) {
+                            Ok(current) => current.clone(),
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                break;
                             }
-                        }
-                        let Some(current) = snapshots.as_ref() else { break };
+                        };
                         let type_url = request.type_url.clone();
                         if type_url != LISTENER && type_url != CLUSTER {
                             continue;
@@ -304,19 +344,11 @@ impl AggregatedDiscoveryService for Ads {
                         if !request.response_nonce.is_empty() {
                             // An answer to one of ours.
                             let version = sent.get(&type_url).map(|s| s.version.clone()).unwrap_or_default();
-                            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
-                            let state = nodes.entry(node_id.clone()).or_default();
-                            match &request.error_detail {
-                                Some(error) => {
-                                    tracing::warn!(node = %node_id, type_url, version, message = %error.message, "an Envoy refused a version (NACK); it keeps its last good one");
-                                    state.nacked = Some((type_url.clone(), version, error.message.clone()));
-                                    // What it holds is unknown now: the next version sends it all.
-                                    holds.remove(&type_url);
-                                }
-                                None => {
-                                    state.acked.insert(type_url.clone(), version);
-                                }
+                            if request.error_detail.is_some() {
+                                // What it holds is unknown now: the next version sends it all.
+                                holds.remove(&type_url);
                             }
+                            peer.answer(&type_url, version, request.error_detail.as_ref());
                             continue;
                         }
                         // A subscription: what the Envoy says it holds, then the rest.
@@ -335,13 +367,8 @@ impl AggregatedDiscoveryService for Ads {
                             break;
                         }
                     }
-                    changed = async {
-                        match snapshots.as_mut() {
-                            Some(rx) => rx.changed().await.map(|()| rx.borrow_and_update().clone()),
-                            None => std::future::pending().await,
-                        }
-                    } => {
-                        let Ok(snapshot) = changed else { break };
+                    changed = peer.changed() => {
+                        let Some(snapshot) = changed else { break };
                         for type_url in [CLUSTER, LISTENER] {
                             if !sent.contains_key(type_url) {
                                 continue;
@@ -356,12 +383,6 @@ impl AggregatedDiscoveryService for Ads {
                             }
                         }
                     }
-                }
-            }
-            if !node_id.is_empty() {
-                let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(state) = nodes.get_mut(&node_id) {
-                    state.connected = false;
                 }
             }
         });
