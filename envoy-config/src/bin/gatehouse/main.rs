@@ -145,10 +145,10 @@ struct RenderArgs {
     #[arg(long, requires = "xds")]
     delta: bool,
     /// With --xds: the Envoy's node id (how the control plane tells Envoys apart)
-    #[arg(long, value_name = "ID", default_value = "edge-1")]
+    #[arg(long, value_name = "ID", default_value = "edge-1", requires = "xds")]
     node_id: String,
     /// With --xds: the Envoy's node cluster, the Ambassador instance whose resources it gets (spec.ambassador_id)
-    #[arg(long, value_name = "ID", default_value = "default")]
+    #[arg(long, value_name = "ID", default_value = "default", requires = "xds")]
     node_cluster: String,
 }
 
@@ -725,6 +725,26 @@ mod tests {
             ],
             &["gatehouse", "publish", "-f", "a.yaml"],
             &["gatehouse", "routes", "-f", "a.yaml", "--unknown", "x"],
+            // The node of an xDS bootstrap means nothing without --xds.
+            &[
+                "gatehouse",
+                "render",
+                "-f",
+                "a.yaml",
+                "-o",
+                "out",
+                "--node-id",
+                "x",
+            ],
+            &[
+                "gatehouse",
+                "render",
+                "-f",
+                "a.yaml",
+                "-o",
+                "out",
+                "--delta",
+            ],
         ] {
             let err = Cli::try_parse_from(line).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{line:?}: {err}");
