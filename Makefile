@@ -7,7 +7,7 @@ WASM_TARGET := wasm32-wasip1
 WASM_PROFILE := wasm-release
 WASM_CRATES := -p gatehouse-jwt -p gatehouse-noop -p gatehouse-router -p gatehouse-session
 
-.PHONY: help setup wasm build test lint bench run clean
+.PHONY: help setup wasm build test lint bench run run-xds clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench: wasm ## benchmark scenarios; ratio tables printed and written to bench/re
 
 run: build ## build everything, start the quickstart stack on http://127.0.0.1:8080 (Ctrl-C stops it)
 	@GATEHOUSE_BIN_DIR=target/release target/release/quickstart
+
+run-xds: build ## the same stack, Envoy and the services configured by `gatehouse serve` (xDS); edit deploy/quickstart/edge.yaml while it runs
+	@GATEHOUSE_BIN_DIR=target/release target/release/quickstart --xds
 
 clean: ## remove build output (keeps .venv)
 	@$(CARGO) clean

@@ -16,6 +16,8 @@ use crate::ratelimit::write_atomically;
 #[derive(Debug, Default)]
 pub struct AuthzBuilder {
     config: String,
+    config_file: Option<std::path::PathBuf>,
+    grpc_addr: Option<SocketAddr>,
     files: Vec<(String, String)>,
     launch: Launch,
 }
@@ -105,6 +107,24 @@ impl AuthzBuilder {
         self
     }
 
+    /// Reads (and watches) this `authz.yaml` instead of writing its own:
+    /// a file another program renders, e.g. `gatehouse serve
+    /// --services-out`.
+    #[must_use]
+    pub fn config_file(mut self, path: &Path) -> Self {
+        self.config_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Serves gRPC on this address instead of a free port the service
+    /// picks: for a configuration that must name it before the service
+    /// starts.
+    #[must_use]
+    pub fn grpc_addr(mut self, addr: SocketAddr) -> Self {
+        self.grpc_addr = Some(addr);
+        self
+    }
+
     crate::launch_options!(binary);
 
     /// Starts the service and waits until `/readyz` answers 200.
@@ -112,8 +132,14 @@ impl AuthzBuilder {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-authz-")
             .tempdir()?;
-        let config = dir.path().join("authz.yaml");
-        std::fs::write(&config, &self.config)?;
+        let config = match &self.config_file {
+            Some(path) => path.clone(),
+            None => {
+                let config = dir.path().join("authz.yaml");
+                std::fs::write(&config, &self.config)?;
+                config
+            }
+        };
         for (name, text) in &self.files {
             std::fs::write(dir.path().join(name), text)?;
         }
@@ -128,7 +154,11 @@ impl AuthzBuilder {
                 },
             )
             .env("GATEHOUSE_AUTHZ_CONFIG", &config)
-            .env("GATEHOUSE_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
+            .env(
+                "GATEHOUSE_AUTHZ_GRPC_ADDR",
+                self.grpc_addr
+                    .map_or("127.0.0.1:0".into(), |a| a.to_string()),
+            )
             .env("GATEHOUSE_AUTHZ_HTTP_ADDR", "127.0.0.1:0");
         let (process, ready, client) = self
             .launch

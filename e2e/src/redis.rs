@@ -147,6 +147,21 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// `n` free ports, all different: each is held until all are picked.
+///
+/// # Errors
+/// No port could be bound.
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let held = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&held) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
 /// The `process_id` a Redis server on `port` reports in `INFO server`, if one answers.
 pub async fn server_pid(port: u16, password: &Option<String>) -> Option<u32> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -64,8 +64,21 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn make_run_starts_the_stack_its_examples_work_and_ctrl_c_stops_it() -> Result<()> {
+    the_stack_works(&[]).await
+}
+
+/// `make run-xds`: the same examples work with Envoy and the two services
+/// configured by `gatehouse serve`, and Envoy runs the server's version.
+#[tokio::test]
+async fn make_run_xds_serves_the_same_stack_from_the_control_plane() -> Result<()> {
+    the_stack_works(&["--xds"]).await
+}
+
+async fn the_stack_works(args: &[&str]) -> Result<()> {
+    let xds = args.contains(&"--xds");
     let bin = e2e::paths::service_bin("quickstart")?;
     let mut child = Command::new(bin)
+        .args(args)
         .env("GATEHOUSE_LISTEN_PORT", "0")
         .env("GATEHOUSE_ADMIN_PORT", "0")
         .env("GATEHOUSE_DIAG_PORT", "0")
@@ -92,8 +105,8 @@ async fn make_run_starts_the_stack_its_examples_work_and_ctrl_c_stops_it() -> Re
         .collect::<Result<_, _>>()?;
     assert_eq!(
         pids.len(),
-        5,
-        "Envoy, the two services, the IdP and gatehouse diag"
+        if xds { 6 } else { 5 },
+        "Envoy, the two services, the IdP, gatehouse diag (and gatehouse serve)"
     );
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -180,6 +193,28 @@ async fn make_run_starts_the_stack_its_examples_work_and_ctrl_c_stops_it() -> Re
         page.contains("Demo catalog") && page.contains("List the items"),
         "{page}"
     );
+
+    // 5. With --xds, Envoy runs (has ACKed) the control plane's version,
+    // and nothing was refused.
+    if xds {
+        let status: serde_json::Value = client
+            .get(url_in(field(&banner, "control plane:")?)?)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let version = status["versions"]["default"].as_str().unwrap_or_default();
+        assert!(!version.is_empty(), "{status}");
+        let node = &status["nodes"]["quickstart"];
+        assert_eq!(node["connected"], true, "{status}");
+        assert_eq!(
+            node["acked"]["type.googleapis.com/envoy.config.listener.v3.Listener"], version,
+            "{status}"
+        );
+        assert_eq!(status["refused"], serde_json::json!({}), "{status}");
+    } else {
+        assert!(field(&banner, "control plane:").is_err());
+    }
 
     // Ctrl-C: the binary stops everything and exits.
     nix::sys::signal::kill(

@@ -22,16 +22,19 @@
 pub mod diag;
 mod doc;
 pub mod doctor;
+mod flags;
 mod host;
 mod limits;
 mod mapping;
 mod module;
+mod output;
 mod policy;
 mod render;
 mod resources;
 mod sanitize;
 
 pub use doc::ResourceError;
+pub use flags::{RenderFlags, var};
 pub use host::{Host, Insecure, Listener, SecurityModel};
 pub use limits::{
     DEFAULT_RATELIMIT_TIMEOUT_MS, Label, Labels, Limit, RateLimit, RateLimitService,
@@ -42,6 +45,7 @@ pub use mapping::{
     Probe, RetryPolicy, Sticky,
 };
 pub use module::{IpRange, IpRule, Module};
+pub use output::{RENDERED_HEADER, Written, write_atomically, write_services};
 pub use policy::{
     ApiKeyFilter, Filter, FilterKind, FilterPolicy, FilterUse, HeaderCondition, JwtFilter,
     OAuth2Filter, PathMatch, PolicyRule, Url,

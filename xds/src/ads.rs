@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fleet::{DEFAULT_INSTANCE, Fleet};
+use crate::fleet::Fleet;
 use crate::snapshot::{CLUSTER, LISTENER, Snapshot};
 
 /// What one Envoy last said, for the status page.
@@ -174,7 +174,9 @@ impl Peer {
             let instance = node
                 .map(|n| n.cluster.as_str())
                 .filter(|c| !c.is_empty())
-                .unwrap_or(DEFAULT_INSTANCE);
+                .unwrap_or(self.fleet.default_instance())
+                .to_owned();
+            let instance = instance.as_str();
             let rx = self.fleet.subscribe(instance).map_err(|e| {
                 tracing::error!(node = %self.node_id, instance, error = %e, "no version for the Envoy's instance");
                 Status::failed_precondition(format!("instance {instance}: {e}"))

@@ -2,9 +2,16 @@
 //! asks for with its node cluster (`default` when it names none), each
 //! rebuilt when the resources change. An instance's change that does not
 //! render is refused for that instance alone; the others move on.
+//!
+//! With a services directory, each instance's services' configurations are
+//! written to `<dir>/<instance>/` (`authz.yaml`, and gatehouse-ratelimit's
+//! files in `config/`, so `RUNTIME_ROOT=<dir>` and
+//! `RUNTIME_SUBDIRECTORY=<instance>`) before its Envoys are told of the
+//! version: a rate limit a new route sends is known to gatehouse-ratelimit
+//! before Envoy sends it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,7 +19,7 @@ use gatehouse_config::RenderOptions;
 use tokio::sync::watch;
 
 use crate::proto::Protos;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, Snapshot, Source};
 
 /// The instance of an Envoy whose node names no cluster.
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -20,8 +27,10 @@ pub const DEFAULT_INSTANCE: &str = "default";
 /// Every instance's current version.
 #[derive(Debug)]
 pub struct Fleet {
-    paths: Vec<PathBuf>,
+    source: Source,
     options: RenderOptions,
+    services: Option<PathBuf>,
+    default: String,
     protos: Protos,
     instances: Mutex<BTreeMap<String, watch::Sender<Arc<Snapshot>>>>,
     refused: Mutex<BTreeMap<String, String>>,
@@ -36,26 +45,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Fleet {
-    /// A fleet serving `paths`; the default instance must build.
+    /// A fleet serving `source` (`default` the instance of an Envoy whose
+    /// node names no cluster), writing the services' configurations under
+    /// `services` when given; the default instance must build.
     ///
     /// # Errors
-    /// The default instance's resources do not render.
+    /// The default instance's resources do not render, or its services'
+    /// configurations cannot be written.
     pub fn new(
-        paths: Vec<PathBuf>,
+        source: Source,
         options: RenderOptions,
         protos: Protos,
+        default: String,
+        services: Option<PathBuf>,
     ) -> Result<Self, String> {
         let fleet = Self {
-            paths,
+            default,
+            source,
             options,
+            services,
             protos,
             instances: Mutex::default(),
             refused: Mutex::default(),
             versions: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
         };
-        fleet.subscribe(DEFAULT_INSTANCE)?;
+        fleet.subscribe(&fleet.default)?;
         Ok(fleet)
+    }
+
+    /// The instance of an Envoy whose node names no cluster.
+    #[must_use]
+    pub fn default_instance(&self) -> &str {
+        &self.default
     }
 
     /// The versions of `instance`, built at its first Envoy.
@@ -66,7 +88,15 @@ impl Fleet {
         if let Some(tx) = lock(&self.instances).get(instance) {
             return Ok(tx.subscribe());
         }
-        let first = snapshot::build(&self.paths, instance, &self.options, &self.protos)?;
+        // The name comes from the Envoy (its node cluster), and names a
+        // directory of the services' files.
+        if !is_instance_name(instance) {
+            return Err(format!(
+                "{instance:?} is not an instance name (1 to 63 letters, digits, '-', '_' or '.', not starting with '.')"
+            ));
+        }
+        let first = snapshot::build(&self.source, instance, &self.options, &self.protos)?;
+        self.write_services(instance, &first)?;
         self.versions.fetch_add(1, Ordering::Relaxed);
         let mut instances = lock(&self.instances);
         let tx = instances
@@ -83,7 +113,14 @@ impl Fleet {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (instance, tx) in instances {
-            match snapshot::build(&self.paths, &instance, &self.options, &self.protos) {
+            let built = snapshot::build(&self.source, &instance, &self.options, &self.protos)
+                .and_then(|next| {
+                    if next.version != tx.borrow().version {
+                        self.write_services(&instance, &next)?;
+                    }
+                    Ok(next)
+                });
+            match built {
                 Ok(next) => {
                     lock(&self.refused).remove(&instance);
                     if next.version != tx.borrow().version {
@@ -101,6 +138,19 @@ impl Fleet {
         }
     }
 
+    /// Writes `snapshot`'s services' configurations for `instance`.
+    fn write_services(&self, instance: &str, snapshot: &Snapshot) -> Result<(), String> {
+        let Some(dir) = &self.services else {
+            return Ok(());
+        };
+        let dir = services_dir(dir, instance);
+        gatehouse_config::write_services(&snapshot.services, &dir, &dir.join("config"))
+            .map(|written| {
+                tracing::info!(instance, version = %snapshot.version, files = written.written.len(), removed = written.removed.len(), "the services' configurations written");
+            })
+            .map_err(|e| format!("writing the services' configurations in {}: {e}", dir.display()))
+    }
+
     /// Each instance's current version.
     pub fn current(&self) -> BTreeMap<String, String> {
         lock(&self.instances)
@@ -113,6 +163,22 @@ impl Fleet {
     pub fn refused(&self) -> BTreeMap<String, String> {
         lock(&self.refused).clone()
     }
+}
+
+/// Whether `name` may name an instance: an Ambassador id, never a path.
+#[must_use]
+pub fn is_instance_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Where `instance`'s services' configurations are written under `dir`.
+#[must_use]
+pub fn services_dir(dir: &Path, instance: &str) -> PathBuf {
+    dir.join(instance)
 }
 
 #[cfg(test)]
@@ -130,17 +196,27 @@ metadata: {name: internal}
 spec: {ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:9001'}
 ";
 
+    /// A fleet serving `dir`, writing the services' files under `services`.
+    fn fleet_of(dir: &Path, services: Option<&Path>) -> Fleet {
+        Fleet::new(
+            Source {
+                paths: vec![dir.to_path_buf()],
+                ..Source::default()
+            },
+            RenderOptions::default(),
+            Protos::load().expect("descriptors"),
+            DEFAULT_INSTANCE.to_owned(),
+            services.map(Path::to_path_buf),
+        )
+        .expect("the default instance builds")
+    }
+
     #[test]
     fn each_instance_has_its_version_and_a_refusal_stays_with_its_instance() {
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(dir.path().join("default.yaml"), DEFAULT).expect("write");
         std::fs::write(dir.path().join("internal.yaml"), INTERNAL).expect("write");
-        let fleet = Fleet::new(
-            vec![dir.path().to_path_buf()],
-            RenderOptions::default(),
-            Protos::load().expect("descriptors"),
-        )
-        .expect("the default instance builds");
+        let fleet = fleet_of(dir.path(), None);
         let internal = fleet.subscribe("internal").expect("builds");
         let versions = fleet.current();
         assert_eq!(versions.len(), 2);
@@ -173,5 +249,62 @@ spec: {ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:9001'}
         assert!(fleet.refused().is_empty());
         assert_eq!(fleet.current()["default"], versions["default"]);
         assert_ne!(internal.borrow().version, versions["internal"]);
+    }
+
+    const LIMIT: &str = "---
+apiVersion: getambassador.io/v3alpha1
+kind: RateLimit
+metadata: {name: per-client}
+spec:
+  domain: ambassador
+  limits:
+  - pattern: [{generic_key: app}]
+    rate: 5
+    unit: minute
+";
+
+    #[test]
+    fn the_services_files_are_written_per_instance_with_each_version() {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = tempfile::tempdir().expect("out");
+        std::fs::write(dir.path().join("edge.yaml"), format!("{DEFAULT}{LIMIT}")).expect("write");
+        let fleet = fleet_of(dir.path(), Some(out.path()));
+        let config = out.path().join("default/config");
+        let read = || {
+            std::fs::read_dir(&config)
+                .expect("the ratelimit files")
+                .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+                .collect::<String>()
+        };
+        assert!(read().contains("requests_per_unit: 5"), "{}", read());
+        let before = fleet.current();
+        // A change to the rate limit alone is a new version, and its file.
+        std::fs::write(
+            dir.path().join("edge.yaml"),
+            format!("{DEFAULT}{}", LIMIT.replace("rate: 5", "rate: 7")),
+        )
+        .expect("write");
+        fleet.rebuild();
+        assert_ne!(fleet.current(), before);
+        assert!(read().contains("requests_per_unit: 7"), "{}", read());
+        // A refused change writes nothing.
+        std::fs::write(
+            dir.path().join("edge.yaml"),
+            format!("{DEFAULT}{}", LIMIT.replace("rate: 5", "rate: many")),
+        )
+        .expect("write");
+        fleet.rebuild();
+        assert!(read().contains("requests_per_unit: 7"), "{}", read());
+        assert_eq!(fleet.refusals.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn an_instance_name_is_never_a_path() {
+        for bad in ["", "..", "../etc", "a/b", ".hidden", &"x".repeat(64), "a b"] {
+            assert!(!is_instance_name(bad), "{bad:?}");
+        }
+        for good in ["default", "internal-2", "edge.eu_1"] {
+            assert!(is_instance_name(good), "{good:?}");
+        }
     }
 }

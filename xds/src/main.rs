@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! gatehouse-xds -f <file or dir>... [--listen 127.0.0.1:18000] [--status 127.0.0.1:18001]
-//!               [--listen-port N] [--admin-port N] [--authz H:P] [--ratelimit H:P] ...
+//!               [--services-out DIR] [--instance ID]... [gatehouse render's options]
 //! ```
 
 use std::path::PathBuf;
@@ -15,13 +15,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use gatehouse_config::RenderOptions;
+use gatehouse_config::RenderFlags;
 use gatehouse_xds::ads::{Ads, Nodes};
 use gatehouse_xds::fleet::Fleet;
 use gatehouse_xds::proto::Protos;
-use gatehouse_xds::snapshot;
+use gatehouse_xds::snapshot::{self, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An xDS (ADS) control plane for the resources `gatehouse render` reads.
@@ -40,24 +40,14 @@ struct Args {
     /// How often the files are checked for changes, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     poll_ms: u64,
-    /// The listeners' port when no Listener resource says
-    #[arg(long, value_name = "N", default_value_t = RenderOptions::default().listen_port)]
-    listen_port: u16,
-    /// The listeners' address
-    #[arg(long, value_name = "IP", default_value_t = RenderOptions::default().listen_address)]
-    listen_address: String,
-    /// gatehouse-authz's gRPC address
-    #[arg(long, value_name = "HOST:PORT", default_value_t = RenderOptions::default().authz_address)]
-    authz: String,
-    /// gatehouse-ratelimit's gRPC address
-    #[arg(long, value_name = "HOST:PORT", default_value_t = RenderOptions::default().ratelimit_address)]
-    ratelimit: String,
-    /// The gatehouse-jwt wasm file, as the Envoys see it
-    #[arg(long, value_name = "PATH", default_value_t = RenderOptions::default().jwt_wasm)]
-    jwt_wasm: String,
-    /// Where Secrets are mounted on the Envoys' side
-    #[arg(long, value_name = "DIR", default_value_t = RenderOptions::default().secrets_dir)]
-    secrets_dir: String,
+    /// Write each instance's gatehouse-authz and gatehouse-ratelimit configurations under DIR/<instance>/ (authz.yaml, config/*.yaml) before its Envoys get the version
+    #[arg(long, value_name = "DIR")]
+    services_out: Option<PathBuf>,
+    /// An instance to build at start (its services' files written at once), besides the default one; repeatable
+    #[arg(long, value_name = "ID")]
+    instance: Vec<String>,
+    #[command(flatten)]
+    render: RenderFlags,
 }
 
 #[tokio::main]
@@ -67,23 +57,38 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
-    let options = RenderOptions {
-        listen_port: args.listen_port,
-        listen_address: args.listen_address.clone(),
-        authz_address: args.authz.clone(),
-        ratelimit_address: args.ratelimit.clone(),
-        jwt_wasm: args.jwt_wasm.clone(),
-        secrets_dir: args.secrets_dir.clone(),
-        ..RenderOptions::default()
+    let matches = Args::command().get_matches();
+    // The admin port is the bootstrap's: an Envoy joining the server has
+    // its own (`gatehouse render --xds --admin-port`).
+    if matches.value_source("admin_port") == Some(clap::parser::ValueSource::CommandLine) {
+        anyhow::bail!(
+            "--admin-port is the joining Envoy's bootstrap's: give it to `gatehouse render --xds`"
+        );
+    }
+    let args = Args::from_arg_matches(&matches)?;
+    let source = Source {
+        paths: args.files.clone(),
+        vars: args.render.vars.clone(),
+        namespace: args.render.ambassador_namespace.clone(),
     };
     let protos = Protos::load()?;
     // The default instance must build: a server with nothing good to serve
     // says so and exits.
     let fleet = Arc::new(
-        Fleet::new(args.files.clone(), options, protos)
-            .map_err(|e| anyhow::anyhow!("the resources do not render: {e}"))?,
+        Fleet::new(
+            source,
+            args.render.render_options(),
+            protos,
+            args.render.ambassador_id.clone(),
+            args.services_out.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("the resources do not render: {e}"))?,
     );
+    for instance in &args.instance {
+        fleet
+            .subscribe(instance)
+            .map_err(|e| anyhow::anyhow!("instance {instance}: {e}"))?;
+    }
     tracing::info!(versions = ?fleet.current(), "serving");
     let nodes = Nodes::default();
     {

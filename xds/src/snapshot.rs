@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::google::protobuf::Any;
-use gatehouse_config::{Instance, RenderOptions, Resources, render, resource_files as files};
+use gatehouse_config::{
+    Instance, RenderOptions, Rendered, Resources, render, resource_files as files,
+};
 use serde_json::Value;
 
 use crate::proto::Protos;
@@ -25,6 +27,21 @@ pub struct Snapshot {
     pub version: String,
     /// Resources by type URL.
     pub resources: BTreeMap<&'static str, Vec<Item>>,
+    /// The services' configurations rendered from the same resources
+    /// (`authz.yaml`, gatehouse-ratelimit's files; no bootstrap).
+    pub services: Rendered,
+}
+
+/// Where the resources come from: files and directories, the `${NAME}`
+/// values filled in, and the Ambassador namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// Resource files and directories.
+    pub paths: Vec<PathBuf>,
+    /// `--set NAME=VALUE`.
+    pub vars: Vec<(String, String)>,
+    /// The instances' namespace.
+    pub namespace: String,
 }
 
 /// One resource: its name, its own version (for the incremental variant)
@@ -48,16 +65,16 @@ pub struct Item {
 /// `gatehouse render` does) or the resource and path that Envoy's protobuf
 /// refuses.
 pub fn build(
-    paths: &[PathBuf],
+    source: &Source,
     instance: &str,
     options: &RenderOptions,
     protos: &Protos,
 ) -> Result<Snapshot, String> {
     let instance = Instance {
         ambassador_id: instance.to_owned(),
-        ..Instance::default()
+        namespace: source.namespace.clone(),
     };
-    let resources = gatehouse_config::load_files(paths, &instance, &[])?;
+    let resources = gatehouse_config::load_files(&source.paths, &instance, &source.vars)?;
     from_resources(&resources, options, protos)
 }
 
@@ -104,7 +121,16 @@ pub fn from_resources(
         }
         snapshot.resources.insert(type_url, list);
     }
+    // The services' configurations are part of the version: a change to a
+    // rate limit alone is a new version too.
+    for text in rendered.authz.iter().chain(rendered.ratelimit.values()) {
+        digest.write(text.as_bytes());
+    }
     snapshot.version = format!("{:016x}", digest.0);
+    snapshot.services = Rendered {
+        envoy: String::new(),
+        ..rendered
+    };
     Ok(snapshot)
 }
 
@@ -157,7 +183,10 @@ spec: {prefix: /app/, service: '127.0.0.1:9000'}
         let protos = Protos::load().expect("descriptors");
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(dir.path().join("edge.yaml"), EDGE).expect("write");
-        let paths = vec![dir.path().to_path_buf()];
+        let paths = Source {
+            paths: vec![dir.path().to_path_buf()],
+            ..Source::default()
+        };
         let options = RenderOptions::default();
         let one = build(&paths, "default", &options, &protos).expect("builds");
         assert_eq!(one.resources[LISTENER].len(), 1);

@@ -9,10 +9,15 @@
 //! `GATEHOUSE_DIAG_PORT` (default 8877) `gatehouse diag`'s; 0 picks free
 //! ones.
 //!
+//! `quickstart --xds` (`make run-xds`) runs the same stack with Envoy and
+//! the two services configured by `gatehouse serve`, the xDS control plane,
+//! which renders `edge.yaml` itself and follows its changes.
+//!
 //! Only the banner and the signals live here; the stack is this crate's
 //! library (`src/lib.rs`).
 
 use anyhow::{Context, Result};
+use gatehouse_quickstart::Mode;
 use tokio::signal::unix::{SignalKind, signal};
 
 fn port(name: &str, default: u16) -> Result<u16> {
@@ -31,7 +36,14 @@ async fn main() -> Result<()> {
     let diag = port("GATEHOUSE_DIAG_PORT", 8877)?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let stack = gatehouse_quickstart::start(listen, admin, diag, true).await?;
+    // `--xds` (`make run-xds`): Envoy and the services take their
+    // configuration from `gatehouse serve`.
+    let mode = match std::env::args().nth(1).as_deref() {
+        None => Mode::Files,
+        Some("--xds") => Mode::Xds,
+        Some(other) => anyhow::bail!("{other}: the only option is --xds"),
+    };
+    let stack = gatehouse_quickstart::start_in(mode, listen, admin, diag, true).await?;
     let edge = |path: &str| stack.url(path);
     println!(
         "Gatehouse quickstart is up, rendered from {}:",
@@ -56,6 +68,12 @@ async fn main() -> Result<()> {
         stack.diag_url,
         edge("/catalog/")
     );
+    if let Some(status) = &stack.xds_status_url {
+        println!(
+            "  control plane:  {status}   (gatehouse serve: edit {} and watch the version change)",
+            gatehouse_quickstart::RESOURCES
+        );
+    }
     println!("  demo IdP:       {}", stack.idp.issuer());
     println!("  envoy admin:    {}", stack.envoy.admin_url("/"));
     println!("  envoy log:      {}", stack.envoy.log_path().display());

@@ -15,7 +15,7 @@ use super::options::{RenderError, RenderOptions, render_err};
 use super::routes::route_config;
 
 /// Everything `gatehouse render` writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
     /// `envoy.yaml`, the bootstrap.
     pub envoy: String,

@@ -24,8 +24,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse_config::{
-    Instance, Outcome, RenderOptions, Resources, render, render_bootstrap, render_live, report,
-    route_table, substitute, union_cds,
+    Outcome, RenderFlags, RenderOptions, Resources, render, render_bootstrap, render_live, report,
+    route_table, substitute, union_cds, write_atomically, write_services,
 };
 
 /// Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy,
@@ -46,7 +46,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    options: Options,
+    options: RenderFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,116 +181,12 @@ struct CheckArgs {
     _envoy_admin: Option<String>,
 }
 
-/// The rendering options. Global: `--help` names them once, and they may
-/// follow any command. Defaults are [`RenderOptions::default`]'s.
-#[derive(Debug, clap::Args)]
-struct Options {
-    /// Fill ${NAME} in the resource files (repeatable); one left unfilled outside a comment is an error
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = var, global = true)]
-    vars: Vec<(String, String)>,
-    /// The Ambassador instance id: resources whose spec.ambassador_id names another instance are skipped
-    #[arg(long, value_name = "ID", global = true, env = "AMBASSADOR_ID", default_value_t = Instance::default().ambassador_id)]
-    ambassador_id: String,
-    /// The instance's namespace: a Mapping in another namespace sends `service: name` to `name.<its namespace>`
-    #[arg(long, value_name = "NAME", global = true, env = "AMBASSADOR_NAMESPACE", default_value_t = Instance::default().namespace)]
-    ambassador_namespace: String,
-    /// The cleartext listener when no Listener resource says
-    #[arg(long, value_name = "N", global = true, default_value_t = RenderOptions::default().listen_port)]
-    listen_port: u16,
-    /// The TLS listener when no Listener resource says and a Host has a certificate
-    #[arg(long, value_name = "N", global = true, default_value_t = RenderOptions::default().https_port)]
-    https_port: u16,
-    /// Envoy's admin, on 127.0.0.1
-    #[arg(long, value_name = "N", global = true, default_value_t = RenderOptions::default().admin_port)]
-    admin_port: u16,
-    /// The gatehouse-jwt wasm file, as Envoy sees it
-    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().jwt_wasm)]
-    jwt_wasm: String,
-    /// The gatehouse-router wasm file, as Envoy sees it
-    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().router_wasm)]
-    router_wasm: String,
-    /// The gatehouse-session wasm file (the SSO fast path), as Envoy sees it
-    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().session_wasm)]
-    session_wasm: String,
-    /// The Unix socket gatehouse-authz serves the SSO fast path's keys on, as Envoy and gatehouse-authz see it
-    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().feed_socket)]
-    feed_socket: String,
-    /// Every OAuth2 Filter through ext_authz, as with fastPath: false (where gatehouse-authz runs in another pod or host than Envoy)
-    #[arg(long, global = true)]
-    no_fast_path: bool,
-    /// gatehouse-authz's gRPC address
-    #[arg(long, value_name = "HOST:PORT", global = true, default_value_t = RenderOptions::default().authz_address)]
-    authz: String,
-    /// gatehouse-ratelimit's gRPC address
-    #[arg(long, value_name = "HOST:PORT", global = true, default_value_t = RenderOptions::default().ratelimit_address)]
-    ratelimit: String,
-    #[arg(
-        long,
-        value_name = "DIR",
-        global = true,
-        default_value_t = RenderOptions::default().secrets_dir,
-        // `help` rather than a doc comment: rustdoc would read <DIR> as HTML.
-        help = "Where Secrets are mounted: <DIR>/<secret name>/<key>"
-    )]
-    secrets_dir: String,
-    /// The CAs that https:// services and JWKS URIs are checked against
-    #[arg(long, value_name = "PATH", global = true, default_value_t = RenderOptions::default().ca_file)]
-    ca_file: String,
-    /// Call gatehouse-authz and gatehouse-ratelimit over TLS, their certificates checked against this CA [default: plain gRPC]
-    #[arg(long, value_name = "PATH", global = true)]
-    services_tls_ca: Option<String>,
-    /// Resolve the services' host names with this DNS server [default: the system's]
-    #[arg(long, value_name = "IP:PORT", global = true)]
-    dns_resolver: Option<String>,
-}
-
-impl Options {
-    fn render_options(&self) -> RenderOptions {
-        RenderOptions {
-            listen_port: self.listen_port,
-            https_port: self.https_port,
-            admin_port: self.admin_port,
-            jwt_wasm: self.jwt_wasm.clone(),
-            router_wasm: self.router_wasm.clone(),
-            session_wasm: self.session_wasm.clone(),
-            feed_socket: self.feed_socket.clone(),
-            fast_path: !self.no_fast_path,
-            authz_address: self.authz.clone(),
-            ratelimit_address: self.ratelimit.clone(),
-            secrets_dir: self.secrets_dir.clone(),
-            ca_file: self.ca_file.clone(),
-            services_ca_file: self.services_tls_ca.clone(),
-            dns_resolver: self.dns_resolver.clone(),
-            ..RenderOptions::default()
-        }
-    }
-}
-
-/// `--set NAME=VALUE`.
-fn var(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .ok_or_else(|| format!("{text:?}: write NAME=VALUE"))
-}
-
 fn files(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     gatehouse_config::resource_files(inputs)
 }
 
-fn read(inputs: &[PathBuf], options: &Options) -> Result<Resources, String> {
-    let instance = Instance {
-        ambassador_id: options.ambassador_id.clone(),
-        namespace: options.ambassador_namespace.clone(),
-    };
-    gatehouse_config::load_files(inputs, &instance, &options.vars)
-}
-
-/// Writes through a temporary name and a rename: a watching Envoy never
-/// reads half a file.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+fn read(inputs: &[PathBuf], options: &RenderFlags) -> Result<Resources, String> {
+    gatehouse_config::load_files(inputs, &options.instance(), &options.vars)
 }
 
 /// Polls a running Envoy's admin page (`host:port`, plain HTTP) until it
@@ -327,36 +223,14 @@ fn render_files(
 ) -> Result<Vec<PathBuf>, String> {
     let rendered = render(resources, options).map_err(|e| e.to_string())?;
     let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
-    let mut written = vec![dir.join("envoy.yaml")];
     write_atomically(&dir.join("envoy.yaml"), &rendered.envoy).map_err(io)?;
-    if let Some(authz) = &rendered.authz {
-        write_atomically(&dir.join("authz.yaml"), authz).map_err(io)?;
-        written.push(dir.join("authz.yaml"));
+    let services = write_services(&rendered, dir, &dir.join("ratelimit")).map_err(io)?;
+    for path in &services.removed {
+        println!("removed {}", path.display());
     }
-    let rl = dir.join("ratelimit");
-    if !rendered.ratelimit.is_empty() {
-        std::fs::create_dir_all(&rl).map_err(io)?;
-        for (file, text) in &rendered.ratelimit {
-            write_atomically(&rl.join(file), text).map_err(io)?;
-            written.push(rl.join(file));
-        }
-    }
-    // What an earlier render wrote and this one did not (a Filter or a
-    // RateLimit domain that is gone) would still be served: remove it, but
-    // only files that say they were rendered.
-    let mut stale: Vec<PathBuf> = vec![dir.join("authz.yaml")];
-    if let Ok(entries) = std::fs::read_dir(&rl) {
-        stale.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-    }
-    for path in stale {
-        let rendered_here = std::fs::read_to_string(&path)
-            .is_ok_and(|t| t.starts_with("# Rendered by `gatehouse render`"));
-        if rendered_here && !written.contains(&path) {
-            std::fs::remove_file(&path).map_err(io)?;
-            println!("removed {}", path.display());
-        }
-    }
-    Ok(written)
+    Ok(std::iter::once(dir.join("envoy.yaml"))
+        .chain(services.written)
+        .collect())
 }
 
 fn render_live_files(
@@ -430,11 +304,8 @@ fn validate(resources: &Resources, options: &RenderOptions) -> ExitCode {
 }
 
 /// `validate --report`: every document's outcome, then the set's.
-fn report_files(inputs: &[PathBuf], cli: &Options, options: &RenderOptions) -> ExitCode {
-    let instance = Instance {
-        ambassador_id: cli.ambassador_id.clone(),
-        namespace: cli.ambassador_namespace.clone(),
-    };
+fn report_files(inputs: &[PathBuf], cli: &RenderFlags, options: &RenderOptions) -> ExitCode {
+    let instance = cli.instance();
     let files = match files(inputs) {
         Ok(f) => f,
         Err(e) => {
