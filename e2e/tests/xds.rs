@@ -47,6 +47,40 @@ async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_jso
     Ok(client.get(url).send().await?.json().await?)
 }
 
+/// `gatehouse serve` on the resources in `dir` (its log beside them), with
+/// `args`, once its status page answers; and an HTTP client that opens a
+/// connection per request (a kept-alive one would stay on the filter chain
+/// it began on, which Envoy drains after an update).
+async fn serve(
+    dir: &std::path::Path,
+    ads: u16,
+    status_port: u16,
+    args: &[String],
+) -> anyhow::Result<(e2e::process::ChildProcess, reqwest::Client, String)> {
+    let xds = e2e::process::ChildProcess::spawn(
+        "gatehouse-xds",
+        std::process::Command::new(e2e::paths::service_bin("gatehouse-xds")?)
+            .arg("-f")
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{ads}")])
+            .args(["--status", &format!("127.0.0.1:{status_port}")])
+            .args(["--listen-address", "127.0.0.1"])
+            .args(["--poll-ms", "200"])
+            .args(args),
+        &dir.join("xds.log"),
+    )?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let status_url = format!("http://127.0.0.1:{status_port}/status");
+    poll::until("gatehouse-xds answers", poll::READY_DEADLINE, || async {
+        Ok(status(&client, &status_url).await.ok())
+    })
+    .await?;
+    Ok((xds, client, status_url))
+}
+
 async fn start_envoy(ads: u16, node: &str) -> anyhow::Result<Envoy> {
     start_envoy_of(ads, node, "default").await
 }
@@ -91,28 +125,7 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
             echo = echo.port()
         ),
     )?;
-    let _xds = e2e::process::ChildProcess::spawn(
-        "gatehouse-xds",
-        std::process::Command::new(e2e::paths::service_bin("gatehouse-xds")?)
-            .arg("-f")
-            .arg(dir.path())
-            .args(["--listen", &format!("127.0.0.1:{ads}")])
-            .args(["--status", &format!("127.0.0.1:{status_port}")])
-            .args(["--listen-address", "127.0.0.1"])
-            .args(["--poll-ms", "200"]),
-        &dir.path().join("xds.log"),
-    )?;
-    // A connection per request: a kept-alive one would stay on the filter
-    // chain it began on, which Envoy drains after an update.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()?;
-    let status_url = format!("http://127.0.0.1:{status_port}/status");
-    poll::until("gatehouse-xds answers", poll::READY_DEADLINE, || async {
-        Ok(status(&client, &status_url).await.ok())
-    })
-    .await?;
+    let (_xds, client, status_url) = serve(dir.path(), ads, status_port, &[]).await?;
 
     let mut envoys = Vec::new();
     for i in 1..=3 {
@@ -330,5 +343,144 @@ spec:
     let restarted = envoys.last().ok_or_else(|| anyhow::anyhow!("no Envoy"))?;
     assert_eq!(running(restarted, &client).await?, second);
 
+    Ok(())
+}
+
+/// A route with a limit of `rate` a minute for each client address.
+fn limited(port: u16, rate: u32) -> String {
+    format!(
+        "---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {{name: limited}}
+spec:
+  prefix: /limited/
+  service: '127.0.0.1:{port}'
+  labels:
+    ambassador:
+    - per_client:
+      - remote_address: {{key: remote_address}}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: RateLimit
+metadata: {{name: limited}}
+spec:
+  domain: ambassador
+  limits:
+  - pattern: [{{remote_address: '*'}}]
+    rate: {rate}
+    unit: minute
+"
+    )
+}
+
+/// One change to the resources (a new limited route, then a lower limit)
+/// reaches Envoy and gatehouse-ratelimit together: the service reads the
+/// files `gatehouse serve --services-out` writes for each version.
+#[tokio::test]
+async fn one_change_reaches_envoy_and_the_rate_limit_service_together() -> anyhow::Result<()> {
+    let echo = Echo::start().await?;
+    let dir = tempfile::tempdir()?;
+    let resources = dir.path().join("resources");
+    std::fs::create_dir(&resources)?;
+    let services = dir.path().join("services");
+    let edge = resources.join("edge.yaml");
+    let [ads, status_port, listen, rls] = e2e::redis::free_ports()?;
+    std::fs::write(
+        &edge,
+        listener(listen) + &mapping("app", "/app/", echo.port()),
+    )?;
+    let (_xds, client, status_url) = serve(
+        &resources,
+        ads,
+        status_port,
+        &[
+            "--ratelimit".into(),
+            format!("127.0.0.1:{rls}"),
+            "--services-out".into(),
+            services.display().to_string(),
+        ],
+    )
+    .await?;
+    // No RateLimit yet: the service starts on an empty directory the server
+    // made for the instance.
+    assert!(services.join("default/config").is_dir());
+    let ratelimit = e2e::RateLimitService::builder()
+        .env("RUNTIME_ROOT", services.display())
+        .env("RUNTIME_SUBDIRECTORY", "default")
+        .env("GRPC_PORT", rls)
+        .start()
+        .await?;
+    let envoy = start_envoy(ads, "edge-1").await?;
+    let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
+    assert_eq!(client.get(url("/app/")).send().await?.status(), 200);
+    assert_eq!(client.get(url("/limited/")).send().await?.status(), 404);
+
+    // The change: a route and its limit, three a minute.
+    std::fs::write(
+        &edge,
+        listener(listen) + &mapping("app", "/app/", echo.port()) + &limited(echo.port(), 3),
+    )?;
+    let version = |wanted_not: String| {
+        let (client, status_url) = (client.clone(), status_url.clone());
+        async move {
+            poll::until("a new version", Duration::from_secs(20), || async {
+                let v = status(&client, &status_url).await?["versions"]["default"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok((v != wanted_not).then_some(v))
+            })
+            .await
+        }
+    };
+    let first = running(&envoy, &client).await?;
+    let second = version(first).await?;
+    poll::until("Envoy runs it", Duration::from_secs(20), || async {
+        Ok((running(&envoy, &client).await? == second).then_some(()))
+    })
+    .await?;
+    ratelimit
+        .until_rlconfig_contains("requests_per_unit=3")
+        .await?;
+    ratelimit
+        .fresh_window("ambassador", &[("remote_address", "127.0.0.1")])
+        .await?;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(client.get(url("/limited/")).send().await?.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429], "three a minute");
+
+    // A lower limit alone is a new version too, and the service follows.
+    std::fs::write(
+        &edge,
+        listener(listen) + &mapping("app", "/app/", echo.port()) + &limited(echo.port(), 1),
+    )?;
+    let third = version(second).await?;
+    ratelimit
+        .until_rlconfig_contains("requests_per_unit=1")
+        .await?;
+    poll::until("Envoy runs it", Duration::from_secs(20), || async {
+        Ok((running(&envoy, &client).await? == third).then_some(()))
+    })
+    .await?;
+    // The refused change never reaches the service: its limit stays.
+    std::fs::write(
+        &edge,
+        listener(listen)
+            + &mapping("app", "/app/", echo.port())
+            + &limited(echo.port(), 1).replace("rate: 1", "rate: lots"),
+    )?;
+    poll::until("the change refused", Duration::from_secs(20), || async {
+        let s = status(&client, &status_url).await?;
+        Ok(s["refused"]["default"].as_str().map(str::to_owned))
+    })
+    .await?;
+    assert!(ratelimit.rlconfig().await?.contains("requests_per_unit=1"));
+    assert_eq!(
+        status(&client, &status_url).await?["versions"]["default"],
+        third.as_str()
+    );
     Ok(())
 }

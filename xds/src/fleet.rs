@@ -144,7 +144,12 @@ impl Fleet {
             return Ok(());
         };
         let dir = services_dir(dir, instance);
-        gatehouse_config::write_services(&snapshot.services, &dir, &dir.join("config"))
+        // Made even when empty: gatehouse-ratelimit starts on it and
+        // watches it for the first RateLimit.
+        std::fs::create_dir_all(dir.join("config"))
+            .and_then(|()| {
+                gatehouse_config::write_services(&snapshot.services, &dir, &dir.join("config"))
+            })
             .map(|written| {
                 tracing::info!(instance, version = %snapshot.version, files = written.written.len(), removed = written.removed.len(), "the services' configurations written");
             })
