@@ -30,3 +30,20 @@ where
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
+
+/// Waits until `url` answers a 2xx (a side port that listens once the
+/// process is ready), for at most [`READY_DEADLINE`].
+///
+/// # Errors
+/// It did not answer in time.
+pub async fn until_ok(what: &str, client: &reqwest::Client, url: &str) -> Result<()> {
+    until(what, READY_DEADLINE, || async {
+        Ok(client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(()))
+    })
+    .await
+}

@@ -18,7 +18,14 @@ fn compose_dir() -> PathBuf {
 }
 
 fn compose() -> Result<serde_yaml_ng::Value> {
-    let text = std::fs::read_to_string(compose_dir().join("docker-compose.yaml"))?;
+    compose_file("docker-compose.yaml")
+}
+
+/// The override that configures the stack from `gatehouse serve`.
+const XDS_OVERRIDE: &str = "docker-compose.xds.yaml";
+
+fn compose_file(name: &str) -> Result<serde_yaml_ng::Value> {
+    let text = std::fs::read_to_string(compose_dir().join(name))?;
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
     value.apply_merge()?;
     Ok(value)
@@ -29,10 +36,12 @@ fn str_of<'a>(v: &'a serde_yaml_ng::Value, key: &str) -> Option<&'a str> {
 }
 
 /// `gatehouse render` of the quickstart resources with the compose stack's
-/// addresses (`deploy/compose/render.sh`), into `out`.
-fn render_compose(out: &Path) -> Result<()> {
+/// addresses (`deploy/compose/render.sh`), into `out` (and the xDS stack's
+/// bootstrap into `xds`).
+fn render_compose(out: &Path, xds: &Path) -> Result<()> {
     let status = std::process::Command::new(compose_dir().join("render.sh"))
         .arg(out)
+        .arg(xds)
         .env("GATEHOUSE", e2e::paths::service_bin("gatehouse")?)
         .stdout(std::process::Stdio::null())
         .status()?;
@@ -62,15 +71,45 @@ fn files_under(dir: &Path) -> Result<BTreeSet<PathBuf>> {
 
 #[test]
 fn the_compose_file_parses_and_names_only_what_exists() -> Result<()> {
-    let compose = compose()?;
+    let base = compose()?;
+    let names_of = |compose: &serde_yaml_ng::Value| -> BTreeSet<String> {
+        compose
+            .get("services")
+            .and_then(serde_yaml_ng::Value::as_mapping)
+            .into_iter()
+            .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)))
+            .collect()
+    };
+    let base_names = names_of(&base);
+    for want in ["envoy", "authz", "ratelimit", "redis", "demo", "idp"] {
+        assert!(
+            base_names.contains(want),
+            "no {want} service in {base_names:?}"
+        );
+    }
+    // The override adds the control plane and changes only services the
+    // base has.
+    let xds = compose_file(XDS_OVERRIDE)?;
+    let added: Vec<String> = names_of(&xds).difference(&base_names).cloned().collect();
+    assert_eq!(added, ["xds"], "{XDS_OVERRIDE} adds only the control plane");
+    check_compose(&base, &base)?;
+    check_compose(&xds, &base)
+}
+
+/// Every build, volume and dependency `compose` names exists, in it or in
+/// `base` (the file it overrides; `compose` itself when it is the base).
+fn check_compose(compose: &serde_yaml_ng::Value, base: &serde_yaml_ng::Value) -> Result<()> {
     let services = compose
         .get("services")
         .and_then(serde_yaml_ng::Value::as_mapping)
         .context("no services")?;
-    let names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
-    for want in ["envoy", "authz", "ratelimit", "redis", "demo", "idp"] {
-        assert!(names.contains(want), "no {want} service in {names:?}");
-    }
+    let mut names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
+    names.extend(
+        base.get("services")
+            .and_then(serde_yaml_ng::Value::as_mapping)
+            .into_iter()
+            .flat_map(|m| m.keys().filter_map(|k| k.as_str())),
+    );
     let dockerfile_targets = |path: &Path| -> Result<BTreeSet<String>> {
         Ok(std::fs::read_to_string(path)?
             .lines()
@@ -96,8 +135,12 @@ fn the_compose_file_parses_and_names_only_what_exists() -> Result<()> {
                 );
             }
         } else {
+            // An override may change a service without naming its image again.
+            let of_base = base["services"].get(name).unwrap_or(service);
             assert!(
-                str_of(service, "image").is_some(),
+                str_of(service, "image").is_some()
+                    || of_base.get("build").is_some()
+                    || str_of(of_base, "image").is_some(),
                 "{name}: no image or build"
             );
         }
@@ -113,7 +156,9 @@ fn the_compose_file_parses_and_names_only_what_exists() -> Result<()> {
                 let path = compose_dir().join(host);
                 assert!(path.exists(), "{name}: {} does not exist", path.display());
             } else {
-                let declared = compose.get("volumes").and_then(|v| v.get(host)).is_some();
+                let declared = [compose, base]
+                    .iter()
+                    .any(|c| c.get("volumes").and_then(|v| v.get(host)).is_some());
                 assert!(declared, "{name}: volume {host} is not declared");
             }
         }
@@ -126,6 +171,9 @@ fn the_compose_file_parses_and_names_only_what_exists() -> Result<()> {
             let dep = dep.as_str().unwrap_or_default();
             assert!(names.contains(dep), "{name} depends on unknown {dep}");
         }
+    }
+    if !std::ptr::eq(compose, base) {
+        return Ok(());
     }
     // The Envoy image is the release the project pins.
     let pinned = std::fs::read_to_string(root().join("e2e/requirements.txt"))?
@@ -144,17 +192,21 @@ fn the_compose_file_parses_and_names_only_what_exists() -> Result<()> {
 async fn the_compose_configs_are_the_rendered_quickstart_and_pass_their_checks() -> Result<()> {
     let work = tempfile::tempdir()?;
     let fresh = work.path().join("config");
-    render_compose(&fresh)?;
-    let committed = compose_dir().join("config");
-    assert_eq!(files_under(&fresh)?, files_under(&committed)?);
-    for file in files_under(&committed)? {
-        assert_eq!(
-            std::fs::read_to_string(fresh.join(&file))?,
-            std::fs::read_to_string(committed.join(&file))?,
-            "deploy/compose/config/{} is stale: run deploy/compose/render.sh",
-            file.display()
-        );
+    render_compose(&fresh, &work.path().join("config-xds"))?;
+    for dir in ["config", "config-xds"] {
+        let (fresh, committed) = (work.path().join(dir), compose_dir().join(dir));
+        assert_eq!(files_under(&fresh)?, files_under(&committed)?);
+        for file in files_under(&committed)? {
+            assert_eq!(
+                std::fs::read_to_string(fresh.join(&file))?,
+                std::fs::read_to_string(committed.join(&file))?,
+                "deploy/compose/{dir}/{} is stale: run deploy/compose/render.sh",
+                file.display()
+            );
+        }
     }
+    let committed = compose_dir().join("config");
+    e2e::envoy::validate(&compose_dir().join("config-xds/envoy.yaml")).await?;
 
     // Envoy accepts the bootstrap, with the wasm files where this machine has them.
     let wasm_dir = e2e::paths::wasm_filter("gatehouse_jwt")?
@@ -205,6 +257,74 @@ async fn the_compose_configs_are_the_rendered_quickstart_and_pass_their_checks()
     assert_eq!(
         clients[0]["redirect_uris"][0].as_str(),
         str_of(oidc, "callback_url")
+    );
+    Ok(())
+}
+
+/// The compose xDS stack's `gatehouse serve`, run here with its own
+/// command line (paths and ports moved to this machine), writes for the
+/// services exactly the files the file stack renders (`config/`): the two
+/// stacks are the same edge.
+#[tokio::test]
+async fn the_compose_control_plane_writes_the_file_stacks_service_configs() -> Result<()> {
+    let xds = compose_file(XDS_OVERRIDE)?;
+    let work = tempfile::tempdir()?;
+    let services = work.path().join("services");
+    let [ads, status] = e2e::redis::free_ports()?;
+    let quickstart = e2e::paths::workspace_root().join("deploy/quickstart");
+    let args: Vec<String> = xds["services"]["xds"]["command"]
+        .as_sequence()
+        .context("xds.command")?
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap_or_default();
+            match a.split_once('=') {
+                Some(("--listen", _)) => format!("--listen=127.0.0.1:{ads}"),
+                Some(("--status", _)) => format!("--status=127.0.0.1:{status}"),
+                Some(("--services-out", _)) => format!("--services-out={}", services.display()),
+                _ => a.replace(
+                    "/etc/gatehouse/quickstart",
+                    &quickstart.display().to_string(),
+                ),
+            }
+        })
+        .collect();
+    let _server = e2e::process::ChildProcess::spawn(
+        "gatehouse-xds",
+        std::process::Command::new(e2e::paths::service_bin("gatehouse-xds")?).args(&args),
+        &work.path().join("xds.log"),
+    )?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://127.0.0.1:{status}/status");
+    e2e::poll::until_ok("gatehouse-xds answers", &client, &url).await?;
+    let committed = compose_dir().join("config");
+    let default = services.join("default");
+    assert_eq!(
+        std::fs::read_to_string(default.join("authz.yaml"))?,
+        std::fs::read_to_string(committed.join("authz.yaml"))?
+    );
+    assert_eq!(
+        files_under(&default.join("config"))?,
+        files_under(&committed.join("ratelimit"))?
+    );
+    for file in files_under(&committed.join("ratelimit"))? {
+        assert_eq!(
+            std::fs::read_to_string(default.join("config").join(&file))?,
+            std::fs::read_to_string(committed.join("ratelimit").join(&file))?
+        );
+    }
+    // The services read them where the server writes them.
+    let services_of = |name: &str| xds["services"][name].clone();
+    assert_eq!(
+        services_of("authz")["command"][1].as_str(),
+        Some("/srv/services/default/authz.yaml")
+    );
+    assert_eq!(
+        str_of(
+            &services_of("ratelimit")["environment"],
+            "RUNTIME_SUBDIRECTORY"
+        ),
+        Some("default")
     );
     Ok(())
 }

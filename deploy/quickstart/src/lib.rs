@@ -323,17 +323,10 @@ async fn finish(
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     e2e::idp::until_sent_to_login(&client, &format!("{origin}/app/"), idp.issuer()).await?;
-    e2e::poll::until(
+    e2e::poll::until_ok(
         "gatehouse diag answers",
-        e2e::poll::READY_DEADLINE,
-        || async {
-            Ok(client
-                .get(format!("{diag_url}/portal"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-                .then_some(()))
-        },
+        &client,
+        &format!("{diag_url}/portal"),
     )
     .await?;
     let (xds, xds_status_url) = xds.unzip();
@@ -428,19 +421,7 @@ async fn start_xds(
     xds.set_log_on_drop(!quiet);
     let xds_status_url = format!("http://127.0.0.1:{status}/status");
     let client = reqwest::Client::builder().no_proxy().build()?;
-    e2e::poll::until(
-        "gatehouse-xds answers",
-        e2e::poll::READY_DEADLINE,
-        || async {
-            Ok(client
-                .get(&xds_status_url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-                .then_some(()))
-        },
-    )
-    .await?;
+    e2e::poll::until_ok("gatehouse-xds answers", &client, &xds_status_url).await?;
     // The default instance's files are written before the status page
     // listens.
     let instance = services.join("default");
