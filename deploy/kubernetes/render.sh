@@ -5,8 +5,8 @@
 # where the pods mount them. Edit the --set values for your own edge (or
 # render your own resource files the same way).
 #
-#   deploy/kubernetes/render.sh [EDGE_DIR [SIDECAR_DIR [TLS_DIR]]]
-#       (defaults: base/config, overlays/sidecar/config, overlays/tls/config)
+#   deploy/kubernetes/render.sh [EDGE_DIR [SIDECAR_DIR [TLS_DIR [XDS_DIR]]]]
+#       (defaults: base/config, overlays/sidecar/config, overlays/tls/config, overlays/xds/config)
 #   GATEHOUSE=path/to/gatehouse             (default: target/release/gatehouse, then target/debug/gatehouse)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -43,3 +43,9 @@ rm -rf "$sidecar/authz.yaml" "$sidecar/ratelimit"
 tls="${3:-$here/overlays/tls/config}"
 render "$tls" demo:8080 demo-v2:8080 --services-tls-ca /etc/gatehouse/services-ca/ca.crt
 rm -rf "$tls/authz.yaml" "$tls/ratelimit"
+# The xDS overlay's edge joins gatehouse serve (the gatehouse-xds Service),
+# which renders the resources itself: the bootstrap, and the resources.
+xds="${4:-$here/overlays/xds/config}"
+render "$xds" demo:8080 demo-v2:8080 --xds gatehouse-xds:18000 --node-id edge
+rm -rf "$xds/authz.yaml" "$xds/ratelimit"
+cp "$root/deploy/quickstart/edge.yaml" "$xds/edge.yaml"

@@ -261,6 +261,43 @@ async fn the_compose_configs_are_the_rendered_quickstart_and_pass_their_checks()
     Ok(())
 }
 
+/// Runs gatehouse-xds with `args` (its status page on `status`, writing
+/// under `services`) until it answers, then checks that it wrote for the
+/// default instance exactly the services' files of the file-mode render in
+/// `committed` (`authz.yaml`, `ratelimit/`).
+async fn serves_the_rendered_services(
+    args: &[String],
+    status: u16,
+    services: &Path,
+    committed: &Path,
+) -> Result<()> {
+    let log = services.with_extension("log");
+    let _server = e2e::process::ChildProcess::spawn(
+        "gatehouse-xds",
+        std::process::Command::new(e2e::paths::service_bin("gatehouse-xds")?).args(args),
+        &log,
+    )?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://127.0.0.1:{status}/readyz");
+    e2e::poll::until_ok("gatehouse-xds answers", &client, &url).await?;
+    let default = services.join("default");
+    assert_eq!(
+        std::fs::read_to_string(default.join("authz.yaml"))?,
+        std::fs::read_to_string(committed.join("authz.yaml"))?
+    );
+    assert_eq!(
+        files_under(&default.join("config"))?,
+        files_under(&committed.join("ratelimit"))?
+    );
+    for file in files_under(&committed.join("ratelimit"))? {
+        assert_eq!(
+            std::fs::read_to_string(default.join("config").join(&file))?,
+            std::fs::read_to_string(committed.join("ratelimit").join(&file))?
+        );
+    }
+    Ok(())
+}
+
 /// The compose xDS stack's `gatehouse serve`, run here with its own
 /// command line (paths and ports moved to this machine), writes for the
 /// services exactly the files the file stack renders (`config/`): the two
@@ -289,30 +326,7 @@ async fn the_compose_control_plane_writes_the_file_stacks_service_configs() -> R
             }
         })
         .collect();
-    let _server = e2e::process::ChildProcess::spawn(
-        "gatehouse-xds",
-        std::process::Command::new(e2e::paths::service_bin("gatehouse-xds")?).args(&args),
-        &work.path().join("xds.log"),
-    )?;
-    let client = reqwest::Client::builder().no_proxy().build()?;
-    let url = format!("http://127.0.0.1:{status}/status");
-    e2e::poll::until_ok("gatehouse-xds answers", &client, &url).await?;
-    let committed = compose_dir().join("config");
-    let default = services.join("default");
-    assert_eq!(
-        std::fs::read_to_string(default.join("authz.yaml"))?,
-        std::fs::read_to_string(committed.join("authz.yaml"))?
-    );
-    assert_eq!(
-        files_under(&default.join("config"))?,
-        files_under(&committed.join("ratelimit"))?
-    );
-    for file in files_under(&committed.join("ratelimit"))? {
-        assert_eq!(
-            std::fs::read_to_string(default.join("config").join(&file))?,
-            std::fs::read_to_string(committed.join("ratelimit").join(&file))?
-        );
-    }
+    serves_the_rendered_services(&args, status, &services, &compose_dir().join("config")).await?;
     // The services read them where the server writes them.
     let services_of = |name: &str| xds["services"][name].clone();
     assert_eq!(
@@ -432,6 +446,7 @@ mod kubernetes {
             "overlays/production",
             "overlays/sidecar",
             "overlays/tls",
+            "overlays/xds",
         ] {
             let docs = kustomize(&dir().join(kustomization))?;
             let mut config_maps = BTreeSet::new();
@@ -521,18 +536,90 @@ mod kubernetes {
         Ok(())
     }
 
+    /// The xDS overlay's server and the services' sidecars run the same
+    /// render (only where they listen and write differs), and that render,
+    /// run here, writes the base's services' files: both overlays are the
+    /// same edge.
+    #[tokio::test]
+    async fn the_xds_overlay_renders_what_the_base_mounts() -> Result<()> {
+        let docs = kustomize(&dir().join("overlays/xds"))?;
+        let mut renders = Vec::new();
+        for doc in docs.into_iter().filter(|d| d["kind"] == "Deployment") {
+            let d: Deployment = serde_json::from_value(doc)?;
+            let pod = d.spec.and_then(|s| s.template.spec).context("pod spec")?;
+            for c in pod
+                .containers
+                .iter()
+                .chain(pod.init_containers.iter().flatten())
+                .filter(|c| c.image.as_deref() == Some("gatehouse-xds:latest"))
+            {
+                let args = c.args.clone().unwrap_or_default();
+                if c.name == "config" {
+                    assert_eq!(
+                        c.restart_policy.as_deref(),
+                        Some("Always"),
+                        "a native sidecar"
+                    );
+                    assert!(args.contains(&"--services-out=/srv/services".to_owned()));
+                }
+                renders.push((d.metadata.name.clone().unwrap_or_default(), args));
+            }
+        }
+        let names: Vec<&str> = renders.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["gatehouse-authz", "gatehouse-ratelimit", "gatehouse-xds"]
+        );
+        let render_of = |args: &[String]| -> Vec<String> {
+            args.iter()
+                .filter(|a| {
+                    !["--listen=", "--status=", "--services-out="]
+                        .iter()
+                        .any(|p| a.starts_with(p))
+                })
+                .cloned()
+                .collect()
+        };
+        for (name, args) in &renders {
+            assert_eq!(render_of(args), render_of(&renders[2].1), "{name}");
+        }
+        let work = tempfile::tempdir()?;
+        let services = work.path().join("services");
+        let [ads, status] = e2e::redis::free_ports()?;
+        let resources = dir().join("overlays/xds/config/edge.yaml");
+        let mut args: Vec<String> = render_of(&renders[0].1)
+            .into_iter()
+            .map(|a| {
+                if a == "/etc/gatehouse/resources" {
+                    resources.display().to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        args.extend([
+            format!("--listen=127.0.0.1:{ads}"),
+            format!("--status=127.0.0.1:{status}"),
+            format!("--services-out={}", services.display()),
+        ]);
+        super::serves_the_rendered_services(&args, status, &services, &dir().join("base/config"))
+            .await
+    }
+
     #[tokio::test]
     async fn the_configs_are_the_rendered_quickstart_and_envoy_accepts_them() -> Result<()> {
         let work = tempfile::tempdir()?;
-        let (edge, sidecar, tls) = (
+        let (edge, sidecar, tls, xds) = (
             work.path().join("edge"),
             work.path().join("sidecar"),
             work.path().join("tls"),
+            work.path().join("xds"),
         );
         let status = std::process::Command::new(dir().join("render.sh"))
             .arg(&edge)
             .arg(&sidecar)
             .arg(&tls)
+            .arg(&xds)
             .env("GATEHOUSE", e2e::paths::service_bin("gatehouse")?)
             .stdout(std::process::Stdio::null())
             .status()?;
@@ -548,6 +635,7 @@ mod kubernetes {
             (edge, dir().join("base/config")),
             (sidecar, dir().join("overlays/sidecar/config")),
             (tls, dir().join("overlays/tls/config")),
+            (xds, dir().join("overlays/xds/config")),
         ] {
             assert_eq!(super::files_under(&fresh)?, super::files_under(&committed)?);
             for file in super::files_under(&committed)? {

@@ -34,7 +34,7 @@ struct Args {
     /// Where Envoys connect (gRPC, ADS)
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18000")]
     listen: String,
-    /// The status page (`/status`, JSON) and `/metrics`
+    /// The status page (`/status`, JSON), `/metrics`, and `/readyz` and `/healthz` for probes
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18001")]
     status: String,
     /// How often the files are checked for changes, in milliseconds
@@ -121,7 +121,11 @@ async fn main() -> Result<()> {
                     let n = stream.read(&mut head).await.unwrap_or(0);
                     let head = String::from_utf8_lossy(&head[..n]);
                     let path = head.split_whitespace().nth(1).unwrap_or("/");
-                    let (kind, body) = if path == "/metrics" {
+                    // Listening means the default instance is built and
+                    // its services' files written: ready, and alive.
+                    let (kind, body) = if path == "/healthz" || path == "/readyz" {
+                        ("text/plain", "ok\n".to_owned())
+                    } else if path == "/metrics" {
                         (
                             "text/plain; version=0.0.4",
                             format!(
