@@ -43,6 +43,95 @@ async fn running(envoy: &Envoy, client: &reqwest::Client) -> anyhow::Result<Stri
         .unwrap_or_default())
 }
 
+/// Waits until the routes `envoy` runs (its RDS configurations) hold
+/// `needle`: a route a change added has reached its workers' view.
+async fn until_routes_contain(
+    envoy: &Envoy,
+    client: &reqwest::Client,
+    needle: &str,
+) -> anyhow::Result<()> {
+    let url = envoy.admin_url("/config_dump?resource=dynamic_route_configs");
+    poll::until(
+        &format!("Envoy's routes holding {needle}"),
+        Duration::from_secs(20),
+        || async {
+            Ok(client
+                .get(&url)
+                .send()
+                .await?
+                .text()
+                .await?
+                .contains(needle)
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+/// Envoy's config dump of `resource` (e.g. `dynamic_route_configs`).
+async fn dump(envoy: &Envoy, client: &reqwest::Client, resource: &str) -> anyhow::Result<String> {
+    Ok(client
+        .get(envoy.admin_url(&format!("/config_dump?resource={resource}")))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
+/// GETs `url` with `client` until stopped, counting the answers by status
+/// (0: no answer).
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<std::collections::BTreeMap<u16, u32>>,
+}
+
+impl Load {
+    fn start(client: reqwest::Client, url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let code = client
+                        .get(&url)
+                        .send()
+                        .await
+                        .map_or(0, |r| r.status().as_u16());
+                    *statuses.entry(code).or_default() += 1;
+                }
+                statuses
+            })
+        };
+        Self { stop, task }
+    }
+
+    /// Stops, and fails unless every answer was a 200.
+    async fn only_200s(self, what: &str) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let statuses = self.task.await?;
+        println!("load through {what}: {statuses:?}");
+        assert_eq!(
+            statuses.keys().copied().collect::<Vec<_>>(),
+            [200],
+            "non-2xx answers under load: {statuses:?}"
+        );
+        Ok(())
+    }
+}
+
+/// The default instance's version once it is not `old`.
+async fn next_version(client: &reqwest::Client, url: &str, old: &str) -> anyhow::Result<String> {
+    poll::until("a new version", Duration::from_secs(20), || async {
+        let v = status(client, url).await?["versions"]["default"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok((v != old).then_some(v))
+    })
+    .await
+}
+
 async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
     Ok(client.get(url).send().await?.json().await?)
 }
@@ -185,27 +274,13 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
     // Load on the shared port from here on: a new connection per request,
     // so the kernel spreads it over the four Envoys.
     let edge_url = format!("http://127.0.0.1:{listen}/app/x");
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (stop, url) = (stop.clone(), edge_url.clone());
-        tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("a client");
-            let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
-            while !stop.load(Ordering::Relaxed) {
-                let code = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_or(0, |r| r.status().as_u16());
-                *statuses.entry(code).or_default() += 1;
-            }
-            statuses
-        })
-    };
+    let load = Load::start(
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()?,
+        edge_url,
+    );
 
     // A change reaches all four.
     std::fs::write(
@@ -214,14 +289,7 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
             + &mapping("app", "/app/", echo.port())
             + &mapping("new", "/new/", echo.port()),
     )?;
-    let second = poll::until("a new version", Duration::from_secs(20), || async {
-        let v = status(&client, &status_url).await?["versions"]["default"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        Ok((v != first).then_some(v))
-    })
-    .await?;
+    let second = next_version(&client, &status_url, &first).await?;
     for envoy in &envoys {
         poll::until(
             "the Envoy runs the new version",
@@ -229,6 +297,7 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
             || async { Ok((running(envoy, &client).await? == second).then_some(())) },
         )
         .await?;
+        until_routes_contain(envoy, &client, "/new/").await?;
     }
     let new_url = format!("http://127.0.0.1:{listen}/new/x");
     assert_eq!(client.get(&new_url).send().await?.status(), 200);
@@ -327,14 +396,7 @@ spec:
     )
     .await?;
 
-    stop.store(true, Ordering::Relaxed);
-    let statuses = load.await?;
-    println!("load through every change: {statuses:?}");
-    assert_eq!(
-        statuses.keys().copied().collect::<Vec<_>>(),
-        [200],
-        "non-2xx answers under load: {statuses:?}"
-    );
+    load.only_200s("every change").await?;
 
     // Without load (a stopping Envoy resets what its socket had queued):
     // a restarted Envoy gets the current version.
@@ -421,25 +483,13 @@ async fn one_change_reaches_envoy_and_the_rate_limit_service_together() -> anyho
         &edge,
         listener(listen) + &mapping("app", "/app/", echo.port()) + &limited(echo.port(), 3),
     )?;
-    let version = |wanted_not: String| {
-        let (client, status_url) = (client.clone(), status_url.clone());
-        async move {
-            poll::until("a new version", Duration::from_secs(20), || async {
-                let v = status(&client, &status_url).await?["versions"]["default"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                Ok((v != wanted_not).then_some(v))
-            })
-            .await
-        }
-    };
     let first = running(&envoy, &client).await?;
-    let second = version(first).await?;
+    let second = next_version(&client, &status_url, &first).await?;
     poll::until("Envoy runs it", Duration::from_secs(20), || async {
         Ok((running(&envoy, &client).await? == second).then_some(()))
     })
     .await?;
+    until_routes_contain(&envoy, &client, "/limited/").await?;
     ratelimit
         .until_rlconfig_contains("requests_per_unit=3")
         .await?;
@@ -457,7 +507,7 @@ async fn one_change_reaches_envoy_and_the_rate_limit_service_together() -> anyho
         &edge,
         listener(listen) + &mapping("app", "/app/", echo.port()) + &limited(echo.port(), 1),
     )?;
-    let third = version(second).await?;
+    let third = next_version(&client, &status_url, &second).await?;
     ratelimit
         .until_rlconfig_contains("requests_per_unit=1")
         .await?;
@@ -482,5 +532,113 @@ async fn one_change_reaches_envoy_and_the_rate_limit_service_together() -> anyho
         status(&client, &status_url).await?["versions"]["default"],
         third.as_str()
     );
+    Ok(())
+}
+
+/// Routes travel apart from their listener (RDS) and endpoints apart from
+/// their cluster (EDS), on both variants: a change to routes alone leaves
+/// the listener as it was, so a kept-alive connection sees the new route
+/// on the connection it has; and a route moved to a new upstream finds the
+/// new cluster with its endpoints already there, with no failed request
+/// under load.
+#[tokio::test]
+async fn routes_change_in_place_and_a_new_cluster_is_ready_before_its_route() -> anyhow::Result<()>
+{
+    let (one, two) = (
+        Echo::start_named("one").await?,
+        Echo::start_named("two").await?,
+    );
+    let dir = tempfile::tempdir()?;
+    let resources = dir.path().join("resources");
+    std::fs::create_dir(&resources)?;
+    let edge = resources.join("edge.yaml");
+    let [ads, status_port, listen] = e2e::redis::free_ports()?;
+    std::fs::write(
+        &edge,
+        listener(listen) + &mapping("app", "/app/", one.port()),
+    )?;
+    let (_xds, client, status_url) = serve(&resources, ads, status_port, &[]).await?;
+    let sotw = start_envoy(ads, "edge-sotw").await?;
+    let delta = EnvoyBuilder::from_text(
+        &gatehouse_config::render_xds_bootstrap_of(
+            &format!("127.0.0.1:{ads}"),
+            "edge-delta",
+            "default",
+            0,
+            true,
+        ),
+        "edge-delta",
+    )
+    .start()
+    .await?;
+    let envoys = [&sotw, &delta];
+    for envoy in envoys {
+        let routes = dump(envoy, &client, "dynamic_route_configs").await?;
+        assert!(
+            routes.contains("/app/"),
+            "the routes came over RDS: {routes}"
+        );
+        let clusters = dump(envoy, &client, "dynamic_active_clusters").await?;
+        assert!(clusters.contains("\"EDS\""), "an EDS cluster: {clusters}");
+    }
+    // Kept-alive connections: one client per Envoy would need a port each;
+    // these share one, so every pooled connection lands on one of them.
+    let kept = reqwest::Client::builder().no_proxy().build()?;
+    let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
+    let echoed =
+        |r: reqwest::Response| async move { anyhow::Ok(r.json::<e2e::Echoed>().await?.upstream) };
+    assert_eq!(echoed(kept.get(url("/app/")).send().await?).await?, "one");
+
+    // Load from here on, on kept-alive connections.
+    let load = Load::start(kept.clone(), url("/app/"));
+
+    // 1. Routes alone: a new route to the same upstream.
+    std::fs::write(
+        &edge,
+        listener(listen)
+            + &mapping("app", "/app/", one.port())
+            + &mapping("new", "/new/", one.port()),
+    )?;
+    for envoy in envoys {
+        until_routes_contain(envoy, &client, "/new/").await?;
+    }
+    assert_eq!(
+        kept.get(url("/new/")).send().await?.status(),
+        200,
+        "a kept-alive connection sees the new route"
+    );
+    for envoy in envoys {
+        assert_eq!(
+            envoy.stat("listener_manager.listener_modified").await?,
+            0,
+            "the listener was not replaced"
+        );
+    }
+
+    // 2. The route moved to another upstream: a new cluster, whose
+    // endpoints arrive before the route that sends to it.
+    std::fs::write(
+        &edge,
+        listener(listen)
+            + &mapping("app", "/app/", two.port())
+            + &mapping("new", "/new/", one.port()),
+    )?;
+    let cluster = format!("127_0_0_1_{}", two.port());
+    for envoy in envoys {
+        until_routes_contain(envoy, &client, &cluster).await?;
+    }
+    poll::until(
+        "answers from the new upstream",
+        Duration::from_secs(20),
+        || async {
+            Ok((echoed(kept.get(url("/app/")).send().await?).await? == "two").then_some(()))
+        },
+    )
+    .await?;
+    load.only_200s("both changes").await?;
+    let s = status(&client, &status_url).await?;
+    for node in ["edge-sotw", "edge-delta"] {
+        assert!(s["nodes"][node]["nacked"].is_null(), "{s}");
+    }
     Ok(())
 }

@@ -18,6 +18,22 @@ use crate::proto::Protos;
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// xDS type URL of clusters.
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// xDS type URL of a cluster's endpoints (EDS).
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// xDS type URL of routes (RDS).
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// Every type served, in the order a change is sent: a resource never
+/// names one Envoy does not have yet (clusters before the endpoints they
+/// take and the routes that send to them; listeners before their routes).
+pub const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// Whether Envoy asks for every resource of `type_url` (clusters,
+/// listeners) rather than for those others name (endpoints, routes).
+#[must_use]
+pub fn is_wildcard(type_url: &str) -> bool {
+    type_url == CLUSTER || type_url == LISTENER
+}
 
 /// One version of every resource, by type URL, each `(name, resource)`.
 #[derive(Debug, Clone, Default)]
@@ -89,19 +105,42 @@ pub fn from_resources(
 ) -> Result<Snapshot, String> {
     let rendered = render(resources, options).map_err(|e| e.to_string())?;
     let bootstrap: Value = serde_yaml_ng::from_str(&rendered.envoy).map_err(|e| e.to_string())?;
+    let split = crate::split::split(&bootstrap);
     let mut snapshot = Snapshot::default();
     let mut digest = Fnv::default();
-    for (type_url, key, message) in [
-        (CLUSTER, "clusters", "envoy.config.cluster.v3.Cluster"),
-        (LISTENER, "listeners", "envoy.config.listener.v3.Listener"),
+    for (type_url, key, message, list_of) in [
+        (
+            CLUSTER,
+            "clusters",
+            "envoy.config.cluster.v3.Cluster",
+            &split.clusters,
+        ),
+        (
+            ENDPOINT,
+            "endpoints",
+            "envoy.config.endpoint.v3.ClusterLoadAssignment",
+            &split.endpoints,
+        ),
+        (
+            LISTENER,
+            "listeners",
+            "envoy.config.listener.v3.Listener",
+            &split.listeners,
+        ),
+        (
+            ROUTE,
+            "routes",
+            "envoy.config.route.v3.RouteConfiguration",
+            &split.routes,
+        ),
     ] {
         let mut list = Vec::new();
-        for resource in bootstrap["static_resources"][key]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let name = resource["name"].as_str().unwrap_or_default().to_owned();
+        for resource in list_of {
+            let name = resource["name"]
+                .as_str()
+                .or_else(|| resource["cluster_name"].as_str())
+                .unwrap_or_default()
+                .to_owned();
             let value = protos
                 .encode(message, resource)
                 .map_err(|e| format!("{key} {name}: {e}"))?;
