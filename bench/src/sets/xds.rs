@@ -1,5 +1,6 @@
 //! The `xds-scale` set: a fleet of simulated ADS clients (a tonic client per
-//! node, each acknowledging what it gets as Envoy does) on one gatehouse-xds,
+//! node, each asking for clusters and listeners, then the endpoints and
+//! routes they name, and acknowledging what it gets as Envoy does) on one gatehouse-xds,
 //! for growing fleets. What it reports: how long after a change of the
 //! resources every node holds the new version, and the server's CPU for that
 //! change and its memory, per connected node. Measured, not targeted: the
@@ -11,14 +12,50 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use super::{Measured, env_number};
 use crate::Settings;
 
 const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The endpoints (EDS) and routes (RDS) that clusters and listeners name,
+/// as Envoy asks for them.
+fn named(response: &DiscoveryResponse) -> Option<(&'static str, Vec<String>)> {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+    use prost::Message;
+    let mut names = Vec::new();
+    if response.type_url == CLUSTER {
+        for any in &response.resources {
+            let cluster = Cluster::decode(any.value.as_slice()).ok()?;
+            names.extend(cluster.eds_cluster_config.map(|e| e.service_name));
+        }
+        return Some((ENDPOINT, names));
+    }
+    if response.type_url == LISTENER {
+        for any in &response.resources {
+            let listener = Listener::decode(any.value.as_slice()).ok()?;
+            for filter in listener.filter_chains.iter().flat_map(|c| &c.filters) {
+                if let Some(ConfigType::TypedConfig(config)) = &filter.config_type
+                    && let Ok(hcm) = HttpConnectionManager::decode(config.value.as_slice())
+                    && let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier
+                {
+                    names.push(rds.route_config_name);
+                }
+            }
+        }
+        return Some((ROUTE, names));
+    }
+    None
+}
 
 /// The resources served: `routes` Mappings, so a version has some weight.
 fn resources(routes: usize, generation: usize) -> String {
@@ -32,11 +69,12 @@ fn resources(routes: usize, generation: usize) -> String {
         .collect()
 }
 
-/// The version each node holds for listeners.
+/// The version each node holds for routes (the last type of a change).
 type Held = Arc<Mutex<HashMap<usize, String>>>;
 
-/// One simulated node: subscribes to clusters and listeners, ACKs every
-/// response, and records the listeners' version.
+/// One simulated node: subscribes to clusters and listeners, then to the
+/// endpoints and routes they name (again when the names change), ACKs
+/// every response, and records the routes' version.
 async fn node(address: String, id: usize, held: Held) -> Result<()> {
     let mut client = AggregatedDiscoveryServiceClient::connect(address).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -57,19 +95,48 @@ async fn node(address: String, id: usize, held: Held) -> Result<()> {
         .stream_aggregated_resources(tokio_stream(rx))
         .await?
         .into_inner();
+    // The names asked for, and the last nonce, of endpoints and routes.
+    let mut asked: HashMap<&'static str, (Vec<String>, String)> = HashMap::new();
     while let Some(response) = responses.message().await? {
-        if response.type_url == LISTENER {
+        if response.type_url == ROUTE {
             held.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(id, response.version_info.clone());
+        }
+        let follow = named(&response);
+        let names = asked
+            .get(response.type_url.as_str())
+            .map(|(names, _)| names.clone())
+            .unwrap_or_default();
+        if let Some(entry) = [ENDPOINT, ROUTE]
+            .iter()
+            .find(|t| **t == response.type_url)
+            .and_then(|t| asked.get_mut(t))
+        {
+            entry.1.clone_from(&response.nonce);
         }
         tx.send(DiscoveryRequest {
             version_info: response.version_info,
             type_url: response.type_url,
             response_nonce: response.nonce,
+            resource_names: names,
             ..DiscoveryRequest::default()
         })
         .await?;
+        if let Some((type_url, mut names)) = follow {
+            names.sort();
+            let (before, nonce) = asked.entry(type_url).or_default();
+            if *before != names {
+                before.clone_from(&names);
+                tx.send(DiscoveryRequest {
+                    type_url: type_url.into(),
+                    response_nonce: nonce.clone(),
+                    resource_names: names,
+                    ..DiscoveryRequest::default()
+                })
+                .await?;
+            }
+        }
     }
     Ok(())
 }
@@ -218,7 +285,7 @@ pub(super) async fn xds_scale(settings: &Settings) -> Result<Measured> {
     }
     Ok((
         format!(
-            "A fleet of simulated ADS clients (a tonic client per node, each subscribing to clusters and listeners and acknowledging every response, as Envoy does) on one release gatehouse-xds, {routes} Mappings served; {changes} changes of the resource file per fleet size, each timed from the write until every node holds the new listeners' version (the server checks the file every 20 ms). Server CPU from /proc over all the changes, per change (ACKs included); memory is the server's RSS with the fleet connected, and per node the growth over the server without one. Measured, not targeted."
+            "A fleet of simulated ADS clients (a tonic client per node, each asking for clusters and listeners, then for the endpoints and routes they name, and acknowledging every response, as Envoy does) on one release gatehouse-xds, {routes} Mappings served; {changes} changes of the resource file per fleet size, each timed from the write until every node holds the new routes' version (the last type of a change) (the server checks the file every 20 ms). Server CPU from /proc over all the changes, per change (ACKs included); memory is the server's RSS with the fleet connected, and per node the growth over the server without one. Measured, not targeted."
         ),
         table,
         "Targets: none; the growth with the fleet is the result.\n".to_owned(),
