@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages, as "command:package".
-DEBIAN_TOOLS=(redis-server:redis-server chromium:chromium chromedriver:chromium-driver wrk:wrk taskset:util-linux curl:curl kubectl:kubernetes-client)
+DEBIAN_TOOLS=(redis-server:redis-server chromium:chromium chromedriver:chromium-driver wrk:wrk taskset:util-linux curl:curl kubectl:kubernetes-client openssl:openssl)
 
 say() { echo "setup: $*"; }
 need() {

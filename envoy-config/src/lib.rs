@@ -51,8 +51,9 @@ pub use policy::{
     OAuth2Filter, PathMatch, PolicyRule, Url,
 };
 pub use render::{
-    LiveFiles, OIDC_PATH_PREFIX, RenderError, RenderOptions, Rendered, render, render_bootstrap,
-    render_live, render_xds_bootstrap, render_xds_bootstrap_of, route_table, union_cds,
+    LiveFiles, OIDC_PATH_PREFIX, RenderError, RenderOptions, Rendered, XdsJoin, XdsTls, render,
+    render_bootstrap, render_live, render_xds_bootstrap, render_xds_bootstrap_of, render_xds_join,
+    route_table, union_cds,
 };
 pub use resources::{
     Instance, Outcome, Resources, load, load_files, load_for, report, resource_files, substitute,

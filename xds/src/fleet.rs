@@ -164,6 +164,18 @@ impl Fleet {
             .collect()
     }
 
+    /// The files the current versions read besides the resources (the
+    /// certificates and keys of secrets): a change to one is a change.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = lock(&self.instances)
+            .values()
+            .flat_map(|tx| tx.borrow().files.clone())
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Each instance's refused change, with why.
     pub fn refused(&self) -> BTreeMap<String, String> {
         lock(&self.refused).clone()

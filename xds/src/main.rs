@@ -7,6 +7,7 @@
 //! ```text
 //! gatehouse-xds -f <file or dir>... [--listen 127.0.0.1:18000] [--status 127.0.0.1:18001]
 //!               [--services-out DIR] [--instance ID]... [gatehouse render's options]
+//!               [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM [--sds]]]
 //! ```
 
 use std::path::PathBuf;
@@ -46,6 +47,18 @@ struct Args {
     /// An instance to build at start (its services' files written at once), besides the default one; repeatable
     #[arg(long, value_name = "ID")]
     instance: Vec<String>,
+    /// Serve ADS over TLS with this certificate chain (PEM); Envoys join with `gatehouse render --xds-ca`
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Ask every Envoy for a certificate this CA signed (mutual TLS; `gatehouse render --xds-cert`)
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve the listeners' certificates and keys as secrets (SDS), read here from the files the resources name, instead of files on the Envoys' side; only over mutual TLS
+    #[arg(long, requires = "tls_client_ca")]
+    sds: bool,
     #[command(flatten)]
     render: RenderFlags,
 }
@@ -70,6 +83,7 @@ async fn main() -> Result<()> {
         paths: args.files.clone(),
         vars: args.render.vars.clone(),
         namespace: args.render.ambassador_namespace.clone(),
+        sds: args.sds,
     };
     let protos = Protos::load()?;
     // The default instance must build: a server with nothing good to serve
@@ -95,10 +109,16 @@ async fn main() -> Result<()> {
         let (files, fleet) = (args.files.clone(), fleet.clone());
         let poll = Duration::from_millis(args.poll_ms.max(50));
         tokio::spawn(async move {
-            let mut stamp = snapshot::stamp(&files);
+            // The resources, and the certificates and keys they name.
+            let watched = |fleet: &Fleet| {
+                let mut all = files.clone();
+                all.extend(fleet.watched());
+                snapshot::stamp(&all)
+            };
+            let mut stamp = watched(&fleet);
             loop {
                 tokio::time::sleep(poll).await;
-                let now = snapshot::stamp(&files);
+                let now = watched(&fleet);
                 if now != stamp {
                     stamp = now;
                     let fleet = fleet.clone();
@@ -161,8 +181,23 @@ async fn main() -> Result<()> {
         .listen
         .parse()
         .with_context(|| format!("--listen {}", args.listen))?;
-    tracing::info!(%address, status = %args.status, "listening");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+        );
+        if let Some(ca) = &args.tls_client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        server = server
+            .tls_config(tls)
+            .context("the TLS certificate and key")?;
+    }
+    tracing::info!(%address, status = %args.status, tls = args.tls_cert.is_some(), client_certificates = args.tls_client_ca.is_some(), sds = args.sds, "listening");
+    server
         .add_service(AggregatedDiscoveryServiceServer::new(Ads::new(
             fleet, nodes,
         )))

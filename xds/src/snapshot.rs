@@ -22,11 +22,14 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 /// xDS type URL of routes (RDS).
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// xDS type URL of secrets (SDS): a listener's certificates and keys.
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// Every type served, in the order a change is sent: a resource never
 /// names one Envoy does not have yet (clusters before the endpoints they
-/// take and the routes that send to them; listeners before their routes).
-pub const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// take and the routes that send to them; secrets before the listeners
+/// that serve them; listeners before their routes).
+pub const TYPES: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
 
 /// Whether Envoy asks for every resource of `type_url` (clusters,
 /// listeners) rather than for those others name (endpoints, routes).
@@ -46,6 +49,9 @@ pub struct Snapshot {
     /// The services' configurations rendered from the same resources
     /// (`authz.yaml`, gatehouse-ratelimit's files; no bootstrap).
     pub services: Rendered,
+    /// The certificate and key files read for secrets: a change to one is
+    /// a change of the edge.
+    pub files: Vec<PathBuf>,
 }
 
 /// Where the resources come from: files and directories, the `${NAME}`
@@ -58,6 +64,9 @@ pub struct Source {
     pub vars: Vec<(String, String)>,
     /// The instances' namespace.
     pub namespace: String,
+    /// Listeners' certificates and keys as secrets (SDS), read from their
+    /// files by the server, rather than as files on the Envoys' side.
+    pub sds: bool,
 }
 
 /// One resource: its name, its own version (for the incremental variant)
@@ -91,7 +100,7 @@ pub fn build(
         namespace: source.namespace.clone(),
     };
     let resources = gatehouse_config::load_files(&source.paths, &instance, &source.vars)?;
-    from_resources(&resources, options, protos)
+    from_resources(&resources, options, protos, source.sds)
 }
 
 /// The snapshot of loaded resources.
@@ -102,11 +111,31 @@ pub fn from_resources(
     resources: &Resources,
     options: &RenderOptions,
     protos: &Protos,
+    sds: bool,
 ) -> Result<Snapshot, String> {
     let rendered = render(resources, options).map_err(|e| e.to_string())?;
     let bootstrap: Value = serde_yaml_ng::from_str(&rendered.envoy).map_err(|e| e.to_string())?;
-    let split = crate::split::split(&bootstrap);
+    let mut split = crate::split::split(&bootstrap);
     let mut snapshot = Snapshot::default();
+    let mut secrets = Vec::new();
+    if sds {
+        for files in crate::split::secrets(&mut split) {
+            let read = |path: &str| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("secret {}: reading {path}: {e}", files.name))
+            };
+            secrets.push(serde_json::json!({
+                "name": files.name,
+                "tls_certificate": {
+                    "certificate_chain": { "inline_string": read(&files.cert)? },
+                    "private_key": { "inline_string": read(&files.key)? },
+                },
+            }));
+            snapshot
+                .files
+                .extend([PathBuf::from(&files.cert), PathBuf::from(&files.key)]);
+        }
+    }
     let mut digest = Fnv::default();
     for (type_url, key, message, list_of) in [
         (
@@ -120,6 +149,12 @@ pub fn from_resources(
             "endpoints",
             "envoy.config.endpoint.v3.ClusterLoadAssignment",
             &split.endpoints,
+        ),
+        (
+            SECRET,
+            "secrets",
+            "envoy.extensions.transport_sockets.tls.v3.Secret",
+            &secrets,
         ),
         (
             LISTENER,

@@ -124,6 +124,67 @@ fn for_each_manager(listener: &mut Value, mut f: impl FnMut(&mut Value)) {
     }
 }
 
+/// A certificate and key a listener serves, as files Envoy would read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFiles {
+    /// The secret's name: the certificate's path.
+    pub name: String,
+    /// The certificate chain (PEM).
+    pub cert: String,
+    /// The private key (PEM).
+    pub key: String,
+}
+
+/// Makes every listener take its certificates and keys as secrets (SDS)
+/// over the same stream instead of reading files: each
+/// `tls_certificates` entry of files becomes an SDS reference by name.
+/// Returns the files, for the server to read.
+pub fn secrets(split: &mut Split) -> Vec<SecretFiles> {
+    fn walk(value: &mut Value, out: &mut Vec<SecretFiles>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Array(certificates)) = map.get("tls_certificates") {
+                    let files: Vec<SecretFiles> = certificates
+                        .iter()
+                        .filter_map(|c| {
+                            let cert = c["certificate_chain"]["filename"].as_str()?;
+                            let key = c["private_key"]["filename"].as_str()?;
+                            Some(SecretFiles {
+                                name: cert.to_owned(),
+                                cert: cert.to_owned(),
+                                key: key.to_owned(),
+                            })
+                        })
+                        .collect();
+                    if files.len() == certificates.len() {
+                        map.remove("tls_certificates");
+                        map.insert(
+                            "tls_certificate_sds_secret_configs".into(),
+                            files
+                                .iter()
+                                .map(|f| json!({ "name": f.name, "sds_config": ads() }))
+                                .collect(),
+                        );
+                        for f in files {
+                            if !out.contains(&f) {
+                                out.push(f);
+                            }
+                        }
+                    }
+                }
+                map.values_mut().for_each(|v| walk(v, out));
+            }
+            Value::Array(list) => list.iter_mut().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for listener in &mut split.listeners {
+        walk(listener, &mut out);
+    }
+    out
+}
+
 /// FNV-1a, 64 bits (names, not a security boundary).
 fn digest(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -154,6 +215,37 @@ mod tests {
                 { "filters": [hcm("a")] },
             ] }],
         }})
+    }
+
+    #[test]
+    fn certificates_in_files_become_secrets_by_name() {
+        let mut bootstrap = bootstrap();
+        bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = json!({
+            "typed_config": { "common_tls_context": { "tls_certificates": [{
+                "certificate_chain": { "filename": "/s/shop/tls.crt" },
+                "private_key": { "filename": "/s/shop/tls.key" },
+            }] } }
+        });
+        let mut split = split(&bootstrap);
+        let files = secrets(&mut split);
+        assert_eq!(
+            files,
+            [SecretFiles {
+                name: "/s/shop/tls.crt".into(),
+                cert: "/s/shop/tls.crt".into(),
+                key: "/s/shop/tls.key".into(),
+            }]
+        );
+        let context = &split.listeners[0]["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"];
+        assert!(context.get("tls_certificates").is_none());
+        assert_eq!(
+            context["tls_certificate_sds_secret_configs"][0]["name"],
+            "/s/shop/tls.crt"
+        );
+        assert!(
+            !split.listeners[0].to_string().contains("tls.key"),
+            "the key's file is named nowhere in the listener"
+        );
     }
 
     #[test]

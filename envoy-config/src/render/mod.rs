@@ -32,7 +32,8 @@ mod table;
 mod tests;
 
 pub use bootstrap::{
-    Rendered, render, render_bootstrap, render_xds_bootstrap, render_xds_bootstrap_of,
+    Rendered, XdsJoin, XdsTls, render, render_bootstrap, render_xds_bootstrap,
+    render_xds_bootstrap_of, render_xds_join,
 };
 pub use live::{LiveFiles, render_live, union_cds};
 pub use names::OIDC_PATH_PREFIX;

@@ -24,8 +24,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse_config::{
-    Outcome, RenderFlags, RenderOptions, Resources, render, render_bootstrap, render_live, report,
-    route_table, substitute, union_cds, write_atomically, write_services,
+    Outcome, RenderFlags, RenderOptions, Resources, XdsJoin, XdsTls, render, render_bootstrap,
+    render_live, report, route_table, substitute, union_cds, write_atomically, write_services,
 };
 
 /// Ambassador-style resources (Mapping, Host, Listener, Filter, FilterPolicy,
@@ -150,6 +150,15 @@ struct RenderArgs {
     /// With --xds: the Envoy's node cluster, the Ambassador instance whose resources it gets (spec.ambassador_id)
     #[arg(long, value_name = "ID", default_value = "default", requires = "xds")]
     node_cluster: String,
+    /// With --xds: TLS to the server, whose certificate this CA signed for the server's host (as Envoy sees the file)
+    #[arg(long, value_name = "PATH", requires = "xds")]
+    xds_ca: Option<String>,
+    /// With --xds-ca: the Envoy's certificate, for a server that asks for one (gatehouse serve --tls-client-ca)
+    #[arg(long, value_name = "PATH", requires = "xds_ca", requires = "xds_key")]
+    xds_cert: Option<String>,
+    /// With --xds-cert: its private key
+    #[arg(long, value_name = "PATH", requires = "xds_cert")]
+    xds_key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -431,13 +440,17 @@ fn main() -> ExitCode {
             }
             let result = if let Some(server) = &args.xds {
                 render_files(&resources, &options, &dir).and_then(|written| {
-                    let bootstrap = gatehouse_config::render_xds_bootstrap_of(
-                        server,
-                        &args.node_id,
-                        &args.node_cluster,
-                        options.admin_port,
-                        args.delta,
-                    );
+                    let bootstrap = gatehouse_config::render_xds_join(&XdsJoin {
+                        server: server.clone(),
+                        node_id: args.node_id.clone(),
+                        node_cluster: args.node_cluster.clone(),
+                        admin_port: options.admin_port,
+                        delta: args.delta,
+                        tls: args.xds_ca.clone().map(|ca| XdsTls {
+                            ca,
+                            client: args.xds_cert.clone().zip(args.xds_key.clone()),
+                        }),
+                    });
                     write_atomically(&dir.join("envoy.yaml"), &bootstrap)
                         .map(|()| written)
                         .map_err(|e| format!("writing {}: {e}", dir.display()))
