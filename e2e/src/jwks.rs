@@ -16,6 +16,8 @@ use axum::routing::get;
 struct Served {
     jwks: Mutex<Option<String>>,
     fetches: AtomicUsize,
+    /// How long each answer takes.
+    delay: Mutex<std::time::Duration>,
 }
 
 /// A running JWKS endpoint at `/jwks.json`. Stops when dropped.
@@ -58,6 +60,15 @@ impl JwksServer {
             .unwrap_or_else(PoisonError::into_inner) = Some(jwks.to_owned());
     }
 
+    /// Answers each fetch only after `delay`, from now on: a slow IdP.
+    pub fn delay(&self, delay: std::time::Duration) {
+        *self
+            .served
+            .delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
     /// Answers 503 from now on.
     pub fn take_down(&self) {
         *self
@@ -86,6 +97,8 @@ impl Drop for JwksServer {
 
 async fn jwks(State(served): State<Arc<Served>>) -> Response {
     served.fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = *served.delay.lock().unwrap_or_else(PoisonError::into_inner);
+    tokio::time::sleep(delay).await;
     match served
         .jwks
         .lock()

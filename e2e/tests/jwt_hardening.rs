@@ -1,6 +1,7 @@
 //! gatehouse-jwt in real Envoy against the requests an attacker sends (#13):
 //! a public rule stretched over a longer path, a zero-padded ECDSA signature
-//! for Envoy's native verifier, forged `kid`s that make every worker refetch.
+//! for Envoy's native verifier, forged `kid`s that make every worker refetch;
+//! and valid tokens that arrive while the first keys are still on their way.
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -34,6 +35,23 @@ fn token(alg: Algorithm, kid: &str, pem: &str) -> anyhow::Result<String> {
         _ => EncodingKey::from_rsa_pem(&read(pem)?)?,
     };
     Ok(encode(&header, &claims, &key)?)
+}
+
+/// gatehouse-jwt with one provider whose keys come from the JWKS server
+/// the template's `jwks` cluster reaches, refetched at most once a second,
+/// each fetch bounded by `timeout_ms`; every request needs its token.
+fn remote_config(timeout_ms: u64) -> serde_json::Value {
+    json!({
+        "providers": { "idp": {
+            "issuer": "https://idp.example",
+            "algorithms": ["RS256"],
+            "jwks": { "remote": {
+                "uri": "http://jwks.test/jwks.json", "cluster": "jwks",
+                "cache_duration_seconds": 3600, "refetch_interval_seconds": 1, "timeout_ms": timeout_ms
+            } }
+        } },
+        "rules": [ { "requires": { "provider": "idp" } } ]
+    })
 }
 
 /// An Envoy with gatehouse-jwt, the test JWKS inline, and `rules`.
@@ -126,17 +144,7 @@ async fn a_forged_kid_does_not_empty_the_token_cache() -> anyhow::Result<()> {
     let jwks = JwksServer::start_down().await?;
     jwks.serve(&String::from_utf8(read("jwks.json")?)?);
     let echo = Echo::start().await?;
-    let config = json!({
-        "providers": { "idp": {
-            "issuer": "https://idp.example",
-            "algorithms": ["RS256"],
-            "jwks": { "remote": {
-                "uri": "http://jwks.test/jwks.json", "cluster": "jwks",
-                "cache_duration_seconds": 3600, "refetch_interval_seconds": 1, "timeout_ms": 1000
-            } }
-        } },
-        "rules": [ { "requires": { "provider": "idp" } } ]
-    });
+    let config = remote_config(1000);
     // One worker: the cache under test is that worker's.
     let envoy = Envoy::from_template("jwt-remote.yaml")?
         .upstream(&echo)
@@ -191,6 +199,65 @@ async fn a_forged_kid_does_not_empty_the_token_cache() -> anyhow::Result<()> {
         stat("signatures.native").await?,
         checks,
         "no second signature check"
+    );
+    Ok(())
+}
+
+/// Valid tokens sent while the keys are still being fetched (a slow IdP
+/// right after Envoy starts), on every worker: each waits for the fetch
+/// under way, its own worker's or another's, and passes. None is refused
+/// for keys that had not arrived yet, and one fetch serves them all.
+#[tokio::test]
+async fn valid_tokens_wait_for_the_first_keys_on_every_worker() -> anyhow::Result<()> {
+    let jwks = JwksServer::start_down().await?;
+    jwks.serve(&String::from_utf8(read("jwks.json")?)?);
+    jwks.delay(std::time::Duration::from_millis(1500));
+    let echo = Echo::start().await?;
+    let config = remote_config(4000);
+    let envoy = Envoy::from_template("jwt-remote.yaml")?
+        .upstream(&echo)
+        .concurrency(4)
+        .var("JWKS_PORT", jwks.port())
+        .var("JWT_CONFIG", config)
+        .start()
+        .await?;
+    let good = token(Algorithm::RS256, "rsa-1", "keys/rsa.pem")?;
+    // A connection per request, so they spread over the workers.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let request = client
+                .get(envoy.url("/api"))
+                .header("authorization", format!("Bearer {good}"))
+                .send();
+            tokio::spawn(async move { request.await.map_or(0, |r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await?);
+    }
+    println!(
+        "16 requests during the first fetch: {statuses:?} in {:?}",
+        started.elapsed()
+    );
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // A forged token is still refused once the keys are there.
+    let forged = token(Algorithm::RS256, "rsa-1", "keys/rsa-other.pem")?;
+    let refused = client
+        .get(envoy.url("/api"))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 401);
+    assert!(
+        jwks.fetches() <= 4,
+        "at most a fetch per worker, not one per request: {}",
+        jwks.fetches()
     );
     Ok(())
 }

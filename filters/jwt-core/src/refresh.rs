@@ -267,6 +267,42 @@ impl JwksRefresh {
         r.dispatch(now, host).map(RequestFetch::Started)
     }
 
+    /// For a request that found provider `index`'s keys being fetched
+    /// ([`RequestFetch::Busy`]) and waits: takes the keys if they have
+    /// arrived, and says whether the fetch is still under way (by this
+    /// worker, or another's lock not yet overdue). Once it is not, the
+    /// request decides again with the keys there are; a fetch counts as
+    /// under way for at most its timeout, so no request waits longer.
+    pub fn still_fetching<H: JwksHost>(&mut self, index: usize, now: u64, host: &mut H) -> bool {
+        let Some(r) = self.remotes.iter_mut().find(|r| r.index == index) else {
+            return false;
+        };
+        if r.adopt(host) {
+            return false;
+        }
+        self.fetch_under_way(index, now, host)
+    }
+
+    /// Whether provider `index`'s keys are being fetched at `now`: by this
+    /// worker, or under another's lock that is not overdue. A request
+    /// whose key is missing then waits for the fetch
+    /// ([`JwksRefresh::still_fetching`]) rather than being refused for
+    /// keys that are on their way; it starts no fetch of its own.
+    pub fn fetch_under_way<H: JwksHost>(&self, index: usize, now: u64, host: &H) -> bool {
+        let Some(r) = self.remote(index) else {
+            return false;
+        };
+        if r.state.is_busy(&r.remote, now) {
+            return true;
+        }
+        matches!(
+            host.shared_get(&r.lock_entry),
+            Ok((Some(value), _)) if value
+                .first_chunk::<8>()
+                .is_some_and(|stamp| now.saturating_sub(u64::from_le_bytes(*stamp)) <= lock_secs(&r.remote))
+        )
+    }
+
     /// Takes the answer to a fetch of provider `index`: its `:status` and
     /// body. A `200` with a JWKS installs the keys, shares them with the
     /// other workers and returns how many there are; anything else keeps the

@@ -38,6 +38,13 @@ proxy_wasm::main! {{
 /// How often the root context looks at its remote JWKS.
 const TICK: Duration = Duration::from_millis(500);
 
+/// How often it looks while requests wait for another fetch's keys.
+const WAIT_TICK: Duration = Duration::from_millis(50);
+
+/// Requests one worker holds for a fetch under way; past this, a request
+/// decides at once with the keys there are.
+const MAX_WAITERS: usize = 1024;
+
 /// What the root and request contexts of one worker share.
 #[derive(Debug, Default)]
 struct Shared {
@@ -49,6 +56,9 @@ struct Shared {
     stats: Stats,
     /// Tokens this worker verified, so a repeated token skips the signature.
     cache: RefCell<TokenCache>,
+    /// Requests paused until a fetch under way (this worker's or another's)
+    /// is over: (context id, provider).
+    waiters: RefCell<Vec<(u32, usize)>>,
 }
 
 /// Envoy stats of the filter, defined once in `on_configure`. Envoy exports
@@ -127,8 +137,13 @@ impl Host for EnvoyHost<'_> {
             .insert(index, token, key, claims, valid_until, self.now);
     }
 
+    /// A request's missing key asks for the keys when it may start a fetch,
+    /// or when one is under way already (it then waits for that one).
     fn may_refetch(&self, index: usize) -> bool {
-        self.may_fetch && self.shared.refresh.borrow().may_refetch(index, self.now)
+        let refresh = self.shared.refresh.borrow();
+        self.may_fetch
+            && (refresh.may_refetch(index, self.now)
+                || refresh.fetch_under_way(index, self.now, &self.shared.jwks_host()))
     }
 
     /// RS*/ES* through Envoy's BoringSSL (`verify_signature`), some fifty
@@ -250,6 +265,49 @@ impl Shared {
     }
 }
 
+/// Decides again every waiting request whose fetch is over (keys arrived,
+/// or the fetch failed or timed out), each in its own context; the others
+/// keep waiting. The quick tick ends when nobody waits.
+fn wake(shared: &Rc<Shared>, now: u64) {
+    let waiting = std::mem::take(&mut *shared.waiters.borrow_mut());
+    if waiting.is_empty() {
+        return;
+    }
+    let mut still = Vec::new();
+    for (id, provider) in waiting {
+        let fetching =
+            shared
+                .refresh
+                .borrow_mut()
+                .still_fetching(provider, now, &mut shared.jwks_host());
+        if fetching {
+            still.push((id, provider));
+            continue;
+        }
+        // A request that went away (the client reset it) has no context.
+        if hostcalls::set_effective_context(id).is_err() {
+            continue;
+        }
+        let mut request = JwtRequest {
+            shared: Rc::clone(shared),
+            context_id: id,
+            waiting_for: None,
+        };
+        let result = request.check(false).and_then(|action| match action {
+            Action::Continue => hostcalls::resume_http_request(),
+            _ => Ok(()),
+        });
+        if let Err(status) = result {
+            deny_on_host_error(status);
+        }
+    }
+    let none_left = still.is_empty();
+    shared.waiters.borrow_mut().extend(still);
+    if none_left {
+        let _ = hostcalls::set_tick_period(TICK);
+    }
+}
+
 fn now_secs() -> u64 {
     hostcalls::get_current_time()
         .ok()
@@ -274,6 +332,7 @@ impl Context for JwtRoot {
     ) {
         if let Some(provider) = self.calls.remove(&token_id) {
             self.shared.receive(provider, body_size, now_secs());
+            wake(&self.shared, now_secs());
         }
     }
 }
@@ -301,6 +360,7 @@ impl RootContext for JwtRoot {
                     no_native: Cell::new(false),
                     stats: Stats::define(),
                     cache: RefCell::new(TokenCache::new(cache_size)),
+                    waiters: RefCell::default(),
                 });
                 self.shared
                     .refresh
@@ -345,15 +405,17 @@ impl RootContext for JwtRoot {
                 ),
             }
         }
+        wake(&self.shared, now);
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(JwtRequest {
             shared: Rc::clone(&self.shared),
+            context_id,
             waiting_for: None,
         }))
     }
@@ -362,6 +424,8 @@ impl RootContext for JwtRoot {
 #[derive(Debug)]
 struct JwtRequest {
     shared: Rc<Shared>,
+    /// Envoy's id of this request's context, to resume it from the root.
+    context_id: u32,
     /// The JWKS fetch this request waits for: (call token, provider).
     waiting_for: Option<(u32, usize)>,
 }
@@ -389,6 +453,9 @@ impl Context for JwtRequest {
         if let Err(status) = result {
             deny_on_host_error(status);
         }
+        // The keys serve the requests that waited for them too (last: it
+        // moves to their contexts).
+        wake(&self.shared, now_secs());
     }
 }
 
@@ -445,8 +512,21 @@ impl JwtRequest {
                         self.waiting_for = Some((token, provider));
                         Ok(Action::Pause)
                     }
-                    // Another worker had the new keys already, or is
-                    // fetching them: decide with what there is.
+                    // A fetch is under way (another worker's, or this
+                    // one's): wait for it, looked at on the root's quick
+                    // tick and when an answer comes, for at most its
+                    // timeout. A request that found no keys at first
+                    // would otherwise be refused a valid token.
+                    RequestFetch::Busy if shared.waiters.borrow().len() < MAX_WAITERS => {
+                        shared
+                            .waiters
+                            .borrow_mut()
+                            .push((self.context_id, provider));
+                        let _ = hostcalls::set_tick_period(WAIT_TICK);
+                        Ok(Action::Pause)
+                    }
+                    // Another worker had the new keys already (or too many
+                    // wait): decide with what there is.
                     RequestFetch::Adopted | RequestFetch::Busy => self.check(false),
                 }
             }

@@ -209,15 +209,20 @@ fn a_fetch_under_way_is_not_started_again_by_the_same_worker() {
     assert_eq!(worker.calls.len(), 1);
 }
 
-#[test]
-fn one_worker_fetches_while_the_others_wait_for_its_lock() {
+/// Two workers on one store of shared data, the first fetching since `T`.
+fn first_worker_fetching() -> (SharedData, Worker, Worker, JwksRefresh, JwksRefresh) {
     let data = SharedData::default();
     let (mut a, mut b) = (Worker::on(&data), Worker::on(&data));
-    let (mut first, mut second) = (schedule(), schedule());
+    let (mut first, second) = (schedule(), schedule());
     first.prepare_shared(&mut a);
     second.prepare_shared(&mut b);
-
     assert_eq!(started(&first.on_tick(T, &mut a)), vec![IDP]);
+    (data, a, b, first, second)
+}
+
+#[test]
+fn one_worker_fetches_while_the_others_wait_for_its_lock() {
+    let (data, mut a, mut b, mut first, mut second) = first_worker_fetching();
     assert!(second.on_tick(T, &mut b).is_empty());
     assert!(second.on_tick(T + LOCK, &mut b).is_empty());
     assert_eq!(
@@ -232,6 +237,33 @@ fn one_worker_fetches_while_the_others_wait_for_its_lock() {
     assert!(second.on_tick(T + 2, &mut b).is_empty());
     assert_eq!(b.installed, vec![(IDP, all_keys())]);
     assert!(b.calls.is_empty(), "one fetch served both workers");
+}
+
+#[test]
+fn a_request_that_found_a_fetch_under_way_waits_for_it_and_no_longer() {
+    let (_data, mut a, mut b, mut first, mut second) = first_worker_fetching();
+    assert_eq!(
+        second.fetch_for_request(IDP, T, &mut b),
+        Ok(RequestFetch::Busy)
+    );
+    // Another worker's fetch is out: wait.
+    assert!(second.fetch_under_way(IDP, T + 1, &b));
+    assert!(second.still_fetching(IDP, T + 1, &mut b));
+    assert!(b.installed.is_empty());
+    // Its answer: the keys are taken, and the wait is over.
+    answer(&mut first, T + 1, &mut a).unwrap();
+    assert!(!second.still_fetching(IDP, T + 1, &mut b));
+    assert_eq!(b.installed, vec![(IDP, all_keys())]);
+
+    // A fetch whose answer never comes holds a request for its timeout only.
+    let (_data, mut a, mut b, mut first, mut second) = first_worker_fetching();
+    assert!(second.still_fetching(IDP, T + LOCK, &mut b));
+    assert!(!second.still_fetching(IDP, T + LOCK + 1, &mut b));
+    // The worker's own fetch counts too, for as long.
+    assert!(first.still_fetching(IDP, T + LOCK, &mut a));
+    assert!(!first.still_fetching(IDP, T + LOCK + 1, &mut a));
+    // A provider with inline keys is never fetched.
+    assert!(!first.still_fetching(LOCAL, T, &mut a));
 }
 
 #[test]
