@@ -37,6 +37,7 @@ pub mod process;
 pub mod ratelimit;
 pub mod raw;
 pub mod redis;
+pub mod sso;
 
 pub use authz::AuthzService;
 pub use echo::{Echo, Echoed};
