@@ -80,21 +80,26 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
                     _ if g.members[0].exact_path => format!("={}", g.prefix),
                     _ => g.prefix.to_owned(),
                 };
+                // Why these filters, and what a request without a session
+                // gets instead of the login redirect.
+                let because = match v.instead {
+                    Some(i) => format!(
+                        "{}; insteadOfRedirect {}",
+                        v.because.as_deref().unwrap_or_default(),
+                        instead_of_redirect(i)
+                    ),
+                    None => v.because.clone().unwrap_or_default(),
+                };
                 let filters = if g.shared()?.bypass_auth && !v.filters.is_empty() {
                     // What the rule names does not run: say so.
                     format!(
-                        " filters none (bypass_auth; {} would run: {})",
+                        " filters none (bypass_auth; {} would run: {because})",
                         v.filters.join(" -> "),
-                        v.because.as_deref().unwrap_or_default()
                     )
                 } else if v.filters.is_empty() {
                     String::new()
                 } else {
-                    format!(
-                        " filters {} ({})",
-                        v.filters.join(" -> "),
-                        v.because.as_deref().unwrap_or_default()
-                    )
+                    format!(" filters {} ({because})", v.filters.join(" -> "))
                 };
                 out.push_str(&format!(
                     "{vhost} {path}{headers} -> {targets}{filters}  [precedence {p}, prefix length {len}]\n",
@@ -111,4 +116,19 @@ pub fn route_table(resources: &Resources) -> Result<String, RenderError> {
         }
     }
     Ok(out)
+}
+
+/// `insteadOfRedirect` as the table shows it: the status, and the header
+/// condition that picks the requests it answers (every request without one).
+fn instead_of_redirect(i: &crate::policy::InsteadOfRedirect) -> String {
+    match &i.header {
+        None => i.status.to_string(),
+        Some((name, value, negate)) => {
+            let not = if *negate { "!" } else { "" };
+            match value {
+                Some(value) => format!("{} if {not}{name}={value}", i.status),
+                None => format!("{} if {not}{name} present", i.status),
+            }
+        }
+    }
 }

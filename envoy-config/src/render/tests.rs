@@ -31,3 +31,47 @@ fn output_does_not_depend_on_document_order() {
         render_bootstrap(&resources(&reversed), &options).unwrap()
     );
 }
+
+#[test]
+fn the_table_says_what_a_request_without_a_session_gets_instead_of_the_login() {
+    let text = "apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: app}
+spec: {prefix: /app/, service: app:8080}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Filter
+metadata: {name: sso}
+spec:
+  OAuth2:
+    authorizationURL: https://idp.example
+    clientID: gatehouse
+    secretName: sso-client
+    protectedOrigins: [{origin: https://app.example}]
+---
+apiVersion: getambassador.io/v3alpha1
+kind: FilterPolicy
+metadata: {name: app}
+spec:
+  rules:
+  - path: /app/api/*
+    filters:
+    - name: sso
+      arguments:
+        insteadOfRedirect:
+          httpStatusCode: 401
+          ifRequestHeader: {name: X-Client, value: spa}
+  - {path: /app/*, filters: [{name: sso}]}
+";
+    let table = route_table(&resources(text)).unwrap();
+    assert!(
+        table.contains(
+            "/app/api/ -> app:8080 (app) filters sso (FilterPolicy app rule 0; insteadOfRedirect 401 if x-client=spa)"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("filters sso (FilterPolicy app rule 1)  ["),
+        "the other rule redirects: {table}"
+    );
+}
