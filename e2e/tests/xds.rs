@@ -249,27 +249,13 @@ spec: {{ambassador_id: [internal], prefix: /internal/, service: '127.0.0.1:{echo
         versions["internal"].as_str().unwrap_or_default()
     );
     assert_ne!(versions["internal"], versions["default"]);
-    let on = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
-    assert_eq!(
-        client
-            .get(on(internal_port, "/internal/x"))
-            .send()
-            .await?
-            .status(),
-        200
-    );
-    assert_eq!(
-        client
-            .get(on(internal_port, "/app/x"))
-            .send()
-            .await?
-            .status(),
-        404
-    );
-    assert_eq!(
-        client.get(on(listen, "/internal/x")).send().await?.status(),
-        404
-    );
+    let code = |port: u16, path: &'static str| {
+        let request = client.get(format!("http://127.0.0.1:{port}{path}")).send();
+        async move { anyhow::Ok(request.await?.status().as_u16()) }
+    };
+    assert_eq!(code(internal_port, "/internal/x").await?, 200);
+    assert_eq!(code(internal_port, "/app/x").await?, 404);
+    assert_eq!(code(listen, "/internal/x").await?, 404);
 
     // Load on the shared port from here on: a new connection per request,
     // so the kernel spreads it over the four Envoys.

@@ -325,7 +325,8 @@ impl AggregatedDiscoveryService for Ads {
                         };
                         let type_url = request.type_url.clone();
                         if !TYPES.contains(&type_url.as_str()) {
-                            // Secrets travel inline (no SDS yet): nothing names one.
+                            // A type this server does not serve: nothing
+                            // it sends names one.
                             continue;
                         }
                         let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
